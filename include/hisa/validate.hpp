@@ -1,0 +1,30 @@
+// hisa: input checks shared by every backend. Each throws hisa::Error with a message that names the
+// input, the expected and the actual value.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "hisa/config.hpp"
+#include "hisa/params.hpp"
+
+namespace hisa {
+
+// One query row of a prefill call, resolved from cu_seqlens or ks/ke.
+struct RowSpan {
+  int64_t key_start;  // first key row of the row's sequence (blocks align here)
+  int64_t visible;    // e: the row sees positions [0, e) relative to key_start
+  int64_t seq_keys;   // keys of the sequence present in k (>= visible), for pooled keys
+};
+
+// Shapes, dtypes, cu_seqlens / ks-ke consistency, causality (T_b <= S_b), NaN/inf in w, q, k and
+// k_scale <= 0 (host pointers only: the CUDA backend checks values on the device copy).
+void validate_prefill(const PrefillInputs& in, const SelectConfig& cfg, bool check_values = true);
+// Row spans of every query row (host pointers).
+std::vector<RowSpan> prefill_row_spans(const PrefillInputs& in);
+
+// Shapes, next_n in 1..4, seq_lens in [next_n, max_pages * page_size], block_table entries in
+// [0, num_pages) for every page a request uses, B a multiple of page_size for hisa/block, NaN/inf.
+void validate_decode(const DecodeInputs& in, const SelectConfig& cfg, bool check_values = true);
+
+}  // namespace hisa
