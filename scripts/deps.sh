@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs hisa's build and test dependencies from Debian's packages (idempotent; quiet when present).
+set -euo pipefail
+pkgs=(g++ cmake ninja-build googletest libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev)
+[ "${HISA_PYTHON:-0}" = 1 ] && pkgs+=(pybind11-dev python3-dev python3-numpy)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
