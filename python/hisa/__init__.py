@@ -1,0 +1,8 @@
+"""hisa: flat DSA and hierarchical HISA top-k selection for sparse-attention indexers.
+
+    import numpy as np, hisa
+    idx, blocks = hisa.select_prefill(q, k, k_scale, w, method="hisa")  # q [T,H,D], k [S,D], w [T,H]
+"""
+from ._hisa import Error, backends, cuda_available, select_prefill  # noqa: F401
+
+__all__ = ["Error", "backends", "cuda_available", "select_prefill"]
