@@ -1,0 +1,193 @@
+#include "cpu/fast_kernels.hpp"
+
+#include <cmath>
+#include <cstring>
+
+#include "hisa/error.hpp"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
+namespace hisa::cpu {
+namespace {
+
+// fp8 e4m3 -> fp32 bit pattern without a table, so that gcc vectorises the loop (a table lookup is a
+// scalar load per value and would cost about a quarter of the scoring work in hisa decode).
+// Normal values: the exponent bias 7 -> 127 is +120 in the exponent field. Subnormals (exponent 0):
+// mag * 2^-9 through an int -> float conversion, so no fp32 denormal appears and DAZ/FTZ modes cannot
+// change the result. NaN codes are reported by the caller.
+inline uint32_t fp8_bits(uint32_t v) {
+  const uint32_t mag = v & 0x7fu;
+  const uint32_t sub = __builtin_bit_cast(uint32_t, float(int(mag)) * 0x1p-9f);
+  const uint32_t normal = (mag << 20) + (120u << 23);
+  const uint32_t is_sub = 0u - uint32_t(mag < 8);
+  return (sub & is_sub) | (normal & ~is_sub) | ((v & 0x80u) << 24);
+}
+
+// Microkernel: NK keys against one packed query row. Per head chunk, NK x 16 dot products live in
+// 2 * NK accumulators (12 for NK = 6, plus 2 query vectors and a broadcast: 15 of 16 ymm registers);
+// each d step costs 8 loads for 12 FMAs, so the loop is FMA-bound. The ReLU-weight-sum epilogue
+// folds each chunk into one 8-lane partial per key; lanes are summed once at the end, always in the
+// same order.
+#if defined(__AVX2__) && defined(__FMA__)
+inline float hsum(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
+template <int NK>
+void score_slab(const float* keys, int D, const PackedQuery& q, int chunks, float* out) {
+  const __m256 zero = _mm256_setzero_ps();
+  __m256 part[NK];
+  for (int i = 0; i < NK; ++i) part[i] = zero;
+  for (int c = 0; c < chunks; ++c) {
+    const float* qc = q.qt + int64_t(c) * D * kHeadLanes;
+    __m256 lo[NK], hi[NK];
+    for (int i = 0; i < NK; ++i) lo[i] = hi[i] = zero;
+    for (int d = 0; d < D; ++d) {
+      const __m256 q0 = _mm256_loadu_ps(qc + d * kHeadLanes);
+      const __m256 q1 = _mm256_loadu_ps(qc + d * kHeadLanes + 8);
+      for (int i = 0; i < NK; ++i) {
+        const __m256 k = _mm256_broadcast_ss(keys + i * D + d);
+        lo[i] = _mm256_fmadd_ps(k, q0, lo[i]);
+        hi[i] = _mm256_fmadd_ps(k, q1, hi[i]);
+      }
+    }
+    const __m256 w0 = _mm256_loadu_ps(q.w + c * kHeadLanes);
+    const __m256 w1 = _mm256_loadu_ps(q.w + c * kHeadLanes + 8);
+    for (int i = 0; i < NK; ++i) {
+      part[i] = _mm256_fmadd_ps(_mm256_max_ps(lo[i], zero), w0, part[i]);
+      part[i] = _mm256_fmadd_ps(_mm256_max_ps(hi[i], zero), w1, part[i]);
+    }
+  }
+  for (int i = 0; i < NK; ++i) out[i] = hsum(part[i]);
+}
+#else
+// Portable version of the same computation (builds without AVX2/FMA).
+template <int NK>
+void score_slab(const float* keys, int D, const PackedQuery& q, int chunks, float* out) {
+  float part[NK][8] = {};
+  for (int c = 0; c < chunks; ++c) {
+    const float* qc = q.qt + int64_t(c) * D * kHeadLanes;
+    float acc[NK][kHeadLanes] = {};
+    for (int d = 0; d < D; ++d)
+      for (int i = 0; i < NK; ++i)
+        for (int l = 0; l < kHeadLanes; ++l) acc[i][l] += keys[i * D + d] * qc[d * kHeadLanes + l];
+    for (int i = 0; i < NK; ++i)
+      for (int l = 0; l < kHeadLanes; ++l)
+        part[i][l % 8] += std::max(acc[i][l], 0.0f) * q.w[c * kHeadLanes + l];
+  }
+  for (int i = 0; i < NK; ++i) {
+    const float* p = part[i];
+    out[i] = ((p[0] + p[4]) + (p[2] + p[6])) + ((p[1] + p[5]) + (p[3] + p[7]));
+  }
+}
+#endif
+
+constexpr int kSlab = 6;
+
+}  // namespace
+
+bool dequantize(DType t, const void* src, float* dst, int64_t n) {
+  switch (t) {
+    case DType::F32:
+      std::memcpy(dst, src, size_t(n) * 4);
+      return false;
+    case DType::BF16: {
+      const uint16_t* s = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = __builtin_bit_cast(float, uint32_t(s[i]) << 16);
+      return false;
+    }
+    case DType::F8E4M3: {
+      const uint8_t* s = static_cast<const uint8_t*>(src);
+      uint32_t nan = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        dst[i] = __builtin_bit_cast(float, fp8_bits(s[i]));
+        nan |= uint32_t((s[i] & 0x7f) == 0x7f);
+      }
+      return nan != 0;
+    }
+    default:
+      throw Error("dequantize: dtype " + dtype_name(t) + " is not a q/k dtype");
+  }
+}
+
+PackedQuery pack_query(DType t, const void* q, const float* w, int H, int D, float* buf,
+                       float* scratch) {
+  const int chunks = head_chunks(H);
+  float* qt = buf;
+  float* wp = buf + int64_t(chunks) * kHeadLanes * D;
+  dequantize(t, q, scratch, int64_t(H) * D);
+  for (int c = 0; c < chunks; ++c)
+    for (int d = 0; d < D; ++d)
+      for (int l = 0; l < kHeadLanes; ++l) {
+        const int h = c * kHeadLanes + l;
+        qt[(int64_t(c) * D + d) * kHeadLanes + l] = h < H ? scratch[int64_t(h) * D + d] : 0.0f;
+      }
+  for (int h = 0; h < chunks * kHeadLanes; ++h) wp[h] = h < H ? w[h] : 0.0f;
+  return {qt, wp};
+}
+
+void score_keys(const float* keys, const float* scale, int n, int D, const PackedQuery& q,
+                int chunks, float* out) {
+  int i = 0;
+  for (; i + kSlab <= n; i += kSlab) score_slab<kSlab>(keys + int64_t(i) * D, D, q, chunks, out + i);
+  const float* rest = keys + int64_t(i) * D;
+  switch (n - i) {
+    case 5: score_slab<5>(rest, D, q, chunks, out + i); break;
+    case 4: score_slab<4>(rest, D, q, chunks, out + i); break;
+    case 3: score_slab<3>(rest, D, q, chunks, out + i); break;
+    case 2: score_slab<2>(rest, D, q, chunks, out + i); break;
+    case 1: score_slab<1>(rest, D, q, chunks, out + i); break;
+    default: break;
+  }
+  // Scales > 0 commute with the ReLU, so they apply once per key after the head sum.
+  if (scale)
+    for (int j = 0; j < n; ++j) out[j] *= scale[j];
+}
+
+KeyTile DenseKeys::load(int64_t p, int n, TileBuffer& buf) const {
+  const float* s = k_scale ? k_scale + p : nullptr;
+  if (dtype == DType::F32) return {static_cast<const float*>(k) + p * head_dim, s};  // no copy
+  const size_t esz = dtype_size(dtype);
+  dequantize(dtype, static_cast<const uint8_t*>(k) + size_t(p) * head_dim * esz, buf.keys.data(),
+             int64_t(n) * head_dim);  // values were checked by validate_prefill
+  return {buf.keys.data(), s};
+}
+
+KeyTile PagedKeys::load(int64_t p, int n, TileBuffer& buf) const {
+  const int64_t page_stride = int64_t(page_size) * (head_dim + 4);
+  for (int i = 0; i < n;) {
+    const int64_t pos = p + i;
+    const int off = int(pos % page_size);
+    const int run = std::min(n - i, page_size - off);  // tokens of this page: contiguous values
+    const uint8_t* page = cache + pages[pos / page_size] * page_stride;
+    const bool nan = dequantize(DType::F8E4M3, page + int64_t(off) * head_dim,
+                                buf.keys.data() + int64_t(i) * head_dim, int64_t(run) * head_dim);
+    HISA_CHECK(!nan, "decode: the cache holds a NaN fp8 value in request ", request, ", tokens [",
+               pos, ", ", pos + run, ")");
+    std::memcpy(buf.scale.data() + i, page + int64_t(page_size) * head_dim + int64_t(off) * 4,
+                size_t(run) * 4);
+    for (int j = i; j < i + run; ++j) {
+      const float s = buf.scale[size_t(j)];
+      HISA_CHECK(std::isfinite(s) && s > 0.0f, "decode: cache scale of request ", request, " token ",
+                 p + j, " is ", s, " (must be finite and > 0)");
+    }
+    i += run;
+  }
+  return {buf.keys.data(), buf.scale.data()};
+}
+
+void top_positions(std::vector<uint64_t>& keys, int k, std::vector<int32_t>& out) {
+  const size_t n = std::min(size_t(k), keys.size());
+  if (n < keys.size())
+    std::nth_element(keys.begin(), keys.begin() + std::ptrdiff_t(n), keys.end(),
+                     [](uint64_t a, uint64_t b) { return a > b; });
+  out.resize(n);
+  for (size_t i = 0; i < n; ++i) out[i] = rank_pos(keys[i]);
+  std::sort(out.begin(), out.end());
+}
+
+}  // namespace hisa::cpu
