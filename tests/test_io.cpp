@@ -216,6 +216,7 @@ TEST(Safetensors, ReadErrorsNameTheFileAndTensor) {
   const std::string f32x2 = raw<float>({1, 2});
 
   EXPECT_HISA_ERROR(read_safetensors(path + ".missing"), "cannot open", path + ".missing");
+  EXPECT_HISA_ERROR(read_safetensors(::testing::TempDir()), "not a regular file");
 
   write_bytes(path, "abc");
   EXPECT_HISA_ERROR(read_safetensors(path), path, "truncated");

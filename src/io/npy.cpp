@@ -183,9 +183,10 @@ std::string npy_descr(DType t) {
 Tensor read_npy(const std::string& path, std::optional<DType> dtype_override) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  HISA_CHECK(fs::exists(path, ec), "cannot open .npy file '", path, "': no such file");
-  HISA_CHECK(fs::is_regular_file(path, ec), "cannot read .npy file '", path,
-             "': not a regular file");
+  const fs::file_status st = fs::status(path, ec);
+  HISA_CHECK(fs::exists(st), "cannot open .npy file '", path,
+             "': ", ec ? ec.message() : std::string("no such file"));
+  HISA_CHECK(fs::is_regular_file(st), "cannot read .npy file '", path, "': not a regular file");
   const uint64_t file_size = fs::file_size(path, ec);
   HISA_CHECK(!ec, "cannot read .npy file '", path, "': ", ec.message());
   std::ifstream f(path, std::ios::binary);
@@ -237,8 +238,8 @@ Tensor read_npy(const std::string& path, std::optional<DType> dtype_override) {
   if (dtype_override) {
     // The override names what the items are; the file only has to agree on their size.
     const std::string digits = d.substr(2);
-    const bool numeric =
-        !digits.empty() && digits.find_first_not_of("0123456789") == std::string::npos;
+    const bool numeric = !digits.empty() && digits.size() <= 6 &&
+                         digits.find_first_not_of("0123456789") == std::string::npos;
     HISA_CHECK(numeric && std::stoul(digits) == dtype_size(*dtype_override), path, ": .npy descr '",
                d, "' does not have the ", dtype_size(*dtype_override),
                "-byte items of the override dtype ", dtype_name(*dtype_override));

@@ -131,8 +131,10 @@ std::map<std::string, Tensor> read_safetensors(const std::string& path,
                                                std::map<std::string, std::string>* metadata) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  HISA_CHECK(fs::exists(path, ec), "cannot open safetensors file '", path, "': no such file");
-  HISA_CHECK(fs::is_regular_file(path, ec), "cannot read safetensors file '", path,
+  const fs::file_status st = fs::status(path, ec);
+  HISA_CHECK(fs::exists(st), "cannot open safetensors file '", path,
+             "': ", ec ? ec.message() : std::string("no such file"));
+  HISA_CHECK(fs::is_regular_file(st), "cannot read safetensors file '", path,
              "': not a regular file");
   const uint64_t file_size = fs::file_size(path, ec);
   HISA_CHECK(!ec, "cannot read safetensors file '", path, "': ", ec.message());
