@@ -396,7 +396,7 @@ TEST(Npy, ErrorsAreClear) {
 
   EXPECT_HISA_ERROR(read_npy(path + ".missing"), "cannot open", path + ".missing");
 
-  write_bytes(path, std::string("PK\x03\x04 not an npy file at all", 30));
+  write_bytes(path, std::string("PK\x03\x04 not an npy file at all"));
   EXPECT_HISA_ERROR(read_npy(path), path, "not a .npy file");
 
   std::string v4 = npy_v1(dict("<f4", "False", "(2,)"), f32x2);
