@@ -1,7 +1,8 @@
 // The float64 reference checked against hand-computed tiny cases (SEMANTICS.md sections 2-6).
 //
-// Every case uses one query head reading coordinate 0 (or two heads reading coordinates 0 and 1), so
-// that a key's score is the value written into it and each expected output can be read off by hand.
+// Every case uses one query head reading coordinate 0 (or two heads reading coordinates 0 and 1),
+// so that a key's score is the value written into it and each expected output can be read off by
+// hand.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -15,8 +16,8 @@
 namespace hisa {
 namespace {
 
-using testing::error_message;
-using testing::make_config;
+using test::error_message;
+using test::make_config;
 using V = std::vector<int32_t>;
 
 // A tiny F32 prefill: H heads, D = 64, one sequence unless cu_k says otherwise.
@@ -59,7 +60,7 @@ struct Out {
 };
 Out select(const PrefillInputs& in, const SelectConfig& cfg) {
   auto ref = make_indexer("reference");
-  const auto s = testing::run_prefill(*ref, in, cfg);
+  const auto s = test::run_prefill(*ref, in, cfg);
   return {s.indices, s.blocks};
 }
 
@@ -82,7 +83,7 @@ TEST(Reference, TokenScoresAreReluWeightedHeadSums) {
 
 TEST(Reference, FlatTiesGoTowardTheLowerPosition) {
   const Tiny c = five_keys();
-  EXPECT_EQ(select(c.inputs(), flat(1)).indices, (V{0}));           // 3 at 0 and 2: 0 wins
+  EXPECT_EQ(select(c.inputs(), flat(1)).indices, (V{0}));  // 3 at 0 and 2: 0 wins
   EXPECT_EQ(select(c.inputs(), flat(2)).indices, (V{0, 2}));
   EXPECT_EQ(select(c.inputs(), flat(3)).indices, (V{0, 2, 4}));
   EXPECT_EQ(select(c.inputs(), flat(4)).indices, (V{0, 1, 2, 4}));
@@ -172,7 +173,8 @@ TEST(Reference, PooledKeyIsTheMeanOrMaxOfTheScaledBlock) {
   EXPECT_EQ(reference::pooled_key(row, 1, 64, Pooling::Mean)[0], 63.0);
   EXPECT_EQ(reference::pooled_key(row, 1, 64, Pooling::Max)[0], 126.0);
   EXPECT_EQ(reference::pooled_key(row, 1, 64, Pooling::Mean)[1], 0.0);
-  EXPECT_EQ(reference::pooled_key(row, 0, 128, Pooling::Mean)[0], 47.25);  // (2016 + 2 * 2016) / 128
+  EXPECT_EQ(reference::pooled_key(row, 0, 128, Pooling::Mean)[0],
+            47.25);  // (2016 + 2 * 2016) / 128
 }
 
 TEST(Reference, BlockScoresAndForcedBlocksCountInsideM) {
@@ -180,7 +182,8 @@ TEST(Reference, BlockScoresAndForcedBlocksCountInsideM) {
   const auto row = reference::prefill_rows(c.inputs())[0];
   const auto bs = reference::block_scores(row, 64, Pooling::Mean);
   ASSERT_EQ(bs.size(), 6u);  // J = ceil(350 / 64)
-  for (int j = 0; j < 5; ++j) EXPECT_EQ(bs[size_t(j)], (std::vector<double>{0, 5, 1, 7, 2})[size_t(j)]);
+  for (int j = 0; j < 5; ++j)
+    EXPECT_EQ(bs[size_t(j)], (std::vector<double>{0, 5, 1, 7, 2})[size_t(j)]);
   EXPECT_TRUE(std::isnan(bs[5]));  // partial: no pooled key
 
   // m = 3: sink block 0 (lowest score) and local block 5 are forced; one free slot goes to block 3.
@@ -204,7 +207,8 @@ TEST(Reference, TiedBlocksGoTowardTheLowerBlock) {
   const Tiny c = six_blocks({0, 5, 5, 5, 2, 9});
   const auto row = reference::prefill_rows(c.inputs())[0];
   EXPECT_EQ(reference::choose_blocks(row, make_config(Method::Hisa, 64, 4, 100)), (V{0, 1, 2, 5}));
-  // More sink and local blocks: sink {0, 1}, local {4, 5}, one free slot: block 2 beats 3 on the tie.
+  // More sink and local blocks: sink {0, 1}, local {4, 5}, one free slot: block 2 beats 3 on the
+  // tie.
   SelectConfig cfg = make_config(Method::Hisa, 64, 5, 100);
   cfg.sink_blocks = 2;
   cfg.local_blocks = 2;
@@ -226,20 +230,22 @@ TEST(Reference, FewBlocksMeansHisaEqualsFlat) {
 
 TEST(Reference, ConfigurationErrorsAreClear) {
   const Tiny c = five_keys();
-  EXPECT_NE(error_message([&] { select(c.inputs(), make_config(Method::Hisa, 64, 3, 256)); })
-                .find("must be at least topk"),
+  EXPECT_NE(error_message([&] {
+              select(c.inputs(), make_config(Method::Hisa, 64, 3, 256));
+            }).find("must be at least topk"),
             std::string::npos);
   SelectConfig cfg = make_config(Method::Hisa, 64, 2, 64);
   EXPECT_NE(error_message([&] { select(c.inputs(), cfg); }).find("sink_blocks + local_blocks + 1"),
             std::string::npos);
-  EXPECT_NE(error_message([&] { select(c.inputs(), make_config(Method::Hisa, 96, 3, 64)); })
-                .find("power of two"),
+  EXPECT_NE(error_message([&] {
+              select(c.inputs(), make_config(Method::Hisa, 96, 3, 64));
+            }).find("power of two"),
             std::string::npos);
 }
 
 TEST(Reference, DecodeReadsThePagedCache) {
-  // One request of 100 tokens over two pages stored in reverse order (block_table {1, 0}), next_n 2.
-  // Token 98 holds 1.0 (fp8 0x38), token 99 holds 1.0 with scale 2; everything else is 0.
+  // One request of 100 tokens over two pages stored in reverse order (block_table {1, 0}),
+  // next_n 2. Token 98 holds 1.0 (fp8 0x38), token 99 holds 1.0 with scale 2; everything else is 0.
   const int D = 64, ps = 64;
   std::vector<uint8_t> cache(size_t(2 * page_bytes(ps, D)), 0);
   auto slot = [&](int p) { return &cache[size_t((p < 64 ? 1 : 0) * page_bytes(ps, D))]; };
@@ -272,7 +278,7 @@ TEST(Reference, DecodeReadsThePagedCache) {
   EXPECT_EQ(rows[1].visible, 100);
   EXPECT_EQ(reference::token_scores(rows[1])[99], 2.0);
   auto ref = make_indexer("reference");
-  const auto s = testing::run_decode(*ref, in, flat(2));
+  const auto s = test::run_decode(*ref, in, flat(2));
   EXPECT_EQ(s.indices, (V{0, 98, 98, 99}));  // row 0: 98 then the first of the zeros
 }
 

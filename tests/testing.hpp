@@ -2,10 +2,13 @@
 // backend into owned outputs, and judging every row against the float64 reference
 // (SEMANTICS.md section 7). Header-only so that any test binary (CPU or CUDA) can use it.
 //
-//   hisa::testing::PrefillSpec spec;  spec.dtype = DType::F8E4M3;  spec.seed = 7;
-//   const auto data = hisa::testing::make_prefill(spec);
-//   const auto sel = hisa::testing::run_prefill(*indexer, data.inputs(), cfg);
-//   EXPECT_EQ(hisa::testing::judge_prefill(data.inputs(), cfg, sel, spec.exact), "");
+//   hisa::test::PrefillSpec spec;  spec.dtype = DType::F8E4M3;  spec.seed = 7;
+//   const auto data = hisa::test::make_prefill(spec);
+//   const auto sel = hisa::test::run_prefill(*indexer, data.inputs(), cfg);
+//   EXPECT_EQ(hisa::test::judge_prefill(data.inputs(), cfg, sel, spec.exact), "");
+//
+// The namespace is hisa::test, not hisa::testing, so that GoogleTest's ::testing stays reachable
+// as testing:: inside namespace hisa.
 #pragma once
 
 #include <algorithm>
@@ -27,7 +30,7 @@
 #include "hisa/pooled.hpp"
 #include "hisa/reference.hpp"
 
-namespace hisa::testing {
+namespace hisa::test {
 
 // splitmix64 and Box-Muller written out, so that a seed gives the same data with every standard
 // library (std::normal_distribution is implementation-defined).
@@ -41,7 +44,7 @@ class Rng {
     return z ^ (z >> 31);
   }
   double uniform() { return double(next() >> 11) * 0x1p-53; }  // [0, 1)
-  int64_t integer(int64_t lo, int64_t hi) {                      // [lo, hi]
+  int64_t integer(int64_t lo, int64_t hi) {                    // [lo, hi]
     return lo + int64_t(next() % uint64_t(hi - lo + 1));
   }
   double normal() {
@@ -59,18 +62,21 @@ struct ValueSpec {
   // every fp32 sum is exact and backends must return the reference's sets, ties included.
   bool exact = false;
   int max_int = 4;
-  double density = 0.3;  // exact only: fraction of nonzero q and k entries (sparse: many equal scores)
-  double tie_rate = 0.0;        // fraction of keys that copy an earlier key (tied token scores)
-  double block_tie_rate = 0.0;  // fraction of 64-key runs that copy the previous 64 keys (tied blocks)
-  bool key_scales = true;       // fp8 keys: per-key scales (random, or powers of two when exact)
+  double density =
+      0.3;  // exact only: fraction of nonzero q and k entries (sparse: many equal scores)
+  double tie_rate = 0.0;  // fraction of keys that copy an earlier key (tied token scores)
+  double block_tie_rate =
+      0.0;                 // fraction of 64-key runs that copy the previous 64 keys (tied blocks)
+  bool key_scales = true;  // fp8 keys: per-key scales (random, or powers of two when exact)
 };
 
 struct PrefillSpec : ValueSpec {
   DType dtype = DType::F32;  // q and k
   int num_heads = 8;
   int head_dim = 128;
-  std::vector<int64_t> seq_keys = {1000};   // S_b of each sequence
-  std::vector<int64_t> seq_queries = {16};  // T_b (<= S_b); a single entry applies to every sequence
+  std::vector<int64_t> seq_keys = {1000};  // S_b of each sequence
+  std::vector<int64_t> seq_queries = {
+      16};  // T_b (<= S_b); a single entry applies to every sequence
   uint64_t seed = 1;
 };
 
@@ -114,8 +120,8 @@ struct DecodeSpec : ValueSpec {
   int page_size = 64;
   int next_n = 1;
   std::vector<int64_t> seq_lens = {1000};  // tokens in each request's cache
-  int spare_pages = 3;         // extra pages, poisoned (NaN values and scales): reading one throws
-  bool shuffle_pages = true;   // physical pages in random order, not 0..n-1
+  int spare_pages = 3;        // extra pages, poisoned (NaN values and scales): reading one throws
+  bool shuffle_pages = true;  // physical pages in random order, not 0..n-1
   uint64_t seed = 1;
 };
 
@@ -202,7 +208,8 @@ inline void make_keys(const ValueSpec& v, DType t, int64_t n, int D, Rng& rng,
   for (int64_t p = 0; p < n; ++p) {
     int64_t src = -1;
     if (p % 64 == 0 && p >= 64 && rng.uniform() < v.block_tie_rate) {
-      std::memcpy(&k[size_t(p) * row], &k[size_t(p - 64) * row], std::min<int64_t>(64, n - p) * row);
+      std::memcpy(&k[size_t(p) * row], &k[size_t(p - 64) * row],
+                  std::min<int64_t>(64, n - p) * row);
       for (int64_t i = p; scaled && i < std::min<int64_t>(p + 64, n); ++i) scale[i] = scale[i - 64];
       p += 63;
       continue;
@@ -240,8 +247,8 @@ inline PrefillData make_prefill(const PrefillSpec& spec) {
   d.cu_k = {0};
   for (size_t b = 0; b < spec.seq_keys.size(); ++b) {
     const int64_t sb = spec.seq_keys[b];
-    const int64_t tb = spec.seq_queries.size() == 1 ? std::min(spec.seq_queries[0], sb)
-                                                    : spec.seq_queries[b];
+    const int64_t tb =
+        spec.seq_queries.size() == 1 ? std::min(spec.seq_queries[0], sb) : spec.seq_queries[b];
     HISA_CHECK(tb <= sb, "make_prefill: T_b > S_b in sequence ", b);
     for (int64_t t = 0; t < tb; ++t) {
       d.ks.push_back(d.cu_k.back());
@@ -269,7 +276,8 @@ inline DecodeData make_decode(const DecodeSpec& spec) {
     used += (len + ps - 1) / ps;
     longest = std::max(longest, len);
   }
-  d.max_pages = int((longest + ps - 1) / ps) + 1;  // one unused column: tables are padded in engines
+  d.max_pages =
+      int((longest + ps - 1) / ps) + 1;  // one unused column: tables are padded in engines
   d.num_pages = int(used) + spec.spare_pages;
   std::vector<int32_t> order(static_cast<size_t>(d.num_pages));
   std::iota(order.begin(), order.end(), 0);
@@ -335,9 +343,9 @@ inline std::string judge_rows(const std::vector<reference::Row>& rows, const Sel
   std::vector<std::string> errors(static_cast<size_t>(n));
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t t = 0; t < n; ++t) {
-    errors[size_t(t)] = judge_row(rows[size_t(t)], cfg, sel.indices.data() + t * cfg.out_width(),
-                                  cfg.has_blocks() ? sel.blocks.data() + t * cfg.top_blocks : nullptr,
-                                  rel_eps, exact);
+    errors[size_t(t)] = judge_row(
+        rows[size_t(t)], cfg, sel.indices.data() + t * cfg.out_width(),
+        cfg.has_blocks() ? sel.blocks.data() + t * cfg.top_blocks : nullptr, rel_eps, exact);
   }
   for (int64_t t = 0; t < n; ++t)
     if (!errors[size_t(t)].empty()) return "row " + std::to_string(t) + ": " + errors[size_t(t)];
@@ -385,4 +393,4 @@ inline SelectConfig make_config(Method method, int block_size, int top_blocks, i
   return c;
 }
 
-}  // namespace hisa::testing
+}  // namespace hisa::test

@@ -50,8 +50,8 @@ struct Workspace {
   explicit Workspace(int head_dim) : tile(head_dim) {}
 };
 
-// Runs fn(i, ws) for i < n on the OpenMP threads, one Workspace per thread; rethrows the first error
-// (an exception must not leave an OpenMP region).
+// Runs fn(i, ws) for i < n on the OpenMP threads, one Workspace per thread; rethrows the first
+// error (an exception must not leave an OpenMP region).
 template <class Fn>
 void parallel_for(int64_t n, int head_dim, const Fn& fn) {
   std::exception_ptr error;
@@ -294,7 +294,8 @@ class CpuIndexer final : public Indexer {
       const int64_t start = spans[size_t(first)].key_start;
       const auto seq = seq_of.find(start);  // absent: no row of the group needs block scores
       const DenseKeys pooled_keys{
-          DType::F32, seq == seq_of.end() ? nullptr : pooled.data() + seq_offset[size_t(seq->second)] * D,
+          DType::F32,
+          seq == seq_of.end() ? nullptr : pooled.data() + seq_offset[size_t(seq->second)] * D,
           nullptr, D};
       select_group(rows, count, seq_keys(start), &pooled_keys, call, ws);
     });
@@ -311,9 +312,9 @@ class CpuIndexer final : public Indexer {
                  "hisa::update_pooled_keys)");
       for (int b = 0; b < in.batch; ++b) {
         const int64_t complete = in.seq_lens[b] / cfg.block_size;
-        HISA_CHECK(complete <= in.pooled_max_blocks, "decode: pooled_max_blocks = ",
-                   in.pooled_max_blocks, " but request ", b, " has ", complete,
-                   " complete blocks of ", cfg.block_size, " tokens");
+        HISA_CHECK(complete <= in.pooled_max_blocks,
+                   "decode: pooled_max_blocks = ", in.pooled_max_blocks, " but request ", b,
+                   " has ", complete, " complete blocks of ", cfg.block_size, " tokens");
       }
     }
     const Call call{cfg, H, D, in.q_dtype, out};
@@ -326,11 +327,9 @@ class CpuIndexer final : public Indexer {
         rows[j] = {static_cast<const uint8_t*>(in.q) + size_t(t) * q_row, in.w + t * H,
                    len - in.next_n + j + 1, t};
       }
-      const PagedKeys keys{in.kv_cache, in.block_table + b * in.max_pages, in.page_size, D,
-                           int(b)};
-      const DenseKeys pooled{DType::F32,
-                             in.pooled ? in.pooled + b * in.pooled_max_blocks * D : nullptr,
-                             nullptr, D};
+      const PagedKeys keys{in.kv_cache, in.block_table + b * in.max_pages, in.page_size, D, int(b)};
+      const DenseKeys pooled{
+          DType::F32, in.pooled ? in.pooled + b * in.pooled_max_blocks * D : nullptr, nullptr, D};
       select_group(rows, in.next_n, keys, &pooled, call, ws);
     });
   }

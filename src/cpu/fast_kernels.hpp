@@ -1,10 +1,10 @@
 // Kernels of the fast CPU backend: dequantisation, the fp32 scoring microkernel, exact top-k.
 //
 // One scoring routine serves every path (prefill and decode; flat, hisa token stage, block stage):
-// score_range() walks a "key tile source" (dense keys, the paged cache, or pooled keys) tile by tile
-// and scores each tile for a few query rows. A key's score therefore does not depend on the path, the
-// grouping of rows or the thread that computed it, which makes every output deterministic and makes
-// hisa with J <= m bitwise equal to flat.
+// score_range() walks a "key tile source" (dense keys, the paged cache, or pooled keys) tile by
+// tile and scores each tile for a few query rows. A key's score therefore does not depend on the
+// path, the grouping of rows or the thread that computed it, which makes every output deterministic
+// and makes hisa with J <= m bitwise equal to flat.
 #pragma once
 
 #include <algorithm>
@@ -34,9 +34,18 @@ struct PackedQuery {
 inline int64_t packed_query_floats(int num_heads, int head_dim) {
   return int64_t(head_chunks(num_heads)) * kHeadLanes * (head_dim + 1);
 }
-// Packs q [H, D] (dtype t) and w [H] into `buf` (packed_query_floats); `scratch` holds H * D floats.
+// Packs q [H, D] (dtype t) and w [H] into `buf` (packed_query_floats); `scratch` holds H * D
+// floats.
 PackedQuery pack_query(DType t, const void* q, const float* w, int num_heads, int head_dim,
                        float* buf, float* scratch);
+
+// Microkernel variants. The default is AVX-512 where the CPU has it (checked at run time), else
+// AVX2 (the portable loop in builds without AVX2). Sums differ in the last bits between the two, so
+// outputs are bitwise deterministic per machine. set_kernel lets tests run both; it is not meant to
+// change while a selection runs.
+enum class Kernel { Avx2, Avx512 };
+Kernel active_kernel();
+void set_kernel(Kernel kernel);  // throws hisa::Error when the CPU lacks it
 
 // out[i] = scale[i] * sum_h w[h] * max(0, dot(q[h], keys[i])) for i < n. keys: [n, D] fp32
 // row-major; scale: [n] or nullptr (1). fp32 accumulation in a fixed order.
@@ -52,8 +61,7 @@ struct KeyTile {
 // Scratch of one thread for a key tile source.
 struct TileBuffer {
   std::vector<float> keys, scale;
-  explicit TileBuffer(int head_dim)
-      : keys(size_t(kTileKeys) * head_dim), scale(kTileKeys) {}
+  explicit TileBuffer(int head_dim) : keys(size_t(kTileKeys) * head_dim), scale(kTileKeys) {}
 };
 
 // Scores positions [p0, p1) of `source` for `nrows` query rows: out[r][p] for absolute p.
@@ -64,8 +72,8 @@ void score_range(const Source& source, int64_t p0, int64_t p1, const PackedQuery
   for (int64_t p = p0; p < p1; p += kTileKeys) {
     const int n = int(std::min<int64_t>(kTileKeys, p1 - p));
     const KeyTile tile = source.load(p, n, buf);
-    for (int r = 0; r < nrows; ++r) score_keys(tile.keys, tile.scale, n, head_dim, rows[r], chunks,
-                                               out[r] + p);
+    for (int r = 0; r < nrows; ++r)
+      score_keys(tile.keys, tile.scale, n, head_dim, rows[r], chunks, out[r] + p);
   }
 }
 

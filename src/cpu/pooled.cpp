@@ -1,4 +1,5 @@
-// Incremental pooled keys for the paged decode cache: only blocks that just became complete are read.
+// Incremental pooled keys for the paged decode cache: only blocks that just became complete are
+// read.
 #include "hisa/pooled.hpp"
 
 #include <exception>
@@ -49,11 +50,11 @@ void update_pooled_keys(const DecodeInputs& cache, const int32_t* old_lens, cons
 #pragma omp for schedule(dynamic, 4)
     for (int64_t i = 0; i < n; ++i) {
       const auto [b, j] = todo[size_t(i)];
-      const cpu::PagedKeys keys{cache.kv_cache, cache.block_table + int64_t(b) * cache.max_pages, ps,
-                                D, b};
+      const cpu::PagedKeys keys{cache.kv_cache, cache.block_table + int64_t(b) * cache.max_pages,
+                                ps, D, b};
       try {
-        cpu::pool_block(keys, j, block_size, D, pooling,
-                        pooled + (int64_t(b) * max_blocks + j) * D, buf);
+        cpu::pool_block(keys, j, block_size, D, pooling, pooled + (int64_t(b) * max_blocks + j) * D,
+                        buf);
       } catch (...) {
 #pragma omp critical(hisa_pooled_error)
         if (!error) error = std::current_exception();
