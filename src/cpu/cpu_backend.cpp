@@ -1,5 +1,5 @@
-// The fast CPU backend: OpenMP over groups of query rows, AVX2 fp32 scoring, exact top-k per row
-// without a [T, S] score matrix (SEMANTICS.md sections 3-6).
+// The fast CPU backend: OpenMP over groups of query rows, AVX2 / AVX-512 fp32 scoring, exact top-k
+// per row without a [T, S] score matrix (SEMANTICS.md sections 3-6).
 //
 // A group is up to 4 query rows of one sequence (consecutive prefill rows, or the next_n rows of a
 // decode request). Its rows share every dequantised key tile. Per group: pack the queries; for
@@ -79,7 +79,7 @@ void choose_blocks(const QueryRow* rows, int nrows, const PackedQuery* packed,
                    const DenseKeys& pooled, const Call& call, Workspace& ws) {
   const SelectConfig& cfg = call.cfg;
   const int chunks = cpu::head_chunks(call.num_heads);
-  const PackedQuery* need[kMaxGroup];
+  PackedQuery need[kMaxGroup];  // rows with J > m, which need block scores
   float* out[kMaxGroup];
   int need_row[kMaxGroup], nneed = 0;
   int64_t hi = 0;  // block scores are needed for blocks [sink, hi)
@@ -90,19 +90,14 @@ void choose_blocks(const QueryRow* rows, int nrows, const PackedQuery* packed,
       for (int64_t j = 0; j < J; ++j) ws.chosen[r].push_back(int32_t(j));
     } else {
       need_row[nneed] = r;
-      need[nneed++] = &packed[r];
+      need[nneed++] = packed[r];
       hi = std::max(hi, J - cfg.local_blocks);
     }
   }
   if (nneed == 0) return;
-  PackedQuery need_packed[kMaxGroup];
   ws.block_scores.resize(size_t(nneed) * size_t(hi));
-  for (int i = 0; i < nneed; ++i) {
-    need_packed[i] = *need[i];
-    out[i] = ws.block_scores.data() + int64_t(i) * hi;
-  }
-  cpu::score_range(pooled, cfg.sink_blocks, hi, need_packed, nneed, out, call.head_dim, chunks,
-                   ws.tile);
+  for (int i = 0; i < nneed; ++i) out[i] = ws.block_scores.data() + int64_t(i) * hi;
+  cpu::score_range(pooled, cfg.sink_blocks, hi, need, nneed, out, call.head_dim, chunks, ws.tile);
   for (int i = 0; i < nneed; ++i) {
     const int r = need_row[i];
     const int64_t J = ceil_div(rows[r].visible, cfg.block_size);
@@ -129,11 +124,50 @@ void for_each_candidate_range(const QueryRow& row, const std::vector<int32_t>& c
   for (int32_t j : chosen) fn(j * B, std::min((j + 1) * B, row.visible));
 }
 
+// Token scores of every candidate position p of the rows need_row[i] into out[i][p]. Flat: one
+// range for all rows. Hisa: each block chosen by any row is dequantised once and scored for the
+// rows that chose it.
+template <class Keys>
+void score_candidates(const QueryRow* rows, const int* need_row, int nneed,
+                      const PackedQuery* packed, float* const* out, const Keys& keys,
+                      const Call& call, Workspace& ws) {
+  const int D = call.head_dim, chunks = cpu::head_chunks(call.num_heads);
+  int64_t end = 0;
+  for (int i = 0; i < nneed; ++i) end = std::max(end, rows[need_row[i]].visible);
+  if (call.cfg.method == Method::Flat) {
+    cpu::score_range(keys, 0, end, packed, nneed, out, D, chunks, ws.tile);
+    return;
+  }
+  ws.union_blocks.clear();
+  for (int i = 0; i < nneed; ++i)
+    ws.union_blocks.insert(ws.union_blocks.end(), ws.chosen[need_row[i]].begin(),
+                           ws.chosen[need_row[i]].end());
+  std::sort(ws.union_blocks.begin(), ws.union_blocks.end());
+  ws.union_blocks.erase(std::unique(ws.union_blocks.begin(), ws.union_blocks.end()),
+                        ws.union_blocks.end());
+  const int64_t B = call.cfg.block_size;
+  for (int32_t j : ws.union_blocks) {
+    PackedQuery sub_packed[kMaxGroup];
+    float* sub_out[kMaxGroup];
+    int nsub = 0;
+    int64_t sub_end = 0;
+    for (int i = 0; i < nneed; ++i) {
+      const std::vector<int32_t>& c = ws.chosen[need_row[i]];
+      if (!std::binary_search(c.begin(), c.end(), j)) continue;
+      sub_packed[nsub] = packed[i];
+      sub_out[nsub++] = out[i];
+      sub_end = std::max(sub_end, rows[need_row[i]].visible);
+    }
+    cpu::score_range(keys, j * B, std::min((j + 1) * B, sub_end), sub_packed, nsub, sub_out, D,
+                     chunks, ws.tile);
+  }
+}
+
 template <class Keys>
 void select_group(const QueryRow* rows, int nrows, const Keys& keys, const DenseKeys* pooled,
                   const Call& call, Workspace& ws) {
   const SelectConfig& cfg = call.cfg;
-  const int H = call.num_heads, D = call.head_dim, chunks = cpu::head_chunks(H);
+  const int H = call.num_heads, D = call.head_dim;
   const int width = cfg.out_width();
 
   const int64_t pq_floats = cpu::packed_query_floats(H, D);
@@ -175,34 +209,7 @@ void select_group(const QueryRow* rows, int nrows, const Keys& keys, const Dense
       need_packed[i] = packed[need_row[i]];
       out[i] = ws.scores.data() + i * stride;
     }
-    if (cfg.method == Method::Flat) {
-      cpu::score_range(keys, 0, stride, need_packed, nneed, out, D, chunks, ws.tile);
-    } else {
-      // Each block chosen by any row is dequantised once and scored for the rows that chose it.
-      ws.union_blocks.clear();
-      for (int i = 0; i < nneed; ++i)
-        ws.union_blocks.insert(ws.union_blocks.end(), ws.chosen[need_row[i]].begin(),
-                               ws.chosen[need_row[i]].end());
-      std::sort(ws.union_blocks.begin(), ws.union_blocks.end());
-      ws.union_blocks.erase(std::unique(ws.union_blocks.begin(), ws.union_blocks.end()),
-                            ws.union_blocks.end());
-      for (int32_t j : ws.union_blocks) {
-        PackedQuery sub_packed[kMaxGroup];
-        float* sub_out[kMaxGroup];
-        int nsub = 0;
-        int64_t end = 0;
-        for (int i = 0; i < nneed; ++i) {
-          const std::vector<int32_t>& c = ws.chosen[need_row[i]];
-          if (!std::binary_search(c.begin(), c.end(), j)) continue;
-          sub_packed[nsub] = need_packed[i];
-          sub_out[nsub++] = out[i];
-          end = std::max(end, rows[need_row[i]].visible);
-        }
-        const int64_t B = cfg.block_size;
-        cpu::score_range(keys, j * B, std::min((j + 1) * B, end), sub_packed, nsub, sub_out, D,
-                         chunks, ws.tile);
-      }
-    }
+    score_candidates(rows, need_row, nneed, need_packed, out, keys, call, ws);
   }
 
   for (int r = 0, i = 0; r < nrows; ++r) {
