@@ -249,6 +249,18 @@ TEST(CpuBackend, LargerRealisticCase) {
   expect_prefill_matches(spec, make_config(Method::Hisa, 128, 8, 512));
 }
 
+TEST(CpuBackend, DecodePageSizes) {
+  // Pages smaller than a key tile (tiles span pages) and pages as large as a block.
+  for (int page_size : {16, 128}) {
+    DecodeSpec spec;
+    spec.page_size = page_size;
+    spec.seq_lens = {1000, 1711, 257};
+    spec.next_n = 2;
+    spec.seed = 611 + uint64_t(page_size);
+    for (Method m : kMethods) expect_decode_matches(spec, make_config(m, 128, 4, 256));
+  }
+}
+
 TEST(CpuBackend, DecodeShortRequestsHisaEqualsFlat) {
   DecodeSpec spec;
   spec.seq_lens = {384, 70, 200};
@@ -492,11 +504,16 @@ TEST(CpuKernels, RankKeyOrdersScoreDescThenPositionAsc) {
   std::vector<uint64_t> keys = {cpu::rank_key(1.0f, 5),  cpu::rank_key(-0.0f, 0),
                                 cpu::rank_key(0.0f, 1),  cpu::rank_key(1.0f, 2),
                                 cpu::rank_key(-3.0f, 3), cpu::rank_key(2.0f, 9)};
+  std::sort(keys.begin(), keys.end(),  // top_positions takes ranks in position order
+            [](uint64_t a, uint64_t b) { return cpu::rank_pos(a) < cpu::rank_pos(b); });
+  std::vector<uint64_t> scratch;
   std::vector<int32_t> out;
-  cpu::top_positions(keys, 3, out);
+  cpu::top_positions(keys, 3, scratch, out);
   EXPECT_EQ(out, (std::vector<int32_t>{2, 5, 9}));
-  cpu::top_positions(keys, 4, out);  // -0 and +0 tie: the lower position wins
+  cpu::top_positions(keys, 4, scratch, out);  // -0 and +0 tie: the lower position wins
   EXPECT_EQ(out, (std::vector<int32_t>{0, 2, 5, 9}));
+  cpu::top_positions(keys, 10, scratch, out);
+  EXPECT_EQ(out, (std::vector<int32_t>{0, 1, 2, 3, 5, 9}));
 }
 
 }  // namespace

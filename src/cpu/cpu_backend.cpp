@@ -44,7 +44,7 @@ struct Workspace {
   std::vector<float> packed, scratch;
   std::vector<float> scores;        // [rows, stride]: token scores by position
   std::vector<float> block_scores;  // [rows, stride]: block scores by block index
-  std::vector<uint64_t> ranks;
+  std::vector<uint64_t> ranks, rank_scratch;
   std::vector<int32_t> picked, union_blocks;
   std::vector<int32_t> chosen[kMaxGroup];  // chosen blocks of each row, ascending
   explicit Workspace(int head_dim) : tile(head_dim) {}
@@ -104,7 +104,8 @@ void choose_blocks(const QueryRow* rows, int nrows, const PackedQuery* packed,
     ws.ranks.clear();
     for (int64_t j = cfg.sink_blocks; j < J - cfg.local_blocks; ++j)
       ws.ranks.push_back(cpu::rank_key(out[i][j], int32_t(j)));
-    cpu::top_positions(ws.ranks, cfg.top_blocks - cfg.sink_blocks - cfg.local_blocks, ws.picked);
+    cpu::top_positions(ws.ranks, cfg.top_blocks - cfg.sink_blocks - cfg.local_blocks,
+                       ws.rank_scratch, ws.picked);
     std::vector<int32_t>& c = ws.chosen[r];
     for (int j = 0; j < cfg.sink_blocks; ++j) c.push_back(j);
     c.insert(c.end(), ws.picked.begin(), ws.picked.end());
@@ -146,7 +147,10 @@ void score_candidates(const QueryRow* rows, const int* need_row, int nneed,
   ws.union_blocks.erase(std::unique(ws.union_blocks.begin(), ws.union_blocks.end()),
                         ws.union_blocks.end());
   const int64_t B = call.cfg.block_size;
-  for (int32_t j : ws.union_blocks) {
+  for (size_t u = 0; u < ws.union_blocks.size(); ++u) {
+    const int32_t j = ws.union_blocks[u];
+    if (u + 1 < ws.union_blocks.size())  // score_range prefetches within a block, this across
+      keys.prefetch(ws.union_blocks[u + 1] * B, int(std::min<int64_t>(B, cpu::kTileKeys)));
     PackedQuery sub_packed[kMaxGroup];
     float* sub_out[kMaxGroup];
     int nsub = 0;
@@ -221,7 +225,7 @@ void select_group(const QueryRow* rows, int nrows, const Keys& keys, const Dense
       for_each_candidate_range(rows[r], ws.chosen[r], cfg, [&](int64_t p0, int64_t p1) {
         for (int64_t p = p0; p < p1; ++p) ws.ranks.push_back(cpu::rank_key(s[p], int32_t(p)));
       });
-      cpu::top_positions(ws.ranks, cfg.topk, ws.picked);
+      cpu::top_positions(ws.ranks, cfg.topk, ws.rank_scratch, ws.picked);
       std::copy(ws.picked.begin(), ws.picked.end(), idx);
       ++i;
     } else {

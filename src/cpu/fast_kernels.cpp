@@ -301,6 +301,29 @@ KeyTile DenseKeys::load(int64_t p, int n, TileBuffer& buf) const {
   return {buf.keys.data(), s};
 }
 
+namespace {
+void prefetch_bytes(const uint8_t* p, int64_t bytes) {
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
+}
+}  // namespace
+
+void DenseKeys::prefetch(int64_t p, int n) const {
+  const size_t row = size_t(head_dim) * dtype_size(dtype);
+  prefetch_bytes(static_cast<const uint8_t*>(k) + size_t(p) * row, int64_t(n) * int64_t(row));
+}
+
+void PagedKeys::prefetch(int64_t p, int n) const {
+  const int64_t page_stride = int64_t(page_size) * (head_dim + 4);
+  for (int i = 0; i < n;) {
+    const int off = int((p + i) % page_size);
+    const int run = std::min(n - i, page_size - off);
+    const uint8_t* page = cache + pages[(p + i) / page_size] * page_stride;
+    prefetch_bytes(page + int64_t(off) * head_dim, int64_t(run) * head_dim);
+    prefetch_bytes(page + int64_t(page_size) * head_dim + int64_t(off) * 4, int64_t(run) * 4);
+    i += run;
+  }
+}
+
 KeyTile PagedKeys::load(int64_t p, int n, TileBuffer& buf) const {
   const int64_t page_stride = int64_t(page_size) * (head_dim + 4);
   for (int i = 0; i < n;) {
@@ -324,14 +347,22 @@ KeyTile PagedKeys::load(int64_t p, int n, TileBuffer& buf) const {
   return {buf.keys.data(), buf.scale.data()};
 }
 
-void top_positions(std::vector<uint64_t>& keys, int k, std::vector<int32_t>& out) {
+void top_positions(const std::vector<uint64_t>& keys, int k, std::vector<uint64_t>& scratch,
+                   std::vector<int32_t>& out) {
   const size_t n = std::min(size_t(k), keys.size());
-  if (n < keys.size())
-    std::nth_element(keys.begin(), keys.begin() + std::ptrdiff_t(n), keys.end(),
+  out.clear();
+  if (n == 0) return;
+  // The n-th best rank is the threshold; ranks are unique, so exactly n pass it, and reading them
+  // in input order gives ascending positions without a sort.
+  uint64_t threshold = 0;
+  if (n < keys.size()) {
+    scratch.assign(keys.begin(), keys.end());
+    std::nth_element(scratch.begin(), scratch.begin() + std::ptrdiff_t(n - 1), scratch.end(),
                      [](uint64_t a, uint64_t b) { return a > b; });
-  out.resize(n);
-  for (size_t i = 0; i < n; ++i) out[i] = rank_pos(keys[i]);
-  std::sort(out.begin(), out.end());
+    threshold = scratch[n - 1];
+  }
+  for (uint64_t key : keys)
+    if (key >= threshold) out.push_back(rank_pos(key));
 }
 
 }  // namespace hisa::cpu

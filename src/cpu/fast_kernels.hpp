@@ -65,13 +65,16 @@ struct TileBuffer {
 };
 
 // Scores positions [p0, p1) of `source` for `nrows` query rows: out[r][p] for absolute p.
-// Source: KeyTile load(int64_t p, int n, TileBuffer&) const with n <= kTileKeys.
+// Source: KeyTile load(int64_t p, int n, TileBuffer&) const with n <= kTileKeys, and
+// void prefetch(int64_t p, int n) const. The next tile is prefetched while one is scored (paged
+// decode reads scattered pages from DRAM).
 template <class Source>
 void score_range(const Source& source, int64_t p0, int64_t p1, const PackedQuery* rows, int nrows,
                  float* const* out, int head_dim, int chunks, TileBuffer& buf) {
   for (int64_t p = p0; p < p1; p += kTileKeys) {
     const int n = int(std::min<int64_t>(kTileKeys, p1 - p));
     const KeyTile tile = source.load(p, n, buf);
+    if (p + n < p1) source.prefetch(p + n, int(std::min<int64_t>(kTileKeys, p1 - p - n)));
     for (int r = 0; r < nrows; ++r)
       score_keys(tile.keys, tile.scale, n, head_dim, rows[r], chunks, out[r] + p);
   }
@@ -109,6 +112,7 @@ struct DenseKeys {
   const float* k_scale;  // [rows] fp32 or nullptr
   int head_dim;
   KeyTile load(int64_t p, int n, TileBuffer& buf) const;
+  void prefetch(int64_t p, int n) const;  // hints the bytes of keys [p, p + n) into the cache
 };
 
 // Keys of one request in the paged fp8 cache. Throws hisa::Error on a NaN value or a scale that is
@@ -120,6 +124,7 @@ struct PagedKeys {
   int head_dim;
   int request;  // for messages
   KeyTile load(int64_t p, int n, TileBuffer& buf) const;
+  void prefetch(int64_t p, int n) const;
 };
 
 // ---- Exact top-k: (score desc, position asc) as one integer, larger is better ----
@@ -131,7 +136,9 @@ inline uint64_t rank_key(float score, int32_t pos) {
 }
 inline int32_t rank_pos(uint64_t key) { return int32_t(~uint32_t(key)); }
 
-// Keeps the best min(k, keys.size()) ranks and returns their positions ascending in `out`.
-void top_positions(std::vector<uint64_t>& keys, int k, std::vector<int32_t>& out);
+// Positions of the best min(k, keys.size()) ranks, ascending, in `out`. keys must be in ascending
+// position order (every caller builds them so). scratch: any buffer, reused.
+void top_positions(const std::vector<uint64_t>& keys, int k, std::vector<uint64_t>& scratch,
+                   std::vector<int32_t>& out);
 
 }  // namespace hisa::cpu
