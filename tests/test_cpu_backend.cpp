@@ -398,6 +398,9 @@ TEST(CpuBackend, DecodeInputErrorsAreClear) {
   in.kv_cache = cache.data();
   expect_error([&] { test::run_decode(*cpu, in, small_config(Method::Flat)); },
                "NaN fp8 value in request 0");
+  in.batch = 1;  // a single group: the error comes from a nested task
+  expect_error([&] { test::run_decode(*cpu, in, small_config(Method::Flat)); },
+               "NaN fp8 value in request 0");
 
   in = data.inputs();
   in.next_n = 5;
@@ -446,6 +449,36 @@ TEST(CpuBackend, DeterministicAcrossRunsAndThreadCounts) {
     EXPECT_EQ(p1.blocks, p2.blocks) << method_name(m);
     EXPECT_EQ(d1.indices, d2.indices) << method_name(m);
     EXPECT_EQ(d1.blocks, d2.blocks) << method_name(m);
+  }
+  omp_set_num_threads(threads);
+}
+
+TEST(CpuBackend, SingleGroupCallsSplitTheirScoringOverThreads) {
+  // One decode request, or a prefill of at most 4 rows, is one group: its scoring is split into
+  // tasks over the threads. Same output with 1 and 2 threads, and right.
+  PrefillSpec spec;
+  spec.dtype = DType::F8E4M3;
+  spec.seq_keys = {5000};
+  spec.seq_queries = {3};
+  spec.seed = 803;
+  const auto pre = test::make_prefill(spec);
+  DecodeSpec dspec;
+  dspec.seq_lens = {5000};
+  dspec.seed = 804;
+  auto dec = test::make_decode(dspec);
+  dec.pool(64);
+  auto cpu = cpu_indexer();
+  const int threads = omp_get_max_threads();
+  for (Method m : kMethods) {
+    const SelectConfig cfg = small_config(m);
+    omp_set_num_threads(2);
+    const auto p2 = test::run_prefill(*cpu, pre.inputs(), cfg);
+    const auto d2 = test::run_decode(*cpu, dec.inputs(), cfg);
+    omp_set_num_threads(1);
+    EXPECT_EQ(test::run_prefill(*cpu, pre.inputs(), cfg).indices, p2.indices) << method_name(m);
+    EXPECT_EQ(test::run_decode(*cpu, dec.inputs(), cfg).indices, d2.indices) << method_name(m);
+    EXPECT_EQ(test::judge_prefill(pre.inputs(), cfg, p2, false), "") << method_name(m);
+    EXPECT_EQ(test::judge_decode(dec.inputs(), cfg, d2, false), "") << method_name(m);
   }
   omp_set_num_threads(threads);
 }

@@ -5,6 +5,8 @@
 // decode request). Its rows share every dequantised key tile. Per group: pack the queries; for
 // hisa/block score the pooled keys and choose blocks; then score only the candidate positions into
 // an O(S) buffer per row and select with the exact (score desc, position asc) order.
+#include <omp.h>
+
 #include <cstdlib>
 #include <exception>
 #include <map>
@@ -73,12 +75,38 @@ void parallel_for(int64_t n, int head_dim, const Fn& fn) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Runs fn(i, tile_buffer) for i < n. A call with a single group (one decode request, a short
+// prefill) runs outside any active parallel region: then the tasks spread over the threads. Inside
+// a team they run in order on the calling thread. Scores land in disjoint slots either way, so
+// the output does not depend on the split.
+template <class Fn>
+void for_each_task(int64_t n, int head_dim, Workspace& ws, const Fn& fn) {
+  if (n > 1 && !omp_in_parallel() && omp_get_max_threads() > 1) {
+    parallel_for(n, head_dim, [&](int64_t i, Workspace& local) { fn(i, local.tile); });
+  } else {
+    for (int64_t i = 0; i < n; ++i) fn(i, ws.tile);
+  }
+}
+
+// cpu::score_range in tasks of kTaskKeys positions (see for_each_task).
+constexpr int64_t kTaskKeys = 16 * cpu::kTileKeys;
+template <class Keys>
+void score_range_tasks(const Keys& keys, int64_t p0, int64_t p1, const PackedQuery* rows, int nrows,
+                       float* const* out, const Call& call, Workspace& ws) {
+  const int chunks = cpu::head_chunks(call.num_heads);
+  for_each_task(ceil_div(p1 - p0, kTaskKeys), call.head_dim, ws,
+                [&](int64_t i, cpu::TileBuffer& tile) {
+                  const int64_t a = p0 + i * kTaskKeys;
+                  cpu::score_range(keys, a, std::min(a + kTaskKeys, p1), rows, nrows, out,
+                                   call.head_dim, chunks, tile);
+                });
+}
+
 // Chooses blocks for each row (SEMANTICS.md 4.4): all eligible blocks when J <= m, else the forced
 // sink and local blocks plus the best-scoring others, ties toward the lower block.
 void choose_blocks(const QueryRow* rows, int nrows, const PackedQuery* packed,
                    const DenseKeys& pooled, const Call& call, Workspace& ws) {
   const SelectConfig& cfg = call.cfg;
-  const int chunks = cpu::head_chunks(call.num_heads);
   PackedQuery need[kMaxGroup];  // rows with J > m, which need block scores
   float* out[kMaxGroup];
   int need_row[kMaxGroup], nneed = 0;
@@ -97,7 +125,7 @@ void choose_blocks(const QueryRow* rows, int nrows, const PackedQuery* packed,
   if (nneed == 0) return;
   ws.block_scores.resize(size_t(nneed) * size_t(hi));
   for (int i = 0; i < nneed; ++i) out[i] = ws.block_scores.data() + int64_t(i) * hi;
-  cpu::score_range(pooled, cfg.sink_blocks, hi, need, nneed, out, call.head_dim, chunks, ws.tile);
+  score_range_tasks(pooled, cfg.sink_blocks, hi, need, nneed, out, call, ws);
   for (int i = 0; i < nneed; ++i) {
     const int r = need_row[i];
     const int64_t J = ceil_div(rows[r].visible, cfg.block_size);
@@ -136,7 +164,7 @@ void score_candidates(const QueryRow* rows, const int* need_row, int nneed,
   int64_t end = 0;
   for (int i = 0; i < nneed; ++i) end = std::max(end, rows[need_row[i]].visible);
   if (call.cfg.method == Method::Flat) {
-    cpu::score_range(keys, 0, end, packed, nneed, out, D, chunks, ws.tile);
+    score_range_tasks(keys, 0, end, packed, nneed, out, call, ws);
     return;
   }
   ws.union_blocks.clear();
@@ -147,10 +175,11 @@ void score_candidates(const QueryRow* rows, const int* need_row, int nneed,
   ws.union_blocks.erase(std::unique(ws.union_blocks.begin(), ws.union_blocks.end()),
                         ws.union_blocks.end());
   const int64_t B = call.cfg.block_size;
-  for (size_t u = 0; u < ws.union_blocks.size(); ++u) {
-    const int32_t j = ws.union_blocks[u];
-    if (u + 1 < ws.union_blocks.size())  // score_range prefetches within a block, this across
-      keys.prefetch(ws.union_blocks[u + 1] * B, int(std::min<int64_t>(B, cpu::kTileKeys)));
+  const std::vector<int32_t>& blocks = ws.union_blocks;
+  for_each_task(int64_t(blocks.size()), D, ws, [&](int64_t u, cpu::TileBuffer& tile) {
+    const int32_t j = blocks[size_t(u)];
+    if (size_t(u) + 1 < blocks.size())  // score_range prefetches within a block, this across
+      keys.prefetch(blocks[size_t(u) + 1] * B, int(std::min<int64_t>(B, cpu::kTileKeys)));
     PackedQuery sub_packed[kMaxGroup];
     float* sub_out[kMaxGroup];
     int nsub = 0;
@@ -163,8 +192,8 @@ void score_candidates(const QueryRow* rows, const int* need_row, int nneed,
       sub_end = std::max(sub_end, rows[need_row[i]].visible);
     }
     cpu::score_range(keys, j * B, std::min((j + 1) * B, sub_end), sub_packed, nsub, sub_out, D,
-                     chunks, ws.tile);
-  }
+                     chunks, tile);
+  });
 }
 
 template <class Keys>
