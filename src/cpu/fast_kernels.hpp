@@ -17,7 +17,7 @@
 namespace hisa::cpu {
 
 constexpr int kTileKeys = 64;   // keys dequantised at a time (64 x 128 fp32 = 32 KiB, stays in L1)
-constexpr int kHeadLanes = 16;  // heads per packed query chunk (two AVX2 vectors)
+constexpr int kHeadLanes = 16;  // heads per packed query chunk (two AVX2 vectors, one AVX-512)
 
 inline int head_chunks(int num_heads) { return (num_heads + kHeadLanes - 1) / kHeadLanes; }
 
