@@ -1,0 +1,394 @@
+// hisa_cuda_bench: times the CUDA flat indexer (fused exact top-k) on the device, checks sampled
+// rows of every timed output against the float64 reference, and prints the numbers against the
+// measured ceilings and DeepGEMM's anchors (../shared/ANCHORS.md, same device type).
+//
+//   hisa_cuda_bench [--json out.json] [--quick]
+//
+// Prefill: full causal T = S = L, H = 64, D = 128, k = 2048, fp8 (one call; the kernel is
+// persistent and its workspace does not grow with T x S). Decode: paged fp8 cache, next_n = 1,
+// batch 1 / 8 / 64 at 32K and 128K; requests rotate through a 64-request cache so that batches 1
+// and 8 do not run from L2. CUDA events, warm-up, median.
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "hisa/cuda.hpp"
+#include "hisa/judge.hpp"
+#include "hisa/reference.hpp"
+
+namespace {
+
+using nlohmann::json;
+
+#define CK(call)                                                                          \
+  do {                                                                                    \
+    cudaError_t e_ = (call);                                                              \
+    if (e_ != cudaSuccess) {                                                              \
+      std::fprintf(stderr, "%s failed: %s (%s:%d)\n", #call, cudaGetErrorString(e_), __FILE__, \
+                   __LINE__);                                                             \
+      throw std::runtime_error("cuda error");                                             \
+    }                                                                                     \
+  } while (0)
+
+// Ceilings and DeepGEMM numbers measured on this device type (ANCHORS.md, 2026-11-22).
+constexpr double kFp8GemmTflops = 1438.0;
+constexpr double kCopyTBps = 4.2;
+struct Anchor {
+  int64_t L;
+  double logits_ms, with_topk_ms;
+};
+const Anchor kPrefillAnchors[] = {{8192, 0.61, 1.84}, {32768, 7.97, 24.4}, {65536, 35.3, 93.8}, {131072, 142.0, 374.0}};
+
+__device__ uint32_t mix(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return uint32_t(x);
+}
+// Roughly Gaussian (sum of 4 uniforms), scaled.
+__device__ float gauss(uint64_t seed, uint64_t i) {
+  float s = 0.0f;
+  for (int j = 0; j < 4; ++j) s += float(mix(seed * 0x9E3779B97F4A7C15ull + i * 4 + j) >> 8) * (1.0f / 16777216.0f);
+  return (s - 2.0f) * 1.7320508f;
+}
+__global__ void fill_fp8(uint8_t* p, int64_t n, uint64_t seed, float scale) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    __nv_fp8_e4m3 v(gauss(seed, uint64_t(i)) * scale);
+    p[i] = *reinterpret_cast<uint8_t*>(&v);
+  }
+}
+__global__ void fill_f32(float* p, int64_t n, uint64_t seed, float lo, float hi) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    p[i] = lo + (hi - lo) * float(mix(seed * 7919 + uint64_t(i)) >> 8) * (1.0f / 16777216.0f);
+}
+__global__ void fill_gauss(float* p, int64_t n, uint64_t seed, float scale) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    p[i] = gauss(seed, uint64_t(i)) * scale;
+}
+// Cache pages: values in [0, 64 * 128), scales after (1.0 .. 2.0).
+__global__ void fill_cache(uint8_t* cache, int64_t pages, uint64_t seed) {
+  const int64_t n = pages * 64 * 132;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t off = i % (64 * 132);
+    if (off < 64 * 128) {
+      __nv_fp8_e4m3 v(gauss(seed, uint64_t(i)) * 3.0f);
+      cache[i] = *reinterpret_cast<uint8_t*>(&v);
+    } else if ((off - 64 * 128) % 4 == 0) {
+      const float s = 1.0f + float(mix(seed + uint64_t(i)) >> 8) * (1.0f / 16777216.0f);
+      std::memcpy(cache + i, &s, 4);
+    }
+  }
+}
+
+template <typename T>
+struct Buf {
+  T* p = nullptr;
+  size_t n = 0;
+  explicit Buf(size_t count) : n(count) { CK(cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T))); }
+  ~Buf() { cudaFree(p); }
+  std::vector<T> get(size_t off, size_t count) const {
+    std::vector<T> h(count);
+    CK(cudaMemcpy(h.data(), p + off, count * sizeof(T), cudaMemcpyDeviceToHost));
+    return h;
+  }
+};
+
+struct Timing {
+  double median_ms = 0, min_ms = 0;
+  int reps = 0;
+};
+
+// Warm-up once, then repeat until `budget_s` or max_reps; f(rep) launches one call.
+Timing time_it(const std::function<void(int)>& f, double budget_s, int min_reps, int max_reps) {
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  f(0);
+  CK(cudaDeviceSynchronize());
+  std::vector<double> ms;
+  double total = 0;
+  for (int rep = 1; rep <= max_reps && (rep <= min_reps || total < budget_s * 1e3); ++rep) {
+    CK(cudaEventRecord(a));
+    f(rep);
+    CK(cudaEventRecord(b));
+    CK(cudaEventSynchronize(b));
+    float t = 0;
+    CK(cudaEventElapsedTime(&t, a, b));
+    ms.push_back(t);
+    total += t;
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(ms.begin(), ms.end());
+  Timing r;
+  r.median_ms = ms[ms.size() / 2];
+  r.min_ms = ms.front();
+  r.reps = int(ms.size());
+  return r;
+}
+
+// Judges sampled rows: builds one-row host inputs (the row's q and w, its sequence's keys).
+int check_prefill_rows(const Buf<uint8_t>& q, const Buf<uint8_t>& k, const Buf<float>& ks, const Buf<float>& w,
+                       const Buf<int32_t>& out, int64_t L, int H, int topk, const std::vector<int64_t>& rows,
+                       json& report) {
+  const auto kh = k.get(0, size_t(L) * 128);
+  const auto sh = ks.get(0, size_t(L));
+  int bad = 0;
+  for (int64_t t : rows) {
+    const auto qh = q.get(size_t(t) * H * 128, size_t(H) * 128);
+    const auto wh = w.get(size_t(t) * H, size_t(H));
+    const auto oh = out.get(size_t(t) * topk, size_t(topk));
+    const int32_t zero = 0, end = int32_t(t + 1);
+    hisa::PrefillInputs in;
+    in.num_q = 1, in.num_k = L, in.num_heads = H, in.head_dim = 128, in.dtype = hisa::DType::F8E4M3;
+    in.q = qh.data(), in.k = kh.data(), in.k_scale = sh.data(), in.w = wh.data();
+    in.ks = &zero, in.ke = &end;
+    const auto ref_rows = hisa::reference::prefill_rows(in);
+    hisa::SelectConfig cfg;
+    cfg.method = hisa::Method::Flat;
+    cfg.topk = topk;
+    const std::string e = hisa::judge_row(ref_rows[0], cfg, oh.data(), nullptr, 1e-3, false);
+    if (!e.empty()) {
+      ++bad;
+      std::printf("  CHECK FAILED row %lld: %s\n", (long long)t, e.c_str());
+    }
+  }
+  report["rows_checked"] = rows.size();
+  report["rows_failed"] = bad;
+  return bad;
+}
+
+double copy_ceiling_tbps() {
+  const size_t n = size_t(2) << 30;
+  Buf<uint8_t> a(n), b(n);
+  CK(cudaMemset(a.p, 1, n));
+  const Timing t = time_it([&](int) { CK(cudaMemcpyAsync(b.p, a.p, n, cudaMemcpyDeviceToDevice)); }, 0.3, 5, 20);
+  return 2.0 * double(n) / (t.median_ms * 1e-3) / 1e12;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string json_path;
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--json" && i + 1 < argc) json_path = argv[++i];
+    else if (a == "--quick") quick = true;
+  }
+  try {
+    json report;
+    report["device"] = hisa::cuda::device_description();
+    std::printf("device: %s\n", report["device"].get<std::string>().c_str());
+    const double copy = copy_ceiling_tbps();
+    report["copy_tbps_measured"] = copy;
+    report["ceilings"] = {{"fp8_gemm_tflops", kFp8GemmTflops}, {"copy_tbps", kCopyTBps}};
+    std::printf("copy ceiling measured: %.2f TB/s (ANCHORS: %.1f)\n", copy, kCopyTBps);
+    hisa::cuda::Workspace ws;
+    const int H = 64, topk = 2048;
+    hisa::SelectConfig cfg;
+    cfg.method = hisa::Method::Flat;
+    cfg.topk = topk;
+
+    // ------------------------------------------------------------ prefill
+    std::vector<int64_t> sizes = {8192, 32768, 65536, 131072};
+    if (quick) sizes = {8192, 32768};
+    for (int64_t L : sizes) {
+      Buf<uint8_t> q(size_t(L) * H * 128), k(size_t(L) * 128);
+      Buf<float> ks(static_cast<size_t>(L)), w(size_t(L) * H);
+      Buf<int32_t> cu(2), out(size_t(L) * topk);
+      fill_fp8<<<4096, 256>>>(q.p, int64_t(q.n), 1000 + L, 40.0f);
+      fill_fp8<<<4096, 256>>>(k.p, int64_t(k.n), 2000 + L, 3.0f);
+      fill_f32<<<1024, 256>>>(ks.p, L, 3000 + L, 0.5f, 2.0f);
+      fill_gauss<<<1024, 256>>>(w.p, int64_t(w.n), 4000 + L, 0.1f);
+      const int32_t cuh[2] = {0, int32_t(L)};
+      CK(cudaMemcpy(cu.p, cuh, 8, cudaMemcpyHostToDevice));
+      CK(cudaGetLastError());
+      hisa::PrefillInputs in;
+      in.num_q = L, in.num_k = L, in.num_heads = H, in.head_dim = 128, in.dtype = hisa::DType::F8E4M3;
+      in.q = q.p, in.k = k.p, in.k_scale = ks.p, in.w = w.p;
+      in.num_seqs = 1, in.cu_seqlens_q = cu.p, in.cu_seqlens_k = cu.p;
+      hisa::SelectOutputs o;
+      o.indices = out.p;
+      hisa::cuda::Options opt;
+      opt.validate = false;
+      const Timing t = time_it([&](int) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, opt); },
+                               L >= 65536 ? 1.0 : 0.5, 3, 20);
+      const double flops = double(L) * double(L + 1) / 2.0 * H * 128 * 2;
+      json r;
+      r["kind"] = "prefill";
+      r["L"] = L;
+      r["H"] = H;
+      r["k"] = topk;
+      r["dtype"] = "fp8";
+      r["path"] = hisa::cuda::path_name(hisa::cuda::chosen_path(in, cfg));
+      r["median_ms"] = t.median_ms;
+      r["min_ms"] = t.min_ms;
+      r["reps"] = t.reps;
+      r["flops"] = flops;
+      r["tflops"] = flops / (t.median_ms * 1e-3) / 1e12;
+      r["fraction_of_fp8_gemm_ceiling"] = r["tflops"].get<double>() / kFp8GemmTflops;
+      r["workspace_bytes"] = ws.bytes();
+      for (const Anchor& a : kPrefillAnchors) {
+        if (a.L != L) continue;
+        r["deepgemm_logits_ms"] = a.logits_ms;
+        r["deepgemm_logits_topk_ms"] = a.with_topk_ms;
+        r["ratio_to_deepgemm_logits"] = t.median_ms / a.logits_ms;
+        r["speedup_vs_deepgemm_logits_topk"] = a.with_topk_ms / t.median_ms;
+      }
+      std::printf("prefill L=%-7lld  %9.3f ms (min %.3f, %d reps)  %7.1f TFLOP/s (%.0f%% of fp8 GEMM)", (long long)L,
+                  t.median_ms, t.min_ms, t.reps, r["tflops"].get<double>(),
+                  100 * r["fraction_of_fp8_gemm_ceiling"].get<double>());
+      if (r.contains("ratio_to_deepgemm_logits"))
+        std::printf("  x%.2f of DG logits, %.2fx faster than DG logits+topk", r["ratio_to_deepgemm_logits"].get<double>(),
+                    r["speedup_vs_deepgemm_logits_topk"].get<double>());
+      std::printf("\n");
+      check_prefill_rows(q, k, ks, w, out, L, H, topk, {L - 1, L / 2 + 3, std::min<int64_t>(L - 1, 2100), 17}, r);
+      report["results"].push_back(r);
+    }
+
+    // ------------------------------------------------------------ decode
+    const int kReq = 64, ctx_max = 131072, pages_per_req = ctx_max / 64;
+    const int64_t num_pages = int64_t(kReq) * pages_per_req;
+    Buf<uint8_t> cache(size_t(num_pages) * 64 * 132);
+    fill_cache<<<8192, 256>>>(cache.p, num_pages, 77);
+    std::vector<int32_t> perm(static_cast<size_t>(num_pages));
+    std::iota(perm.begin(), perm.end(), 0);
+    std::mt19937_64 rng(5);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    Buf<int32_t> table(perm.size());
+    CK(cudaMemcpy(table.p, perm.data(), perm.size() * 4, cudaMemcpyHostToDevice));
+    Buf<uint8_t> dq(size_t(kReq) * H * 128);
+    Buf<float> dw(size_t(kReq) * H);
+    fill_fp8<<<256, 256>>>(dq.p, int64_t(dq.n), 88, 40.0f);
+    fill_gauss<<<64, 256>>>(dw.p, int64_t(dw.n), 99, 0.1f);
+    Buf<int32_t> lens(kReq), dout(size_t(kReq) * topk);
+    CK(cudaGetLastError());
+    for (int ctx : {32768, 131072}) {
+      std::vector<int32_t> lh(kReq, ctx);
+      CK(cudaMemcpy(lens.p, lh.data(), kReq * 4, cudaMemcpyHostToDevice));
+      for (int batch : {1, 8, 64}) {
+        std::vector<int> split_list = {0};
+        if (ctx == 131072 && !quick) split_list = {0, 1, 2, 4, 8, 16, 32};
+        for (int splits : split_list) {
+          const int groups = kReq / batch;
+          auto make_in = [&](int rep) {
+            const int r0 = (rep % groups) * batch;
+            hisa::DecodeInputs in;
+            in.batch = batch, in.next_n = 1, in.num_heads = H, in.head_dim = 128;
+            in.q_dtype = hisa::DType::F8E4M3;
+            in.q = dq.p + size_t(r0) * H * 128, in.w = dw.p + size_t(r0) * H;
+            in.num_pages = int(num_pages), in.page_size = 64, in.kv_cache = cache.p;
+            in.max_pages = pages_per_req, in.block_table = table.p + size_t(r0) * pages_per_req;
+            in.seq_lens = lens.p + r0;
+            return in;
+          };
+          hisa::SelectOutputs o;
+          hisa::cuda::Options opt;
+          opt.validate = false;
+          opt.splits = splits;
+          const Timing t = time_it(
+              [&](int rep) {
+                const int r0 = (rep % groups) * batch;
+                o.indices = dout.p + size_t(r0) * topk;
+                hisa::cuda::select_decode(make_in(rep), cfg, o, ws, nullptr, opt);
+              },
+              0.3, 10, 200);
+          const double bytes = double(batch) * ctx * 132 + double(batch) * H * (128 + 4);
+          const double flops = double(batch) * ctx * H * 128 * 2;
+          json r;
+          r["kind"] = "decode";
+          r["batch"] = batch;
+          r["context"] = ctx;
+          r["next_n"] = 1;
+          r["splits"] = splits;
+          r["median_us"] = t.median_ms * 1e3;
+          r["min_us"] = t.min_ms * 1e3;
+          r["reps"] = t.reps;
+          r["bytes"] = bytes;
+          r["tbps"] = bytes / (t.median_ms * 1e-3) / 1e12;
+          r["fraction_of_copy_ceiling"] = r["tbps"].get<double>() / kCopyTBps;
+          r["tflops"] = flops / (t.median_ms * 1e-3) / 1e12;
+          if (batch == 64 && ctx == 131072) {
+            r["deepgemm_logits_us"] = 305.0;
+            r["deepgemm_logits_topk_us"] = 480.0;
+            r["ratio_to_deepgemm_logits"] = t.median_ms * 1e3 / 305.0;
+          }
+          if (batch == 64 && ctx == 32768) {
+            r["deepgemm_logits_us"] = 98.0;
+            r["ratio_to_deepgemm_logits"] = t.median_ms * 1e3 / 98.0;
+          }
+          std::printf("decode b=%-2d ctx=%-6d splits=%-2d %9.1f us (min %.1f)  %5.2f TB/s (%.0f%% of copy)  %6.1f TFLOP/s",
+                      batch, ctx, splits, t.median_ms * 1e3, t.min_ms * 1e3, r["tbps"].get<double>(),
+                      100 * r["fraction_of_copy_ceiling"].get<double>(), r["tflops"].get<double>());
+          if (r.contains("ratio_to_deepgemm_logits"))
+            std::printf("  x%.2f of DG logits", r["ratio_to_deepgemm_logits"].get<double>());
+          std::printf("\n");
+          if (splits == 0) {
+            // Check 2 rows of the last call against the reference (one-request host inputs).
+            CK(cudaDeviceSynchronize());
+            const int rep = t.reps;  // the last call's rotation
+            const int r0 = (rep % groups) * batch;
+            int bad = 0;
+            for (int b : {0, batch - 1}) {
+              const int req = r0 + b;
+              std::vector<int32_t> pages(perm.begin() + int64_t(req) * pages_per_req,
+                                         perm.begin() + int64_t(req) * pages_per_req + (ctx + 63) / 64);
+              // Compact host cache holding only this request's pages.
+              std::vector<uint8_t> hc(pages.size() * 64 * 132);
+              std::vector<int32_t> bt(pages.size());
+              for (size_t j = 0; j < pages.size(); ++j) {
+                CK(cudaMemcpy(hc.data() + j * 64 * 132, cache.p + size_t(pages[j]) * 64 * 132, 64 * 132,
+                              cudaMemcpyDeviceToHost));
+                bt[j] = int32_t(j);
+              }
+              const auto qh = dq.get(size_t(req) * H * 128, size_t(H) * 128);
+              const auto wh = dw.get(size_t(req) * H, size_t(H));
+              const auto oh = dout.get(size_t(req) * topk, size_t(topk));
+              hisa::DecodeInputs hin;
+              hin.batch = 1, hin.next_n = 1, hin.num_heads = H, hin.head_dim = 128;
+              hin.q_dtype = hisa::DType::F8E4M3, hin.q = qh.data(), hin.w = wh.data();
+              hin.num_pages = int(pages.size()), hin.page_size = 64, hin.kv_cache = hc.data();
+              hin.max_pages = int(pages.size()), hin.block_table = bt.data();
+              const int32_t len = ctx;
+              hin.seq_lens = &len;
+              const auto rows = hisa::reference::decode_rows(hin);
+              const std::string e = hisa::judge_row(rows[0], cfg, oh.data(), nullptr, 1e-3, false);
+              if (!e.empty()) {
+                ++bad;
+                std::printf("  CHECK FAILED request %d: %s\n", req, e.c_str());
+              }
+            }
+            r["rows_checked"] = 2;
+            r["rows_failed"] = bad;
+          }
+          report["results"].push_back(r);
+        }
+      }
+    }
+    if (!json_path.empty()) {
+      std::ofstream f(json_path);
+      f << report.dump(2) << "\n";
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "hisa_cuda_bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# The CUDA backend's one device run: GPU tests (hisa_cuda_tests), benchmarks (hisa_cuda_bench),
+# the in-run PyTorch baseline (bench/torch_baseline.py), the SASS summary, compute-sanitizer on
+# small cases. Binaries are built elsewhere and carried in .carry/ (with libgomp.so.1).
+# Writes under $OUT: run.log, tests.log, tests.json, bench.json, torch.json, sass.txt,
+# sanitizer.log. Each step has its own time limit so that a hang cannot eat the whole lease.
+#
+#   OUT=/tmp/out bash bench/device_run.sh            (run from the repository root)
+#   STEPS="tests bench" bash bench/device_run.sh     (a subset)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/hisa_device_out}
+BIN=${HISA_BIN:-.carry}
+STEPS=${STEPS:-"env tests bench torch sass sanitizer"}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH=$PWD/.carry:${LD_LIBRARY_PATH:-}
+export PYTHONUNBUFFERED=1
+LOG=$OUT/run.log
+step() { echo "=== $* ($(date -u +%T))" | tee -a "$LOG"; }
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+
+if has env; then
+  step environment
+  {
+    date -u
+    uname -r
+    nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,memory.total,power.limit \
+      --format=csv
+    python3 -c "import torch; print('torch', torch.__version__)"
+  } 2>&1 | tee -a "$LOG"
+fi
+
+if has tests; then
+  step "tests: hisa_cuda_tests"
+  timeout "${TEST_TIMEOUT:-170}" "$BIN/hisa_cuda_tests" --gtest_output="json:$OUT/tests.json" \
+    >"$OUT/tests.log" 2>&1
+  echo "exit $?" >>"$OUT/tests.log"
+  grep -E "^\[ +(OK|FAILED|PASSED|SKIPPED) +\]|^\[=+\]|Failure|row [0-9]+ \(e =|exit [0-9]+$" "$OUT/tests.log" |
+    tail -n 60 | tee -a "$LOG"
+fi
+
+if has bench; then
+  step "bench: hisa_cuda_bench"
+  timeout "${BENCH_TIMEOUT:-150}" "$BIN/hisa_cuda_bench" --json "$OUT/bench.json" 2>&1 | tee -a "$LOG"
+fi
+
+if has torch; then
+  step "bench: torch_baseline.py"
+  timeout "${TORCH_TIMEOUT:-110}" python3 bench/torch_baseline.py --json "$OUT/torch.json" 2>&1 |
+    tail -n 30 | tee -a "$LOG"
+fi
+
+if has sass; then
+  step "sass: tensor-core instructions per kernel"
+  if command -v cuobjdump >/dev/null; then
+    cuobjdump --dump-sass "$BIN/hisa_cuda_tests" >/tmp/hisa_sass.txt 2>&1
+    awk '/Function :/ {f=$3} /QGMMA|HGMMA|HMMA|LDL|STL|WARPGROUP.DEPBAR|WARPSYNC/ {
+           split($0, a, /[ ;]+/); for (i in a) if (a[i] ~ /^(QGMMA|HGMMA|HMMA|LDL|STL|WARPGROUP)/) n[f " " a[i]]++ }
+         END { for (x in n) print n[x], x }' /tmp/hisa_sass.txt | sort -k2 >"$OUT/sass.txt"
+    grep -c "" "$OUT/sass.txt" | sed 's/^/sass lines: /' | tee -a "$LOG"
+    grep -E "sm90_flat_topk" "$OUT/sass.txt" | grep -E "GMMA" | head -n 20 | tee -a "$LOG"
+  else
+    echo "no cuobjdump" | tee -a "$LOG"
+  fi
+fi
+
+if has sanitizer; then
+  step "compute-sanitizer memcheck (small cases)"
+  timeout "${SAN_TIMEOUT:-100}" compute-sanitizer --tool memcheck --print-limit 20 \
+    "$BIN/hisa_cuda_tests" \
+    --gtest_filter='CudaPrefill.RandomFp8H64Fused:CudaPrefill.RandomBf16H32Fused:CudaDecode.ExactAndSimt:CudaTopk.*' \
+    >"$OUT/sanitizer.log" 2>&1
+  echo "exit $?" >>"$OUT/sanitizer.log"
+  grep -E "ERROR SUMMARY|^\[ +(OK|FAILED|PASSED) +\]|exit [0-9]+$" "$OUT/sanitizer.log" | tail -n 12 | tee -a "$LOG"
+fi
+
+step "summary"
+python3 - "$OUT" <<'EOF' 2>&1 | tee -a "$LOG"
+import json, os, sys
+out = sys.argv[1]
+def load(n):
+    try:
+        return json.load(open(os.path.join(out, n)))
+    except Exception as e:
+        return None
+t = load("tests.json")
+if t:
+    print(f"tests: {t['tests']} run, {t['failures']} failed, {t.get('disabled', 0)} disabled")
+b = load("bench.json")
+tb = load("torch.json")
+torch_prefill = {r["L"]: r for r in (tb or {}).get("results", []) if r["kind"] == "prefill"}
+torch_decode = {(r["batch"], r["context"]): r for r in (tb or {}).get("results", []) if r["kind"] == "decode"}
+if b:
+    print(f"device: {b['device']}, copy {b['copy_tbps_measured']:.2f} TB/s")
+    print("prefill  L        ms      TFLOP/s  %fp8  xDG-logits  vs DG+topk  vs torch  checked")
+    for r in b["results"]:
+        if r["kind"] != "prefill":
+            continue
+        tp = torch_prefill.get(r["L"])
+        print(f"         {r['L']:<7} {r['median_ms']:9.2f} {r['tflops']:8.1f} {100*r['fraction_of_fp8_gemm_ceiling']:5.1f}"
+              f"  {r.get('ratio_to_deepgemm_logits', float('nan')):9.2f}  {r.get('speedup_vs_deepgemm_logits_topk', float('nan')):9.2f}x"
+              f"  {tp['ms']/r['median_ms'] if tp else float('nan'):7.1f}x  {r.get('rows_checked',0)-r.get('rows_failed',0)}/{r.get('rows_checked',0)}")
+    print("decode  b   ctx     splits   us      TB/s  %copy  xDG-logits  vs torch  checked")
+    for r in b["results"]:
+        if r["kind"] != "decode":
+            continue
+        tp = torch_decode.get((r["batch"], r["context"]))
+        print(f"        {r['batch']:<3} {r['context']:<7} {r['splits']:<5} {r['median_us']:8.1f} {r['tbps']:6.2f} {100*r['fraction_of_copy_ceiling']:5.1f}"
+              f"  {r.get('ratio_to_deepgemm_logits', float('nan')):9.2f}  {tp['us']/r['median_us'] if tp else float('nan'):7.1f}x"
+              f"  {str(r.get('rows_checked','-') if 'rows_checked' not in r else (r['rows_checked']-r['rows_failed']))+'/'+str(r.get('rows_checked','-'))}")
+if tb:
+    print(f"torch: fp8 GEMM {tb['fp8_gemm_tflops']:.0f} TFLOP/s, copy {tb['copy_tbps']:.2f} TB/s")
+EOF

@@ -1,0 +1,95 @@
+// hisa: the CUDA backend's device-pointer API (Hopper, sm_90a).
+//
+// The same parameter structs as the host API (hisa/params.hpp), with every pointer a device
+// pointer. Calls are asynchronous on the given stream (cudaStream_t passed as void*; nullptr is
+// the default stream) unless Options::validate asks for the device-side input checks, which read
+// an error flag back and so synchronise the stream. No CUDA types in this header.
+//
+//   hisa::cuda::Workspace ws;
+//   hisa::cuda::select_prefill(in_dev, cfg, out_dev, ws, stream);
+//
+// Only method 'flat' (DSA) is implemented on CUDA; 'hisa' and 'block' throw hisa::Error.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "hisa/config.hpp"
+#include "hisa/params.hpp"
+
+namespace hisa::cuda {
+
+// Device memory the calls need besides inputs and outputs (row spans, split-K partial lists,
+// score chunks, check flags). Grows on demand and is reused; bounded independently of T x S:
+// at most a few MB plus the score-chunk budget of Options::max_chunk_bytes (only for k > 2048 and
+// the fallback path). Not thread-safe; use one per stream.
+class Workspace {
+ public:
+  Workspace();
+  ~Workspace();
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+  // Device bytes held now.
+  size_t bytes() const;
+  // Frees everything (synchronises the device).
+  void release();
+  // Internal: a device buffer of at least `bytes` for `slot` (contents undefined).
+  void* get(int slot, size_t bytes);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Which kernels compute a call.
+enum class Path : int {
+  Auto = 0,    // fused tensor-core top-k where it applies, else the fallbacks below
+  Fused = 1,   // wgmma scoring with the exact top-k fused (fp8/bf16, D = 128, H in {32, 64},
+               // k <= 2048, page_size 64, fp8 q for decode); throws where it does not apply
+  Scores = 2,  // wgmma scoring writing score chunks, then the stand-alone top-k (any k)
+  Simt = 3,    // CUDA-core scoring (any dtype, D, H, page size), then the stand-alone top-k
+};
+std::string path_name(Path p);
+
+struct Options {
+  Path path = Path::Auto;
+  // Check index inputs on the device (cu_seqlens / ks / ke; seq_lens, block_table) and throw
+  // hisa::Error naming the first bad entry. Synchronises the stream.
+  bool validate = true;
+  // Also check q, k, w (and k_scale / cache scales) for non-finite values (one more read of the
+  // inputs). Implies a synchronisation.
+  bool check_values = false;
+  // Key splits per tile (prefill) or request (decode); 0 chooses from the problem size.
+  int splits = 0;
+  // Budget of one score chunk (Scores and Simt paths): rows are processed in chunks of
+  // max_chunk_bytes / (4 * S) rows.
+  size_t max_chunk_bytes = size_t(1) << 30;
+};
+
+// Ragged prefill. in: device pointers (q, k, k_scale, w, cu_seqlens or ks/ke). out.indices:
+// device [T, cfg.topk] int32, rows ascending then -1 padded.
+void select_prefill(const PrefillInputs& in, const SelectConfig& cfg, const SelectOutputs& out,
+                    Workspace& ws, void* stream = nullptr, const Options& opt = {});
+
+// Paged decode. in: device pointers (q, w, kv_cache, block_table, seq_lens). out.indices: device
+// [batch * next_n, cfg.topk] int32.
+void select_decode(const DecodeInputs& in, const SelectConfig& cfg, const SelectOutputs& out,
+                   Workspace& ws, void* stream = nullptr, const Options& opt = {});
+
+// Stand-alone exact top-k over rows of fp32 scores (device pointers): row r has row_len[r] valid
+// scores at scores + r * ld (row_len nullptr: every row has `len`). out: [rows, k] int32
+// positions, ascending, -1 padded; ties toward the lower position; deterministic. k <= 65536.
+void topk_rows(const float* scores, int64_t rows, int64_t ld, const int32_t* row_len, int64_t len,
+               int k, int32_t* out, void* stream = nullptr);
+
+// The path Auto picks for these inputs (for reports and tests).
+Path chosen_path(const PrefillInputs& in, const SelectConfig& cfg);
+Path chosen_path(const DecodeInputs& in, const SelectConfig& cfg);
+
+bool device_present();
+// "NVIDIA H200 (sm_90, 132 SMs)" or "" without a device.
+std::string device_description();
+
+}  // namespace hisa::cuda

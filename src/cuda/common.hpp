@@ -1,0 +1,36 @@
+// Internal helpers of the CUDA backend (host side): checked CUDA calls, device facts.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "hisa/error.hpp"
+
+// Throws hisa::Error naming the call, the CUDA error and the place. Library code never exits.
+#define HISA_CUDA_CHECK(call)                                                                    \
+  do {                                                                                           \
+    const cudaError_t hisa_err_ = (call);                                                        \
+    if (hisa_err_ != cudaSuccess) {                                                              \
+      throw ::hisa::Error(::hisa::detail::concat("cuda backend: ", #call, " failed: ",           \
+                                                 cudaGetErrorName(hisa_err_), " (",               \
+                                                 cudaGetErrorString(hisa_err_), ") at ", __FILE__, \
+                                                 ":", __LINE__));                                \
+    }                                                                                            \
+  } while (0)
+
+// After a kernel launch: the launch error, if any.
+#define HISA_CUDA_CHECK_LAUNCH(what) HISA_CUDA_CHECK((static_cast<void>(what), cudaGetLastError()))
+
+namespace hisa::cuda {
+
+struct DeviceInfo {
+  int device = 0;
+  int sm_count = 0;
+  int major = 0, minor = 0;
+  std::string name;
+};
+// Facts of the current device (cached per device id).
+const DeviceInfo& current_device();
+
+}  // namespace hisa::cuda

@@ -1,0 +1,44 @@
+// Host launchers of the fused flat kernel, one explicit instance per .cu file (flat_*.cu) so that
+// the instances compile in parallel. Included by .cu files only.
+#pragma once
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include <type_traits>
+
+#include "cuda/kernels/sm90_flat_topk.cuh"
+
+namespace hisa::cuda {
+
+enum FlatElem : int { kFp8 = 0, kBf16 = 1 };
+
+struct FlatLaunch {
+  CUtensorMap q;      // [rows * H, D] q tile map (128-byte swizzle)
+  CUtensorMap k;      // prefill: [S, D] keys; decode: [pages, 64, D] cache values (128-byte swizzle)
+  CUtensorMap scale;  // prefill: [S] fp32 key scales (unused when !has_scale and for decode)
+  sm90::FlatParams p;
+  int grid = 0;
+  cudaStream_t stream = nullptr;
+};
+
+template <int kElem, int kHeads, int kNQ, bool kPaged, bool kScores>
+cudaError_t launch_flat(const FlatLaunch& l);
+
+#ifdef HISA_FLAT_DEFINE_LAUNCH
+template <int kElem, int kHeads, int kNQ, bool kPaged, bool kScores>
+cudaError_t launch_flat(const FlatLaunch& l) {
+  using T = std::conditional_t<kElem == kFp8, sm90::Fp8, sm90::Bf16>;
+  using Cfg = sm90::FlatConfig<T, kHeads, kNQ, kPaged, kScores>;
+  auto kernel = sm90::sm90_flat_topk_kernel<Cfg>;
+  cudaError_t e =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  if (e != cudaSuccess) return e;
+  kernel<<<l.grid, Cfg::kThreads, Cfg::kSmemBytes, l.stream>>>(l.q, l.k, l.scale, l.p);
+  return cudaGetLastError();
+}
+#define HISA_FLAT_INSTANCE(E, H, NQ, PAGED, SCORES) \
+  template cudaError_t launch_flat<E, H, NQ, PAGED, SCORES>(const FlatLaunch&);
+#endif
+
+}  // namespace hisa::cuda

@@ -1,0 +1,518 @@
+// sm90 flat DSA indexer with the exact top-k fused in: I(t, p) = k_scale[p] * sum_h w[t, h] *
+// relu(q[t, h, :] . k[p, :]) on the tensor cores, selection in shared memory, so the [T, S] score
+// matrix never reaches device memory.
+//
+// One CTA (persistent; one per SM) walks work items. An item is kNQ query rows that share a key
+// stream (prefill: kNQ consecutive rows; decode: the next_n rows of one request) and one key range
+// (a split of the rows' keys; one split unless the rows are too few to fill the GPU). Roles:
+//   - producer warp: TMA loads of the q tile [kNQ * H, D] (once per item) and of key tiles
+//     [256, D] (+ their fp32 scales) into a ring of kKVStages shared-memory stages;
+//   - 4 math warpgroups: warpgroup g scores keys [64g, 64g + 64) of a stage against all q rows
+//     with wgmma (M = 64 keys, N = q rows, both operands K-major with the 128-byte swizzle), N split
+//     into 2 or 4 banks so that the epilogue of one bank overlaps the wgmma of the next (and the
+//     last bank's epilogue overlaps the next stage's first bank). Epilogue in registers: ReLU,
+//     times w[t, h], sum over the heads a thread holds, 2 shuffles for the 4 lanes that share a
+//     key, times k_scale[p]; one fp32 per (query, key) goes to a small epilogue buffer;
+//   - select warpgroup: keeps per query a candidate list in shared memory, in position order,
+//     with a rising threshold: keys above the threshold are appended (ordered, via ballots and a
+//     128-thread scan); when the list could overflow, an exact radix select cuts it to k and
+//     raises the threshold to the k-th key. At the end of the item the list is cut to k and
+//     written out (sorted ascending, -1 padded), or handed to the merge kernel when split.
+// Modes: kWriteScores = true writes the scores of a row chunk instead (k above kMaxK; the
+// stand-alone top-k then selects).
+#pragma once
+
+#include <cuda.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "cuda/kernels/sm90_ptx.cuh"
+#include "cuda/kernels/sm90_wgmma.cuh"
+#include "cuda/kernels/smxx_select.cuh"
+
+namespace hisa::cuda::sm90 {
+
+// Plain parameters of one launch. Rows are global row numbers (prefill: query rows of the call;
+// decode: b * next_n + j).
+struct FlatParams {
+  int64_t row_begin = 0, row_end = 0;  // rows handled by this launch
+  int num_tiles = 0;                   // prefill: ceil((row_end - row_begin) / kNQ); decode: batch
+  int splits = 1;                      // key ranges per tile (items = num_tiles * splits)
+  int topk = 0;                        // k (<= kMaxK)
+  int has_scale = 0;                   // keys carry fp32 scales (else 1)
+
+  // prefill
+  const int32_t* row_ks = nullptr;  // [T] int32: first key row of the row's sequence
+  const int32_t* row_ke = nullptr;  // [T] int32: end of the row's visible key rows
+
+  // decode (paged cache, page_size 64)
+  int next_n = 1, max_pages = 0, pages_per_split = 0;
+  const int32_t* block_table = nullptr;  // [batch, max_pages] int32
+  const int32_t* seq_lens = nullptr;     // [batch] int32
+  const uint8_t* kv_cache = nullptr;     // [pages, 64, D + 4] uint8 (for the scale rows)
+
+  const float* w = nullptr;  // [rows, H] fp32
+
+  // outputs (top-k mode)
+  int32_t* out = nullptr;       // [rows, topk] int32 (splits == 1)
+  uint32_t* part_u = nullptr;   // [rows, splits, topk] uint32 order keys (splits > 1)
+  int32_t* part_pos = nullptr;  // [rows, splits, topk] int32 positions
+  int32_t* part_cnt = nullptr;  // [rows, splits] int32 valid entries
+  // outputs (score mode)
+  float* scores = nullptr;  // [row_end - row_begin, scores_ld] fp32, position p of row r at
+  int64_t scores_ld = 0;    // (r - row_begin) * scores_ld + p
+};
+
+template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_>
+struct FlatConfig {
+  static constexpr int kHeads = kHeads_, kNQ = kNQ_;
+  static constexpr bool kPaged = kPaged_, kWriteScores = kWriteScores_;
+  static constexpr int kDim = 128;
+  static constexpr int kElem = std::is_same<T, Fp8>::value ? 1 : 2;
+  static constexpr int kRowBytes = kDim * kElem;  // 128 (fp8) or 256 (bf16) bytes per row
+  static constexpr int kAtoms = kRowBytes / 128;  // 128-byte swizzle atoms along D
+  static constexpr int kKSteps = kRowBytes / 32;  // each wgmma consumes 32 bytes of K
+  static constexpr int kMathWG = 4;
+  static constexpr int kBlockKV = 64 * kMathWG;   // keys per stage
+  static constexpr int kThreads = (kMathWG + 2) * 128;
+  static constexpr int kQRows = kNQ * kHeads;
+  static constexpr int kBanks = kQRows > 128 ? 4 : 2;
+  static constexpr int kBankN = kQRows / kBanks;
+  using Mma = Wgmma<T, kBankN>;
+  static constexpr int kAccRegs = Mma::kRegs;
+  // Register split (setmaxnreg) of the 61440 registers a 768-thread CTA starts with: the math
+  // warpgroups need 96 (fewer serialises wgmma, C7512); the producer and select warpgroups share
+  // the rest (more select state with more queries per item).
+  static constexpr int kMathRegs = 96;
+  static constexpr int kProducerRegs = kNQ <= 2 ? 40 : 32;
+  static constexpr int kSelectRegs = kNQ <= 2 ? 56 : 64;
+  static_assert(4 * kMathRegs + kProducerRegs + kSelectRegs == 6 * 80, "register budget");
+  static constexpr int kMaxK = 2048;
+  static constexpr int kCap = kWriteScores ? 0 : 3072;  // candidate list capacity per query
+
+  static constexpr int kQBytes = kQRows * kRowBytes;
+  static constexpr int kKVBytes = kBlockKV * kRowBytes;
+  static constexpr int kQStages = kWriteScores || kQBytes <= 16384 ? 2 : 1;
+  static constexpr int kEpiStages = 4;
+
+  // Everything but the key stages, then as many key stages as fit (2 to 6).
+  static constexpr int kFixed = kQStages * kQBytes + kQStages * kQRows * 4 +
+                                kEpiStages * kNQ * kBlockKV * 4 + kNQ * kCap * 8 +
+                                4 * (256 + 16 + 4 + 2 * kNQ * 2 * 4) + 1024 /* barriers */ +
+                                1024 /* alignment */;
+  static constexpr int kSmemLimit = 232448;  // 227 KB per block on sm_90
+  static constexpr int kStageBytes = kKVBytes + kBlockKV * 4;
+  static constexpr int kFitStages = (kSmemLimit - kFixed) / kStageBytes;
+  static constexpr int kKVStages = kFitStages > 6 ? 6 : kFitStages;
+  static_assert(kKVStages >= 2, "shared memory too small for two key stages");
+
+  // Shared memory layout (byte offsets from a 1024-aligned base).
+  static constexpr int kOffQ = 0;
+  static constexpr int kOffKV = kOffQ + kQStages * kQBytes;
+  static constexpr int kOffScale = kOffKV + kKVStages * kKVBytes;
+  static constexpr int kOffW = kOffScale + kKVStages * kBlockKV * 4;
+  static constexpr int kOffEpi = kOffW + kQStages * kQRows * 4;
+  static constexpr int kOffCandU = kOffEpi + kEpiStages * kNQ * kBlockKV * 4;
+  static constexpr int kOffCandPos = kOffCandU + kNQ * kCap * 4;
+  static constexpr int kOffHist = kOffCandPos + kNQ * kCap * 4;
+  static constexpr int kOffScan = kOffHist + 256 * 4;
+  static constexpr int kOffBcast = kOffScan + 16 * 4;
+  static constexpr int kOffAppend = kOffBcast + 4 * 4;
+  static constexpr int kOffBar = (kOffAppend + 2 * kNQ * 2 * 4 * 4 + 7) / 8 * 8;
+  static constexpr int kNumBars = 2 * (kQStages + kKVStages + kEpiStages);
+  static constexpr int kSmemBytes = kOffBar + kNumBars * 8 + 1024;
+  static_assert(kSmemBytes <= kSmemLimit, "shared memory over the sm_90 limit");
+  static_assert(kQBytes % 1024 == 0 && kKVBytes % 1024 == 0, "swizzled tiles must stay 1024-aligned");
+  static_assert(kQRows <= 256, "one TMA box holds at most 256 rows");
+};
+
+// The rows and keys of one work item, computed identically by every role.
+template <class Cfg>
+struct Item {
+  int64_t row0;    // first row of the item
+  int64_t key0;    // first key of the item's range (prefill: key row; decode: position)
+  int64_t key_hi;  // end of the item's key range
+  int nblocks;     // key stages
+  int tile, split;
+  int page0, page1;  // decode: logical pages [page0, page1)
+
+  __device__ __forceinline__ Item(const FlatParams& p, int item) {
+    tile = item / p.splits;
+    split = item - tile * p.splits;
+    page0 = page1 = 0;
+    if constexpr (!Cfg::kPaged) {
+      tile = p.num_tiles - 1 - tile;  // causal prefill: later rows see more keys; start with them
+      row0 = p.row_begin + int64_t(tile) * Cfg::kNQ;
+      int64_t lo = INT64_MAX, hi = INT64_MIN;
+#pragma unroll
+      for (int q = 0; q < Cfg::kNQ; ++q) {
+        if (row0 + q < p.row_end) {
+          lo = min(lo, int64_t(p.row_ks[row0 + q]));
+          hi = max(hi, int64_t(p.row_ke[row0 + q]));
+        }
+      }
+      const int64_t total = hi > lo ? (hi - lo + Cfg::kBlockKV - 1) / Cfg::kBlockKV : 0;
+      const int64_t per = (total + p.splits - 1) / p.splits;
+      const int64_t b0 = min(total, int64_t(split) * per), b1 = min(total, b0 + per);
+      nblocks = int(b1 - b0);
+      key0 = lo + b0 * Cfg::kBlockKV;
+      key_hi = min(hi, lo + b1 * Cfg::kBlockKV);
+    } else {
+      row0 = int64_t(tile) * p.next_n;
+      const int len = p.seq_lens[tile];
+      const int pages = (len + 63) / 64;
+      page0 = min(pages, split * p.pages_per_split);
+      page1 = min(pages, page0 + p.pages_per_split);
+      nblocks = (page1 - page0 + 3) / 4;
+      key0 = int64_t(page0) * 64;
+      key_hi = min(int64_t(len), int64_t(page1) * 64);
+    }
+  }
+};
+
+template <class Cfg>
+__global__ void __launch_bounds__(Cfg::kThreads, 1)
+    sm90_flat_topk_kernel(const __grid_constant__ CUtensorMap map_q,
+                          const __grid_constant__ CUtensorMap map_k,
+                          const __grid_constant__ CUtensorMap map_scale, const FlatParams p) {
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+  constexpr int kNQ = Cfg::kNQ, kBlockKV = Cfg::kBlockKV, kQRows = Cfg::kQRows;
+  constexpr int kQS = Cfg::kQStages, kKS = Cfg::kKVStages, kES = Cfg::kEpiStages;
+
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
+                                             ~uintptr_t(1023));
+  uint8_t* q_smem = smem + Cfg::kOffQ;                                     // [kQS][atoms][kQRows][128 B]
+  uint8_t* kv_smem = smem + Cfg::kOffKV;                                   // [kKS][atoms][kBlockKV][128 B]
+  float* scale_smem = reinterpret_cast<float*>(smem + Cfg::kOffScale);    // [kKS][kBlockKV]
+  float* w_smem = reinterpret_cast<float*>(smem + Cfg::kOffW);            // [kQS][kQRows]
+  float* epi_smem = reinterpret_cast<float*>(smem + Cfg::kOffEpi);        // [kES][kNQ][kBlockKV]
+  uint32_t* cand_u = reinterpret_cast<uint32_t*>(smem + Cfg::kOffCandU);  // [kNQ][kCap]
+  int32_t* cand_pos = reinterpret_cast<int32_t*>(smem + Cfg::kOffCandPos);  // [kNQ][kCap]
+  int* hist = reinterpret_cast<int*>(smem + Cfg::kOffHist);
+  int* scan = reinterpret_cast<int*>(smem + Cfg::kOffScan);
+  int* bcast = reinterpret_cast<int*>(smem + Cfg::kOffBcast);
+  int* append = reinterpret_cast<int*>(smem + Cfg::kOffAppend);  // [2][kNQ][2][4]
+  uint64_t* bars = reinterpret_cast<uint64_t*>(smem + Cfg::kOffBar);
+  uint64_t* full_q = bars;
+  uint64_t* empty_q = full_q + kQS;
+  uint64_t* full_kv = empty_q + kQS;
+  uint64_t* empty_kv = full_kv + kKS;
+  uint64_t* full_epi = empty_kv + kKS;
+  uint64_t* empty_epi = full_epi + kES;
+
+  const int wg = threadIdx.x / 128;
+  const int lane = threadIdx.x % 32;
+  constexpr int kMathThreads = Cfg::kMathWG * 128;
+
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < kQS; ++i) mbar_init(&full_q[i], 32), mbar_init(&empty_q[i], kMathThreads);
+    for (int i = 0; i < kKS; ++i) mbar_init(&full_kv[i], 1), mbar_init(&empty_kv[i], kMathThreads);
+    for (int i = 0; i < kES; ++i) mbar_init(&full_epi[i], kMathThreads), mbar_init(&empty_epi[i], 128);
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  const int num_items = p.num_tiles * p.splits;
+
+  if (wg == Cfg::kMathWG + 1) {
+    // ------------------------------------------------------------------ producer
+    setmaxnreg_dec<Cfg::kProducerRegs>();
+    if (threadIdx.x % 128 >= 32) return;
+    if (lane == 0) {
+      tma_prefetch_desc(&map_q);
+      tma_prefetch_desc(&map_k);
+      if (!Cfg::kPaged && p.has_scale) tma_prefetch_desc(&map_scale);
+    }
+    uint32_t q_iter = 0, kv_iter = 0;
+    for (int item = blockIdx.x; item < num_items; item += gridDim.x, ++q_iter) {
+      const Item<Cfg> it(p, item);
+      const int qs = q_iter % kQS;
+      mbar_wait(&empty_q[qs], ((q_iter / kQS) & 1) ^ 1);
+      for (int i = lane; i < kQRows; i += 32) {
+        const int64_t r = it.row0 + i / Cfg::kHeads;
+        w_smem[qs * kQRows + i] = r < p.row_end ? p.w[r * Cfg::kHeads + i % Cfg::kHeads] : 0.0f;
+      }
+      if (lane == 0) {
+        mbar_arrive_expect_tx(&full_q[qs], Cfg::kQBytes);
+#pragma unroll
+        for (int a = 0; a < Cfg::kAtoms; ++a) {
+          tma_load_2d(q_smem + qs * Cfg::kQBytes + a * kQRows * 128, &map_q, &full_q[qs], a * 64,
+                      int32_t(it.row0 * Cfg::kHeads));
+        }
+      } else {
+        mbar_arrive(&full_q[qs]);
+      }
+      if (lane != 0) continue;
+      for (int blk = 0; blk < it.nblocks; ++blk, ++kv_iter) {
+        const int s = kv_iter % kKS;
+        mbar_wait(&empty_kv[s], ((kv_iter / kKS) & 1) ^ 1);
+        uint8_t* dst = kv_smem + s * Cfg::kKVBytes;
+        if constexpr (!Cfg::kPaged) {
+          const int32_t y = int32_t(it.key0 + int64_t(blk) * kBlockKV);
+          mbar_arrive_expect_tx(&full_kv[s], Cfg::kKVBytes + (p.has_scale ? kBlockKV * 4 : 0));
+#pragma unroll
+          for (int a = 0; a < Cfg::kAtoms; ++a)
+            tma_load_2d(dst + a * kBlockKV * 128, &map_k, &full_kv[s], a * 64, y);
+          if (p.has_scale) tma_load_1d(scale_smem + s * kBlockKV, &map_scale, &full_kv[s], y);
+        } else {
+          const int pg = it.page0 + blk * 4;
+          const int valid = min(4, it.page1 - pg);
+          mbar_arrive_expect_tx(&full_kv[s], valid * (64 * 128 + 64 * 4));
+          for (int i = 0; i < valid; ++i) {
+            const int page = p.block_table[int64_t(it.tile) * p.max_pages + pg + i];
+            tma_load_3d(dst + i * 64 * 128, &map_k, &full_kv[s], 0, 0, page);
+            bulk_load(scale_smem + s * kBlockKV + i * 64,
+                      p.kv_cache + int64_t(page) * (64 * 132) + 64 * 128, 64 * 4, &full_kv[s]);
+          }
+        }
+      }
+    }
+  } else if (wg == Cfg::kMathWG) {
+    // ------------------------------------------------------------------ select warpgroup
+    setmaxnreg_dec<Cfg::kSelectRegs>();
+    const int t = threadIdx.x % 128, ew = t / 32;
+    auto sync = [] { named_barrier(1, 128); };
+    uint32_t epi_iter = 0;
+    int parity = 0;
+    for (int item = blockIdx.x; item < num_items; item += gridDim.x) {
+      const Item<Cfg> it(p, item);
+      // Per query: visible key range inside this item, and the position base.
+      int32_t vis_lo[kNQ], vis_hi[kNQ], rel[kNQ];  // key rows < 2^31
+      int cnt[kNQ];
+      uint32_t thr[kNQ];
+#pragma unroll
+      for (int q = 0; q < kNQ; ++q) {
+        cnt[q] = 0;
+        thr[q] = 0;  // every real score has a key above 0
+        vis_lo[q] = 0, vis_hi[q] = 0, rel[q] = 0;
+        const int64_t r = it.row0 + q;
+        if constexpr (!Cfg::kPaged) {
+          if (r < p.row_end) {
+            rel[q] = p.row_ks[r];
+            vis_lo[q] = int32_t(max(int64_t(rel[q]), it.key0));
+            vis_hi[q] = int32_t(min(int64_t(p.row_ke[r]), it.key_hi));
+          }
+        } else {
+          if (q < p.next_n) {
+            const int len = p.seq_lens[it.tile];
+            vis_lo[q] = int32_t(it.key0);
+            vis_hi[q] = int32_t(min(int64_t(len - p.next_n + q + 1), it.key_hi));
+          }
+        }
+      }
+      for (int blk = 0; blk < it.nblocks; ++blk, ++epi_iter) {
+        const int es = epi_iter % kES;
+        mbar_wait(&full_epi[es], (epi_iter / kES) & 1);
+        const float* ebuf = epi_smem + es * kNQ * kBlockKV;
+        float v[kNQ][2];
+#pragma unroll
+        for (int q = 0; q < kNQ; ++q)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) v[q][h] = ebuf[q * kBlockKV + t + 128 * h];
+        mbar_arrive(&empty_epi[es]);
+        const int32_t base = int32_t(it.key0) + blk * kBlockKV + t;
+        if constexpr (Cfg::kWriteScores) {
+#pragma unroll
+          for (int q = 0; q < kNQ; ++q)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int32_t key = base + 128 * h;
+              if (key >= vis_lo[q] && key < vis_hi[q])
+                p.scores[(it.row0 + q - p.row_begin) * p.scores_ld + (key - rel[q])] = v[q][h];
+            }
+        } else {
+          int* ap = append + parity * kNQ * 8;
+          uint32_t u[kNQ][2];
+          bool pass[kNQ][2];
+          int rank[kNQ][2];
+#pragma unroll
+          for (int q = 0; q < kNQ; ++q)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int32_t key = base + 128 * h;
+              u[q][h] = order_key(v[q][h]);
+              pass[q][h] = key >= vis_lo[q] && key < vis_hi[q] && u[q][h] > thr[q];
+              const unsigned m = __ballot_sync(0xFFFFFFFFu, pass[q][h]);
+              rank[q][h] = __popc(m & ((1u << lane) - 1));
+              if (lane == 0) ap[(q * 2 + h) * 4 + ew] = __popc(m);
+            }
+          sync();
+#pragma unroll
+          for (int q = 0; q < kNQ; ++q) {
+            const int4 c0 = *reinterpret_cast<const int4*>(ap + q * 8);
+            const int4 c1 = *reinterpret_cast<const int4*>(ap + q * 8 + 4);
+            const int n0 = c0.x + c0.y + c0.z + c0.w;
+            const int n1 = c1.x + c1.y + c1.z + c1.w;
+            const int before0 = (ew > 0 ? c0.x : 0) + (ew > 1 ? c0.y : 0) + (ew > 2 ? c0.z : 0);
+            const int before1 = n0 + (ew > 0 ? c1.x : 0) + (ew > 1 ? c1.y : 0) + (ew > 2 ? c1.z : 0);
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              if (pass[q][h]) {
+                const int dst = cnt[q] + (h ? before1 : before0) + rank[q][h];
+                cand_u[q * Cfg::kCap + dst] = u[q][h];
+                cand_pos[q * Cfg::kCap + dst] = base + 128 * h - rel[q];
+              }
+            }
+            cnt[q] += n0 + n1;
+          }
+          parity ^= 1;
+#pragma unroll
+          for (int q = 0; q < kNQ; ++q) {
+            if (cnt[q] > Cfg::kCap - kBlockKV) {
+              sync();
+              uint32_t* cu = cand_u + q * Cfg::kCap;
+              int32_t* cp = cand_pos + q * Cfg::kCap;
+              const RadixCut cut = radix_select<128>(
+                  cnt[q], p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist,
+                  bcast, sync);
+              cnt[q] = ordered_compact<128, 4>(
+                  cnt[q], cut,
+                  [&](int64_t i, uint32_t* uu, int32_t* pp) { return *uu = cu[i], *pp = cp[i], true; },
+                  [&](int dst, uint32_t uu, int32_t pp) { cu[dst] = uu, cp[dst] = pp; }, scan, sync);
+              thr[q] = cut_threshold(cut);
+            }
+          }
+        }
+      }
+      if constexpr (!Cfg::kWriteScores) {
+        sync();
+#pragma unroll
+        for (int q = 0; q < kNQ; ++q) {
+          const int64_t r = it.row0 + q;
+          const bool valid = Cfg::kPaged ? q < p.next_n : r < p.row_end;
+          if (!valid) continue;
+          uint32_t* cu = cand_u + q * Cfg::kCap;
+          int32_t* cp = cand_pos + q * Cfg::kCap;
+          if (cnt[q] > p.topk) {
+            const RadixCut cut = radix_select<128>(
+                cnt[q], p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist,
+                bcast, sync);
+            cnt[q] = ordered_compact<128, 4>(
+                cnt[q], cut,
+                [&](int64_t i, uint32_t* uu, int32_t* pp) { return *uu = cu[i], *pp = cp[i], true; },
+                [&](int dst, uint32_t uu, int32_t pp) { cu[dst] = uu, cp[dst] = pp; }, scan, sync);
+          }
+          if (p.splits == 1) {
+            int32_t* out = p.out + r * p.topk;
+            for (int i = t; i < p.topk; i += 128) out[i] = i < cnt[q] ? cp[i] : -1;
+          } else {
+            const int64_t slot = r * p.splits + it.split;
+            for (int i = t; i < cnt[q]; i += 128) {
+              p.part_u[slot * p.topk + i] = cu[i];
+              p.part_pos[slot * p.topk + i] = cp[i];
+            }
+            if (t == 0) p.part_cnt[slot] = cnt[q];
+          }
+        }
+        sync();  // the next item's appends overwrite the lists
+      }
+    }
+  } else {
+    // ------------------------------------------------------------------ math warpgroups
+    setmaxnreg_inc<Cfg::kMathRegs>();
+    const int g = wg;                      // keys [64g, 64g + 64) of each stage
+    const int wi = (threadIdx.x / 32) % 4;  // rows [16 wi, 16 wi + 16) of the warpgroup's tile
+    const int row_in_tile = 16 * wi + lane / 4;
+    using Mma = typename Cfg::Mma;
+    constexpr int kBankN = Cfg::kBankN, kR = Cfg::kAccRegs;
+    float acc0[kR], acc1[kR];
+
+    // Issues the wgmma of one bank of one stage into `acc`.
+    auto issue = [&](float(&acc)[kR], int stage, int qs, int bank) {
+#pragma unroll
+      for (int i = 0; i < kR; ++i) fence_operand(acc[i]);
+      wgmma_fence();
+      const uint8_t* a_base = kv_smem + stage * Cfg::kKVBytes + g * 64 * 128;
+      const uint8_t* b_base = q_smem + qs * Cfg::kQBytes + bank * kBankN * 128;
+#pragma unroll
+      for (int k = 0; k < Cfg::kKSteps; ++k) {
+        const int atom = k / 4, off = (k % 4) * 32;
+        const uint64_t da = desc_k_major_sw128(a_base + atom * kBlockKV * 128 + off);
+        const uint64_t db = desc_k_major_sw128(b_base + atom * kQRows * 128 + off);
+        Mma::mma(da, db, acc, k > 0 ? 1u : 0u);
+      }
+      wgmma_commit();
+#pragma unroll
+      for (int i = 0; i < kR; ++i) fence_operand(acc[i]);
+    };
+    // Adds the bank's ReLU-weighted columns into sums[query][row half].
+    auto accumulate = [&](const float(&acc)[kR], const float* wq, int bank, float(&sums)[kNQ][2]) {
+#pragma unroll
+      for (int j = 0; j < kBankN / 8; ++j) {
+        const int col = bank * kBankN + 8 * j;  // first column of the 8-column group
+        const int q = col / Cfg::kHeads;
+        const float2 wv = *reinterpret_cast<const float2*>(wq + col + 2 * (lane % 4));
+        sums[q][0] += wv.x * fmaxf(acc[4 * j + 0], 0.0f) + wv.y * fmaxf(acc[4 * j + 1], 0.0f);
+        sums[q][1] += wv.x * fmaxf(acc[4 * j + 2], 0.0f) + wv.y * fmaxf(acc[4 * j + 3], 0.0f);
+      }
+    };
+
+    uint32_t q_iter = 0, kv_iter = 0, epi_iter = 0;
+    for (int item = blockIdx.x; item < num_items; item += gridDim.x, ++q_iter) {
+      const Item<Cfg> it(p, item);
+      const int qs = q_iter % kQS;
+      mbar_wait(&full_q[qs], (q_iter / kQS) & 1);
+      const float* wq = w_smem + qs * kQRows;
+      for (int blk = 0; blk < it.nblocks; ++blk, ++kv_iter, ++epi_iter) {
+        // One key stage: bank b + 1 is issued before the epilogue of bank b. No wgmma stays in
+        // flight across stages: ptxas serialises every wgmma of the kernel when groups from
+        // different issue sites are pending at a control-flow merge (C7514); the other three
+        // warpgroups' wgmma cover this warpgroup's last epilogue instead.
+        const int s = kv_iter % kKS;
+        mbar_wait(&full_kv[s], (kv_iter / kKS) & 1);
+        float scale0 = 1.0f, scale1 = 1.0f;
+        if (p.has_scale) {
+          scale0 = scale_smem[s * kBlockKV + g * 64 + row_in_tile];
+          scale1 = scale_smem[s * kBlockKV + g * 64 + row_in_tile + 8];
+        }
+        issue(acc0, s, qs, 0);
+        float sums[kNQ][2];
+#pragma unroll
+        for (int q = 0; q < kNQ; ++q) sums[q][0] = sums[q][1] = 0.0f;
+#pragma unroll
+        for (int b = 0; b < Cfg::kBanks; ++b) {
+          const bool last = b + 1 == Cfg::kBanks;
+          if (!last) {
+            if ((b & 1) == 0) issue(acc1, s, qs, b + 1);
+            else issue(acc0, s, qs, b + 1);
+            wgmma_wait<1>();
+          } else {
+            wgmma_wait<0>();
+          }
+          if ((b & 1) == 0) {
+#pragma unroll
+            for (int i = 0; i < kR; ++i) fence_operand(acc0[i]);
+            if (last) mbar_arrive(&empty_kv[s]);
+            accumulate(acc0, wq, b, sums);
+          } else {
+#pragma unroll
+            for (int i = 0; i < kR; ++i) fence_operand(acc1[i]);
+            if (last) mbar_arrive(&empty_kv[s]);
+            accumulate(acc1, wq, b, sums);
+          }
+        }
+        // The 4 lanes that hold one key's columns finish the head sum.
+        const int es = epi_iter % kES;
+        mbar_wait(&empty_epi[es], ((epi_iter / kES) & 1) ^ 1);
+        float* ebuf = epi_smem + es * kNQ * kBlockKV + g * 64 + row_in_tile;
+#pragma unroll
+        for (int q = 0; q < kNQ; ++q) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            float x = sums[q][h];
+            x += __shfl_xor_sync(0xFFFFFFFFu, x, 1);
+            x += __shfl_xor_sync(0xFFFFFFFFu, x, 2);
+            if (lane % 4 == 0) ebuf[q * kBlockKV + 8 * h] = x * (h ? scale1 : scale0);
+          }
+        }
+        mbar_arrive(&full_epi[es]);
+      }
+      mbar_arrive(&empty_q[qs]);
+    }
+  }
+#endif
+}
+
+}  // namespace hisa::cuda::sm90

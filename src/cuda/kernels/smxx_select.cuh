@@ -1,0 +1,166 @@
+// Exact, deterministic block-level top-k building blocks (any sm_70+ GPU).
+//
+// The selection works on 32-bit order keys (order_key maps fp32 scores to uint32 so that unsigned
+// order equals float order, with -0 == +0). Entries live in "slots" whose order is the position
+// order, so ties broken toward the lower position are ties broken toward the lower slot:
+//   1. radix_select finds the k-th largest key by 8-bit digits (at most 4 passes, stopping early
+//      once the bucket that holds the k-th key holds exactly as many keys as are still needed);
+//   2. ordered_compact walks the slots in order and keeps every key above the cut plus the first
+//      `need` keys equal to it, writing them densely in slot order (so the output is sorted by
+//      position and bitwise reproducible).
+// Both are cooperative over kThreads threads that share `sync` (a __syncthreads or named barrier).
+#pragma once
+
+#include <cstdint>
+
+namespace hisa::cuda {
+
+__device__ __forceinline__ uint32_t order_key(float f) {
+  uint32_t b = __float_as_uint(f);
+  if (b == 0x80000000u) b = 0;  // -0.0 compares equal to +0.0: same key
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+// The cut found by radix_select: a slot is kept when (u & mask) > prefix, or when
+// (u & mask) == prefix and fewer than `need` earlier slots were equal to the prefix.
+struct RadixCut {
+  uint32_t prefix;
+  uint32_t mask;
+  int need;
+};
+
+// Lowest key a later (higher-position) entry must exceed to enter a full top-k set cut by `cut`:
+// exact when the cut resolved all 32 bits, a lower bound otherwise (never rejects a winner).
+__device__ __forceinline__ uint32_t cut_threshold(const RadixCut& cut) {
+  if (cut.mask == 0xFFFFFFFFu) return cut.prefix;
+  return cut.prefix ? cut.prefix - 1 : 0;
+}
+
+// get(i, &u) -> bool valid. Slots [0, n). hist: 256 ints; bcast: 4 ints (shared memory).
+// When at most k slots are valid, every valid slot is kept (mask 0, need = INT_MAX).
+template <int kThreads, class Get, class Sync>
+__device__ __forceinline__ RadixCut radix_select(int64_t n, int k, Get get, int* hist, int* bcast,
+                                                 Sync sync) {
+  static_assert(kThreads % 32 == 0, "whole warps");
+  const int tid = threadIdx.x % kThreads;
+  const int lane = threadIdx.x % 32;
+  RadixCut cut{0u, 0u, k};
+#pragma unroll 1
+  for (int pass = 0; pass < 4; ++pass) {
+    const int shift = 24 - 8 * pass;
+    for (int i = tid; i < 256; i += kThreads) hist[i] = 0;
+    sync();
+#pragma unroll 1
+    for (int64_t base = 0; base < n; base += kThreads) {
+      const int64_t i = base + tid;
+      uint32_t u = 0;
+      int digit = 256;  // 256: not counted
+      if (i < n && get(i, &u) && (u & cut.mask) == cut.prefix) digit = (u >> shift) & 0xFF;
+      // Keys of a top-k set share their leading bits: aggregate equal digits of the warp first
+      // so that 32 lanes do not serialise on one counter.
+      const unsigned peers = __match_any_sync(0xFFFFFFFFu, digit);
+      if (digit < 256 && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], __popc(peers));
+    }
+    sync();
+    if (tid < 32) {
+      // Lane L owns bins 255 - 8L down to 248 - 8L: a scan over lanes walks keys from the top.
+      int c[8], s = 0;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) s += (c[j] = hist[255 - 8 * lane - j]);
+      int incl = s;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const int v = __shfl_up_sync(0xFFFFFFFFu, incl, o);
+        if (lane >= o) incl += v;
+      }
+      const int total = __shfl_sync(0xFFFFFFFFu, incl, 31);
+      if (pass == 0 && total <= cut.need) {
+        if (lane == 0) bcast[0] = -1, bcast[1] = total, bcast[2] = 0;
+      } else {
+        const unsigned hit = __ballot_sync(0xFFFFFFFFu, incl >= cut.need);
+        const int first = __ffs(hit) - 1;
+        if (lane == first) {
+          int run = incl - s;
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+            if (run + c[j] >= cut.need) {
+              bcast[0] = 255 - 8 * lane - j, bcast[1] = run, bcast[2] = c[j];
+              break;
+            }
+            run += c[j];
+          }
+        }
+      }
+    }
+    sync();
+    const int digit = bcast[0], above = bcast[1], bucket = bcast[2];
+    if (digit < 0) return RadixCut{0u, 0u, 0x7FFFFFFF};  // everything fits
+    cut.need -= above;
+    cut.prefix |= uint32_t(digit) << shift;
+    cut.mask |= 0xFFu << shift;
+    if (bucket == cut.need) break;
+  }
+  return cut;
+}
+
+// Keeps the slots selected by `cut` in slot order. get(i, &u, &pos) -> bool valid;
+// put(dst, u, pos) stores kept slot number dst. In-place compaction (put writing the slots get
+// reads) is safe: a chunk is read completely before any of it is written, and dst <= i.
+// scan: 2 * (kThreads / 32) ints of shared memory. Returns the number kept.
+template <int kThreads, int kItems, class Get, class Put, class Sync>
+__device__ __forceinline__ int ordered_compact(int64_t n, const RadixCut& cut, Get get, Put put,
+                                               int* scan, Sync sync) {
+  constexpr int kWarps = kThreads / 32;
+  const int tid = threadIdx.x % kThreads;
+  const int lane = threadIdx.x % 32, warp = tid / 32;
+  int total_sure = 0, total_tie = 0, parity = 0;
+#pragma unroll 1
+  for (int64_t base = 0; base < n; base += int64_t(kThreads) * kItems, parity ^= 1) {
+    uint32_t u[kItems];
+    int32_t pos[kItems];
+    int flag[kItems];  // 0 drop, 1 sure, 2 tie
+    int mine = 0;      // sure count in the low 16 bits, tie count in the high 16 bits
+#pragma unroll
+    for (int j = 0; j < kItems; ++j) {
+      const int64_t i = base + int64_t(tid) * kItems + j;
+      flag[j] = 0;
+      if (i < n && get(i, &u[j], &pos[j])) {
+        const uint32_t hi = u[j] & cut.mask;
+        flag[j] = hi > cut.prefix ? 1 : (hi == cut.prefix ? 2 : 0);
+      }
+      mine += flag[j] == 1 ? 1 : (flag[j] == 2 ? 0x10000 : 0);
+    }
+    int incl = mine;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int v = __shfl_up_sync(0xFFFFFFFFu, incl, o);
+      if (lane >= o) incl += v;
+    }
+    int* sc = scan + parity * kWarps;
+    if (lane == 31) sc[warp] = incl;
+    sync();
+    int before = 0, chunk = 0;
+#pragma unroll 4
+    for (int w = 0; w < kWarps; ++w) {
+      const int v = sc[w];
+      before += w < warp ? v : 0;
+      chunk += v;
+    }
+    int sure_before = total_sure + ((before + incl - mine) & 0xFFFF);
+    int tie_before = total_tie + ((before + incl - mine) >> 16);
+#pragma unroll
+    for (int j = 0; j < kItems; ++j) {
+      if (flag[j] == 1 || (flag[j] == 2 && tie_before < cut.need)) {
+        put(sure_before + min(tie_before, cut.need), u[j], pos[j]);
+      }
+      sure_before += flag[j] == 1;
+      tie_before += flag[j] == 2;
+    }
+    total_sure += chunk & 0xFFFF;
+    total_tie += chunk >> 16;
+  }
+  sync();
+  return total_sure + min(total_tie, cut.need);
+}
+
+}  // namespace hisa::cuda

@@ -1,0 +1,75 @@
+// Stand-alone exact top-k over rows (any sm_70+ GPU): one CTA per row, slots read from global
+// memory, selection by radix_select + ordered_compact (smxx_select.cuh). Two sources:
+//   - ScoreRows: rows of fp32 scores (slot i = position i), e.g. scores of a row chunk, or any
+//     stage of the HISA kernels that has scores in memory;
+//   - PartialLists: the split-K partial top-k lists of the fused kernel (slot = split * k + i,
+//     splits in key order, so slot order is position order).
+// Output: [rows, k] int32 positions, ascending, -1 padded. Ties toward the lower position.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/kernels/smxx_select.cuh"
+
+namespace hisa::cuda {
+
+struct ScoreRows {
+  const float* scores = nullptr;  // [rows, ld] fp32
+  int64_t ld = 0;
+  const int32_t* lens = nullptr;  // [rows] int32 valid length of each row, or nullptr: `len`
+  int64_t len = 0;
+  const int32_t* lens_begin = nullptr;  // optional second array: length = lens[r] - lens_begin[r]
+
+  __device__ __forceinline__ int64_t slots(int64_t r) const {
+    if (!lens) return len;
+    return lens_begin ? int64_t(lens[r]) - lens_begin[r] : int64_t(lens[r]);
+  }
+  __device__ __forceinline__ bool get(int64_t r, int64_t i, uint32_t* u, int32_t* pos) const {
+    *u = order_key(scores[r * ld + i]);
+    *pos = int32_t(i);
+    return true;
+  }
+};
+
+struct PartialLists {
+  const uint32_t* u = nullptr;   // [rows, splits, k] uint32 order keys
+  const int32_t* pos = nullptr;  // [rows, splits, k] int32 positions
+  const int32_t* cnt = nullptr;  // [rows, splits] int32 valid entries of each list
+  int splits = 1;
+  int k = 0;
+
+  __device__ __forceinline__ int64_t slots(int64_t) const { return int64_t(splits) * k; }
+  __device__ __forceinline__ bool get(int64_t r, int64_t i, uint32_t* uu, int32_t* pp) const {
+    const int64_t s = i / k, off = i - s * k;
+    if (off >= cnt[r * splits + s]) return false;
+    const int64_t at = (r * splits + s) * k + off;
+    *uu = u[at];
+    *pp = pos[at];
+    return true;
+  }
+};
+
+// Grid: one block per row (blockIdx.x + gridDim.x * blockIdx.y < rows). out row r at
+// out + (row_offset + r) * k.
+template <class Source, int kThreads>
+__global__ void __launch_bounds__(kThreads) smxx_topk_rows_kernel(Source src, int64_t rows, int k,
+                                                                  int32_t* out,
+                                                                  int64_t row_offset) {
+  __shared__ int hist[256];
+  __shared__ int bcast[4];
+  __shared__ int scan[2 * (kThreads / 32)];
+  const int64_t r = blockIdx.x + int64_t(gridDim.x) * blockIdx.y;
+  if (r >= rows) return;
+  auto sync = [] { __syncthreads(); };
+  const int64_t n = src.slots(r);
+  const RadixCut cut = radix_select<kThreads>(
+      n, k, [&](int64_t i, uint32_t* u) { int32_t unused; return src.get(r, i, u, &unused); }, hist,
+      bcast, sync);
+  int32_t* row_out = out + (row_offset + r) * k;
+  const int kept = ordered_compact<kThreads, 4>(
+      n, cut, [&](int64_t i, uint32_t* u, int32_t* pos) { return src.get(r, i, u, pos); },
+      [&](int dst, uint32_t, int32_t pos) { row_out[dst] = pos; }, scan, sync);
+  for (int i = kept + threadIdx.x; i < k; i += kThreads) row_out[i] = -1;
+}
+
+}  // namespace hisa::cuda
