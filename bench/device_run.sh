@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA backend's one device run: GPU tests (hisa_cuda_tests), benchmarks (hisa_cuda_bench),
 # the in-run PyTorch baseline (bench/torch_baseline.py), the SASS summary, compute-sanitizer on
-# small cases. Binaries are built elsewhere and carried in .carry/ (with libgomp.so.1).
+# small cases. Binaries are built elsewhere and carried in .carry-cuda/ (with libgomp.so.1;
+# .carry/ holds other sessions' data), ignored through .git/info/exclude.
 # Writes under $OUT: run.log, tests.log, tests.json, bench.json, torch.json, sass.txt,
 # sanitizer.log. Each step has its own time limit so that a hang cannot eat the whole lease.
 #
@@ -10,10 +11,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/hisa_device_out}
-BIN=${HISA_BIN:-.carry}
+BIN=${HISA_BIN:-.carry-cuda}
 STEPS=${STEPS:-"env tests bench torch sass sanitizer"}
 mkdir -p "$OUT"
-export LD_LIBRARY_PATH=$PWD/.carry:${LD_LIBRARY_PATH:-}
+export LD_LIBRARY_PATH=$PWD/$BIN:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
 LOG=$OUT/run.log
 step() { echo "=== $* ($(date -u +%T))" | tee -a "$LOG"; }
