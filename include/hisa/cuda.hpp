@@ -84,6 +84,12 @@ void select_decode(const DecodeInputs& in, const SelectConfig& cfg, const Select
 void topk_rows(const float* scores, int64_t rows, int64_t ld, const int32_t* row_len, int64_t len,
                int k, int32_t* out, void* stream = nullptr);
 
+// Raw scores I(t, p) of prefill rows [row_begin, row_begin + rows): scores[(t - row_begin) * ld
+// + p] for p < e_t (other entries untouched), by the tensor-core kernel (path Scores) or the
+// CUDA-core one (path Simt). For building blocks and tests; ld >= the longest visible span.
+void score_prefill(const PrefillInputs& in, int64_t row_begin, int64_t rows, float* scores,
+                   int64_t ld, Path path, Workspace& ws, void* stream = nullptr);
+
 // The path Auto picks for these inputs (for reports and tests).
 Path chosen_path(const PrefillInputs& in, const SelectConfig& cfg);
 Path chosen_path(const DecodeInputs& in, const SelectConfig& cfg);

@@ -352,53 +352,56 @@ void prefill_fused(const PrefillInputs& in, int k, int32_t* out, const int32_t* 
   if (splits > 1) launch_merge(PartialLists{p.part_u, p.part_pos, p.part_cnt, splits, k}, in.num_q, k, out, st);
 }
 
+// Scores of rows [r0, r0 + rows) into scores (ld per row), by the wgmma kernel or the SIMT one.
+void prefill_scores(const PrefillInputs& in, const int32_t* row_ks, const int32_t* row_ke, int64_t r0,
+                    int64_t rows, float* scores, int64_t ld, Path path, cudaStream_t st) {
+  if (path == Path::Scores) {
+    FlatLaunch l;
+    l.q = map_rows(in.q, in.dtype, uint64_t(in.num_q) * in.num_heads, 2 * in.num_heads, "q");
+    l.k = map_rows(in.k, in.dtype, uint64_t(in.num_k), 256, "k");
+    l.scale = in.k_scale ? map_scales(in.k_scale, uint64_t(in.num_k)) : l.k;
+    sm90::FlatParams& p = l.p;
+    p.row_begin = r0;
+    p.row_end = r0 + rows;
+    p.num_tiles = int(ceil_div(rows, 2));
+    p.splits = 1;
+    p.has_scale = in.k_scale != nullptr;
+    p.row_ks = row_ks;
+    p.row_ke = row_ke;
+    p.w = in.w;
+    p.scores = scores;
+    p.scores_ld = ld;
+    l.grid = int(std::min<int64_t>(p.num_tiles, current_device().sm_count));
+    l.stream = st;
+    HISA_CUDA_CHECK(prefill_launch(in.dtype, in.num_heads, true, l));
+  } else {
+    SimtParams sp;
+    sp.row_begin = r0;
+    sp.rows = rows;
+    sp.heads = in.num_heads;
+    sp.dim = in.head_dim;
+    sp.q_dtype = sp.k_dtype = in.dtype;
+    sp.q = in.q;
+    sp.w = in.w;
+    sp.k = in.k;
+    sp.k_scale = in.k_scale;
+    sp.row_ks = row_ks;
+    sp.row_ke = row_ke;
+    sp.scores = scores;
+    sp.ld = ld;
+    simt_chunk(sp, st);
+  }
+}
+
 void prefill_chunks(const PrefillInputs& in, int k, int32_t* out, const int32_t* row_ks,
                     const int32_t* row_ke, Workspace& ws, cudaStream_t st, Path path,
                     size_t budget) {
   const int64_t ld = std::max<int64_t>(in.num_k, 1);
   const int64_t R = chunk_rows(in.num_q, ld, budget);
   float* scores = static_cast<float*>(ws.get(kSlotScores, size_t(R) * ld * 4));
-  FlatLaunch l;
-  if (path == Path::Scores) {
-    l.q = map_rows(in.q, in.dtype, uint64_t(in.num_q) * in.num_heads, 2 * in.num_heads, "q");
-    l.k = map_rows(in.k, in.dtype, uint64_t(in.num_k), 256, "k");
-    l.scale = in.k_scale ? map_scales(in.k_scale, uint64_t(in.num_k)) : l.k;
-  }
   for (int64_t r0 = 0; r0 < in.num_q; r0 += R) {
     const int64_t rows = std::min(R, in.num_q - r0);
-    if (path == Path::Scores) {
-      sm90::FlatParams& p = l.p;
-      p.row_begin = r0;
-      p.row_end = r0 + rows;
-      p.num_tiles = int(ceil_div(rows, 2));
-      p.splits = 1;
-      p.topk = k;
-      p.has_scale = in.k_scale != nullptr;
-      p.row_ks = row_ks;
-      p.row_ke = row_ke;
-      p.w = in.w;
-      p.scores = scores;
-      p.scores_ld = ld;
-      l.grid = int(std::min<int64_t>(p.num_tiles, current_device().sm_count));
-      l.stream = st;
-      HISA_CUDA_CHECK(prefill_launch(in.dtype, in.num_heads, true, l));
-    } else {
-      SimtParams sp;
-      sp.row_begin = r0;
-      sp.rows = rows;
-      sp.heads = in.num_heads;
-      sp.dim = in.head_dim;
-      sp.q_dtype = sp.k_dtype = in.dtype;
-      sp.q = in.q;
-      sp.w = in.w;
-      sp.k = in.k;
-      sp.k_scale = in.k_scale;
-      sp.row_ks = row_ks;
-      sp.row_ke = row_ke;
-      sp.scores = scores;
-      sp.ld = ld;
-      simt_chunk(sp, st);
-    }
+    prefill_scores(in, row_ks, row_ke, r0, rows, scores, ld, path, st);
     ScoreRows src;
     src.scores = scores;
     src.ld = ld;
@@ -595,6 +598,28 @@ Path chosen_path(const DecodeInputs& in, const SelectConfig& cfg) {
 }
 
 // ---------------------------------------------------------------- entry points
+void score_prefill(const PrefillInputs& in, int64_t row_begin, int64_t rows, float* scores,
+                   int64_t ld, Path path, Workspace& ws, void* stream) {
+  SelectConfig cfg;
+  cfg.method = Method::Flat;
+  cfg.topk = 1;
+  SelectOutputs fake;
+  fake.indices = reinterpret_cast<int32_t*>(scores);
+  host_checks(in, cfg, fake);
+  HISA_CHECK(row_begin >= 0 && rows >= 0 && row_begin + rows <= in.num_q && scores && ld >= in.num_k,
+             "score_prefill: bad row range or ld");
+  HISA_CHECK(path == Path::Scores || path == Path::Simt, "score_prefill: path must be Scores or Simt");
+  HISA_CHECK(path == Path::Simt || fused_applies(in), "score_prefill: the Scores path needs fp8/bf16, ",
+             "D = 128, H in {32, 64}, aligned pointers and an sm_90 device");
+  if (rows == 0 || in.num_k == 0) return;
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  int32_t* spans = static_cast<int32_t*>(ws.get(kSlotSpans, size_t(in.num_q) * 8));
+  smxx_row_spans_kernel<<<unsigned(ceil_div(in.num_q, 256)), 256, 0, st>>>(
+      in.num_seqs, in.cu_seqlens_q, in.cu_seqlens_k, in.ks, in.ke, in.num_q, spans, spans + in.num_q);
+  HISA_CUDA_CHECK(cudaGetLastError());
+  prefill_scores(in, spans, spans + in.num_q, row_begin, rows, scores, ld, path, st);
+}
+
 void select_prefill(const PrefillInputs& in, const SelectConfig& cfg, const SelectOutputs& out,
                     Workspace& ws, void* stream, const Options& opt) {
   host_checks(in, cfg, out);

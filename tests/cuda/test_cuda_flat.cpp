@@ -4,6 +4,7 @@
 // Every random test prints its seed. Skips itself where no GPU is visible.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <functional>
 #include <map>
 
@@ -75,6 +76,55 @@ void check_decode(const std::vector<int>& lens, int next_n, int H, int k, Path p
   const auto idx = run_decode(c, k, path, splits);
   const auto rows = reference::decode_rows(c.host());
   EXPECT_EQ(judge_rows(rows, flat(k), idx, DType::F8E4M3, exact), 0);
+}
+
+// ------------------------------------------------------------------------ raw scores
+// The first thing to look at when a selection test fails: the tensor-core scores (path Scores)
+// and the CUDA-core ones (path Simt) against the float64 scores, element by element.
+void check_scores(const std::vector<std::pair<int64_t, int64_t>>& seqs, int H, DType dt, const std::string& name) {
+  const uint64_t seed = seed_for(name);
+  SCOPED_TRACE(name + " seed " + std::to_string(seed));
+  std::cout << "[ seed ] " << name << " " << seed << "\n";
+  const PrefillCase c = make_prefill(seqs, H, dt, seed, false);
+  PrefillDev d(c);
+  const auto rows = reference::prefill_rows(c.host());
+  cuda::Workspace ws;
+  for (Path path : {Path::Scores, Path::Simt}) {
+    Dev<float> sc(size_t(c.T) * c.S);
+    sc.poison();
+    cuda::score_prefill(d.in, 0, c.T, sc.ptr, c.S, path, ws);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const auto got = sc.get();
+    double worst = 0;
+    int shown = 0;
+    int64_t bad = 0;
+    for (int64_t t = 0; t < c.T; ++t) {
+      const auto ref = reference::token_scores(rows[size_t(t)]);
+      double mx = 1e-30;
+      for (double v : ref) mx = std::max(mx, std::fabs(v));
+      for (size_t p = 0; p < ref.size(); ++p) {
+        const double err = std::fabs(double(got[size_t(t * c.S) + p]) - ref[p]) / mx;
+        worst = std::max(worst, err);
+        if (!(err <= 1e-3)) {
+          ++bad;
+          if (shown++ < 8)
+            std::cout << "  " << cuda::path_name(path) << " mismatch row " << t << " pos " << p << " (p%64 " << p % 64
+                      << ", p%256 " << p % 256 << "): ref " << ref[p] << " got " << got[size_t(t * c.S) + p] << "\n";
+        }
+      }
+    }
+    std::cout << "  " << name << " " << cuda::path_name(path) << ": max |err| / max|ref| = " << worst << ", " << bad
+              << " bad entries\n";
+    EXPECT_EQ(bad, 0) << cuda::path_name(path);
+  }
+}
+
+TEST(CudaScores, TensorCoreAndSimtAgainstReference) {
+  SKIP_WITHOUT_GPU();
+  check_scores({{70, 300}}, 64, DType::F8E4M3, "scores_fp8_h64");
+  check_scores({{33, 200}, {9, 9}}, 32, DType::F8E4M3, "scores_fp8_h32");
+  check_scores({{40, 260}}, 64, DType::BF16, "scores_bf16_h64");
+  check_scores({{21, 130}}, 32, DType::BF16, "scores_bf16_h32");
 }
 
 // ------------------------------------------------------------------------ prefill, random inputs
