@@ -174,6 +174,41 @@ int check_prefill_rows(const Buf<uint8_t>& q, const Buf<uint8_t>& k, const Buf<f
   return bad;
 }
 
+// One profiled call: the select and producer warpgroups' cycle breakdown (ProfSlot order).
+json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
+  Buf<unsigned long long> prof(16);
+  CK(cudaMemset(prof.p, 0, 16 * 8));
+  hisa::cuda::Options opt;
+  opt.validate = false;
+  opt.profile = prof.p;
+  call(opt);
+  CK(cudaDeviceSynchronize());
+  const auto c = prof.get(0, 16);
+  // Slots: sel total, wait epi, append, compact, final, compactions, appended, prod total,
+  // prod wait q, prod wait kv, items.
+  const double sel = double(std::max<unsigned long long>(c[0], 1));
+  const double prod = double(std::max<unsigned long long>(c[7], 1));
+  const double items = double(std::max<unsigned long long>(c[10], 1));
+  json r;
+  r["select_idle_waiting_for_scores"] = c[1] / sel;
+  r["select_append"] = c[2] / sel;
+  r["select_compact"] = c[3] / sel;
+  r["select_final"] = c[4] / sel;
+  r["compactions_per_item"] = c[5] / items;
+  r["appended_per_item"] = c[6] / items;
+  r["producer_wait_q"] = c[8] / prod;
+  r["producer_wait_kv_free"] = c[9] / prod;
+  r["items"] = c[10];
+  r["cycles_per_compaction"] = c[5] ? c[3] / double(c[5]) : 0.0;
+  std::printf("    profile: select idle %.0f%%, append %.0f%%, compact %.0f%% (%.1f per item, %.0f cycles each), "
+              "final %.0f%%; %.0f candidates appended per item; producer waits for free stages %.0f%%\n",
+              100 * r["select_idle_waiting_for_scores"].get<double>(), 100 * r["select_append"].get<double>(),
+              100 * r["select_compact"].get<double>(), r["compactions_per_item"].get<double>(),
+              r["cycles_per_compaction"].get<double>(), 100 * r["select_final"].get<double>(),
+              r["appended_per_item"].get<double>(), 100 * r["producer_wait_kv_free"].get<double>());
+  return r;
+}
+
 double copy_ceiling_tbps() {
   const size_t n = size_t(2) << 30;
   Buf<uint8_t> a(n), b(n);
@@ -260,6 +295,24 @@ int main(int argc, char** argv) {
                     r["speedup_vs_deepgemm_logits_topk"].get<double>());
       std::printf("\n");
       check_prefill_rows(q, k, ks, w, out, L, H, topk, {L - 1, L / 2 + 3, std::min<int64_t>(L - 1, 2100), 17}, r);
+      // Where the time goes: the select warpgroup's breakdown, the pipeline without selection
+      // (debug_mode 1), and the tensor-core scores written to memory (DeepGEMM's logits shape).
+      r["profile"] = profile_call([&](hisa::cuda::Options& po) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, po); });
+      hisa::cuda::Options dbg = opt;
+      dbg.debug_mode = 1;
+      const Timing td = time_it([&](int) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, dbg); },
+                                L >= 65536 ? 0.6 : 0.3, 3, 20);
+      r["no_select_ms"] = td.median_ms;
+      std::printf("    without selection (scores consumed, pipeline only): %.3f ms = %.1f TFLOP/s\n", td.median_ms,
+                  flops / (td.median_ms * 1e-3) / 1e12);
+      if (L <= 65536) {
+        Buf<float> sc(size_t(L) * L);
+        const Timing ts = time_it(
+            [&](int) { hisa::cuda::score_prefill(in, 0, L, sc.p, L, hisa::cuda::Path::Scores, ws); }, 0.3, 3, 20);
+        r["scores_to_memory_ms"] = ts.median_ms;
+        std::printf("    scores written to memory (like DeepGEMM's logits): %.3f ms = %.1f TFLOP/s\n", ts.median_ms,
+                    flops / (ts.median_ms * 1e-3) / 1e12);
+      }
       report["results"].push_back(r);
     }
 
@@ -383,6 +436,23 @@ int main(int argc, char** argv) {
             }
             r["rows_checked"] = 2;
             r["rows_failed"] = bad;
+            if (ctx == 131072) {
+              r["profile"] = profile_call([&](hisa::cuda::Options& po) {
+                o.indices = dout.p;
+                hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, po);
+              });
+              hisa::cuda::Options dbg = opt;
+              dbg.debug_mode = 1;
+              const Timing td = time_it(
+                  [&](int rep) {
+                    o.indices = dout.p + size_t((rep % groups) * batch) * topk;
+                    hisa::cuda::select_decode(make_in(rep), cfg, o, ws, nullptr, dbg);
+                  },
+                  0.2, 10, 200);
+              r["no_select_us"] = td.median_ms * 1e3;
+              std::printf("    without selection: %.1f us = %.2f TB/s\n", td.median_ms * 1e3,
+                          bytes / (td.median_ms * 1e-3) / 1e12);
+            }
           }
           report["results"].push_back(r);
         }

@@ -4,7 +4,7 @@
 # small cases. Binaries are built elsewhere and carried in .carry-cuda/ (with libgomp.so.1;
 # .carry/ holds other sessions' data), ignored through .git/info/exclude.
 # Writes under $OUT: run.log, tests.log, tests.json, bench.json, torch.json, sass.txt,
-# sanitizer.log. Each step has its own time limit so that a hang cannot eat the whole lease.
+# sass_prefill_fp8_h64.txt, sanitizer.log. Each step has its own time limit so that a hang cannot eat the whole lease.
 #
 #   OUT=/tmp/out bash bench/device_run.sh            (run from the repository root)
 #   STEPS="tests bench" bash bench/device_run.sh     (a subset)
@@ -60,6 +60,10 @@ if has sass; then
          END { for (x in n) print n[x], x }' /tmp/hisa_sass.txt | sort -k2 >"$OUT/sass.txt"
     grep -c "" "$OUT/sass.txt" | sed 's/^/sass lines: /' | tee -a "$LOG"
     grep -E "sm90_flat_topk" "$OUT/sass.txt" | grep -E "GMMA" | head -n 20 | tee -a "$LOG"
+    # Full SASS of the benchmarked prefill instance (fp8, H = 64, top-k mode), for reading.
+    awk '/Function :/ {on = ($3 ~ /FlatConfigINS1_3Fp8ELi64ELi2ELb0ELb0ELb0E/)} on' /tmp/hisa_sass.txt \
+      >"$OUT/sass_prefill_fp8_h64.txt"
+    wc -l "$OUT/sass_prefill_fp8_h64.txt" | tee -a "$LOG"
   else
     echo "no cuobjdump" | tee -a "$LOG"
   fi

@@ -66,6 +66,13 @@ struct Options {
   // Budget of one score chunk (Scores and Simt paths): rows are processed in chunks of
   // max_chunk_bytes / (4 * S) rows.
   size_t max_chunk_bytes = size_t(1) << 30;
+  // Measurement hooks (benchmarks only; fp8 H = 64 prefill and next_n = 1 decode on the fused
+  // path): `profile` is a device array of 16 u64 that accumulates the select and producer
+  // warpgroups' cycle counters (slots in src/cuda/kernels/sm90_flat_topk.cuh, ProfSlot);
+  // debug_mode 1 makes the select warpgroup consume the scores without selecting (the indices are
+  // then meaningless): the bound set by scoring and the pipeline alone.
+  unsigned long long* profile = nullptr;
+  int debug_mode = 0;
 };
 
 // Ragged prefill. in: device pointers (q, k, k_scale, w, cu_seqlens or ks/ke). out.indices:

@@ -314,7 +314,8 @@ void simt_chunk(SimtParams sp, cudaStream_t st) {
 
 // ---------------------------------------------------------------- prefill
 void prefill_fused(const PrefillInputs& in, int k, int32_t* out, const int32_t* row_ks,
-                   const int32_t* row_ke, Workspace& ws, cudaStream_t st, int splits_opt) {
+                   const int32_t* row_ke, Workspace& ws, cudaStream_t st, const Options& opt) {
+  const int splits_opt = opt.splits;
   const int sms = current_device().sm_count;
   const int64_t tiles = ceil_div(in.num_q, 2);
   int splits = splits_opt;
@@ -348,7 +349,15 @@ void prefill_fused(const PrefillInputs& in, int k, int32_t* out, const int32_t* 
   }
   l.grid = int(std::min<int64_t>(tiles * splits, sms));
   l.stream = st;
-  HISA_CUDA_CHECK(prefill_launch(in.dtype, in.num_heads, false, l));
+  if (opt.profile || opt.debug_mode) {
+    HISA_CHECK(in.dtype == DType::F8E4M3 && in.num_heads == 64,
+               "prefill: the measurement hooks exist for fp8, H = 64 only");
+    p.prof = opt.profile;
+    p.debug_mode = opt.debug_mode;
+    HISA_CUDA_CHECK((launch_flat<kFp8, 64, 2, false, false, true>(l)));
+  } else {
+    HISA_CUDA_CHECK(prefill_launch(in.dtype, in.num_heads, false, l));
+  }
   if (splits > 1) launch_merge(PartialLists{p.part_u, p.part_pos, p.part_cnt, splits, k}, in.num_q, k, out, st);
 }
 
@@ -432,7 +441,8 @@ int decode_splits(const DecodeInputs& in, int k) {
 }
 
 void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cudaStream_t st,
-                  int splits_opt) {
+                  const Options& opt) {
+  const int splits_opt = opt.splits;
   const int sms = current_device().sm_count;
   const int splits = splits_opt > 0 ? std::min(splits_opt, in.max_pages) : decode_splits(in, k);
   const int64_t rows = int64_t(in.batch) * in.next_n;
@@ -464,7 +474,15 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   }
   l.grid = int(std::min<int64_t>(int64_t(in.batch) * splits, sms));
   l.stream = st;
-  HISA_CUDA_CHECK(decode_launch(in.num_heads, in.next_n, l));
+  if (opt.profile || opt.debug_mode) {
+    HISA_CHECK(in.num_heads == 64 && in.next_n == 1,
+               "decode: the measurement hooks exist for H = 64, next_n = 1 only");
+    p.prof = opt.profile;
+    p.debug_mode = opt.debug_mode;
+    HISA_CUDA_CHECK((launch_flat<kFp8, 64, 1, true, false, true>(l)));
+  } else {
+    HISA_CUDA_CHECK(decode_launch(in.num_heads, in.next_n, l));
+  }
   if (splits > 1) launch_merge(PartialLists{p.part_u, p.part_pos, p.part_cnt, splits, k}, rows, k, out, st);
 }
 
@@ -639,7 +657,7 @@ void select_prefill(const PrefillInputs& in, const SelectConfig& cfg, const Sele
   HISA_CUDA_CHECK(cudaGetLastError());
   const Path path = resolve(opt.path, fused_applies(in), k, false, "prefill");
   if (path == Path::Fused) {
-    prefill_fused(in, k, out.indices, row_ks, row_ke, ws, st, opt.splits);
+    prefill_fused(in, k, out.indices, row_ks, row_ke, ws, st, opt);
   } else {
     prefill_chunks(in, k, out.indices, row_ks, row_ke, ws, st, path, opt.max_chunk_bytes);
   }
@@ -652,7 +670,7 @@ void select_decode(const DecodeInputs& in, const SelectConfig& cfg, const Select
   if (opt.validate || opt.check_values) device_checks(in, ws, st, opt.check_values);
   const Path path = resolve(opt.path, fused_applies(in), cfg.topk, true, "decode");
   if (path == Path::Fused) {
-    decode_fused(in, cfg.topk, out.indices, ws, st, opt.splits);
+    decode_fused(in, cfg.topk, out.indices, ws, st, opt);
   } else {
     decode_simt(in, cfg.topk, out.indices, ws, st, opt.max_chunk_bytes);
   }

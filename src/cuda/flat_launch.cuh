@@ -22,14 +22,14 @@ struct FlatLaunch {
   cudaStream_t stream = nullptr;
 };
 
-template <int kElem, int kHeads, int kNQ, bool kPaged, bool kScores>
+template <int kElem, int kHeads, int kNQ, bool kPaged, bool kScores, bool kProf = false>
 cudaError_t launch_flat(const FlatLaunch& l);
 
 #ifdef HISA_FLAT_DEFINE_LAUNCH
-template <int kElem, int kHeads, int kNQ, bool kPaged, bool kScores>
+template <int kElem, int kHeads, int kNQ, bool kPaged, bool kScores, bool kProf>
 cudaError_t launch_flat(const FlatLaunch& l) {
   using T = std::conditional_t<kElem == kFp8, sm90::Fp8, sm90::Bf16>;
-  using Cfg = sm90::FlatConfig<T, kHeads, kNQ, kPaged, kScores>;
+  using Cfg = sm90::FlatConfig<T, kHeads, kNQ, kPaged, kScores, kProf>;
   auto kernel = sm90::sm90_flat_topk_kernel<Cfg>;
   cudaError_t e =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
@@ -38,7 +38,9 @@ cudaError_t launch_flat(const FlatLaunch& l) {
   return cudaGetLastError();
 }
 #define HISA_FLAT_INSTANCE(E, H, NQ, PAGED, SCORES) \
-  template cudaError_t launch_flat<E, H, NQ, PAGED, SCORES>(const FlatLaunch&);
+  template cudaError_t launch_flat<E, H, NQ, PAGED, SCORES, false>(const FlatLaunch&);
+#define HISA_FLAT_PROFILED_INSTANCE(E, H, NQ, PAGED) \
+  template cudaError_t launch_flat<E, H, NQ, PAGED, false, true>(const FlatLaunch&);
 #endif
 
 }  // namespace hisa::cuda

@@ -62,12 +62,26 @@ struct FlatParams {
   // outputs (score mode)
   float* scores = nullptr;  // [row_end - row_begin, scores_ld] fp32, position p of row r at
   int64_t scores_ld = 0;    // (r - row_begin) * scores_ld + p
+
+  // Measurement only: cycle counters summed over CTAs ([kProfSlots] u64, nullptr = off), and
+  // debug_mode 1 = the select warpgroup consumes the scores without selecting (pipeline bound).
+  unsigned long long* prof = nullptr;
+  int debug_mode = 0;
 };
 
-template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_>
+// Slots of FlatParams::prof (cycles unless noted; one thread per role counts).
+enum ProfSlot : int {
+  kProfSelTotal = 0, kProfSelWaitEpi, kProfSelAppend, kProfSelCompact, kProfSelFinal,
+  kProfSelCompactions /* count */, kProfSelAppended /* candidates, both queries */,
+  kProfProdTotal, kProfProdWaitQ, kProfProdWaitKV, kProfItems /* count */, kProfSlots
+};
+
+// kProf_: a measurement instance that honours FlatParams::prof and debug_mode (the counters cost
+// registers the math warpgroups do not have, so production instances compile them out).
+template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool kProf_ = false>
 struct FlatConfig {
   static constexpr int kHeads = kHeads_, kNQ = kNQ_;
-  static constexpr bool kPaged = kPaged_, kWriteScores = kWriteScores_;
+  static constexpr bool kPaged = kPaged_, kWriteScores = kWriteScores_, kProf = kProf_;
   static constexpr int kDim = 128;
   static constexpr int kElem = std::is_same<T, Fp8>::value ? 1 : 2;
   static constexpr int kRowBytes = kDim * kElem;  // 128 (fp8) or 256 (bf16) bytes per row
@@ -119,7 +133,8 @@ struct FlatConfig {
   static constexpr int kOffScan = kOffHist + 256 * 4;
   static constexpr int kOffBcast = kOffScan + 16 * 4;
   static constexpr int kOffAppend = kOffBcast + 4 * 4;
-  static constexpr int kOffBar = (kOffAppend + 2 * kNQ * 2 * 4 * 4 + 7) / 8 * 8;
+  static constexpr int kOffProf = (kOffAppend + 2 * kNQ * 2 * 4 * 4 + 7) / 8 * 8;
+  static constexpr int kOffBar = kOffProf + 16 * 8;
   static constexpr int kNumBars = 2 * (kQStages + kKVStages + kEpiStages);
   static constexpr int kSmemBytes = kOffBar + kNumBars * 8 + 1024;
   static_assert(kSmemBytes <= kSmemLimit, "shared memory over the sm_90 limit");
@@ -195,6 +210,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   int* bcast = reinterpret_cast<int*>(smem + Cfg::kOffBcast);
   int* append = reinterpret_cast<int*>(smem + Cfg::kOffAppend);  // [2][kNQ][2][4]
   uint64_t* bars = reinterpret_cast<uint64_t*>(smem + Cfg::kOffBar);
+  // Measurement: per-CTA counters in shared memory (registers stay free), one thread per slot.
+  unsigned long long* prof_smem = reinterpret_cast<unsigned long long*>(smem + Cfg::kOffProf);
+  const auto prof_add = [&](int slot, unsigned delta) { prof_smem[slot] += delta; };
   uint64_t* full_q = bars;
   uint64_t* empty_q = full_q + kQS;
   uint64_t* full_kv = empty_q + kQS;
@@ -206,6 +224,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const int lane = threadIdx.x % 32;
   constexpr int kMathThreads = Cfg::kMathWG * 128;
 
+  if (Cfg::kProf && threadIdx.x < 16) prof_smem[threadIdx.x] = 0;
   if (threadIdx.x == 0) {
     for (int i = 0; i < kQS; ++i) mbar_init(&full_q[i], 32), mbar_init(&empty_q[i], kMathThreads);
     for (int i = 0; i < kKS; ++i) mbar_init(&full_kv[i], 1), mbar_init(&empty_kv[i], kMathThreads);
@@ -226,10 +245,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       if (!Cfg::kPaged && p.has_scale) tma_prefetch_desc(&map_scale);
     }
     uint32_t q_iter = 0, kv_iter = 0;
+    const bool prof = Cfg::kProf && p.prof && lane == 0;
+    const unsigned c_start = clock();
     for (int item = blockIdx.x; item < num_items; item += gridDim.x, ++q_iter) {
       const Item<Cfg> it(p, item);
       const int qs = q_iter % kQS;
+      unsigned c0 = clock();
       mbar_wait(&empty_q[qs], ((q_iter / kQS) & 1) ^ 1);
+      if (prof) prof_add(kProfProdWaitQ, clock() - c0);
       for (int i = lane; i < kQRows; i += 32) {
         const int64_t r = it.row0 + i / Cfg::kHeads;
         w_smem[qs * kQRows + i] = r < p.row_end ? p.w[r * Cfg::kHeads + i % Cfg::kHeads] : 0.0f;
@@ -244,10 +267,25 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       } else {
         mbar_arrive(&full_q[qs]);
       }
-      if (lane != 0) continue;
+      if (!Cfg::kPaged && lane != 0) continue;
+      int32_t ids = 0;  // decode: page ids of the next 8 stages, one per lane
       for (int blk = 0; blk < it.nblocks; ++blk, ++kv_iter) {
+        int page_id[4] = {0, 0, 0, 0};
+        if constexpr (Cfg::kPaged) {
+          // One coalesced load per 8 stages instead of 4 dependent loads per stage in front of
+          // the copies (run 1: the producer's serial block_table reads capped each SM at ~20 GB/s).
+          if ((blk & 7) == 0) {
+            const int pg = it.page0 + blk * 4 + lane;
+            ids = pg < it.page1 ? p.block_table[int64_t(it.tile) * p.max_pages + pg] : 0;
+          }
+#pragma unroll
+          for (int i = 0; i < 4; ++i) page_id[i] = __shfl_sync(0xFFFFFFFFu, ids, (blk & 7) * 4 + i);
+          if (lane != 0) continue;
+        }
         const int s = kv_iter % kKS;
+        c0 = clock();
         mbar_wait(&empty_kv[s], ((kv_iter / kKS) & 1) ^ 1);
+        if (prof) prof_add(kProfProdWaitKV, clock() - c0);
         uint8_t* dst = kv_smem + s * Cfg::kKVBytes;
         if constexpr (!Cfg::kPaged) {
           const int32_t y = int32_t(it.key0 + int64_t(blk) * kBlockKV);
@@ -261,13 +299,17 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           const int valid = min(4, it.page1 - pg);
           mbar_arrive_expect_tx(&full_kv[s], valid * (64 * 128 + 64 * 4));
           for (int i = 0; i < valid; ++i) {
-            const int page = p.block_table[int64_t(it.tile) * p.max_pages + pg + i];
+            const int page = page_id[i];
             tma_load_3d(dst + i * 64 * 128, &map_k, &full_kv[s], 0, 0, page);
             bulk_load(scale_smem + s * kBlockKV + i * 64,
                       p.kv_cache + int64_t(page) * (64 * 132) + 64 * 128, 64 * 4, &full_kv[s]);
           }
         }
       }
+    }
+    if (prof) {
+      prof_add(kProfProdTotal, clock() - c_start);
+      for (int i : {kProfProdTotal, kProfProdWaitQ, kProfProdWaitKV}) atomicAdd(p.prof + i, prof_smem[i]);
     }
   } else if (wg == Cfg::kMathWG) {
     // ------------------------------------------------------------------ select warpgroup
@@ -276,7 +318,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     auto sync = [] { named_barrier(1, 128); };
     uint32_t epi_iter = 0;
     int parity = 0;
+    const bool prof = Cfg::kProf && p.prof && t == 0;
+    const unsigned c_start = clock();
     for (int item = blockIdx.x; item < num_items; item += gridDim.x) {
+      if (prof) prof_add(kProfItems, 1);
       const Item<Cfg> it(p, item);
       // Per query: visible key range inside this item, and the position base.
       int32_t vis_lo[kNQ], vis_hi[kNQ], rel[kNQ];  // key rows < 2^31
@@ -304,7 +349,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       }
       for (int blk = 0; blk < it.nblocks; ++blk, ++epi_iter) {
         const int es = epi_iter % kES;
+        unsigned c0 = clock();
         mbar_wait(&full_epi[es], (epi_iter / kES) & 1);
+        if (prof) prof_add(kProfSelWaitEpi, clock() - c0), c0 = clock();
         const float* ebuf = epi_smem + es * kNQ * kBlockKV;
         float v[kNQ][2];
 #pragma unroll
@@ -312,6 +359,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #pragma unroll
           for (int h = 0; h < 2; ++h) v[q][h] = ebuf[q * kBlockKV + t + 128 * h];
         mbar_arrive(&empty_epi[es]);
+        if (Cfg::kProf && p.debug_mode == 1) continue;
         const int32_t base = int32_t(it.key0) + blk * kBlockKV + t;
         if constexpr (Cfg::kWriteScores) {
 #pragma unroll
@@ -356,11 +404,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               }
             }
             cnt[q] += n0 + n1;
+            if (prof) prof_add(kProfSelAppended, n0 + n1);
           }
           parity ^= 1;
+          if (prof) prof_add(kProfSelAppend, clock() - c0), c0 = clock();
 #pragma unroll
           for (int q = 0; q < kNQ; ++q) {
             if (cnt[q] > Cfg::kCap - kBlockKV) {
+              if (prof) prof_add(kProfSelCompactions, 1);
               sync();
               uint32_t* cu = cand_u + q * Cfg::kCap;
               int32_t* cp = cand_pos + q * Cfg::kCap;
@@ -374,9 +425,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               thr[q] = cut_threshold(cut);
             }
           }
+          if (prof) prof_add(kProfSelCompact, clock() - c0);
         }
       }
       if constexpr (!Cfg::kWriteScores) {
+        const unsigned c0 = clock();
         sync();
 #pragma unroll
         for (int q = 0; q < kNQ; ++q) {
@@ -407,7 +460,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           }
         }
         sync();  // the next item's appends overwrite the lists
+        if (prof) prof_add(kProfSelFinal, clock() - c0);
       }
+    }
+    if (prof) {
+      prof_add(kProfSelTotal, clock() - c_start);
+      for (int i = kProfSelTotal; i <= kProfSelAppended; ++i) atomicAdd(p.prof + i, prof_smem[i]);
+      atomicAdd(p.prof + kProfItems, prof_smem[kProfItems]);
     }
   } else {
     // ------------------------------------------------------------------ math warpgroups

@@ -42,20 +42,17 @@ __device__ __forceinline__ bool mbar_try_wait(uint64_t* bar, uint32_t parity) {
       : "memory");
   return done != 0;
 }
-__device__ __forceinline__ uint64_t global_timer_ns() {
-  uint64_t t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-// Waits until the phase with the given parity has completed. A wait longer than 20 s means a
-// broken pipeline (a copy that never lands, a miscounted barrier): trap with a message instead of
-// hanging the device forever (the launch then fails with an illegal-instruction error; no printf:
-// a call inside the wgmma loop makes ptxas serialise every wgmma).
+// Waits until the phase with the given parity has completed. A wait of more than about 20 s
+// (4e10 SM cycles) means a broken pipeline (a copy that never lands, a miscounted barrier): trap
+// instead of hanging the device (the launch then fails with an illegal-instruction error; no
+// printf: a call inside the wgmma loop makes ptxas serialise every wgmma). The cycle counter is
+// read once per 256 polls: reading %globaltimer on every poll delayed each wake-up (run 1).
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
   if (mbar_try_wait(bar, parity)) return;
-  const uint64_t t0 = global_timer_ns();
-  while (!mbar_try_wait(bar, parity)) {
-    if (global_timer_ns() - t0 > 20000000000ull) __trap();
+  const long long t0 = clock64();
+  for (uint32_t polls = 1;; ++polls) {
+    if (mbar_try_wait(bar, parity)) return;
+    if ((polls & 255) == 0 && clock64() - t0 > 40000000000ll) __trap();
   }
 }
 
