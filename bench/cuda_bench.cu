@@ -305,6 +305,24 @@ int main(int argc, char** argv) {
       r["no_select_ms"] = td.median_ms;
       std::printf("    without selection (scores consumed, pipeline only): %.3f ms = %.1f TFLOP/s\n", td.median_ms,
                   flops / (td.median_ms * 1e-3) / 1e12);
+      {
+        // Variant 1 (one select warpgroup per query): time, profile, check.
+        hisa::cuda::Options v1 = opt;
+        v1.variant = 1;
+        const Timing tv = time_it([&](int) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, v1); },
+                                  L >= 65536 ? 0.6 : 0.3, 3, 20);
+        json rv;
+        rv["median_ms"] = tv.median_ms;
+        rv["tflops"] = flops / (tv.median_ms * 1e-3) / 1e12;
+        std::printf("    variant 1 (a select warpgroup per query): %.3f ms = %.1f TFLOP/s\n", tv.median_ms,
+                    rv["tflops"].get<double>());
+        check_prefill_rows(q, k, ks, w, out, L, H, topk, {L - 1, L / 2 + 3, 17}, rv);
+        rv["profile"] = profile_call([&](hisa::cuda::Options& po) {
+          po.variant = 1;
+          hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, po);
+        });
+        r["variant1"] = rv;
+      }
       if (L <= 65536) {
         Buf<float> sc(size_t(L) * L);
         const Timing ts = time_it(

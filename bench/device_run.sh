@@ -4,7 +4,8 @@
 # small cases. Binaries are built elsewhere and carried in .carry-cuda/ (with libgomp.so.1;
 # .carry/ holds other sessions' data), ignored through .git/info/exclude.
 # Writes under $OUT: run.log, tests.log, tests.json, bench.json, torch.json, sass.txt,
-# sass_prefill_fp8_h64.txt, sanitizer.log. Each step has its own time limit so that a hang cannot eat the whole lease.
+# sass_prefill_fp8_h64.txt, sanitizer.log. Each step has its own time limit so that a hang
+# cannot eat the whole lease.
 #
 #   OUT=/tmp/out bash bench/device_run.sh            (run from the repository root)
 #   STEPS="tests bench" bash bench/device_run.sh     (a subset)

@@ -73,6 +73,9 @@ struct Options {
   // then meaningless): the bound set by scoring and the pipeline alone.
   unsigned long long* profile = nullptr;
   int debug_mode = 0;
+  // Experimental kernel variant for A/B timing (0 = default). 1: prefill fp8 H = 64 with one
+  // select warpgroup per query.
+  int variant = 0;
 };
 
 // Ragged prefill. in: device pointers (q, k, k_scale, w, cu_seqlens or ks/ke). out.indices:

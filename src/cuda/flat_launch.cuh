@@ -22,14 +22,15 @@ struct FlatLaunch {
   cudaStream_t stream = nullptr;
 };
 
-template <int kElem, int kHeads, int kNQ, bool kPaged, bool kScores, bool kProf = false>
+template <int kElem, int kHeads, int kNQ, bool kPaged, bool kScores, bool kProf = false,
+          int kSelWG = 1>
 cudaError_t launch_flat(const FlatLaunch& l);
 
 #ifdef HISA_FLAT_DEFINE_LAUNCH
-template <int kElem, int kHeads, int kNQ, bool kPaged, bool kScores, bool kProf>
+template <int kElem, int kHeads, int kNQ, bool kPaged, bool kScores, bool kProf, int kSelWG>
 cudaError_t launch_flat(const FlatLaunch& l) {
   using T = std::conditional_t<kElem == kFp8, sm90::Fp8, sm90::Bf16>;
-  using Cfg = sm90::FlatConfig<T, kHeads, kNQ, kPaged, kScores, kProf>;
+  using Cfg = sm90::FlatConfig<T, kHeads, kNQ, kPaged, kScores, kProf, kSelWG>;
   auto kernel = sm90::sm90_flat_topk_kernel<Cfg>;
   cudaError_t e =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
@@ -38,9 +39,9 @@ cudaError_t launch_flat(const FlatLaunch& l) {
   return cudaGetLastError();
 }
 #define HISA_FLAT_INSTANCE(E, H, NQ, PAGED, SCORES) \
-  template cudaError_t launch_flat<E, H, NQ, PAGED, SCORES, false>(const FlatLaunch&);
-#define HISA_FLAT_PROFILED_INSTANCE(E, H, NQ, PAGED) \
-  template cudaError_t launch_flat<E, H, NQ, PAGED, false, true>(const FlatLaunch&);
+  template cudaError_t launch_flat<E, H, NQ, PAGED, SCORES, false, 1>(const FlatLaunch&);
+#define HISA_FLAT_VARIANT_INSTANCE(E, H, NQ, PAGED, PROF, SEL) \
+  template cudaError_t launch_flat<E, H, NQ, PAGED, false, PROF, SEL>(const FlatLaunch&);
 #endif
 
 }  // namespace hisa::cuda

@@ -1,9 +1,12 @@
-// Measurement instances of the fused flat kernel (FlatParams::prof / debug_mode honoured):
-// prefill fp8 H = 64 and decode fp8 H = 64, next_n = 1, the benchmarked shapes.
+// Measurement and experimental instances of the fused flat kernel for the benchmarked shapes
+// (prefill fp8 H = 64; decode fp8 H = 64, next_n = 1): FlatParams::prof / debug_mode honoured
+// (PROF = true), and the two-select-warpgroup prefill (SEL = 2) for A/B timing.
 #define HISA_FLAT_DEFINE_LAUNCH
 #include "cuda/flat_launch.cuh"
 
 namespace hisa::cuda {
-HISA_FLAT_PROFILED_INSTANCE(kFp8, 64, 2, false)
-HISA_FLAT_PROFILED_INSTANCE(kFp8, 64, 1, true)
+HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 2, false, true, 1)
+HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 1)
+HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 2, false, false, 2)
+HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 2, false, true, 2)
 }  // namespace hisa::cuda

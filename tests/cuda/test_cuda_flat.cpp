@@ -17,9 +17,8 @@ namespace {
 
 using cuda::Path;
 
-struct PrefillRun {
-  std::vector<int32_t> indices;
-};
+// Kernel variant used by run_prefill (Options::variant; set by the variant test).
+int g_variant = 0;
 
 std::vector<int32_t> run_prefill(const PrefillCase& c, int k, Path path, int splits = 0) {
   PrefillDev d(c);
@@ -30,6 +29,7 @@ std::vector<int32_t> run_prefill(const PrefillCase& c, int k, Path path, int spl
   opt.path = path;
   opt.splits = splits;
   opt.check_values = true;
+  opt.variant = g_variant;
   SelectOutputs o;
   o.indices = out.ptr;
   cuda::select_prefill(d.in, flat(k), o, ws, nullptr, opt);
@@ -137,6 +137,19 @@ TEST(CudaPrefill, RandomFp8H32Fused) {
   SKIP_WITHOUT_GPU();
   check_prefill({{257, 700}}, 32, DType::F8E4M3, 100, Path::Fused, false, "fp8_h32_fused");
 }
+TEST(CudaPrefill, VariantTwoSelectWarpgroups) {
+  SKIP_WITHOUT_GPU();
+  g_variant = 1;
+  check_prefill({{300, 300}}, 64, DType::F8E4M3, 64, Path::Fused, false, "v1_fp8_h64");
+  check_prefill({{37, 500}, {0, 20}, {64, 64}, {5, 40}, {101, 1030}}, 64, DType::F8E4M3, 96, Path::Fused, false,
+                "v1_ragged");
+  check_prefill({{64, 9000}}, 64, DType::F8E4M3, 2048, Path::Fused, false, "v1_long_k2048", 0, false, 24);
+  check_prefill({{70, 400}, {33, 33}}, 64, DType::F8E4M3, 77, Path::Fused, true, "v1_exact");
+  check_prefill({{16, 5000}}, 64, DType::F8E4M3, 2048, Path::Fused, true, "v1_exact_long", 0, false, 8);
+  check_prefill({{6, 9000}}, 64, DType::F8E4M3, 512, Path::Fused, false, "v1_split5", 5);
+  g_variant = 0;
+}
+
 TEST(CudaPrefill, RandomBf16H64Fused) {
   SKIP_WITHOUT_GPU();
   check_prefill({{200, 600}}, 64, DType::BF16, 128, Path::Fused, false, "bf16_h64_fused");

@@ -78,10 +78,13 @@ enum ProfSlot : int {
 
 // kProf_: a measurement instance that honours FlatParams::prof and debug_mode (the counters cost
 // registers the math warpgroups do not have, so production instances compile them out).
-template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool kProf_ = false>
+// kSelWG_: select warpgroups (1, or kNQ = 2 for one per query: twice the selection throughput).
+template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool kProf_ = false,
+          int kSelWG_ = 1>
 struct FlatConfig {
-  static constexpr int kHeads = kHeads_, kNQ = kNQ_;
+  static constexpr int kHeads = kHeads_, kNQ = kNQ_, kSelWG = kSelWG_, kQSel = kNQ_ / kSelWG_;
   static constexpr bool kPaged = kPaged_, kWriteScores = kWriteScores_, kProf = kProf_;
+  static_assert(kNQ % kSelWG == 0 && kSelWG <= 2, "queries split evenly over select warpgroups");
   static constexpr int kDim = 128;
   static constexpr int kElem = std::is_same<T, Fp8>::value ? 1 : 2;
   static constexpr int kRowBytes = kDim * kElem;  // 128 (fp8) or 256 (bf16) bytes per row
@@ -89,19 +92,22 @@ struct FlatConfig {
   static constexpr int kKSteps = kRowBytes / 32;  // each wgmma consumes 32 bytes of K
   static constexpr int kMathWG = 4;
   static constexpr int kBlockKV = 64 * kMathWG;   // keys per stage
-  static constexpr int kThreads = (kMathWG + 2) * 128;
+  static constexpr int kThreads = (kMathWG + 1 + kSelWG) * 128;
+  static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;  // 80 (768 threads) or 72 (896)
   static constexpr int kQRows = kNQ * kHeads;
   static constexpr int kBanks = kQRows > 128 ? 4 : 2;
   static constexpr int kBankN = kQRows / kBanks;
   using Mma = Wgmma<T, kBankN>;
   static constexpr int kAccRegs = Mma::kRegs;
-  // Register split (setmaxnreg) of the 61440 registers a 768-thread CTA starts with: the math
-  // warpgroups need 96 (fewer serialises wgmma, C7512); the producer and select warpgroups share
-  // the rest (more select state with more queries per item).
+  // Register split (setmaxnreg) of the registers the CTA starts with (kLaunchRegs per thread):
+  // the math warpgroups need 96 (fewer serialises wgmma, C7512); the producer and select
+  // warpgroups share the rest (more select state with more queries per warpgroup).
   static constexpr int kMathRegs = 96;
-  static constexpr int kProducerRegs = kNQ <= 2 ? 40 : 32;
-  static constexpr int kSelectRegs = kNQ <= 2 ? 56 : 64;
-  static_assert(4 * kMathRegs + kProducerRegs + kSelectRegs == 6 * 80, "register budget");
+  static constexpr int kProducerRegs = kSelWG == 2 ? 24 : (kNQ <= 2 ? 40 : 32);
+  static constexpr int kSelectRegs = kSelWG == 2 ? 48 : (kNQ <= 2 ? 56 : 64);
+  static_assert(kMathWG * kMathRegs + kProducerRegs + kSelWG * kSelectRegs ==
+                    (kMathWG + 1 + kSelWG) * kLaunchRegs,
+                "register budget");
   static constexpr int kMaxK = 2048;
   static constexpr int kCap = kWriteScores ? 0 : 3072;  // candidate list capacity per query
 
@@ -113,7 +119,8 @@ struct FlatConfig {
   // Everything but the key stages, then as many key stages as fit (2 to 6).
   static constexpr int kFixed = kQStages * kQBytes + kQStages * kQRows * 4 +
                                 kEpiStages * kNQ * kBlockKV * 4 + kNQ * kCap * 8 +
-                                4 * (256 + 16 + 4 + 2 * kNQ * 2 * 4) + 1024 /* barriers */ +
+                                4 * kSelWG * (256 + 16 + 4) + 4 * 2 * kNQ * 2 * 4 +
+                                1024 /* barriers */ +
                                 1024 /* alignment */;
   static constexpr int kSmemLimit = 232448;  // 227 KB per block on sm_90
   static constexpr int kStageBytes = kKVBytes + kBlockKV * 4;
@@ -130,11 +137,10 @@ struct FlatConfig {
   static constexpr int kOffCandU = kOffEpi + kEpiStages * kNQ * kBlockKV * 4;
   static constexpr int kOffCandPos = kOffCandU + kNQ * kCap * 4;
   static constexpr int kOffHist = kOffCandPos + kNQ * kCap * 4;
-  static constexpr int kOffScan = kOffHist + 256 * 4;
-  static constexpr int kOffBcast = kOffScan + 16 * 4;
-  static constexpr int kOffAppend = kOffBcast + 4 * 4;
-  static constexpr int kOffProf = (kOffAppend + 2 * kNQ * 2 * 4 * 4 + 7) / 8 * 8;
-  static constexpr int kOffBar = kOffProf + 16 * 8;
+  static constexpr int kOffScan = kOffHist + kSelWG * 256 * 4;
+  static constexpr int kOffBcast = kOffScan + kSelWG * 16 * 4;
+  static constexpr int kOffAppend = kOffBcast + kSelWG * 4 * 4;
+  static constexpr int kOffBar = (kOffAppend + 2 * kNQ * 2 * 4 * 4 + 7) / 8 * 8;
   static constexpr int kNumBars = 2 * (kQStages + kKVStages + kEpiStages);
   static constexpr int kSmemBytes = kOffBar + kNumBars * 8 + 1024;
   static_assert(kSmemBytes <= kSmemLimit, "shared memory over the sm_90 limit");
@@ -210,9 +216,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   int* bcast = reinterpret_cast<int*>(smem + Cfg::kOffBcast);
   int* append = reinterpret_cast<int*>(smem + Cfg::kOffAppend);  // [2][kNQ][2][4]
   uint64_t* bars = reinterpret_cast<uint64_t*>(smem + Cfg::kOffBar);
-  // Measurement: per-CTA counters in shared memory (registers stay free), one thread per slot.
-  unsigned long long* prof_smem = reinterpret_cast<unsigned long long*>(smem + Cfg::kOffProf);
-  const auto prof_add = [&](int slot, unsigned delta) { prof_smem[slot] += delta; };
+  // Measurement: fire-and-forget global reductions (no registers held across the loops).
+  const auto prof_add = [&](int slot, unsigned delta) {
+    atomicAdd(p.prof + slot, (unsigned long long)delta);
+  };
   uint64_t* full_q = bars;
   uint64_t* empty_q = full_q + kQS;
   uint64_t* full_kv = empty_q + kQS;
@@ -224,18 +231,18 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const int lane = threadIdx.x % 32;
   constexpr int kMathThreads = Cfg::kMathWG * 128;
 
-  if (Cfg::kProf && threadIdx.x < 16) prof_smem[threadIdx.x] = 0;
   if (threadIdx.x == 0) {
     for (int i = 0; i < kQS; ++i) mbar_init(&full_q[i], 32), mbar_init(&empty_q[i], kMathThreads);
     for (int i = 0; i < kKS; ++i) mbar_init(&full_kv[i], 1), mbar_init(&empty_kv[i], kMathThreads);
-    for (int i = 0; i < kES; ++i) mbar_init(&full_epi[i], kMathThreads), mbar_init(&empty_epi[i], 128);
+    for (int i = 0; i < kES; ++i)
+      mbar_init(&full_epi[i], kMathThreads), mbar_init(&empty_epi[i], 128 * Cfg::kSelWG);
     fence_barrier_init();
   }
   __syncthreads();
 
   const int num_items = p.num_tiles * p.splits;
 
-  if (wg == Cfg::kMathWG + 1) {
+  if (wg == Cfg::kMathWG + Cfg::kSelWG) {
     // ------------------------------------------------------------------ producer
     setmaxnreg_dec<Cfg::kProducerRegs>();
     if (threadIdx.x % 128 >= 32) return;
@@ -307,32 +314,41 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         }
       }
     }
-    if (prof) {
-      prof_add(kProfProdTotal, clock() - c_start);
-      for (int i : {kProfProdTotal, kProfProdWaitQ, kProfProdWaitKV}) atomicAdd(p.prof + i, prof_smem[i]);
-    }
-  } else if (wg == Cfg::kMathWG) {
-    // ------------------------------------------------------------------ select warpgroup
+    if (prof) prof_add(kProfProdTotal, clock() - c_start);
+  } else if (wg >= Cfg::kMathWG) {
+    // ------------------------------------------------------------------ select warpgroup(s)
     setmaxnreg_dec<Cfg::kSelectRegs>();
+    constexpr int kQSel = Cfg::kQSel;
+    // This warpgroup selects for queries [sel * kQSel, (sel + 1) * kQSel); a compile-time 0 with one
+    // select warpgroup (a run-time offset costs registers the select code does not have).
+    const int sel = Cfg::kSelWG == 1 ? 0 : wg - Cfg::kMathWG;
     const int t = threadIdx.x % 128, ew = t / 32;
-    auto sync = [] { named_barrier(1, 128); };
+    auto sync = [sel] {
+      if (Cfg::kSelWG == 1 || sel == 0) named_barrier(1, 128);
+      else named_barrier(2, 128);
+    };
+    hist += sel * 256;
+    scan += sel * 16;
+    bcast += sel * 4;
+    append += sel * 2 * kQSel * 8;
     uint32_t epi_iter = 0;
     int parity = 0;
     const bool prof = Cfg::kProf && p.prof && t == 0;
     const unsigned c_start = clock();
     for (int item = blockIdx.x; item < num_items; item += gridDim.x) {
-      if (prof) prof_add(kProfItems, 1);
+      if (prof && sel == 0) prof_add(kProfItems, 1);
       const Item<Cfg> it(p, item);
       // Per query: visible key range inside this item, and the position base.
-      int32_t vis_lo[kNQ], vis_hi[kNQ], rel[kNQ];  // key rows < 2^31
-      int cnt[kNQ];
-      uint32_t thr[kNQ];
+      int32_t vis_lo[kQSel], vis_hi[kQSel], rel[kQSel];  // key rows < 2^31
+      int cnt[kQSel];
+      uint32_t thr[kQSel];
 #pragma unroll
-      for (int q = 0; q < kNQ; ++q) {
+      for (int q = 0; q < kQSel; ++q) {
         cnt[q] = 0;
         thr[q] = 0;  // every real score has a key above 0
         vis_lo[q] = 0, vis_hi[q] = 0, rel[q] = 0;
-        const int64_t r = it.row0 + q;
+        const int qg = sel * kQSel + q;
+        const int64_t r = it.row0 + qg;
         if constexpr (!Cfg::kPaged) {
           if (r < p.row_end) {
             rel[q] = p.row_ks[r];
@@ -340,10 +356,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             vis_hi[q] = int32_t(min(int64_t(p.row_ke[r]), it.key_hi));
           }
         } else {
-          if (q < p.next_n) {
+          if (qg < p.next_n) {
             const int len = p.seq_lens[it.tile];
             vis_lo[q] = int32_t(it.key0);
-            vis_hi[q] = int32_t(min(int64_t(len - p.next_n + q + 1), it.key_hi));
+            vis_hi[q] = int32_t(min(int64_t(len - p.next_n + qg + 1), it.key_hi));
           }
         }
       }
@@ -352,10 +368,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         unsigned c0 = clock();
         mbar_wait(&full_epi[es], (epi_iter / kES) & 1);
         if (prof) prof_add(kProfSelWaitEpi, clock() - c0), c0 = clock();
-        const float* ebuf = epi_smem + es * kNQ * kBlockKV;
-        float v[kNQ][2];
+        const float* ebuf = epi_smem + (es * kNQ + sel * kQSel) * kBlockKV;
+        float v[kQSel][2];
 #pragma unroll
-        for (int q = 0; q < kNQ; ++q)
+        for (int q = 0; q < kQSel; ++q)
 #pragma unroll
           for (int h = 0; h < 2; ++h) v[q][h] = ebuf[q * kBlockKV + t + 128 * h];
         mbar_arrive(&empty_epi[es]);
@@ -363,20 +379,21 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         const int32_t base = int32_t(it.key0) + blk * kBlockKV + t;
         if constexpr (Cfg::kWriteScores) {
 #pragma unroll
-          for (int q = 0; q < kNQ; ++q)
+          for (int q = 0; q < kQSel; ++q)
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
               const int32_t key = base + 128 * h;
               if (key >= vis_lo[q] && key < vis_hi[q])
-                p.scores[(it.row0 + q - p.row_begin) * p.scores_ld + (key - rel[q])] = v[q][h];
+                p.scores[(it.row0 + sel * kQSel + q - p.row_begin) * p.scores_ld + (key - rel[q])] =
+                    v[q][h];
             }
         } else {
-          int* ap = append + parity * kNQ * 8;
-          uint32_t u[kNQ][2];
-          bool pass[kNQ][2];
-          int rank[kNQ][2];
+          int* ap = append + parity * kQSel * 8;
+          uint32_t u[kQSel][2];
+          bool pass[kQSel][2];
+          int rank[kQSel][2];
 #pragma unroll
-          for (int q = 0; q < kNQ; ++q)
+          for (int q = 0; q < kQSel; ++q)
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
               const int32_t key = base + 128 * h;
@@ -388,7 +405,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
           sync();
 #pragma unroll
-          for (int q = 0; q < kNQ; ++q) {
+          for (int q = 0; q < kQSel; ++q) {
             const int4 c0 = *reinterpret_cast<const int4*>(ap + q * 8);
             const int4 c1 = *reinterpret_cast<const int4*>(ap + q * 8 + 4);
             const int n0 = c0.x + c0.y + c0.z + c0.w;
@@ -399,8 +416,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             for (int h = 0; h < 2; ++h) {
               if (pass[q][h]) {
                 const int dst = cnt[q] + (h ? before1 : before0) + rank[q][h];
-                cand_u[q * Cfg::kCap + dst] = u[q][h];
-                cand_pos[q * Cfg::kCap + dst] = base + 128 * h - rel[q];
+                cand_u[(sel * kQSel + q) * Cfg::kCap + dst] = u[q][h];
+                cand_pos[(sel * kQSel + q) * Cfg::kCap + dst] = base + 128 * h - rel[q];
               }
             }
             cnt[q] += n0 + n1;
@@ -409,12 +426,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           parity ^= 1;
           if (prof) prof_add(kProfSelAppend, clock() - c0), c0 = clock();
 #pragma unroll
-          for (int q = 0; q < kNQ; ++q) {
+          for (int q = 0; q < kQSel; ++q) {
             if (cnt[q] > Cfg::kCap - kBlockKV) {
               if (prof) prof_add(kProfSelCompactions, 1);
               sync();
-              uint32_t* cu = cand_u + q * Cfg::kCap;
-              int32_t* cp = cand_pos + q * Cfg::kCap;
+              uint32_t* cu = cand_u + (sel * kQSel + q) * Cfg::kCap;
+              int32_t* cp = cand_pos + (sel * kQSel + q) * Cfg::kCap;
               const RadixCut cut = radix_select<128>(
                   cnt[q], p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist,
                   bcast, sync);
@@ -432,12 +449,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         const unsigned c0 = clock();
         sync();
 #pragma unroll
-        for (int q = 0; q < kNQ; ++q) {
-          const int64_t r = it.row0 + q;
-          const bool valid = Cfg::kPaged ? q < p.next_n : r < p.row_end;
+        for (int q = 0; q < kQSel; ++q) {
+          const int qg = sel * kQSel + q;
+          const int64_t r = it.row0 + qg;
+          const bool valid = Cfg::kPaged ? qg < p.next_n : r < p.row_end;
           if (!valid) continue;
-          uint32_t* cu = cand_u + q * Cfg::kCap;
-          int32_t* cp = cand_pos + q * Cfg::kCap;
+          uint32_t* cu = cand_u + qg * Cfg::kCap;
+          int32_t* cp = cand_pos + qg * Cfg::kCap;
           if (cnt[q] > p.topk) {
             const RadixCut cut = radix_select<128>(
                 cnt[q], p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist,
@@ -463,11 +481,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         if (prof) prof_add(kProfSelFinal, clock() - c0);
       }
     }
-    if (prof) {
-      prof_add(kProfSelTotal, clock() - c_start);
-      for (int i = kProfSelTotal; i <= kProfSelAppended; ++i) atomicAdd(p.prof + i, prof_smem[i]);
-      atomicAdd(p.prof + kProfItems, prof_smem[kProfItems]);
-    }
+    if (prof) prof_add(kProfSelTotal, clock() - c_start);
   } else {
     // ------------------------------------------------------------------ math warpgroups
     setmaxnreg_inc<Cfg::kMathRegs>();
