@@ -201,9 +201,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   constexpr int kNQ = Cfg::kNQ, kBlockKV = Cfg::kBlockKV, kQRows = Cfg::kQRows;
   constexpr int kQS = Cfg::kQStages, kKS = Cfg::kKVStages, kES = Cfg::kEpiStages;
 
-  extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
-                                             ~uintptr_t(1023));
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  // Align by pointer arithmetic on the __shared__ array: a round trip through an integer loses the
+  // address space and every access becomes a generic LD.E/ST.E (run 2: the select warpgroup's
+  // loads and the epilogue's weight reads were all generic).
+  uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
   uint8_t* q_smem = smem + Cfg::kOffQ;                                     // [kQS][atoms][kQRows][128 B]
   uint8_t* kv_smem = smem + Cfg::kOffKV;                                   // [kKS][atoms][kBlockKV][128 B]
   float* scale_smem = reinterpret_cast<float*>(smem + Cfg::kOffScale);    // [kKS][kBlockKV]
@@ -565,6 +567,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             if (last) mbar_arrive(&empty_kv[s]);
             accumulate(acc1, wq, b, sums);
           }
+          // Pin this bank's epilogue before the next wgmma wait: without it ptxas sank the bank-0
+          // FMNMX/FFMA below the final wait (run 2 SASS) and nothing overlapped the last bank.
+#pragma unroll
+          for (int q = 0; q < kNQ; ++q) fence_operand(sums[q][0]), fence_operand(sums[q][1]);
         }
         // The 4 lanes that hold one key's columns finish the head sum.
         const int es = epi_iter % kES;

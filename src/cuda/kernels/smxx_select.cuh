@@ -38,7 +38,9 @@ __device__ __forceinline__ uint32_t cut_threshold(const RadixCut& cut) {
 
 // get(i, &u) -> bool valid. Slots [0, n). hist: 256 ints; bcast: 4 ints (shared memory).
 // When at most k slots are valid, every valid slot is kept (mask 0, need = INT_MAX).
-template <int kThreads, class Get, class Sync>
+// kUnroll slots per thread and step, loaded before they are counted: several loads in flight
+// (the merge reads its lists from L2; one load per step left each pass latency-bound, run 2).
+template <int kThreads, class Get, class Sync, int kUnroll = 4>
 __device__ __forceinline__ RadixCut radix_select(int64_t n, int k, Get get, int* hist, int* bcast,
                                                  Sync sync) {
   static_assert(kThreads % 32 == 0, "whole warps");
@@ -51,15 +53,23 @@ __device__ __forceinline__ RadixCut radix_select(int64_t n, int k, Get get, int*
     for (int i = tid; i < 256; i += kThreads) hist[i] = 0;
     sync();
 #pragma unroll 1
-    for (int64_t base = 0; base < n; base += kThreads) {
-      const int64_t i = base + tid;
-      uint32_t u = 0;
-      int digit = 256;  // 256: not counted
-      if (i < n && get(i, &u) && (u & cut.mask) == cut.prefix) digit = (u >> shift) & 0xFF;
-      // Keys of a top-k set share their leading bits: aggregate equal digits of the warp first
-      // so that 32 lanes do not serialise on one counter.
-      const unsigned peers = __match_any_sync(0xFFFFFFFFu, digit);
-      if (digit < 256 && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], __popc(peers));
+    for (int64_t base = 0; base < n; base += int64_t(kThreads) * kUnroll) {
+      uint32_t u[kUnroll];
+      bool ok[kUnroll];
+#pragma unroll
+      for (int j = 0; j < kUnroll; ++j) {
+        const int64_t i = base + int64_t(j) * kThreads + tid;
+        u[j] = 0;
+        ok[j] = i < n && get(i, &u[j]);
+      }
+#pragma unroll
+      for (int j = 0; j < kUnroll; ++j) {
+        const int digit = ok[j] && (u[j] & cut.mask) == cut.prefix ? int((u[j] >> shift) & 0xFF) : 256;
+        // Keys of a top-k set share their leading bits: aggregate equal digits of the warp first
+        // so that 32 lanes do not serialise on one counter (256: not counted).
+        const unsigned peers = __match_any_sync(0xFFFFFFFFu, digit);
+        if (digit < 256 && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], __popc(peers));
+      }
     }
     sync();
     if (tid < 32) {

@@ -40,7 +40,7 @@ struct PartialLists {
 
   __device__ __forceinline__ int64_t slots(int64_t) const { return int64_t(splits) * k; }
   __device__ __forceinline__ bool get(int64_t r, int64_t i, uint32_t* uu, int32_t* pp) const {
-    const int64_t s = i / k, off = i - s * k;
+    const uint32_t s = uint32_t(i) / uint32_t(k), off = uint32_t(i) - s * uint32_t(k);  // < 2^31
     if (off >= cnt[r * splits + s]) return false;
     const int64_t at = (r * splits + s) * k + off;
     *uu = u[at];
