@@ -305,23 +305,25 @@ int main(int argc, char** argv) {
       r["no_select_ms"] = td.median_ms;
       std::printf("    without selection (scores consumed, pipeline only): %.3f ms = %.1f TFLOP/s\n", td.median_ms,
                   flops / (td.median_ms * 1e-3) / 1e12);
-      {
-        // Variant 1 (one select warpgroup per query): time, profile, check.
-        hisa::cuda::Options v1 = opt;
-        v1.variant = 1;
-        const Timing tv = time_it([&](int) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, v1); },
+      for (int variant : {1, 2}) {
+        // Variants (1: a select warpgroup per query; 2: one key stage per select step, as in
+        // run 3): time, profile, check.
+        hisa::cuda::Options vo = opt;
+        vo.variant = variant;
+        const Timing tv = time_it([&](int) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, vo); },
                                   L >= 65536 ? 0.6 : 0.3, 3, 20);
         json rv;
         rv["median_ms"] = tv.median_ms;
         rv["tflops"] = flops / (tv.median_ms * 1e-3) / 1e12;
-        std::printf("    variant 1 (a select warpgroup per query): %.3f ms = %.1f TFLOP/s\n", tv.median_ms,
+        std::printf("    variant %d (%s): %.3f ms = %.1f TFLOP/s\n", variant,
+                    variant == 1 ? "a select warpgroup per query" : "one stage per select step", tv.median_ms,
                     rv["tflops"].get<double>());
         check_prefill_rows(q, k, ks, w, out, L, H, topk, {L - 1, L / 2 + 3, 17}, rv);
         rv["profile"] = profile_call([&](hisa::cuda::Options& po) {
-          po.variant = 1;
+          po.variant = variant;
           hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, po);
         });
-        r["variant1"] = rv;
+        r["variant" + std::to_string(variant)] = rv;
       }
       if (L <= 65536) {
         Buf<float> sc(size_t(L) * L);

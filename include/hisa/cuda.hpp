@@ -73,8 +73,8 @@ struct Options {
   // then meaningless): the bound set by scoring and the pipeline alone.
   unsigned long long* profile = nullptr;
   int debug_mode = 0;
-  // Experimental kernel variant for A/B timing (0 = default). 1: prefill fp8 H = 64 with one
-  // select warpgroup per query.
+  // Experimental kernel variant for A/B timing (0 = default), prefill fp8 H = 64 only. 1: one
+  // select warpgroup per query; 2: the select warpgroup takes one key stage per step.
   int variant = 0;
 };
 

@@ -290,8 +290,15 @@ void launch_topk_rows(const ScoreRows& src, int64_t rows, int k, int32_t* out, i
 }
 
 void launch_merge(const PartialLists& src, int64_t rows, int k, int32_t* out, cudaStream_t st) {
-  smxx_topk_rows_kernel<PartialLists, kMergeThreads>
-      <<<dim3(unsigned(rows)), kMergeThreads, 0, st>>>(src, rows, k, out, 0);
+  const size_t staged = size_t(src.splits) * size_t(k) * 4;
+  if (staged <= size_t(160) << 10) {
+    HISA_CUDA_CHECK(cudaFuncSetAttribute(smxx_merge_smem_kernel<kTopkThreads>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, int(staged)));
+    smxx_merge_smem_kernel<kTopkThreads><<<dim3(unsigned(rows)), kTopkThreads, staged, st>>>(src, rows, k, out);
+  } else {
+    smxx_topk_rows_kernel<PartialLists, kMergeThreads>
+        <<<dim3(unsigned(rows)), kMergeThreads, 0, st>>>(src, rows, k, out, 0);
+  }
   HISA_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -350,16 +357,19 @@ void prefill_fused(const PrefillInputs& in, int k, int32_t* out, const int32_t* 
   l.grid = int(std::min<int64_t>(tiles * splits, sms));
   l.stream = st;
   if (opt.profile || opt.debug_mode || opt.variant) {
-    HISA_CHECK(in.dtype == DType::F8E4M3 && in.num_heads == 64 && opt.variant >= 0 && opt.variant <= 1,
+    HISA_CHECK(in.dtype == DType::F8E4M3 && in.num_heads == 64 && opt.variant >= 0 && opt.variant <= 2,
                "prefill: the measurement hooks and variants exist for fp8, H = 64 only");
     p.prof = opt.profile;
     p.debug_mode = opt.debug_mode;
     const bool prof = opt.profile || opt.debug_mode;
     if (opt.variant == 1) {
-      HISA_CUDA_CHECK(prof ? (launch_flat<kFp8, 64, 2, false, false, true, 2>(l))
-                           : (launch_flat<kFp8, 64, 2, false, false, false, 2>(l)));
+      HISA_CUDA_CHECK(prof ? (launch_flat<kFp8, 64, 2, false, false, true, 2, 0>(l))
+                           : (launch_flat<kFp8, 64, 2, false, false, false, 2, 0>(l)));
+    } else if (opt.variant == 2) {
+      HISA_CUDA_CHECK(prof ? (launch_flat<kFp8, 64, 2, false, false, true, 1, 1>(l))
+                           : (launch_flat<kFp8, 64, 2, false, false, false, 1, 1>(l)));
     } else {
-      HISA_CUDA_CHECK((launch_flat<kFp8, 64, 2, false, false, true, 1>(l)));
+      HISA_CUDA_CHECK((launch_flat<kFp8, 64, 2, false, false, true, 1, 0>(l)));
     }
   } else {
     HISA_CUDA_CHECK(prefill_launch(in.dtype, in.num_heads, false, l));
@@ -427,12 +437,13 @@ void prefill_chunks(const PrefillInputs& in, int k, int32_t* out, const int32_t*
 }
 
 // ---------------------------------------------------------------- decode
-// Splits per request: minimise (rounds of items over the SMs) x (pages per split) plus a guess at
-// the merge (one CTA per row over splits x k entries). Constants from the H200 (see
-// docs/kernels.md); a forced Options::splits overrides.
+// Splits per request: minimise (rounds of items over the SMs) x (pages per split) x (time per page
+// per CTA, selection included) + the merge (one CTA per row over splits x k entries). Constants
+// fitted to the run-3 sweep on the H200 (docs/kernels.md: b1 and b8 at 128K best at 16 splits,
+// b64 at 2); a forced Options::splits overrides.
 int decode_splits(const DecodeInputs& in, int k) {
   const int sms = current_device().sm_count;
-  const double us_per_page = 64 * 132 / 30e3;  // one SM streams about 30 GB/s of cache
+  const double us_per_page = 0.46, us_per_merged_entry = 0.0025;
   double best = 1e30;
   int best_s = 1;
   for (int s = 1; s <= 64; ++s) {
@@ -440,7 +451,7 @@ int decode_splits(const DecodeInputs& in, int k) {
     if (s > 1 && pps < 16) break;
     const double rounds = double(ceil_div(int64_t(in.batch) * s, sms));
     const double scoring = rounds * pps * us_per_page;
-    const double merge = s > 1 ? 3.0 + double(s) * k * in.next_n / 4000.0 : 0.0;
+    const double merge = s > 1 ? 3.0 + double(s) * k * us_per_merged_entry : 0.0;
     if (scoring + merge < best * 0.97) best = scoring + merge, best_s = s;
   }
   return best_s;
@@ -485,7 +496,7 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
                "decode: the measurement hooks exist for H = 64, next_n = 1 only");
     p.prof = opt.profile;
     p.debug_mode = opt.debug_mode;
-    HISA_CUDA_CHECK((launch_flat<kFp8, 64, 1, true, false, true>(l)));
+    HISA_CUDA_CHECK((launch_flat<kFp8, 64, 1, true, false, true, 1, 0>(l)));
   } else {
     HISA_CUDA_CHECK(decode_launch(in.num_heads, in.next_n, l));
   }

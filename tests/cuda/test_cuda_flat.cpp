@@ -137,16 +137,19 @@ TEST(CudaPrefill, RandomFp8H32Fused) {
   SKIP_WITHOUT_GPU();
   check_prefill({{257, 700}}, 32, DType::F8E4M3, 100, Path::Fused, false, "fp8_h32_fused");
 }
-TEST(CudaPrefill, VariantTwoSelectWarpgroups) {
+TEST(CudaPrefill, Variants) {
   SKIP_WITHOUT_GPU();
-  g_variant = 1;
-  check_prefill({{300, 300}}, 64, DType::F8E4M3, 64, Path::Fused, false, "v1_fp8_h64");
-  check_prefill({{37, 500}, {0, 20}, {64, 64}, {5, 40}, {101, 1030}}, 64, DType::F8E4M3, 96, Path::Fused, false,
-                "v1_ragged");
-  check_prefill({{64, 9000}}, 64, DType::F8E4M3, 2048, Path::Fused, false, "v1_long_k2048", 0, false, 24);
-  check_prefill({{70, 400}, {33, 33}}, 64, DType::F8E4M3, 77, Path::Fused, true, "v1_exact");
-  check_prefill({{16, 5000}}, 64, DType::F8E4M3, 2048, Path::Fused, true, "v1_exact_long", 0, false, 8);
-  check_prefill({{6, 9000}}, 64, DType::F8E4M3, 512, Path::Fused, false, "v1_split5", 5);
+  for (int v : {1, 2}) {
+    g_variant = v;
+    const std::string n = "v" + std::to_string(v) + "_";
+    check_prefill({{300, 300}}, 64, DType::F8E4M3, 64, Path::Fused, false, n + "fp8_h64");
+    check_prefill({{37, 500}, {0, 20}, {64, 64}, {5, 40}, {101, 1030}}, 64, DType::F8E4M3, 96, Path::Fused,
+                  false, n + "ragged");
+    check_prefill({{64, 9000}}, 64, DType::F8E4M3, 2048, Path::Fused, false, n + "long_k2048", 0, false, 24);
+    check_prefill({{70, 400}, {33, 33}}, 64, DType::F8E4M3, 77, Path::Fused, true, n + "exact");
+    check_prefill({{16, 5000}}, 64, DType::F8E4M3, 2048, Path::Fused, true, n + "exact_long", 0, false, 8);
+    check_prefill({{6, 9000}}, 64, DType::F8E4M3, 512, Path::Fused, false, n + "split5", 5);
+  }
   g_variant = 0;
 }
 
@@ -185,6 +188,12 @@ TEST(CudaPrefill, LongRowsK2048Compaction) {
   // 9000 keys per row: the candidate lists fill and get cut several times.
   check_prefill({{64, 9000}}, 64, DType::F8E4M3, 2048, Path::Fused, false, "long_fp8_k2048", 0, false, 24);
   check_prefill({{32, 6000}}, 32, DType::BF16, 2048, Path::Fused, false, "long_bf16_k2048", 0, false, 16);
+}
+TEST(CudaPrefill, ManyCutsSmallK) {
+  SKIP_WITHOUT_GPU();
+  // k = 100 over 20000 keys: the lists are cut dozens of times per row.
+  check_prefill({{10, 20000}}, 64, DType::F8E4M3, 100, Path::Fused, false, "many_cuts", 0, false, 10);
+  check_prefill({{10, 20000}}, 64, DType::F8E4M3, 100, Path::Fused, true, "many_cuts_exact", 0, false, 10);
 }
 TEST(CudaPrefill, SplitKeysAndMerge) {
   SKIP_WITHOUT_GPU();

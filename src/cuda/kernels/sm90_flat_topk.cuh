@@ -79,8 +79,10 @@ enum ProfSlot : int {
 // kProf_: a measurement instance that honours FlatParams::prof and debug_mode (the counters cost
 // registers the math warpgroups do not have, so production instances compile them out).
 // kSelWG_: select warpgroups (1, or kNQ = 2 for one per query: twice the selection throughput).
+// kSub_: key stages the select warpgroup takes per step (0 = automatic: 2 with the large
+// candidate lists, else 1); one scan barrier per step.
 template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool kProf_ = false,
-          int kSelWG_ = 1>
+          int kSelWG_ = 1, int kSub_ = 0>
 struct FlatConfig {
   static constexpr int kHeads = kHeads_, kNQ = kNQ_, kSelWG = kSelWG_, kQSel = kNQ_ / kSelWG_;
   static constexpr bool kPaged = kPaged_, kWriteScores = kWriteScores_, kProf = kProf_;
@@ -109,7 +111,14 @@ struct FlatConfig {
                     (kMathWG + 1 + kSelWG) * kLaunchRegs,
                 "register budget");
   static constexpr int kMaxK = 2048;
-  static constexpr int kCap = kWriteScores ? 0 : 3072;  // candidate list capacity per query
+  // Candidate list capacity per query: the slack above k sets how often the list is cut (each cut
+  // costs ~25K cycles, run 3); as large as leaves three (prefill) or four (decode) key stages.
+  static constexpr int kCap = kWriteScores                           ? 0
+                              : (kElem == 1 && !kPaged && kNQ == 2) ? 5120
+                              : (kElem == 1 && kPaged && kNQ == 1)  ? 6144
+                                                                    : 3072;
+  static constexpr int kSub = kSub_ ? kSub_ : (kCap >= 4096 && kNQ / kSelWG <= 2 ? 2 : 1);
+  static_assert(kCap == 0 || kCap >= kMaxK + kSub * 256, "the list must hold k plus one step");
 
   static constexpr int kQBytes = kQRows * kRowBytes;
   static constexpr int kKVBytes = kBlockKV * kRowBytes;
@@ -119,7 +128,7 @@ struct FlatConfig {
   // Everything but the key stages, then as many key stages as fit (2 to 6).
   static constexpr int kFixed = kQStages * kQBytes + kQStages * kQRows * 4 +
                                 kEpiStages * kNQ * kBlockKV * 4 + kNQ * kCap * 8 +
-                                4 * kSelWG * (256 + 16 + 4) + 4 * 2 * kNQ * 2 * 4 +
+                                4 * kSelWG * (256 + 16 + 4) + 4 * 2 * kNQ * 2 * kSub * 4 +
                                 1024 /* barriers */ +
                                 1024 /* alignment */;
   static constexpr int kSmemLimit = 232448;  // 227 KB per block on sm_90
@@ -140,7 +149,7 @@ struct FlatConfig {
   static constexpr int kOffScan = kOffHist + kSelWG * 256 * 4;
   static constexpr int kOffBcast = kOffScan + kSelWG * 16 * 4;
   static constexpr int kOffAppend = kOffBcast + kSelWG * 4 * 4;
-  static constexpr int kOffBar = (kOffAppend + 2 * kNQ * 2 * 4 * 4 + 7) / 8 * 8;
+  static constexpr int kOffBar = (kOffAppend + 2 * kNQ * 2 * kSub * 4 * 4 + 7) / 8 * 8;
   static constexpr int kNumBars = 2 * (kQStages + kKVStages + kEpiStages);
   static constexpr int kSmemBytes = kOffBar + kNumBars * 8 + 1024;
   static_assert(kSmemBytes <= kSmemLimit, "shared memory over the sm_90 limit");
@@ -332,7 +341,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     hist += sel * 256;
     scan += sel * 16;
     bcast += sel * 4;
-    append += sel * 2 * kQSel * 8;
+    append += sel * 2 * kQSel * 2 * Cfg::kSub * 4;
     uint32_t epi_iter = 0;
     int parity = 0;
     const bool prof = Cfg::kProf && p.prof && t == 0;
@@ -365,71 +374,82 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           }
         }
       }
-      for (int blk = 0; blk < it.nblocks; ++blk, ++epi_iter) {
-        const int es = epi_iter % kES;
+      constexpr int kSub = Cfg::kSub, kH = 2 * kSub;  // halves of 128 keys per step
+      for (int blk = 0; blk < it.nblocks; blk += kSub) {
         unsigned c0 = clock();
-        mbar_wait(&full_epi[es], (epi_iter / kES) & 1);
+        float v[kQSel][kH];
+        bool have[kSub];
+#pragma unroll
+        for (int j = 0; j < kSub; ++j) {
+          have[j] = blk + j < it.nblocks;  // uniform
+          if (have[j]) {
+            const int es = epi_iter % kES;
+            mbar_wait(&full_epi[es], (epi_iter / kES) & 1);
+            const float* ebuf = epi_smem + (es * kNQ + sel * kQSel) * kBlockKV;
+#pragma unroll
+            for (int q = 0; q < kQSel; ++q)
+#pragma unroll
+              for (int h = 0; h < 2; ++h) v[q][2 * j + h] = ebuf[q * kBlockKV + t + 128 * h];
+            mbar_arrive(&empty_epi[es]);
+            ++epi_iter;
+          } else {
+#pragma unroll
+            for (int q = 0; q < kQSel; ++q) v[q][2 * j] = v[q][2 * j + 1] = 0.0f;
+          }
+        }
         if (prof) prof_add(kProfSelWaitEpi, clock() - c0), c0 = clock();
-        const float* ebuf = epi_smem + (es * kNQ + sel * kQSel) * kBlockKV;
-        float v[kQSel][2];
-#pragma unroll
-        for (int q = 0; q < kQSel; ++q)
-#pragma unroll
-          for (int h = 0; h < 2; ++h) v[q][h] = ebuf[q * kBlockKV + t + 128 * h];
-        mbar_arrive(&empty_epi[es]);
         if (Cfg::kProf && p.debug_mode == 1) continue;
+        // Half hh of this step covers keys base + 128 * hh (step j's halves are 2j and 2j + 1).
         const int32_t base = int32_t(it.key0) + blk * kBlockKV + t;
         if constexpr (Cfg::kWriteScores) {
 #pragma unroll
           for (int q = 0; q < kQSel; ++q)
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              const int32_t key = base + 128 * h;
-              if (key >= vis_lo[q] && key < vis_hi[q])
+            for (int hh = 0; hh < kH; ++hh) {
+              const int32_t key = base + 128 * hh;
+              if (have[hh / 2] && key >= vis_lo[q] && key < vis_hi[q])
                 p.scores[(it.row0 + sel * kQSel + q - p.row_begin) * p.scores_ld + (key - rel[q])] =
-                    v[q][h];
+                    v[q][hh];
             }
         } else {
-          int* ap = append + parity * kQSel * 8;
-          uint32_t u[kQSel][2];
-          bool pass[kQSel][2];
-          int rank[kQSel][2];
+          int* ap = append + parity * kQSel * kH * 4;  // [q][hh][warp] passing counts
+          uint32_t u[kQSel][kH];
+          bool pass[kQSel][kH];
+          int rank[kQSel][kH];
 #pragma unroll
           for (int q = 0; q < kQSel; ++q)
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              const int32_t key = base + 128 * h;
-              u[q][h] = order_key(v[q][h]);
-              pass[q][h] = key >= vis_lo[q] && key < vis_hi[q] && u[q][h] > thr[q];
-              const unsigned m = __ballot_sync(0xFFFFFFFFu, pass[q][h]);
-              rank[q][h] = __popc(m & ((1u << lane) - 1));
-              if (lane == 0) ap[(q * 2 + h) * 4 + ew] = __popc(m);
+            for (int hh = 0; hh < kH; ++hh) {
+              const int32_t key = base + 128 * hh;
+              u[q][hh] = order_key(v[q][hh]);
+              pass[q][hh] = have[hh / 2] && key >= vis_lo[q] && key < vis_hi[q] && u[q][hh] > thr[q];
+              const unsigned m = __ballot_sync(0xFFFFFFFFu, pass[q][hh]);
+              rank[q][hh] = __popc(m & ((1u << lane) - 1));
+              if (lane == 0) ap[(q * kH + hh) * 4 + ew] = __popc(m);
             }
           sync();
 #pragma unroll
           for (int q = 0; q < kQSel; ++q) {
-            const int4 c0 = *reinterpret_cast<const int4*>(ap + q * 8);
-            const int4 c1 = *reinterpret_cast<const int4*>(ap + q * 8 + 4);
-            const int n0 = c0.x + c0.y + c0.z + c0.w;
-            const int n1 = c1.x + c1.y + c1.z + c1.w;
-            const int before0 = (ew > 0 ? c0.x : 0) + (ew > 1 ? c0.y : 0) + (ew > 2 ? c0.z : 0);
-            const int before1 = n0 + (ew > 0 ? c1.x : 0) + (ew > 1 ? c1.y : 0) + (ew > 2 ? c1.z : 0);
+            int before = 0;  // passing keys of the earlier halves
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              if (pass[q][h]) {
-                const int dst = cnt[q] + (h ? before1 : before0) + rank[q][h];
-                cand_u[(sel * kQSel + q) * Cfg::kCap + dst] = u[q][h];
-                cand_pos[(sel * kQSel + q) * Cfg::kCap + dst] = base + 128 * h - rel[q];
+            for (int hh = 0; hh < kH; ++hh) {
+              const int4 c = *reinterpret_cast<const int4*>(ap + (q * kH + hh) * 4);
+              const int mine = before + (ew > 0 ? c.x : 0) + (ew > 1 ? c.y : 0) + (ew > 2 ? c.z : 0);
+              if (pass[q][hh]) {
+                const int dst = cnt[q] + mine + rank[q][hh];
+                cand_u[(sel * kQSel + q) * Cfg::kCap + dst] = u[q][hh];
+                cand_pos[(sel * kQSel + q) * Cfg::kCap + dst] = base + 128 * hh - rel[q];
               }
+              before += c.x + c.y + c.z + c.w;
             }
-            cnt[q] += n0 + n1;
-            if (prof) prof_add(kProfSelAppended, n0 + n1);
+            cnt[q] += before;
+            if (prof) prof_add(kProfSelAppended, before);
           }
           parity ^= 1;
           if (prof) prof_add(kProfSelAppend, clock() - c0), c0 = clock();
 #pragma unroll
           for (int q = 0; q < kQSel; ++q) {
-            if (cnt[q] > Cfg::kCap - kBlockKV) {
+            if (cnt[q] > Cfg::kCap - kSub * kBlockKV) {
               if (prof) prof_add(kProfSelCompactions, 1);
               sync();
               uint32_t* cu = cand_u + (sel * kQSel + q) * Cfg::kCap;
