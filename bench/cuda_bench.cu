@@ -19,12 +19,11 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "hisa/cuda.hpp"
 #include "hisa/judge.hpp"
@@ -34,14 +33,14 @@ namespace {
 
 using nlohmann::json;
 
-#define CK(call)                                                                          \
-  do {                                                                                    \
-    cudaError_t e_ = (call);                                                              \
-    if (e_ != cudaSuccess) {                                                              \
+#define CK(call)                                                                               \
+  do {                                                                                         \
+    cudaError_t e_ = (call);                                                                   \
+    if (e_ != cudaSuccess) {                                                                   \
       std::fprintf(stderr, "%s failed: %s (%s:%d)\n", #call, cudaGetErrorString(e_), __FILE__, \
-                   __LINE__);                                                             \
-      throw std::runtime_error("cuda error");                                             \
-    }                                                                                     \
+                   __LINE__);                                                                  \
+      throw std::runtime_error("cuda error");                                                  \
+    }                                                                                          \
   } while (0)
 
 // Ceilings and DeepGEMM numbers measured on this device type (ANCHORS.md, 2026-11-22).
@@ -51,7 +50,8 @@ struct Anchor {
   int64_t L;
   double logits_ms, with_topk_ms;
 };
-const Anchor kPrefillAnchors[] = {{8192, 0.61, 1.84}, {32768, 7.97, 24.4}, {65536, 35.3, 93.8}, {131072, 142.0, 374.0}};
+const Anchor kPrefillAnchors[] = {
+    {8192, 0.61, 1.84}, {32768, 7.97, 24.4}, {65536, 35.3, 93.8}, {131072, 142.0, 374.0}};
 
 __device__ uint32_t mix(uint64_t x) {
   x ^= x >> 33;
@@ -64,27 +64,32 @@ __device__ uint32_t mix(uint64_t x) {
 // Roughly Gaussian (sum of 4 uniforms), scaled.
 __device__ float gauss(uint64_t seed, uint64_t i) {
   float s = 0.0f;
-  for (int j = 0; j < 4; ++j) s += float(mix(seed * 0x9E3779B97F4A7C15ull + i * 4 + j) >> 8) * (1.0f / 16777216.0f);
+  for (int j = 0; j < 4; ++j)
+    s += float(mix(seed * 0x9E3779B97F4A7C15ull + i * 4 + j) >> 8) * (1.0f / 16777216.0f);
   return (s - 2.0f) * 1.7320508f;
 }
 __global__ void fill_fp8(uint8_t* p, int64_t n, uint64_t seed, float scale) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     __nv_fp8_e4m3 v(gauss(seed, uint64_t(i)) * scale);
     p[i] = *reinterpret_cast<uint8_t*>(&v);
   }
 }
 __global__ void fill_f32(float* p, int64_t n, uint64_t seed, float lo, float hi) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
     p[i] = lo + (hi - lo) * float(mix(seed * 7919 + uint64_t(i)) >> 8) * (1.0f / 16777216.0f);
 }
 __global__ void fill_gauss(float* p, int64_t n, uint64_t seed, float scale) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
     p[i] = gauss(seed, uint64_t(i)) * scale;
 }
 // Cache pages: values in [0, 64 * 128), scales after (1.0 .. 2.0).
 __global__ void fill_cache(uint8_t* cache, int64_t pages, uint64_t seed) {
   const int64_t n = pages * 64 * 132;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t off = i % (64 * 132);
     if (off < 64 * 128) {
       __nv_fp8_e4m3 v(gauss(seed, uint64_t(i)) * 3.0f);
@@ -100,7 +105,9 @@ template <typename T>
 struct Buf {
   T* p = nullptr;
   size_t n = 0;
-  explicit Buf(size_t count) : n(count) { CK(cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T))); }
+  explicit Buf(size_t count) : n(count) {
+    CK(cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T)));
+  }
   ~Buf() { cudaFree(p); }
   std::vector<T> get(size_t off, size_t count) const {
     std::vector<T> h(count);
@@ -144,9 +151,9 @@ Timing time_it(const std::function<void(int)>& f, double budget_s, int min_reps,
 }
 
 // Judges sampled rows: builds one-row host inputs (the row's q and w, its sequence's keys).
-int check_prefill_rows(const Buf<uint8_t>& q, const Buf<uint8_t>& k, const Buf<float>& ks, const Buf<float>& w,
-                       const Buf<int32_t>& out, int64_t L, int H, int topk, const std::vector<int64_t>& rows,
-                       json& report) {
+int check_prefill_rows(const Buf<uint8_t>& q, const Buf<uint8_t>& k, const Buf<float>& ks,
+                       const Buf<float>& w, const Buf<int32_t>& out, int64_t L, int H, int topk,
+                       const std::vector<int64_t>& rows, json& report) {
   const auto kh = k.get(0, size_t(L) * 128);
   const auto sh = ks.get(0, size_t(L));
   int bad = 0;
@@ -200,12 +207,15 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
   r["producer_wait_kv_free"] = c[9] / prod;
   r["items"] = c[10];
   r["cycles_per_compaction"] = c[5] ? c[3] / double(c[5]) : 0.0;
-  std::printf("    profile: select idle %.0f%%, append %.0f%%, compact %.0f%% (%.1f per item, %.0f cycles each), "
-              "final %.0f%%; %.0f candidates appended per item; producer waits for free stages %.0f%%\n",
-              100 * r["select_idle_waiting_for_scores"].get<double>(), 100 * r["select_append"].get<double>(),
-              100 * r["select_compact"].get<double>(), r["compactions_per_item"].get<double>(),
-              r["cycles_per_compaction"].get<double>(), 100 * r["select_final"].get<double>(),
-              r["appended_per_item"].get<double>(), 100 * r["producer_wait_kv_free"].get<double>());
+  std::printf(
+      "    profile: select idle %.0f%%, append %.0f%%, compact %.0f%% (%.1f per item, %.0f cycles "
+      "each), "
+      "final %.0f%%; %.0f candidates appended per item; producer waits for free stages %.0f%%\n",
+      100 * r["select_idle_waiting_for_scores"].get<double>(),
+      100 * r["select_append"].get<double>(), 100 * r["select_compact"].get<double>(),
+      r["compactions_per_item"].get<double>(), r["cycles_per_compaction"].get<double>(),
+      100 * r["select_final"].get<double>(), r["appended_per_item"].get<double>(),
+      100 * r["producer_wait_kv_free"].get<double>());
   return r;
 }
 
@@ -213,7 +223,8 @@ double copy_ceiling_tbps() {
   const size_t n = size_t(2) << 30;
   Buf<uint8_t> a(n), b(n);
   CK(cudaMemset(a.p, 1, n));
-  const Timing t = time_it([&](int) { CK(cudaMemcpyAsync(b.p, a.p, n, cudaMemcpyDeviceToDevice)); }, 0.3, 5, 20);
+  const Timing t =
+      time_it([&](int) { CK(cudaMemcpyAsync(b.p, a.p, n, cudaMemcpyDeviceToDevice)); }, 0.3, 5, 20);
   return 2.0 * double(n) / (t.median_ms * 1e-3) / 1e12;
 }
 
@@ -224,8 +235,10 @@ int main(int argc, char** argv) {
   bool quick = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--json" && i + 1 < argc) json_path = argv[++i];
-    else if (a == "--quick") quick = true;
+    if (a == "--json" && i + 1 < argc)
+      json_path = argv[++i];
+    else if (a == "--quick")
+      quick = true;
   }
   try {
     json report;
@@ -256,15 +269,17 @@ int main(int argc, char** argv) {
       CK(cudaMemcpy(cu.p, cuh, 8, cudaMemcpyHostToDevice));
       CK(cudaGetLastError());
       hisa::PrefillInputs in;
-      in.num_q = L, in.num_k = L, in.num_heads = H, in.head_dim = 128, in.dtype = hisa::DType::F8E4M3;
+      in.num_q = L, in.num_k = L, in.num_heads = H, in.head_dim = 128,
+      in.dtype = hisa::DType::F8E4M3;
       in.q = q.p, in.k = k.p, in.k_scale = ks.p, in.w = w.p;
       in.num_seqs = 1, in.cu_seqlens_q = cu.p, in.cu_seqlens_k = cu.p;
       hisa::SelectOutputs o;
       o.indices = out.p;
       hisa::cuda::Options opt;
       opt.validate = false;
-      const Timing t = time_it([&](int) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, opt); },
-                               L >= 65536 ? 1.0 : 0.5, 3, 20);
+      const Timing t =
+          time_it([&](int) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, opt); },
+                  L >= 65536 ? 1.0 : 0.5, 3, 20);
       const double flops = double(L) * double(L + 1) / 2.0 * H * 128 * 2;
       json r;
       r["kind"] = "prefill";
@@ -287,37 +302,45 @@ int main(int argc, char** argv) {
         r["ratio_to_deepgemm_logits"] = t.median_ms / a.logits_ms;
         r["speedup_vs_deepgemm_logits_topk"] = a.with_topk_ms / t.median_ms;
       }
-      std::printf("prefill L=%-7lld  %9.3f ms (min %.3f, %d reps)  %7.1f TFLOP/s (%.0f%% of fp8 GEMM)", (long long)L,
-                  t.median_ms, t.min_ms, t.reps, r["tflops"].get<double>(),
-                  100 * r["fraction_of_fp8_gemm_ceiling"].get<double>());
+      std::printf(
+          "prefill L=%-7lld  %9.3f ms (min %.3f, %d reps)  %7.1f TFLOP/s (%.0f%% of fp8 GEMM)",
+          (long long)L, t.median_ms, t.min_ms, t.reps, r["tflops"].get<double>(),
+          100 * r["fraction_of_fp8_gemm_ceiling"].get<double>());
       if (r.contains("ratio_to_deepgemm_logits"))
-        std::printf("  x%.2f of DG logits, %.2fx faster than DG logits+topk", r["ratio_to_deepgemm_logits"].get<double>(),
+        std::printf("  x%.2f of DG logits, %.2fx faster than DG logits+topk",
+                    r["ratio_to_deepgemm_logits"].get<double>(),
                     r["speedup_vs_deepgemm_logits_topk"].get<double>());
       std::printf("\n");
-      check_prefill_rows(q, k, ks, w, out, L, H, topk, {L - 1, L / 2 + 3, std::min<int64_t>(L - 1, 2100), 17}, r);
+      check_prefill_rows(q, k, ks, w, out, L, H, topk,
+                         {L - 1, L / 2 + 3, std::min<int64_t>(L - 1, 2100), 17}, r);
       // Where the time goes: the select warpgroup's breakdown, the pipeline without selection
       // (debug_mode 1), and the tensor-core scores written to memory (DeepGEMM's logits shape).
-      r["profile"] = profile_call([&](hisa::cuda::Options& po) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, po); });
+      r["profile"] = profile_call([&](hisa::cuda::Options& po) {
+        hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, po);
+      });
       hisa::cuda::Options dbg = opt;
       dbg.debug_mode = 1;
-      const Timing td = time_it([&](int) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, dbg); },
-                                L >= 65536 ? 0.6 : 0.3, 3, 20);
+      const Timing td =
+          time_it([&](int) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, dbg); },
+                  L >= 65536 ? 0.6 : 0.3, 3, 20);
       r["no_select_ms"] = td.median_ms;
-      std::printf("    without selection (scores consumed, pipeline only): %.3f ms = %.1f TFLOP/s\n", td.median_ms,
-                  flops / (td.median_ms * 1e-3) / 1e12);
+      std::printf(
+          "    without selection (scores consumed, pipeline only): %.3f ms = %.1f TFLOP/s\n",
+          td.median_ms, flops / (td.median_ms * 1e-3) / 1e12);
       for (int variant : {1, 2}) {
         // Variants (1: a select warpgroup per query; 2: one key stage per select step, as in
         // run 3): time, profile, check.
         hisa::cuda::Options vo = opt;
         vo.variant = variant;
-        const Timing tv = time_it([&](int) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, vo); },
-                                  L >= 65536 ? 0.6 : 0.3, 3, 20);
+        const Timing tv =
+            time_it([&](int) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, vo); },
+                    L >= 65536 ? 0.6 : 0.3, 3, 20);
         json rv;
         rv["median_ms"] = tv.median_ms;
         rv["tflops"] = flops / (tv.median_ms * 1e-3) / 1e12;
         std::printf("    variant %d (%s): %.3f ms = %.1f TFLOP/s\n", variant,
-                    variant == 1 ? "a select warpgroup per query" : "one stage per select step", tv.median_ms,
-                    rv["tflops"].get<double>());
+                    variant == 1 ? "a select warpgroup per query" : "one stage per select step",
+                    tv.median_ms, rv["tflops"].get<double>());
         check_prefill_rows(q, k, ks, w, out, L, H, topk, {L - 1, L / 2 + 3, 17}, rv);
         rv["profile"] = profile_call([&](hisa::cuda::Options& po) {
           po.variant = variant;
@@ -328,10 +351,14 @@ int main(int argc, char** argv) {
       if (L <= 65536) {
         Buf<float> sc(size_t(L) * L);
         const Timing ts = time_it(
-            [&](int) { hisa::cuda::score_prefill(in, 0, L, sc.p, L, hisa::cuda::Path::Scores, ws); }, 0.3, 3, 20);
+            [&](int) {
+              hisa::cuda::score_prefill(in, 0, L, sc.p, L, hisa::cuda::Path::Scores, ws);
+            },
+            0.3, 3, 20);
         r["scores_to_memory_ms"] = ts.median_ms;
-        std::printf("    scores written to memory (like DeepGEMM's logits): %.3f ms = %.1f TFLOP/s\n", ts.median_ms,
-                    flops / (ts.median_ms * 1e-3) / 1e12);
+        std::printf(
+            "    scores written to memory (like DeepGEMM's logits): %.3f ms = %.1f TFLOP/s\n",
+            ts.median_ms, flops / (ts.median_ms * 1e-3) / 1e12);
       }
       report["results"].push_back(r);
     }
@@ -359,7 +386,8 @@ int main(int argc, char** argv) {
       const int max_pages = ctx / 64;
       std::vector<int32_t> th(size_t(kReq) * max_pages);
       for (int r = 0; r < kReq; ++r)
-        for (int j = 0; j < max_pages; ++j) th[size_t(r) * max_pages + j] = perm[size_t(r) * pages_per_req + j];
+        for (int j = 0; j < max_pages; ++j)
+          th[size_t(r) * max_pages + j] = perm[size_t(r) * pages_per_req + j];
       Buf<int32_t> table(th.size());
       CK(cudaMemcpy(table.p, th.data(), th.size() * 4, cudaMemcpyHostToDevice));
       for (int batch : {1, 8, 64}) {
@@ -413,9 +441,11 @@ int main(int argc, char** argv) {
             r["deepgemm_logits_us"] = 98.0;
             r["ratio_to_deepgemm_logits"] = t.median_ms * 1e3 / 98.0;
           }
-          std::printf("decode b=%-2d ctx=%-6d splits=%-2d %9.1f us (min %.1f)  %5.2f TB/s (%.0f%% of copy)  %6.1f TFLOP/s",
-                      batch, ctx, splits, t.median_ms * 1e3, t.min_ms * 1e3, r["tbps"].get<double>(),
-                      100 * r["fraction_of_copy_ceiling"].get<double>(), r["tflops"].get<double>());
+          std::printf(
+              "decode b=%-2d ctx=%-6d splits=%-2d %9.1f us (min %.1f)  %5.2f TB/s (%.0f%% of copy) "
+              " %6.1f TFLOP/s",
+              batch, ctx, splits, t.median_ms * 1e3, t.min_ms * 1e3, r["tbps"].get<double>(),
+              100 * r["fraction_of_copy_ceiling"].get<double>(), r["tflops"].get<double>());
           if (r.contains("ratio_to_deepgemm_logits"))
             std::printf("  x%.2f of DG logits", r["ratio_to_deepgemm_logits"].get<double>());
           std::printf("\n");
@@ -427,14 +457,15 @@ int main(int argc, char** argv) {
             int bad = 0;
             for (int b : {0, batch - 1}) {
               const int req = r0 + b;
-              std::vector<int32_t> pages(perm.begin() + int64_t(req) * pages_per_req,
-                                         perm.begin() + int64_t(req) * pages_per_req + (ctx + 63) / 64);
+              std::vector<int32_t> pages(
+                  perm.begin() + int64_t(req) * pages_per_req,
+                  perm.begin() + int64_t(req) * pages_per_req + (ctx + 63) / 64);
               // Compact host cache holding only this request's pages.
               std::vector<uint8_t> hc(pages.size() * 64 * 132);
               std::vector<int32_t> bt(pages.size());
               for (size_t j = 0; j < pages.size(); ++j) {
-                CK(cudaMemcpy(hc.data() + j * 64 * 132, cache.p + size_t(pages[j]) * 64 * 132, 64 * 132,
-                              cudaMemcpyDeviceToHost));
+                CK(cudaMemcpy(hc.data() + j * 64 * 132, cache.p + size_t(pages[j]) * 64 * 132,
+                              64 * 132, cudaMemcpyDeviceToHost));
                 bt[j] = int32_t(j);
               }
               const auto qh = dq.get(size_t(req) * H * 128, size_t(H) * 128);

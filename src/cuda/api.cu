@@ -54,10 +54,10 @@ CUtensorMap make_map(const void* base, CUtensorMapDataType type, int rank, const
   CUtensorMap map;
   std::memset(&map, 0, sizeof(map));
   const uint32_t elem_strides[3] = {1, 1, 1};
-  const CUresult r = encode_fn()(&map, type, cuuint32_t(rank), const_cast<void*>(base), dims, strides,
-                                 box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
-                                 CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  const CUresult r =
+      encode_fn()(&map, type, cuuint32_t(rank), const_cast<void*>(base), dims, strides, box,
+                  elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
+                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   HISA_CHECK(r == CUDA_SUCCESS, "cuda backend: cuTensorMapEncodeTiled failed for ", what,
              " (CUresult ", int(r), ")");
   return map;
@@ -65,7 +65,8 @@ CUtensorMap make_map(const void* base, CUtensorMapDataType type, int rank, const
 
 // [rows, 128] q or k rows, 128-byte swizzle, box of box_rows rows (fp8: 128 bytes; bf16: 64
 // elements = one swizzle atom, loaded twice).
-CUtensorMap map_rows(const void* base, DType t, uint64_t rows, uint32_t box_rows, const char* what) {
+CUtensorMap map_rows(const void* base, DType t, uint64_t rows, uint32_t box_rows,
+                     const char* what) {
   const bool fp8 = t == DType::F8E4M3;
   const uint64_t dims[2] = {128, std::max<uint64_t>(rows, 1)};
   const uint64_t strides[1] = {fp8 ? 128u : 256u};
@@ -107,10 +108,14 @@ cudaError_t prefill_launch(DType t, int heads, bool scores, const FlatLaunch& l)
 template <int H>
 cudaError_t decode_launch_n(int next_n, const FlatLaunch& l) {
   switch (next_n) {
-    case 1: return launch_flat<kFp8, H, 1, true, false>(l);
-    case 2: return launch_flat<kFp8, H, 2, true, false>(l);
-    case 3: return launch_flat<kFp8, H, 3, true, false>(l);
-    default: return launch_flat<kFp8, H, 4, true, false>(l);
+    case 1:
+      return launch_flat<kFp8, H, 1, true, false>(l);
+    case 2:
+      return launch_flat<kFp8, H, 2, true, false>(l);
+    case 3:
+      return launch_flat<kFp8, H, 3, true, false>(l);
+    default:
+      return launch_flat<kFp8, H, 4, true, false>(l);
   }
 }
 cudaError_t decode_launch(int heads, int next_n, const FlatLaunch& l) {
@@ -126,14 +131,14 @@ void check_config(const SelectConfig& cfg) {
 
 void host_checks(const PrefillInputs& in, const SelectConfig& cfg, const SelectOutputs& out) {
   check_config(cfg);
-  HISA_CHECK(in.num_heads >= 1 && in.num_heads <= 128, "prefill: num_heads must be in [1, 128], got ",
-             in.num_heads);
+  HISA_CHECK(in.num_heads >= 1 && in.num_heads <= 128,
+             "prefill: num_heads must be in [1, 128], got ", in.num_heads);
   HISA_CHECK(in.head_dim == 64 || in.head_dim == 128, "prefill: head_dim must be 128 or 64, got ",
              in.head_dim);
   HISA_CHECK(in.dtype == DType::F8E4M3 || in.dtype == DType::BF16 || in.dtype == DType::F32,
              "prefill: q/k dtype must be F8_E4M3, BF16 or F32, got ", dtype_name(in.dtype));
-  HISA_CHECK(in.num_q >= 0 && in.num_k >= 0, "prefill: negative T or S (T = ", in.num_q, ", S = ",
-             in.num_k, ")");
+  HISA_CHECK(in.num_q >= 0 && in.num_k >= 0, "prefill: negative T or S (T = ", in.num_q,
+             ", S = ", in.num_k, ")");
   HISA_CHECK(in.num_k < (int64_t(1) << 31), "prefill: S = ", in.num_k, " exceeds int32 positions");
   HISA_CHECK(in.num_q < (int64_t(1) << 31) / 128, "prefill: T = ", in.num_q, " is too large");
   if (in.num_q == 0) return;
@@ -144,8 +149,10 @@ void host_checks(const PrefillInputs& in, const SelectConfig& cfg, const SelectO
   HISA_CHECK(cu != kske, "prefill: give either cu_seqlens_q/cu_seqlens_k or ks/ke (",
              cu ? "both" : "neither", " given)");
   if (cu) {
-    HISA_CHECK(in.cu_seqlens_q && in.cu_seqlens_k, "prefill: cu_seqlens_q and cu_seqlens_k go together");
-    HISA_CHECK(in.num_seqs >= 1, "prefill: num_seqs must be >= 1 with cu_seqlens, got ", in.num_seqs);
+    HISA_CHECK(in.cu_seqlens_q && in.cu_seqlens_k,
+               "prefill: cu_seqlens_q and cu_seqlens_k go together");
+    HISA_CHECK(in.num_seqs >= 1, "prefill: num_seqs must be >= 1 with cu_seqlens, got ",
+               in.num_seqs);
   } else {
     HISA_CHECK(in.ks && in.ke, "prefill: ks and ke go together");
   }
@@ -154,8 +161,8 @@ void host_checks(const PrefillInputs& in, const SelectConfig& cfg, const SelectO
 
 void host_checks(const DecodeInputs& in, const SelectConfig& cfg, const SelectOutputs& out) {
   check_config(cfg);
-  HISA_CHECK(in.num_heads >= 1 && in.num_heads <= 128, "decode: num_heads must be in [1, 128], got ",
-             in.num_heads);
+  HISA_CHECK(in.num_heads >= 1 && in.num_heads <= 128,
+             "decode: num_heads must be in [1, 128], got ", in.num_heads);
   HISA_CHECK(in.head_dim == 64 || in.head_dim == 128, "decode: head_dim must be 128 or 64, got ",
              in.head_dim);
   HISA_CHECK(in.q_dtype == DType::F8E4M3 || in.q_dtype == DType::BF16 || in.q_dtype == DType::F32,
@@ -163,7 +170,8 @@ void host_checks(const DecodeInputs& in, const SelectConfig& cfg, const SelectOu
   HISA_CHECK(in.batch >= 1, "decode: batch must be >= 1, got ", in.batch);
   HISA_CHECK(in.next_n >= 1 && in.next_n <= 4, "decode: next_n must be in 1..4, got ", in.next_n);
   HISA_CHECK(in.page_size >= 1, "decode: page_size must be >= 1, got ", in.page_size);
-  HISA_CHECK(in.num_pages >= 1 && in.max_pages >= 1, "decode: num_pages and max_pages must be >= 1");
+  HISA_CHECK(in.num_pages >= 1 && in.max_pages >= 1,
+             "decode: num_pages and max_pages must be >= 1");
   HISA_CHECK(in.q && in.w && in.kv_cache && in.block_table && in.seq_lens,
              "decode: q, w, kv_cache, block_table and seq_lens must all be given");
   HISA_CHECK(int64_t(in.max_pages) * in.page_size < (int64_t(1) << 31),
@@ -180,15 +188,17 @@ void raise_checks(unsigned long long* err_dev, cudaStream_t st, const char* who,
   const auto bad = [&](int c) { return err[c] != ULLONG_MAX; };
   const auto at = [&](int c) { return int64_t(err[c]); };
   HISA_CHECK(!bad(kCheckCuStart), who, ": cu_seqlens must start at 0");
-  HISA_CHECK(!bad(kCheckCuEnd), who, ": cu_seqlens_q[N] must be T and cu_seqlens_k[N] must be S = ", S);
+  HISA_CHECK(!bad(kCheckCuEnd), who,
+             ": cu_seqlens_q[N] must be T and cu_seqlens_k[N] must be S = ", S);
   HISA_CHECK(!bad(kCheckCuOrder), who, ": cu_seqlens must be non-decreasing (sequence ",
              at(kCheckCuOrder), ")");
   HISA_CHECK(!bad(kCheckCausal), who, ": sequence ", at(kCheckCausal),
              " has more queries than keys (causality needs T_b <= S_b)");
   HISA_CHECK(!bad(kCheckKsKe), who, ": row ", at(kCheckKsKe),
              " has ks/ke out of range (need 0 <= ks <= ke <= S = ", S, ")");
-  HISA_CHECK(!bad(kCheckSeqLen), who, ": seq_lens[", at(kCheckSeqLen), "] must be in [next_n = ",
-             next_n, ", max_pages * page_size = ", int64_t(max_pages) * page_size, "]");
+  HISA_CHECK(!bad(kCheckSeqLen), who, ": seq_lens[", at(kCheckSeqLen),
+             "] must be in [next_n = ", next_n,
+             ", max_pages * page_size = ", int64_t(max_pages) * page_size, "]");
   if (bad(kCheckBlockTable)) {
     const int64_t i = at(kCheckBlockTable);
     throw Error(detail::concat(who, ": block_table[", i / max_pages, ", ", i % max_pages,
@@ -196,12 +206,15 @@ void raise_checks(unsigned long long* err_dev, cudaStream_t st, const char* who,
   }
   HISA_CHECK(!bad(kCheckQ), who, ": q has a non-finite value at flat index ", at(kCheckQ));
   HISA_CHECK(!bad(kCheckW), who, ": w has a non-finite value at flat index ", at(kCheckW));
-  HISA_CHECK(!bad(kCheckK), who, ": k (or a cache value) has a non-finite value at index ", at(kCheckK));
+  HISA_CHECK(!bad(kCheckK), who, ": k (or a cache value) has a non-finite value at index ",
+             at(kCheckK));
   HISA_CHECK(!bad(kCheckScale), who, ": a key scale is not finite and > 0 (index ", at(kCheckScale),
              ")");
 }
 
-int value_grid(int64_t n) { return int(std::min<int64_t>(ceil_div(std::max<int64_t>(n, 1), 256), 4096)); }
+int value_grid(int64_t n) {
+  return int(std::min<int64_t>(ceil_div(std::max<int64_t>(n, 1), 256), 4096));
+}
 
 void device_checks(const PrefillInputs& in, Workspace& ws, cudaStream_t st, bool values) {
   auto* err = static_cast<unsigned long long*>(ws.get(kSlotErr, kNumChecks * 8));
@@ -212,14 +225,17 @@ void device_checks(const PrefillInputs& in, Workspace& ws, cudaStream_t st, bool
   HISA_CUDA_CHECK(cudaGetLastError());
   if (values) {
     const int64_t qn = in.num_q * in.num_heads * in.head_dim, kn = in.num_k * in.head_dim;
-    smxx_check_values_kernel<<<value_grid(qn), 256, 0, st>>>(in.dtype, in.q, qn, 0, 0, kCheckQ, err);
+    smxx_check_values_kernel<<<value_grid(qn), 256, 0, st>>>(in.dtype, in.q, qn, 0, 0, kCheckQ,
+                                                             err);
     HISA_CUDA_CHECK(cudaGetLastError());
     if (kn) {
-      smxx_check_values_kernel<<<value_grid(kn), 256, 0, st>>>(in.dtype, in.k, kn, 0, 0, kCheckK, err);
+      smxx_check_values_kernel<<<value_grid(kn), 256, 0, st>>>(in.dtype, in.k, kn, 0, 0, kCheckK,
+                                                               err);
       HISA_CUDA_CHECK(cudaGetLastError());
     }
     const int64_t wn = in.num_q * in.num_heads;
-    smxx_check_values_kernel<<<value_grid(wn), 256, 0, st>>>(DType::F32, in.w, wn, 0, 0, kCheckW, err);
+    smxx_check_values_kernel<<<value_grid(wn), 256, 0, st>>>(DType::F32, in.w, wn, 0, 0, kCheckW,
+                                                             err);
     HISA_CUDA_CHECK(cudaGetLastError());
     if (in.k_scale && in.num_k) {
       smxx_check_scales_kernel<<<value_grid(in.num_k), 256, 0, st>>>(in.k_scale, in.num_k, err);
@@ -240,9 +256,11 @@ void device_checks(const DecodeInputs& in, Workspace& ws, cudaStream_t st, bool 
   if (!values) return;
   const int64_t rows = int64_t(in.batch) * in.next_n;
   const int64_t qn = rows * in.num_heads * in.head_dim, wn = rows * in.num_heads;
-  smxx_check_values_kernel<<<value_grid(qn), 256, 0, st>>>(in.q_dtype, in.q, qn, 0, 0, kCheckQ, err);
+  smxx_check_values_kernel<<<value_grid(qn), 256, 0, st>>>(in.q_dtype, in.q, qn, 0, 0, kCheckQ,
+                                                           err);
   HISA_CUDA_CHECK(cudaGetLastError());
-  smxx_check_values_kernel<<<value_grid(wn), 256, 0, st>>>(DType::F32, in.w, wn, 0, 0, kCheckW, err);
+  smxx_check_values_kernel<<<value_grid(wn), 256, 0, st>>>(DType::F32, in.w, wn, 0, 0, kCheckW,
+                                                           err);
   HISA_CUDA_CHECK(cudaGetLastError());
   smxx_check_cache_kernel<<<in.batch, 256, 0, st>>>(in.batch, in.max_pages, in.page_size,
                                                     in.head_dim, in.seq_lens, in.block_table,
@@ -270,8 +288,9 @@ Path resolve(Path want, bool fused_ok, int k, bool decode, const char* who) {
     return Path::Simt;
   }
   if (want == Path::Fused) {
-    HISA_CHECK(fused_ok, who, ": the fused path needs fp8/bf16 q and k (fp8 q and cache for decode), ",
-               "D = 128, H in {32, 64}, page_size 64, 16-byte aligned pointers and an sm_90 device");
+    HISA_CHECK(
+        fused_ok, who, ": the fused path needs fp8/bf16 q and k (fp8 q and cache for decode), ",
+        "D = 128, H in {32, 64}, page_size 64, 16-byte aligned pointers and an sm_90 device");
     HISA_CHECK(k <= kFusedMaxK, who, ": the fused path takes k <= ", kFusedMaxK, ", got ", k);
   }
   if (want == Path::Scores) {
@@ -294,7 +313,8 @@ void launch_merge(const PartialLists& src, int64_t rows, int k, int32_t* out, cu
   if (staged <= size_t(160) << 10) {
     HISA_CUDA_CHECK(cudaFuncSetAttribute(smxx_merge_smem_kernel<kTopkThreads>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(staged)));
-    smxx_merge_smem_kernel<kTopkThreads><<<dim3(unsigned(rows)), kTopkThreads, staged, st>>>(src, rows, k, out);
+    smxx_merge_smem_kernel<kTopkThreads>
+        <<<dim3(unsigned(rows)), kTopkThreads, staged, st>>>(src, rows, k, out);
   } else {
     smxx_topk_rows_kernel<PartialLists, kMergeThreads>
         <<<dim3(unsigned(rows)), kMergeThreads, 0, st>>>(src, rows, k, out, 0);
@@ -357,8 +377,9 @@ void prefill_fused(const PrefillInputs& in, int k, int32_t* out, const int32_t* 
   l.grid = int(std::min<int64_t>(tiles * splits, sms));
   l.stream = st;
   if (opt.profile || opt.debug_mode || opt.variant) {
-    HISA_CHECK(in.dtype == DType::F8E4M3 && in.num_heads == 64 && opt.variant >= 0 && opt.variant <= 2,
-               "prefill: the measurement hooks and variants exist for fp8, H = 64 only");
+    HISA_CHECK(
+        in.dtype == DType::F8E4M3 && in.num_heads == 64 && opt.variant >= 0 && opt.variant <= 2,
+        "prefill: the measurement hooks and variants exist for fp8, H = 64 only");
     p.prof = opt.profile;
     p.debug_mode = opt.debug_mode;
     const bool prof = opt.profile || opt.debug_mode;
@@ -374,12 +395,14 @@ void prefill_fused(const PrefillInputs& in, int k, int32_t* out, const int32_t* 
   } else {
     HISA_CUDA_CHECK(prefill_launch(in.dtype, in.num_heads, false, l));
   }
-  if (splits > 1) launch_merge(PartialLists{p.part_u, p.part_pos, p.part_cnt, splits, k}, in.num_q, k, out, st);
+  if (splits > 1)
+    launch_merge(PartialLists{p.part_u, p.part_pos, p.part_cnt, splits, k}, in.num_q, k, out, st);
 }
 
 // Scores of rows [r0, r0 + rows) into scores (ld per row), by the wgmma kernel or the SIMT one.
-void prefill_scores(const PrefillInputs& in, const int32_t* row_ks, const int32_t* row_ke, int64_t r0,
-                    int64_t rows, float* scores, int64_t ld, Path path, cudaStream_t st) {
+void prefill_scores(const PrefillInputs& in, const int32_t* row_ks, const int32_t* row_ke,
+                    int64_t r0, int64_t rows, float* scores, int64_t ld, Path path,
+                    cudaStream_t st) {
   if (path == Path::Scores) {
     FlatLaunch l;
     l.q = map_rows(in.q, in.dtype, uint64_t(in.num_q) * in.num_heads, 2 * in.num_heads, "q");
@@ -500,7 +523,8 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   } else {
     HISA_CUDA_CHECK(decode_launch(in.num_heads, in.next_n, l));
   }
-  if (splits > 1) launch_merge(PartialLists{p.part_u, p.part_pos, p.part_cnt, splits, k}, rows, k, out, st);
+  if (splits > 1)
+    launch_merge(PartialLists{p.part_u, p.part_pos, p.part_cnt, splits, k}, rows, k, out, st);
 }
 
 void decode_simt(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cudaStream_t st,
@@ -512,7 +536,7 @@ void decode_simt(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cud
   // Row lengths: visible = seq_len - next_n + j + 1, built once per call.
   int32_t* lens = static_cast<int32_t*>(ws.get(kSlotSpans, size_t(rows) * 4));
   smxx_decode_lens_kernel<<<unsigned(ceil_div(rows, 256)), 256, 0, st>>>(in.seq_lens, in.next_n,
-                                                                          rows, lens);
+                                                                         rows, lens);
   HISA_CUDA_CHECK(cudaGetLastError());
   for (int64_t r0 = 0; r0 < rows; r0 += R) {
     const int64_t n = std::min(R, rows - r0);
@@ -617,10 +641,14 @@ std::string device_description() {
 
 std::string path_name(Path p) {
   switch (p) {
-    case Path::Auto: return "auto";
-    case Path::Fused: return "fused";
-    case Path::Scores: return "scores";
-    case Path::Simt: return "simt";
+    case Path::Auto:
+      return "auto";
+    case Path::Fused:
+      return "fused";
+    case Path::Scores:
+      return "scores";
+    case Path::Simt:
+      return "simt";
   }
   return "?";
 }
@@ -641,16 +669,20 @@ void score_prefill(const PrefillInputs& in, int64_t row_begin, int64_t rows, flo
   SelectOutputs fake;
   fake.indices = reinterpret_cast<int32_t*>(scores);
   host_checks(in, cfg, fake);
-  HISA_CHECK(row_begin >= 0 && rows >= 0 && row_begin + rows <= in.num_q && scores && ld >= in.num_k,
-             "score_prefill: bad row range or ld");
-  HISA_CHECK(path == Path::Scores || path == Path::Simt, "score_prefill: path must be Scores or Simt");
-  HISA_CHECK(path == Path::Simt || fused_applies(in), "score_prefill: the Scores path needs fp8/bf16, ",
+  HISA_CHECK(
+      row_begin >= 0 && rows >= 0 && row_begin + rows <= in.num_q && scores && ld >= in.num_k,
+      "score_prefill: bad row range or ld");
+  HISA_CHECK(path == Path::Scores || path == Path::Simt,
+             "score_prefill: path must be Scores or Simt");
+  HISA_CHECK(path == Path::Simt || fused_applies(in),
+             "score_prefill: the Scores path needs fp8/bf16, ",
              "D = 128, H in {32, 64}, aligned pointers and an sm_90 device");
   if (rows == 0 || in.num_k == 0) return;
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   int32_t* spans = static_cast<int32_t*>(ws.get(kSlotSpans, size_t(in.num_q) * 8));
   smxx_row_spans_kernel<<<unsigned(ceil_div(in.num_q, 256)), 256, 0, st>>>(
-      in.num_seqs, in.cu_seqlens_q, in.cu_seqlens_k, in.ks, in.ke, in.num_q, spans, spans + in.num_q);
+      in.num_seqs, in.cu_seqlens_q, in.cu_seqlens_k, in.ks, in.ke, in.num_q, spans,
+      spans + in.num_q);
   HISA_CUDA_CHECK(cudaGetLastError());
   prefill_scores(in, spans, spans + in.num_q, row_begin, rows, scores, ld, path, st);
 }

@@ -8,15 +8,14 @@
 #include "hisa/error.hpp"
 
 // Throws hisa::Error naming the call, the CUDA error and the place. Library code never exits.
-#define HISA_CUDA_CHECK(call)                                                                    \
-  do {                                                                                           \
-    const cudaError_t hisa_err_ = (call);                                                        \
-    if (hisa_err_ != cudaSuccess) {                                                              \
-      throw ::hisa::Error(::hisa::detail::concat("cuda backend: ", #call, " failed: ",           \
-                                                 cudaGetErrorName(hisa_err_), " (",               \
-                                                 cudaGetErrorString(hisa_err_), ") at ", __FILE__, \
-                                                 ":", __LINE__));                                \
-    }                                                                                            \
+#define HISA_CUDA_CHECK(call)                                                      \
+  do {                                                                             \
+    const cudaError_t hisa_err_ = (call);                                          \
+    if (hisa_err_ != cudaSuccess) {                                                \
+      throw ::hisa::Error(::hisa::detail::concat(                                  \
+          "cuda backend: ", #call, " failed: ", cudaGetErrorName(hisa_err_), " (", \
+          cudaGetErrorString(hisa_err_), ") at ", __FILE__, ":", __LINE__));       \
+    }                                                                              \
   } while (0)
 
 // After a kernel launch: the launch error, if any.

@@ -39,7 +39,8 @@ class DeviceBuffer {
   const T* upload(const T* host, size_t count, cudaStream_t st) {
     if (!host) return nullptr;
     void* d = reserve(count * sizeof(T));
-    if (count) HISA_CUDA_CHECK(cudaMemcpyAsync(d, host, count * sizeof(T), cudaMemcpyHostToDevice, st));
+    if (count)
+      HISA_CUDA_CHECK(cudaMemcpyAsync(d, host, count * sizeof(T), cudaMemcpyHostToDevice, st));
     return static_cast<const T*>(d);
   }
 
@@ -56,7 +57,8 @@ class CudaIndexer final : public Indexer {
   }
   std::string name() const override { return "cuda"; }
 
-  void select_prefill(const PrefillInputs& in, const SelectConfig& cfg, const SelectOutputs& out) override {
+  void select_prefill(const PrefillInputs& in, const SelectConfig& cfg,
+                      const SelectOutputs& out) override {
     check_method(cfg);
     validate_prefill(in, cfg, true);
     HISA_CHECK(out.indices, "select: out.indices must be given");
@@ -64,7 +66,8 @@ class CudaIndexer final : public Indexer {
     const size_t esz = dtype_size(in.dtype);
     const int64_t T = in.num_q, S = in.num_k;
     PrefillInputs d = in;
-    d.q = buf_[0].upload(static_cast<const uint8_t*>(in.q), size_t(T) * in.num_heads * in.head_dim * esz, stream_);
+    d.q = buf_[0].upload(static_cast<const uint8_t*>(in.q),
+                         size_t(T) * in.num_heads * in.head_dim * esz, stream_);
     d.k = buf_[1].upload(static_cast<const uint8_t*>(in.k), size_t(S) * in.head_dim * esz, stream_);
     d.k_scale = buf_[2].upload(in.k_scale, size_t(S), stream_);
     d.w = buf_[3].upload(in.w, size_t(T) * in.num_heads, stream_);
@@ -79,20 +82,24 @@ class CudaIndexer final : public Indexer {
     cuda::Options opt;
     opt.validate = false;  // validated on the host above
     cuda::select_prefill(d, cfg, dout, ws_, stream_, opt);
-    HISA_CUDA_CHECK(cudaMemcpyAsync(out.indices, dout.indices, out_bytes, cudaMemcpyDeviceToHost, stream_));
+    HISA_CUDA_CHECK(
+        cudaMemcpyAsync(out.indices, dout.indices, out_bytes, cudaMemcpyDeviceToHost, stream_));
     HISA_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
-  void select_decode(const DecodeInputs& in, const SelectConfig& cfg, const SelectOutputs& out) override {
+  void select_decode(const DecodeInputs& in, const SelectConfig& cfg,
+                     const SelectOutputs& out) override {
     check_method(cfg);
     validate_decode(in, cfg, true);
     HISA_CHECK(out.indices, "select: out.indices must be given");
     const int64_t rows = int64_t(in.batch) * in.next_n;
     const size_t qsz = dtype_size(in.q_dtype);
     DecodeInputs d = in;
-    d.q = buf_[0].upload(static_cast<const uint8_t*>(in.q), size_t(rows) * in.num_heads * in.head_dim * qsz, stream_);
+    d.q = buf_[0].upload(static_cast<const uint8_t*>(in.q),
+                         size_t(rows) * in.num_heads * in.head_dim * qsz, stream_);
     d.w = buf_[3].upload(in.w, size_t(rows) * in.num_heads, stream_);
-    d.kv_cache = buf_[1].upload(in.kv_cache, size_t(in.num_pages) * page_bytes(in.page_size, in.head_dim), stream_);
+    d.kv_cache = buf_[1].upload(
+        in.kv_cache, size_t(in.num_pages) * page_bytes(in.page_size, in.head_dim), stream_);
     d.block_table = buf_[4].upload(in.block_table, size_t(in.batch) * in.max_pages, stream_);
     d.seq_lens = buf_[5].upload(in.seq_lens, size_t(in.batch), stream_);
     d.pooled = nullptr;
@@ -102,7 +109,8 @@ class CudaIndexer final : public Indexer {
     cuda::Options opt;
     opt.validate = false;
     cuda::select_decode(d, cfg, dout, ws_, stream_, opt);
-    HISA_CUDA_CHECK(cudaMemcpyAsync(out.indices, dout.indices, out_bytes, cudaMemcpyDeviceToHost, stream_));
+    HISA_CUDA_CHECK(
+        cudaMemcpyAsync(out.indices, dout.indices, out_bytes, cudaMemcpyDeviceToHost, stream_));
     HISA_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
@@ -122,8 +130,9 @@ class CudaIndexer final : public Indexer {
 bool cuda_device_present() { return cuda::device_present(); }
 
 std::unique_ptr<Indexer> make_cuda_indexer() {
-  HISA_CHECK(cuda::device_present(),
-             "device 'cuda': no CUDA device is visible (use --device cpu, or run on a GPU machine)");
+  HISA_CHECK(
+      cuda::device_present(),
+      "device 'cuda': no CUDA device is visible (use --device cpu, or run on a GPU machine)");
   return std::make_unique<CudaIndexer>();
 }
 

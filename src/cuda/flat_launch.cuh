@@ -14,8 +14,8 @@ namespace hisa::cuda {
 enum FlatElem : int { kFp8 = 0, kBf16 = 1 };
 
 struct FlatLaunch {
-  CUtensorMap q;      // [rows * H, D] q tile map (128-byte swizzle)
-  CUtensorMap k;      // prefill: [S, D] keys; decode: [pages, 64, D] cache values (128-byte swizzle)
+  CUtensorMap q;  // [rows * H, D] q tile map (128-byte swizzle)
+  CUtensorMap k;  // prefill: [S, D] keys; decode: [pages, 64, D] cache values (128-byte swizzle)
   CUtensorMap scale;  // prefill: [S] fp32 key scales (unused when !has_scale and for decode)
   sm90::FlatParams p;
   int grid = 0;

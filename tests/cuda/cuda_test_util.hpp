@@ -48,7 +48,8 @@ struct Dev {
   }
   void assign(const std::vector<T>& h) {
     alloc(h.size());
-    if (!h.empty() && cudaMemcpy(ptr, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice) != cudaSuccess)
+    if (!h.empty() &&
+        cudaMemcpy(ptr, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice) != cudaSuccess)
       throw std::runtime_error("cudaMemcpy H2D failed");
   }
   std::vector<T> get() const {
@@ -107,15 +108,16 @@ struct PrefillCase {
     if (use_kske) {
       in.ks = ks.data(), in.ke = ke.data();
     } else {
-      in.num_seqs = int(cu_q.size()) - 1, in.cu_seqlens_q = cu_q.data(), in.cu_seqlens_k = cu_k.data();
+      in.num_seqs = int(cu_q.size()) - 1, in.cu_seqlens_q = cu_q.data(),
+      in.cu_seqlens_k = cu_k.data();
     }
     return in;
   }
 };
 
 // seqs: (T_b, S_b). exact: integer q/k in [-4, 4], integer w in [-2, 3], scales powers of two.
-inline PrefillCase make_prefill(const std::vector<std::pair<int64_t, int64_t>>& seqs, int H, DType dtype,
-                                uint64_t seed, bool exact) {
+inline PrefillCase make_prefill(const std::vector<std::pair<int64_t, int64_t>>& seqs, int H,
+                                DType dtype, uint64_t seed, bool exact) {
   std::mt19937_64 rng(seed);
   PrefillCase c;
   c.H = H, c.dtype = dtype;
@@ -143,11 +145,13 @@ inline PrefillCase make_prefill(const std::vector<std::pair<int64_t, int64_t>>& 
     // Keys quantised per token the way the models do (amax / 448 scale).
     c.k.resize(kv.size());
     for (auto& x : kv) x *= 3.0f;
-    quantize_fp8_rows(kv.data(), size_t(c.S), size_t(c.D), ScaleRule::Amax, c.k.data(), c.k_scale.data());
+    quantize_fp8_rows(kv.data(), size_t(c.S), size_t(c.D), ScaleRule::Amax, c.k.data(),
+                      c.k_scale.data());
     for (auto& x : qv) x *= 40.0f;  // spread over the fp8 range
     c.q = encode(dtype, qv);
   } else {
-    for (auto& s : c.k_scale) s = exact ? float(1 << (rng() % 3)) : 0.5f + float(rng() % 1000) / 1000.0f;
+    for (auto& s : c.k_scale)
+      s = exact ? float(1 << (rng() % 3)) : 0.5f + float(rng() % 1000) / 1000.0f;
     c.q = encode(dtype, qv);
     c.k = encode(dtype, kv);
   }
@@ -191,8 +195,8 @@ struct DecodeCase {
   }
 };
 
-inline DecodeCase make_decode(const std::vector<int>& lens, int next_n, int H, uint64_t seed, bool exact,
-                              DType q_dtype = DType::F8E4M3) {
+inline DecodeCase make_decode(const std::vector<int>& lens, int next_n, int H, uint64_t seed,
+                              bool exact, DType q_dtype = DType::F8E4M3) {
   std::mt19937_64 rng(seed);
   DecodeCase c;
   c.H = H, c.next_n = next_n, c.q_dtype = q_dtype, c.seq_lens = lens;
@@ -204,11 +208,12 @@ inline DecodeCase make_decode(const std::vector<int>& lens, int next_n, int H, u
   c.num_pages = used + 3;
   std::vector<int32_t> perm(static_cast<size_t>(c.num_pages));
   std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), rng);  // pages scattered over the cache
+  std::shuffle(perm.begin(), perm.end(), rng);                  // pages scattered over the cache
   c.block_table.assign(lens.size() * size_t(c.max_pages), -7);  // garbage past the used pages
   int next = 0;
   for (size_t b = 0; b < lens.size(); ++b)
-    for (int j = 0; j < (lens[b] + ps - 1) / ps; ++j) c.block_table[b * size_t(c.max_pages) + size_t(j)] = perm[size_t(next++)];
+    for (int j = 0; j < (lens[b] + ps - 1) / ps; ++j)
+      c.block_table[b * size_t(c.max_pages) + size_t(j)] = perm[size_t(next++)];
   c.cache.assign(size_t(c.num_pages) * page_bytes(ps, D), 0);
   std::vector<float> row(static_cast<size_t>(D));
   for (int p = 0; p < c.num_pages; ++p) {
@@ -217,7 +222,8 @@ inline DecodeCase make_decode(const std::vector<int>& lens, int next_n, int H, u
       for (auto& x : row) x = draw(rng, exact) * (exact ? 1.0f : 3.0f);
       float scale = 1.0f;
       if (exact) {
-        for (int d = 0; d < D; ++d) base[size_t(t) * D + size_t(d)] = float_to_fp8e4m3(row[size_t(d)]);
+        for (int d = 0; d < D; ++d)
+          base[size_t(t) * D + size_t(d)] = float_to_fp8e4m3(row[size_t(d)]);
         scale = float(1 << (rng() % 3));
       } else {
         quantize_fp8_rows(row.data(), 1, size_t(D), ScaleRule::UE8M0, base + size_t(t) * D, &scale);
@@ -251,7 +257,8 @@ struct DecodeDev {
 // Judges rows (all, or an evenly spread sample of at most max_rows) against the reference.
 // Returns the number of failing rows; prints the first few failures.
 inline int judge_rows(const std::vector<reference::Row>& rows, const SelectConfig& cfg,
-                      const std::vector<int32_t>& indices, DType dtype, bool exact, int64_t max_rows = 1 << 30) {
+                      const std::vector<int32_t>& indices, DType dtype, bool exact,
+                      int64_t max_rows = 1 << 30) {
   const int64_t n = int64_t(rows.size());
   const int64_t step = std::max<int64_t>(1, (n + max_rows - 1) / max_rows);
   std::vector<std::string> errs(static_cast<size_t>(n));
@@ -263,7 +270,9 @@ inline int judge_rows(const std::vector<reference::Row>& rows, const SelectConfi
   int bad = 0;
   for (int64_t t = 0; t < n; ++t) {
     if (errs[size_t(t)].empty()) continue;
-    if (++bad <= 5) ADD_FAILURE() << "row " << t << " (e = " << rows[size_t(t)].visible << "): " << errs[size_t(t)];
+    if (++bad <= 5)
+      ADD_FAILURE() << "row " << t << " (e = " << rows[size_t(t)].visible
+                    << "): " << errs[size_t(t)];
   }
   return bad;
 }

@@ -54,9 +54,9 @@ std::vector<int32_t> run_decode(const DecodeCase& c, int k, Path path, int split
 }
 
 // Prefill: run `path`, judge every row (or a sample) against the reference.
-void check_prefill(const std::vector<std::pair<int64_t, int64_t>>& seqs, int H, DType dt, int k, Path path,
-                   bool exact, const std::string& name, int splits = 0, bool kske = false,
-                   int64_t max_rows = 1 << 30) {
+void check_prefill(const std::vector<std::pair<int64_t, int64_t>>& seqs, int H, DType dt, int k,
+                   Path path, bool exact, const std::string& name, int splits = 0,
+                   bool kske = false, int64_t max_rows = 1 << 30) {
   const uint64_t seed = seed_for(name);
   SCOPED_TRACE(name + " seed " + std::to_string(seed));
   std::cout << "[ seed ] " << name << " " << seed << "\n";
@@ -81,7 +81,8 @@ void check_decode(const std::vector<int>& lens, int next_n, int H, int k, Path p
 // ------------------------------------------------------------------------ raw scores
 // The first thing to look at when a selection test fails: the tensor-core scores (path Scores)
 // and the CUDA-core ones (path Simt) against the float64 scores, element by element.
-void check_scores(const std::vector<std::pair<int64_t, int64_t>>& seqs, int H, DType dt, const std::string& name) {
+void check_scores(const std::vector<std::pair<int64_t, int64_t>>& seqs, int H, DType dt,
+                  const std::string& name) {
   const uint64_t seed = seed_for(name);
   SCOPED_TRACE(name + " seed " + std::to_string(seed));
   std::cout << "[ seed ] " << name << " " << seed << "\n";
@@ -108,13 +109,14 @@ void check_scores(const std::vector<std::pair<int64_t, int64_t>>& seqs, int H, D
         if (!(err <= 1e-3)) {
           ++bad;
           if (shown++ < 8)
-            std::cout << "  " << cuda::path_name(path) << " mismatch row " << t << " pos " << p << " (p%64 " << p % 64
-                      << ", p%256 " << p % 256 << "): ref " << ref[p] << " got " << got[size_t(t * c.S) + p] << "\n";
+            std::cout << "  " << cuda::path_name(path) << " mismatch row " << t << " pos " << p
+                      << " (p%64 " << p % 64 << ", p%256 " << p % 256 << "): ref " << ref[p]
+                      << " got " << got[size_t(t * c.S) + p] << "\n";
         }
       }
     }
-    std::cout << "  " << name << " " << cuda::path_name(path) << ": max |err| / max|ref| = " << worst << ", " << bad
-              << " bad entries\n";
+    std::cout << "  " << name << " " << cuda::path_name(path)
+              << ": max |err| / max|ref| = " << worst << ", " << bad << " bad entries\n";
     EXPECT_EQ(bad, 0) << cuda::path_name(path);
   }
 }
@@ -143,11 +145,13 @@ TEST(CudaPrefill, Variants) {
     g_variant = v;
     const std::string n = "v" + std::to_string(v) + "_";
     check_prefill({{300, 300}}, 64, DType::F8E4M3, 64, Path::Fused, false, n + "fp8_h64");
-    check_prefill({{37, 500}, {0, 20}, {64, 64}, {5, 40}, {101, 1030}}, 64, DType::F8E4M3, 96, Path::Fused,
-                  false, n + "ragged");
-    check_prefill({{64, 9000}}, 64, DType::F8E4M3, 2048, Path::Fused, false, n + "long_k2048", 0, false, 24);
+    check_prefill({{37, 500}, {0, 20}, {64, 64}, {5, 40}, {101, 1030}}, 64, DType::F8E4M3, 96,
+                  Path::Fused, false, n + "ragged");
+    check_prefill({{64, 9000}}, 64, DType::F8E4M3, 2048, Path::Fused, false, n + "long_k2048", 0,
+                  false, 24);
     check_prefill({{70, 400}, {33, 33}}, 64, DType::F8E4M3, 77, Path::Fused, true, n + "exact");
-    check_prefill({{16, 5000}}, 64, DType::F8E4M3, 2048, Path::Fused, true, n + "exact_long", 0, false, 8);
+    check_prefill({{16, 5000}}, 64, DType::F8E4M3, 2048, Path::Fused, true, n + "exact_long", 0,
+                  false, 8);
     check_prefill({{6, 9000}}, 64, DType::F8E4M3, 512, Path::Fused, false, n + "split5", 5);
   }
   g_variant = 0;
@@ -177,7 +181,8 @@ TEST(CudaPrefill, F32AndOddShapesTakeSimt) {
 TEST(CudaPrefill, RaggedSequencesWithPrefix) {
   SKIP_WITHOUT_GPU();
   // T_b < S_b (cached prefix), an empty sequence, a sequence shorter than k, odd lengths.
-  const std::vector<std::pair<int64_t, int64_t>> seqs = {{37, 500}, {0, 20}, {64, 64}, {5, 40}, {101, 1030}};
+  const std::vector<std::pair<int64_t, int64_t>> seqs = {
+      {37, 500}, {0, 20}, {64, 64}, {5, 40}, {101, 1030}};
   check_prefill(seqs, 64, DType::F8E4M3, 96, Path::Fused, false, "ragged_fp8_fused");
   check_prefill(seqs, 32, DType::BF16, 96, Path::Fused, false, "ragged_bf16_fused");
   check_prefill(seqs, 64, DType::F8E4M3, 96, Path::Fused, false, "ragged_fp8_kske", 0, true);
@@ -186,14 +191,18 @@ TEST(CudaPrefill, RaggedSequencesWithPrefix) {
 TEST(CudaPrefill, LongRowsK2048Compaction) {
   SKIP_WITHOUT_GPU();
   // 9000 keys per row: the candidate lists fill and get cut several times.
-  check_prefill({{64, 9000}}, 64, DType::F8E4M3, 2048, Path::Fused, false, "long_fp8_k2048", 0, false, 24);
-  check_prefill({{32, 6000}}, 32, DType::BF16, 2048, Path::Fused, false, "long_bf16_k2048", 0, false, 16);
+  check_prefill({{64, 9000}}, 64, DType::F8E4M3, 2048, Path::Fused, false, "long_fp8_k2048", 0,
+                false, 24);
+  check_prefill({{32, 6000}}, 32, DType::BF16, 2048, Path::Fused, false, "long_bf16_k2048", 0,
+                false, 16);
 }
 TEST(CudaPrefill, ManyCutsSmallK) {
   SKIP_WITHOUT_GPU();
   // k = 100 over 20000 keys: the lists are cut dozens of times per row.
-  check_prefill({{10, 20000}}, 64, DType::F8E4M3, 100, Path::Fused, false, "many_cuts", 0, false, 10);
-  check_prefill({{10, 20000}}, 64, DType::F8E4M3, 100, Path::Fused, true, "many_cuts_exact", 0, false, 10);
+  check_prefill({{10, 20000}}, 64, DType::F8E4M3, 100, Path::Fused, false, "many_cuts", 0, false,
+                10);
+  check_prefill({{10, 20000}}, 64, DType::F8E4M3, 100, Path::Fused, true, "many_cuts_exact", 0,
+                false, 10);
 }
 TEST(CudaPrefill, SplitKeysAndMerge) {
   SKIP_WITHOUT_GPU();
@@ -205,8 +214,10 @@ TEST(CudaPrefill, LargeKUsesScoresPath) {
   SKIP_WITHOUT_GPU();
   PrefillCase c = make_prefill({{4, 10}}, 64, DType::F8E4M3, 1, false);
   EXPECT_EQ(cuda::chosen_path(c.host(), flat(4096)), Path::Scores);
-  check_prefill({{20, 9000}}, 64, DType::F8E4M3, 8192, Path::Auto, false, "k8192_auto", 0, false, 6);
-  check_prefill({{20, 5000}}, 64, DType::F8E4M3, 3000, Path::Simt, false, "k3000_simt", 0, false, 6);
+  check_prefill({{20, 9000}}, 64, DType::F8E4M3, 8192, Path::Auto, false, "k8192_auto", 0, false,
+                6);
+  check_prefill({{20, 5000}}, 64, DType::F8E4M3, 3000, Path::Simt, false, "k3000_simt", 0, false,
+                6);
 }
 
 // ------------------------------------------------------------------------ prefill, exact inputs
@@ -217,15 +228,17 @@ TEST(CudaPrefill, ExactIntegerSetsFp8AndBf16) {
   for (DType dt : {DType::F8E4M3, DType::BF16}) {
     for (int H : {32, 64}) {
       for (Path path : {Path::Fused, Path::Scores, Path::Simt}) {
-        const std::string name = std::string("exact_") + dtype_name(dt) + "_h" + std::to_string(H) + "_" +
-                                 cuda::path_name(path);
+        const std::string name = std::string("exact_") + dtype_name(dt) + "_h" + std::to_string(H) +
+                                 "_" + cuda::path_name(path);
         check_prefill(seqs, H, dt, 77, path, true, name);
       }
     }
   }
   // Exact with compaction (ties at the cut inside the candidate lists).
-  check_prefill({{16, 5000}}, 64, DType::F8E4M3, 2048, Path::Fused, true, "exact_long_k2048", 0, false, 8);
-  check_prefill({{4, 5000}}, 64, DType::F8E4M3, 1000, Path::Fused, true, "exact_split4", 4, false, 4);
+  check_prefill({{16, 5000}}, 64, DType::F8E4M3, 2048, Path::Fused, true, "exact_long_k2048", 0,
+                false, 8);
+  check_prefill({{4, 5000}}, 64, DType::F8E4M3, 1000, Path::Fused, true, "exact_split4", 4, false,
+                4);
 }
 
 // ------------------------------------------------------------------------ determinism
@@ -287,8 +300,8 @@ TEST(CudaPrefill, EdgeCases) {
   // Keys without scales (k_scale nullptr means 1).
   PrefillCase u = make_prefill({{30, 100}}, 64, DType::BF16, 12, false);
   u.use_scale = false;
-  EXPECT_EQ(judge_rows(reference::prefill_rows(u.host()), flat(20), run_prefill(u, 20, Path::Fused), u.dtype,
-                       false),
+  EXPECT_EQ(judge_rows(reference::prefill_rows(u.host()), flat(20), run_prefill(u, 20, Path::Fused),
+                       u.dtype, false),
             0);
 }
 
@@ -319,8 +332,8 @@ TEST(CudaDecode, ExactAndSimt) {
   // bf16 q against the fp8 cache: Simt.
   const DecodeCase c = make_decode({300, 200}, 2, 64, 5, false, DType::BF16);
   EXPECT_EQ(cuda::chosen_path(c.host(), flat(64)), Path::Simt);
-  EXPECT_EQ(judge_rows(reference::decode_rows(c.host()), flat(64), run_decode(c, 64, Path::Auto), DType::BF16,
-                       false),
+  EXPECT_EQ(judge_rows(reference::decode_rows(c.host()), flat(64), run_decode(c, 64, Path::Auto),
+                       DType::BF16, false),
             0);
 }
 
@@ -354,7 +367,8 @@ TEST(CudaIndexer, HisaMethodIsAClearError) {
     idx->select_prefill(c.host(), cfg, o);
     FAIL() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("method 'hisa' is not implemented on CUDA yet; use --device cpu"),
+    EXPECT_NE(std::string(e.what()).find(
+                  "method 'hisa' is not implemented on CUDA yet; use --device cpu"),
               std::string::npos)
         << e.what();
   }
@@ -406,7 +420,8 @@ TEST(CudaBadInputs, DeviceChecksNameTheEntry) {
     PrefillDev d(c);
     cuda::Options opt;
     opt.check_values = true;
-    const std::string e = error_of([&] { cuda::select_prefill(d.in, flat(8), o, ws, nullptr, opt); });
+    const std::string e =
+        error_of([&] { cuda::select_prefill(d.in, flat(8), o, ws, nullptr, opt); });
     EXPECT_NE(e.find("scale"), std::string::npos) << e;
   }
   {
@@ -428,7 +443,8 @@ TEST(CudaBadInputs, DeviceChecksNameTheEntry) {
     PrefillDev d(c);
     cuda::Options opt;
     opt.path = Path::Fused;
-    const std::string e = error_of([&] { cuda::select_prefill(d.in, flat(8), o, ws, nullptr, opt); });
+    const std::string e =
+        error_of([&] { cuda::select_prefill(d.in, flat(8), o, ws, nullptr, opt); });
     EXPECT_NE(e.find("fused path needs"), std::string::npos) << e;
   }
   {
@@ -457,8 +473,9 @@ TEST(CudaTopk, RowsWithTiesAndShortRows) {
       len[size_t(r)] = std::min<int32_t>(len[size_t(r)], int32_t(ld));
       for (int64_t i = 0; i < ld; ++i) {
         // Half the rows integer-valued (many exact ties, -0 and +0 among them), half Gaussian.
-        s[size_t(r * ld + i)] = r % 2 ? float(int(rng() % 21) - 10) * (rng() % 7 == 0 ? -0.0f : 1.0f)
-                                      : float(std::normal_distribution<double>(0, 1)(rng));
+        s[size_t(r * ld + i)] = r % 2
+                                    ? float(int(rng() % 21) - 10) * (rng() % 7 == 0 ? -0.0f : 1.0f)
+                                    : float(std::normal_distribution<double>(0, 1)(rng));
       }
     }
     Dev<float> ds(s);
@@ -471,7 +488,8 @@ TEST(CudaTopk, RowsWithTiesAndShortRows) {
       std::vector<int32_t> order(static_cast<size_t>(len[size_t(r)]));
       std::iota(order.begin(), order.end(), 0);
       const float* row = s.data() + r * ld;
-      std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return row[a] > row[b]; });
+      std::stable_sort(order.begin(), order.end(),
+                       [&](int32_t a, int32_t b) { return row[a] > row[b]; });
       order.resize(std::min<size_t>(order.size(), size_t(k)));
       std::sort(order.begin(), order.end());
       order.resize(size_t(k), -1);

@@ -8,9 +8,9 @@
 //   - producer warp: TMA loads of the q tile [kNQ * H, D] (once per item) and of key tiles
 //     [256, D] (+ their fp32 scales) into a ring of kKVStages shared-memory stages;
 //   - 4 math warpgroups: warpgroup g scores keys [64g, 64g + 64) of a stage against all q rows
-//     with wgmma (M = 64 keys, N = q rows, both operands K-major with the 128-byte swizzle), N split
-//     into 2 or 4 banks so that the epilogue of one bank overlaps the wgmma of the next (and the
-//     last bank's epilogue overlaps the next stage's first bank). Epilogue in registers: ReLU,
+//     with wgmma (M = 64 keys, N = q rows, both operands K-major with the 128-byte swizzle), N
+//     split into 2 or 4 banks so that the epilogue of one bank overlaps the wgmma of the next (and
+//     the last bank's epilogue overlaps the next stage's first bank). Epilogue in registers: ReLU,
 //     times w[t, h], sum over the heads a thread holds, 2 shuffles for the 4 lanes that share a
 //     key, times k_scale[p]; one fp32 per (query, key) goes to a small epilogue buffer;
 //   - select warpgroup: keeps per query a candidate list in shared memory, in position order,
@@ -71,9 +71,18 @@ struct FlatParams {
 
 // Slots of FlatParams::prof (cycles unless noted; one thread per role counts).
 enum ProfSlot : int {
-  kProfSelTotal = 0, kProfSelWaitEpi, kProfSelAppend, kProfSelCompact, kProfSelFinal,
-  kProfSelCompactions /* count */, kProfSelAppended /* candidates, both queries */,
-  kProfProdTotal, kProfProdWaitQ, kProfProdWaitKV, kProfItems /* count */, kProfSlots
+  kProfSelTotal = 0,
+  kProfSelWaitEpi,
+  kProfSelAppend,
+  kProfSelCompact,
+  kProfSelFinal,
+  kProfSelCompactions /* count */,
+  kProfSelAppended /* candidates, both queries */,
+  kProfProdTotal,
+  kProfProdWaitQ,
+  kProfProdWaitKV,
+  kProfItems /* count */,
+  kProfSlots
 };
 
 // kProf_: a measurement instance that honours FlatParams::prof and debug_mode (the counters cost
@@ -93,7 +102,7 @@ struct FlatConfig {
   static constexpr int kAtoms = kRowBytes / 128;  // 128-byte swizzle atoms along D
   static constexpr int kKSteps = kRowBytes / 32;  // each wgmma consumes 32 bytes of K
   static constexpr int kMathWG = 4;
-  static constexpr int kBlockKV = 64 * kMathWG;   // keys per stage
+  static constexpr int kBlockKV = 64 * kMathWG;  // keys per stage
   static constexpr int kThreads = (kMathWG + 1 + kSelWG) * 128;
   static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;  // 80 (768 threads) or 72 (896)
   static constexpr int kQRows = kNQ * kHeads;
@@ -113,7 +122,7 @@ struct FlatConfig {
   static constexpr int kMaxK = 2048;
   // Candidate list capacity per query: the slack above k sets how often the list is cut (each cut
   // costs ~25K cycles, run 3); as large as leaves three (prefill) or four (decode) key stages.
-  static constexpr int kCap = kWriteScores                           ? 0
+  static constexpr int kCap = kWriteScores                          ? 0
                               : (kElem == 1 && !kPaged && kNQ == 2) ? 5120
                               : (kElem == 1 && kPaged && kNQ == 1)  ? 6144
                                                                     : 3072;
@@ -129,8 +138,7 @@ struct FlatConfig {
   static constexpr int kFixed = kQStages * kQBytes + kQStages * kQRows * 4 +
                                 kEpiStages * kNQ * kBlockKV * 4 + kNQ * kCap * 8 +
                                 4 * kSelWG * (256 + 16 + 4) + 4 * 2 * kNQ * 2 * kSub * 4 +
-                                1024 /* barriers */ +
-                                1024 /* alignment */;
+                                1024 /* barriers */ + 1024 /* alignment */;
   static constexpr int kSmemLimit = 232448;  // 227 KB per block on sm_90
   static constexpr int kStageBytes = kKVBytes + kBlockKV * 4;
   static constexpr int kFitStages = (kSmemLimit - kFixed) / kStageBytes;
@@ -153,7 +161,8 @@ struct FlatConfig {
   static constexpr int kNumBars = 2 * (kQStages + kKVStages + kEpiStages);
   static constexpr int kSmemBytes = kOffBar + kNumBars * 8 + 1024;
   static_assert(kSmemBytes <= kSmemLimit, "shared memory over the sm_90 limit");
-  static_assert(kQBytes % 1024 == 0 && kKVBytes % 1024 == 0, "swizzled tiles must stay 1024-aligned");
+  static_assert(kQBytes % 1024 == 0 && kKVBytes % 1024 == 0,
+                "swizzled tiles must stay 1024-aligned");
   static_assert(kQRows <= 256, "one TMA box holds at most 256 rows");
 };
 
@@ -215,12 +224,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   // address space and every access becomes a generic LD.E/ST.E (run 2: the select warpgroup's
   // loads and the epilogue's weight reads were all generic).
   uint8_t* smem = smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023);
-  uint8_t* q_smem = smem + Cfg::kOffQ;                                     // [kQS][atoms][kQRows][128 B]
-  uint8_t* kv_smem = smem + Cfg::kOffKV;                                   // [kKS][atoms][kBlockKV][128 B]
-  float* scale_smem = reinterpret_cast<float*>(smem + Cfg::kOffScale);    // [kKS][kBlockKV]
-  float* w_smem = reinterpret_cast<float*>(smem + Cfg::kOffW);            // [kQS][kQRows]
-  float* epi_smem = reinterpret_cast<float*>(smem + Cfg::kOffEpi);        // [kES][kNQ][kBlockKV]
-  uint32_t* cand_u = reinterpret_cast<uint32_t*>(smem + Cfg::kOffCandU);  // [kNQ][kCap]
+  uint8_t* q_smem = smem + Cfg::kOffQ;    // [kQS][atoms][kQRows][128 B]
+  uint8_t* kv_smem = smem + Cfg::kOffKV;  // [kKS][atoms][kBlockKV][128 B]
+  float* scale_smem = reinterpret_cast<float*>(smem + Cfg::kOffScale);      // [kKS][kBlockKV]
+  float* w_smem = reinterpret_cast<float*>(smem + Cfg::kOffW);              // [kQS][kQRows]
+  float* epi_smem = reinterpret_cast<float*>(smem + Cfg::kOffEpi);          // [kES][kNQ][kBlockKV]
+  uint32_t* cand_u = reinterpret_cast<uint32_t*>(smem + Cfg::kOffCandU);    // [kNQ][kCap]
   int32_t* cand_pos = reinterpret_cast<int32_t*>(smem + Cfg::kOffCandPos);  // [kNQ][kCap]
   int* hist = reinterpret_cast<int*>(smem + Cfg::kOffHist);
   int* scan = reinterpret_cast<int*>(smem + Cfg::kOffScan);
@@ -330,13 +339,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     // ------------------------------------------------------------------ select warpgroup(s)
     setmaxnreg_dec<Cfg::kSelectRegs>();
     constexpr int kQSel = Cfg::kQSel;
-    // This warpgroup selects for queries [sel * kQSel, (sel + 1) * kQSel); a compile-time 0 with one
-    // select warpgroup (a run-time offset costs registers the select code does not have).
+    // This warpgroup selects for queries [sel * kQSel, (sel + 1) * kQSel); a compile-time 0 with
+    // one select warpgroup (a run-time offset costs registers the select code does not have).
     const int sel = Cfg::kSelWG == 1 ? 0 : wg - Cfg::kMathWG;
     const int t = threadIdx.x % 128, ew = t / 32;
     auto sync = [sel] {
-      if (Cfg::kSelWG == 1 || sel == 0) named_barrier(1, 128);
-      else named_barrier(2, 128);
+      if (Cfg::kSelWG == 1 || sel == 0)
+        named_barrier(1, 128);
+      else
+        named_barrier(2, 128);
     };
     hist += sel * 256;
     scan += sel * 16;
@@ -422,7 +433,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             for (int hh = 0; hh < kH; ++hh) {
               const int32_t key = base + 128 * hh;
               u[q][hh] = order_key(v[q][hh]);
-              pass[q][hh] = have[hh / 2] && key >= vis_lo[q] && key < vis_hi[q] && u[q][hh] > thr[q];
+              pass[q][hh] =
+                  have[hh / 2] && key >= vis_lo[q] && key < vis_hi[q] && u[q][hh] > thr[q];
               const unsigned m = __ballot_sync(0xFFFFFFFFu, pass[q][hh]);
               rank[q][hh] = __popc(m & ((1u << lane) - 1));
               if (lane == 0) ap[(q * kH + hh) * 4 + ew] = __popc(m);
@@ -434,7 +446,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #pragma unroll
             for (int hh = 0; hh < kH; ++hh) {
               const int4 c = *reinterpret_cast<const int4*>(ap + (q * kH + hh) * 4);
-              const int mine = before + (ew > 0 ? c.x : 0) + (ew > 1 ? c.y : 0) + (ew > 2 ? c.z : 0);
+              const int mine =
+                  before + (ew > 0 ? c.x : 0) + (ew > 1 ? c.y : 0) + (ew > 2 ? c.z : 0);
               if (pass[q][hh]) {
                 const int dst = cnt[q] + mine + rank[q][hh];
                 cand_u[(sel * kQSel + q) * Cfg::kCap + dst] = u[q][hh];
@@ -459,8 +472,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                   bcast, sync);
               cnt[q] = ordered_compact<128, 4>(
                   cnt[q], cut,
-                  [&](int64_t i, uint32_t* uu, int32_t* pp) { return *uu = cu[i], *pp = cp[i], true; },
-                  [&](int dst, uint32_t uu, int32_t pp) { cu[dst] = uu, cp[dst] = pp; }, scan, sync);
+                  [&](int64_t i, uint32_t* uu, int32_t* pp) {
+                    return *uu = cu[i], *pp = cp[i], true;
+                  },
+                  [&](int dst, uint32_t uu, int32_t pp) { cu[dst] = uu, cp[dst] = pp; }, scan,
+                  sync);
               thr[q] = cut_threshold(cut);
             }
           }
@@ -484,7 +500,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                 bcast, sync);
             cnt[q] = ordered_compact<128, 4>(
                 cnt[q], cut,
-                [&](int64_t i, uint32_t* uu, int32_t* pp) { return *uu = cu[i], *pp = cp[i], true; },
+                [&](int64_t i, uint32_t* uu, int32_t* pp) {
+                  return *uu = cu[i], *pp = cp[i], true;
+                },
                 [&](int dst, uint32_t uu, int32_t pp) { cu[dst] = uu, cp[dst] = pp; }, scan, sync);
           }
           if (p.splits == 1) {
@@ -507,7 +525,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   } else {
     // ------------------------------------------------------------------ math warpgroups
     setmaxnreg_inc<Cfg::kMathRegs>();
-    const int g = wg;                      // keys [64g, 64g + 64) of each stage
+    const int g = wg;                       // keys [64g, 64g + 64) of each stage
     const int wi = (threadIdx.x / 32) % 4;  // rows [16 wi, 16 wi + 16) of the warpgroup's tile
     const int row_in_tile = 16 * wi + lane / 4;
     using Mma = typename Cfg::Mma;
@@ -570,8 +588,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         for (int b = 0; b < Cfg::kBanks; ++b) {
           const bool last = b + 1 == Cfg::kBanks;
           if (!last) {
-            if ((b & 1) == 0) issue(acc1, s, qs, b + 1);
-            else issue(acc0, s, qs, b + 1);
+            if ((b & 1) == 0)
+              issue(acc1, s, qs, b + 1);
+            else
+              issue(acc0, s, qs, b + 1);
             wgmma_wait<1>();
           } else {
             wgmma_wait<0>();

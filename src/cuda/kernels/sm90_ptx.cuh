@@ -63,7 +63,8 @@ __device__ __forceinline__ void tma_prefetch_desc(const CUtensorMap* map) {
 __device__ __forceinline__ void tma_load_1d(void* dst, const CUtensorMap* map, uint64_t* bar,
                                             int32_t x) {
   asm volatile(
-      "cp.async.bulk.tensor.1d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3}], "
+      "cp.async.bulk.tensor.1d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, "
+      "{%3}], "
       "[%2];" ::"r"(smem_addr(dst)),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(x)
       : "memory");
@@ -88,8 +89,8 @@ __device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, u
 __device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes,
                                           uint64_t* bar) {
   asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-          smem_addr(dst)),
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
+          "r"(smem_addr(dst)),
       "l"(reinterpret_cast<uint64_t>(src)), "r"(bytes), "r"(smem_addr(bar))
       : "memory");
 }
@@ -101,10 +102,10 @@ __device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t b
 __device__ __forceinline__ uint64_t desc_k_major_sw128(const void* smem_ptr) {
   const uint64_t addr = smem_addr(smem_ptr);
   uint64_t desc = 0;
-  desc |= (addr & 0x3FFFF) >> 4;           // start address, 16-byte units, bits [0, 14)
-  desc |= uint64_t(16 >> 4) << 16;         // leading byte offset: unused for swizzled K-major
-  desc |= uint64_t(1024 >> 4) << 32;       // stride byte offset: 8 rows x 128 bytes
-  desc |= uint64_t(1) << 62;               // layout: 128-byte swizzle
+  desc |= (addr & 0x3FFFF) >> 4;      // start address, 16-byte units, bits [0, 14)
+  desc |= uint64_t(16 >> 4) << 16;    // leading byte offset: unused for swizzled K-major
+  desc |= uint64_t(1024 >> 4) << 32;  // stride byte offset: 8 rows x 128 bytes
+  desc |= uint64_t(1) << 62;          // layout: 128-byte swizzle
   return desc;
 }
 __device__ __forceinline__ void wgmma_fence() {

@@ -10,17 +10,17 @@ namespace hisa::cuda {
 
 // First failing index per check, ULLONG_MAX when the check passed.
 enum CheckCode : int {
-  kCheckCuStart = 0,    // cu_seqlens_q[0] or cu_seqlens_k[0] != 0
-  kCheckCuEnd,          // cu_seqlens_q[N] != T or cu_seqlens_k[N] != S
-  kCheckCuOrder,        // a sequence with negative length
-  kCheckCausal,         // T_b > S_b
-  kCheckKsKe,           // ks/ke out of [0, S] or ks > ke
-  kCheckSeqLen,         // seq_lens out of [next_n, max_pages * page_size]
-  kCheckBlockTable,     // page id out of [0, num_pages) (index b * max_pages + j)
-  kCheckQ,              // non-finite q
-  kCheckK,              // non-finite k (or cache value)
-  kCheckW,              // non-finite w
-  kCheckScale,          // k_scale (or cache scale) not finite and > 0
+  kCheckCuStart = 0,  // cu_seqlens_q[0] or cu_seqlens_k[0] != 0
+  kCheckCuEnd,        // cu_seqlens_q[N] != T or cu_seqlens_k[N] != S
+  kCheckCuOrder,      // a sequence with negative length
+  kCheckCausal,       // T_b > S_b
+  kCheckKsKe,         // ks/ke out of [0, S] or ks > ke
+  kCheckSeqLen,       // seq_lens out of [next_n, max_pages * page_size]
+  kCheckBlockTable,   // page id out of [0, num_pages) (index b * max_pages + j)
+  kCheckQ,            // non-finite q
+  kCheckK,            // non-finite k (or cache value)
+  kCheckW,            // non-finite w
+  kCheckScale,        // k_scale (or cache scale) not finite and > 0
   kNumChecks
 };
 
@@ -40,8 +40,10 @@ __global__ void smxx_check_spans_kernel(int num_seqs, const int32_t* cu_q, const
     }
     if (i < num_seqs) {
       const int64_t tb = int64_t(cu_q[i + 1]) - cu_q[i], sb = int64_t(cu_k[i + 1]) - cu_k[i];
-      if (tb < 0 || sb < 0) report(err, kCheckCuOrder, i);
-      else if (tb > sb) report(err, kCheckCausal, i);
+      if (tb < 0 || sb < 0)
+        report(err, kCheckCuOrder, i);
+      else if (tb > sb)
+        report(err, kCheckCausal, i);
     }
   } else if (i < T) {
     if (ks[i] < 0 || ks[i] > ke[i] || ke[i] > S) report(err, kCheckKsKe, i);
@@ -62,8 +64,10 @@ __global__ void smxx_row_spans_kernel(int num_seqs, const int32_t* cu_q, const i
   int lo = 0, hi = num_seqs;  // last b with cu_q[b] <= t (skips empty sequences)
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
-    if (cu_q[mid] <= t) lo = mid;
-    else hi = mid - 1;
+    if (cu_q[mid] <= t)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   const int b = lo;
   const int64_t tb = int64_t(cu_q[b + 1]) - cu_q[b], sb = int64_t(cu_k[b + 1]) - cu_k[b];
@@ -104,9 +108,15 @@ __global__ void smxx_check_values_kernel(DType t, const void* data, int64_t n, i
     if (stride && (i % stride) >= width) continue;
     bool bad;
     switch (t) {
-      case DType::F8E4M3: bad = (static_cast<const uint8_t*>(data)[i] & 0x7F) == 0x7F; break;
-      case DType::BF16: bad = (static_cast<const uint16_t*>(data)[i] & 0x7F80) == 0x7F80; break;
-      default: bad = !isfinite(static_cast<const float*>(data)[i]); break;
+      case DType::F8E4M3:
+        bad = (static_cast<const uint8_t*>(data)[i] & 0x7F) == 0x7F;
+        break;
+      case DType::BF16:
+        bad = (static_cast<const uint16_t*>(data)[i] & 0x7F80) == 0x7F80;
+        break;
+      default:
+        bad = !isfinite(static_cast<const float*>(data)[i]);
+        break;
     }
     if (bad) report(err, code, i);
   }

@@ -64,7 +64,8 @@ __device__ __forceinline__ RadixCut radix_select(int64_t n, int k, Get get, int*
       }
 #pragma unroll
       for (int j = 0; j < kUnroll; ++j) {
-        const int digit = ok[j] && (u[j] & cut.mask) == cut.prefix ? int((u[j] >> shift) & 0xFF) : 256;
+        const int digit =
+            ok[j] && (u[j] & cut.mask) == cut.prefix ? int((u[j] >> shift) & 0xFF) : 256;
         // Keys of a top-k set share their leading bits: aggregate equal digits of the warp first
         // so that 32 lanes do not serialise on one counter (256: not counted).
         const unsigned peers = __match_any_sync(0xFFFFFFFFu, digit);

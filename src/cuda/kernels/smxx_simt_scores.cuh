@@ -1,10 +1,10 @@
-// Portable scoring kernel (CUDA cores, fp32): the path for what the tensor-core kernel does not take
-// (fp32 inputs, D = 64, head counts other than 32 / 64, bf16 queries against the fp8 cache,
+// Portable scoring kernel (CUDA cores, fp32): the path for what the tensor-core kernel does not
+// take (fp32 inputs, D = 64, head counts other than 32 / 64, bf16 queries against the fp8 cache,
 // unaligned pointers) and an independent cross-check of it. Writes the scores of a chunk of rows;
 // the stand-alone top-k selects afterwards.
 //
-// Block: 128 threads = 128 consecutive keys of one row; the row's q (dequantised, fp32) and w sit in
-// shared memory and are read as broadcasts; each thread accumulates 16 heads at a time.
+// Block: 128 threads = 128 consecutive keys of one row; the row's q (dequantised, fp32) and w sit
+// in shared memory and are read as broadcasts; each thread accumulates 16 heads at a time.
 #pragma once
 
 #include <cstdint>
@@ -21,9 +21,12 @@ __device__ __forceinline__ float fp8e4m3_value(uint8_t v) {
 
 __device__ __forceinline__ float load_value(DType t, const void* base, int64_t i) {
   switch (t) {
-    case DType::F8E4M3: return fp8e4m3_value(static_cast<const uint8_t*>(base)[i]);
-    case DType::BF16: return __uint_as_float(uint32_t(static_cast<const uint16_t*>(base)[i]) << 16);
-    default: return static_cast<const float*>(base)[i];
+    case DType::F8E4M3:
+      return fp8e4m3_value(static_cast<const uint8_t*>(base)[i]);
+    case DType::BF16:
+      return __uint_as_float(uint32_t(static_cast<const uint16_t*>(base)[i]) << 16);
+    default:
+      return static_cast<const float*>(base)[i];
   }
 }
 
@@ -35,10 +38,10 @@ struct SimtParams {
   const float* w = nullptr;  // [rows total, H] fp32
 
   // prefill keys (paged == 0)
-  const void* k = nullptr;            // [S, D] k_dtype
-  const float* k_scale = nullptr;     // [S] fp32 or nullptr (1)
-  const int32_t* row_ks = nullptr;    // [T] int32
-  const int32_t* row_ke = nullptr;    // [T] int32
+  const void* k = nullptr;          // [S, D] k_dtype
+  const float* k_scale = nullptr;   // [S] fp32 or nullptr (1)
+  const int32_t* row_ks = nullptr;  // [T] int32
+  const int32_t* row_ke = nullptr;  // [T] int32
   // decode keys (paged == 1): fp8 cache
   int paged = 0;
   int next_n = 1, page_size = 64, max_pages = 0;
@@ -67,8 +70,8 @@ __global__ void __launch_bounds__(128) smxx_simt_scores_kernel(const SimtParams 
   }
   const int64_t first = int64_t(blockIdx.x) * 128;
   if (first >= visible) return;
-  float* qs = simt_smem;      // [H, D]
-  float* ws = qs + H * D;     // [H]
+  float* qs = simt_smem;   // [H, D]
+  float* ws = qs + H * D;  // [H]
   for (int j = threadIdx.x; j < H * D; j += 128) qs[j] = load_value(p.q_dtype, p.q, r * H * D + j);
   for (int j = threadIdx.x; j < H; j += 128) ws[j] = p.w[r * H + j];
   __syncthreads();

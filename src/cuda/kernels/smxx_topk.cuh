@@ -52,9 +52,8 @@ struct PartialLists {
 // Grid: one block per row (blockIdx.x + gridDim.x * blockIdx.y < rows). out row r at
 // out + (row_offset + r) * k.
 template <class Source, int kThreads>
-__global__ void __launch_bounds__(kThreads) smxx_topk_rows_kernel(Source src, int64_t rows, int k,
-                                                                  int32_t* out,
-                                                                  int64_t row_offset) {
+__global__ void __launch_bounds__(kThreads)
+    smxx_topk_rows_kernel(Source src, int64_t rows, int k, int32_t* out, int64_t row_offset) {
   __shared__ int hist[256];
   __shared__ int bcast[4];
   __shared__ int scan[2 * (kThreads / 32)];
@@ -63,8 +62,12 @@ __global__ void __launch_bounds__(kThreads) smxx_topk_rows_kernel(Source src, in
   auto sync = [] { __syncthreads(); };
   const int64_t n = src.slots(r);
   const RadixCut cut = radix_select<kThreads>(
-      n, k, [&](int64_t i, uint32_t* u) { int32_t unused; return src.get(r, i, u, &unused); }, hist,
-      bcast, sync);
+      n, k,
+      [&](int64_t i, uint32_t* u) {
+        int32_t unused;
+        return src.get(r, i, u, &unused);
+      },
+      hist, bcast, sync);
   int32_t* row_out = out + (row_offset + r) * k;
   const int kept = ordered_compact<kThreads, 4>(
       n, cut, [&](int64_t i, uint32_t* u, int32_t* pos) { return src.get(r, i, u, pos); },
@@ -77,8 +80,8 @@ __global__ void __launch_bounds__(kThreads) smxx_topk_rows_kernel(Source src, in
 // ~80 us for one row). Dynamic shared memory: splits * k * 4 bytes. Empty slots hold key 0, below
 // every real key (order keys of finite floats are >= 0x00800000).
 template <int kThreads>
-__global__ void __launch_bounds__(kThreads) smxx_merge_smem_kernel(PartialLists src, int64_t rows,
-                                                                   int k, int32_t* out) {
+__global__ void __launch_bounds__(kThreads)
+    smxx_merge_smem_kernel(PartialLists src, int64_t rows, int k, int32_t* out) {
   extern __shared__ uint32_t staged[];
   __shared__ int hist[256];
   __shared__ int bcast[4];
