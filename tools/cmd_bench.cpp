@@ -48,6 +48,7 @@ void print_table(const std::vector<Row>& rows, const std::string& mode) {
     std::printf("%-9s %-7s %-6s %11s %11s %12s %10.1f\n", r.t.device.c_str(), mode.c_str(), r.t.method.c_str(),
                 fmt_seconds(r.t.median_s).c_str(), vs_flat, vs_ref, r.t.gflop / r.t.median_s);
   }
+  if (ref > 0) std::printf("(the float64 reference is the oracle, timed on one call; the others: median of the repeats)\n");
 }
 
 void run_bench(BenchArgs a) {
