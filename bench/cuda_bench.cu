@@ -2,7 +2,7 @@
 // rows of every timed output against the float64 reference, and prints the numbers against the
 // measured ceilings and DeepGEMM's anchors (../shared/ANCHORS.md, same device type).
 //
-//   hisa_cuda_bench [--json out.json] [--quick]
+//   hisa_cuda_bench [--json out.json] [--quick] [--prefill-sizes 8192,32768] [--no-decode]
 //
 // Prefill: full causal T = S = L, H = 64, D = 128, k = 2048, fp8 (one call; the kernel is
 // persistent and its workspace does not grow with T x S). Decode: paged fp8 cache, next_n = 1,
@@ -232,13 +232,24 @@ double copy_ceiling_tbps() {
 
 int main(int argc, char** argv) {
   std::string json_path;
-  bool quick = false;
+  bool quick = false, no_decode = false;
+  std::string only_sizes;  // comma-separated prefill lengths (profiling one case)
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--json" && i + 1 < argc)
       json_path = argv[++i];
     else if (a == "--quick")
       quick = true;
+    else if (a == "--prefill-sizes" && i + 1 < argc)
+      only_sizes = argv[++i];
+    else if (a == "--no-decode")
+      no_decode = true;
+    else {
+      std::fprintf(
+          stderr,
+          "usage: hisa_cuda_bench [--json F] [--quick] [--prefill-sizes L,L] [--no-decode]\n");
+      return 2;
+    }
   }
   try {
     json report;
@@ -257,6 +268,14 @@ int main(int argc, char** argv) {
     // ------------------------------------------------------------ prefill
     std::vector<int64_t> sizes = {8192, 32768, 65536, 131072};
     if (quick) sizes = {8192, 32768};
+    if (!only_sizes.empty()) {
+      sizes.clear();
+      for (size_t pos = 0; pos < only_sizes.size();) {
+        const size_t comma = std::min(only_sizes.find(',', pos), only_sizes.size());
+        sizes.push_back(std::stoll(only_sizes.substr(pos, comma - pos)));
+        pos = comma + 1;
+      }
+    }
     for (int64_t L : sizes) {
       Buf<uint8_t> q(size_t(L) * H * 128), k(size_t(L) * 128);
       Buf<float> ks(static_cast<size_t>(L)), w(size_t(L) * H);
@@ -364,151 +383,155 @@ int main(int argc, char** argv) {
     }
 
     // ------------------------------------------------------------ decode
-    const int kReq = 64, ctx_max = 131072, pages_per_req = ctx_max / 64;
-    const int64_t num_pages = int64_t(kReq) * pages_per_req;
-    Buf<uint8_t> cache(size_t(num_pages) * 64 * 132);
-    fill_cache<<<8192, 256>>>(cache.p, num_pages, 77);
-    std::vector<int32_t> perm(static_cast<size_t>(num_pages));
-    std::iota(perm.begin(), perm.end(), 0);
-    std::mt19937_64 rng(5);
-    std::shuffle(perm.begin(), perm.end(), rng);
-    Buf<uint8_t> dq(size_t(kReq) * H * 128);
-    Buf<float> dw(size_t(kReq) * H);
-    fill_fp8<<<256, 256>>>(dq.p, int64_t(dq.n), 88, 40.0f);
-    fill_gauss<<<64, 256>>>(dw.p, int64_t(dw.n), 99, 0.1f);
-    Buf<int32_t> lens(kReq), dout(size_t(kReq) * topk);
-    CK(cudaGetLastError());
-    for (int ctx : {32768, 131072}) {
-      std::vector<int32_t> lh(kReq, ctx);
-      CK(cudaMemcpy(lens.p, lh.data(), kReq * 4, cudaMemcpyHostToDevice));
-      // block_table [64, ctx / 64]: the first ctx / 64 pages of each request (max_pages = ctx / 64,
-      // so that the split heuristic sees the real length).
-      const int max_pages = ctx / 64;
-      std::vector<int32_t> th(size_t(kReq) * max_pages);
-      for (int r = 0; r < kReq; ++r)
-        for (int j = 0; j < max_pages; ++j)
-          th[size_t(r) * max_pages + j] = perm[size_t(r) * pages_per_req + j];
-      Buf<int32_t> table(th.size());
-      CK(cudaMemcpy(table.p, th.data(), th.size() * 4, cudaMemcpyHostToDevice));
-      for (int batch : {1, 8, 64}) {
-        std::vector<int> split_list = {0};
-        if (ctx == 131072 && !quick) split_list = {0, 1, 2, 4, 8, 16, 32};
-        for (int splits : split_list) {
-          const int groups = kReq / batch;
-          auto make_in = [&](int rep) {
-            const int r0 = (rep % groups) * batch;
-            hisa::DecodeInputs in;
-            in.batch = batch, in.next_n = 1, in.num_heads = H, in.head_dim = 128;
-            in.q_dtype = hisa::DType::F8E4M3;
-            in.q = dq.p + size_t(r0) * H * 128, in.w = dw.p + size_t(r0) * H;
-            in.num_pages = int(num_pages), in.page_size = 64, in.kv_cache = cache.p;
-            in.max_pages = max_pages, in.block_table = table.p + size_t(r0) * max_pages;
-            in.seq_lens = lens.p + r0;
-            return in;
-          };
-          hisa::SelectOutputs o;
-          hisa::cuda::Options opt;
-          opt.validate = false;
-          opt.splits = splits;
-          const Timing t = time_it(
-              [&](int rep) {
-                const int r0 = (rep % groups) * batch;
-                o.indices = dout.p + size_t(r0) * topk;
-                hisa::cuda::select_decode(make_in(rep), cfg, o, ws, nullptr, opt);
-              },
-              0.3, 10, 200);
-          const double bytes = double(batch) * ctx * 132 + double(batch) * H * (128 + 4);
-          const double flops = double(batch) * ctx * H * 128 * 2;
-          json r;
-          r["kind"] = "decode";
-          r["batch"] = batch;
-          r["context"] = ctx;
-          r["next_n"] = 1;
-          r["splits"] = splits;
-          r["median_us"] = t.median_ms * 1e3;
-          r["min_us"] = t.min_ms * 1e3;
-          r["reps"] = t.reps;
-          r["bytes"] = bytes;
-          r["tbps"] = bytes / (t.median_ms * 1e-3) / 1e12;
-          r["fraction_of_copy_ceiling"] = r["tbps"].get<double>() / kCopyTBps;
-          r["tflops"] = flops / (t.median_ms * 1e-3) / 1e12;
-          if (batch == 64 && ctx == 131072) {
-            r["deepgemm_logits_us"] = 305.0;
-            r["deepgemm_logits_topk_us"] = 480.0;
-            r["ratio_to_deepgemm_logits"] = t.median_ms * 1e3 / 305.0;
-          }
-          if (batch == 64 && ctx == 32768) {
-            r["deepgemm_logits_us"] = 98.0;
-            r["ratio_to_deepgemm_logits"] = t.median_ms * 1e3 / 98.0;
-          }
-          std::printf(
-              "decode b=%-2d ctx=%-6d splits=%-2d %9.1f us (min %.1f)  %5.2f TB/s (%.0f%% of copy) "
-              " %6.1f TFLOP/s",
-              batch, ctx, splits, t.median_ms * 1e3, t.min_ms * 1e3, r["tbps"].get<double>(),
-              100 * r["fraction_of_copy_ceiling"].get<double>(), r["tflops"].get<double>());
-          if (r.contains("ratio_to_deepgemm_logits"))
-            std::printf("  x%.2f of DG logits", r["ratio_to_deepgemm_logits"].get<double>());
-          std::printf("\n");
-          if (splits == 0) {
-            // Check 2 rows of the last call against the reference (one-request host inputs).
-            CK(cudaDeviceSynchronize());
-            const int rep = t.reps;  // the last call's rotation
-            const int r0 = (rep % groups) * batch;
-            int bad = 0;
-            for (int b : {0, batch - 1}) {
-              const int req = r0 + b;
-              std::vector<int32_t> pages(
-                  perm.begin() + int64_t(req) * pages_per_req,
-                  perm.begin() + int64_t(req) * pages_per_req + (ctx + 63) / 64);
-              // Compact host cache holding only this request's pages.
-              std::vector<uint8_t> hc(pages.size() * 64 * 132);
-              std::vector<int32_t> bt(pages.size());
-              for (size_t j = 0; j < pages.size(); ++j) {
-                CK(cudaMemcpy(hc.data() + j * 64 * 132, cache.p + size_t(pages[j]) * 64 * 132,
-                              64 * 132, cudaMemcpyDeviceToHost));
-                bt[j] = int32_t(j);
+    if (!no_decode) {
+      const int kReq = 64, ctx_max = 131072, pages_per_req = ctx_max / 64;
+      const int64_t num_pages = int64_t(kReq) * pages_per_req;
+      Buf<uint8_t> cache(size_t(num_pages) * 64 * 132);
+      fill_cache<<<8192, 256>>>(cache.p, num_pages, 77);
+      std::vector<int32_t> perm(static_cast<size_t>(num_pages));
+      std::iota(perm.begin(), perm.end(), 0);
+      std::mt19937_64 rng(5);
+      std::shuffle(perm.begin(), perm.end(), rng);
+      Buf<uint8_t> dq(size_t(kReq) * H * 128);
+      Buf<float> dw(size_t(kReq) * H);
+      fill_fp8<<<256, 256>>>(dq.p, int64_t(dq.n), 88, 40.0f);
+      fill_gauss<<<64, 256>>>(dw.p, int64_t(dw.n), 99, 0.1f);
+      Buf<int32_t> lens(kReq), dout(size_t(kReq) * topk);
+      CK(cudaGetLastError());
+      for (int ctx : {32768, 131072}) {
+        std::vector<int32_t> lh(kReq, ctx);
+        CK(cudaMemcpy(lens.p, lh.data(), kReq * 4, cudaMemcpyHostToDevice));
+        // block_table [64, ctx / 64]: the first ctx / 64 pages of each request (max_pages = ctx /
+        // 64, so that the split heuristic sees the real length).
+        const int max_pages = ctx / 64;
+        std::vector<int32_t> th(size_t(kReq) * max_pages);
+        for (int r = 0; r < kReq; ++r)
+          for (int j = 0; j < max_pages; ++j)
+            th[size_t(r) * max_pages + j] = perm[size_t(r) * pages_per_req + j];
+        Buf<int32_t> table(th.size());
+        CK(cudaMemcpy(table.p, th.data(), th.size() * 4, cudaMemcpyHostToDevice));
+        for (int batch : {1, 8, 64}) {
+          std::vector<int> split_list = {0};
+          if (ctx == 131072 && !quick) split_list = {0, 1, 2, 4, 8, 16, 32};
+          for (int splits : split_list) {
+            const int groups = kReq / batch;
+            auto make_in = [&](int rep) {
+              const int r0 = (rep % groups) * batch;
+              hisa::DecodeInputs in;
+              in.batch = batch, in.next_n = 1, in.num_heads = H, in.head_dim = 128;
+              in.q_dtype = hisa::DType::F8E4M3;
+              in.q = dq.p + size_t(r0) * H * 128, in.w = dw.p + size_t(r0) * H;
+              in.num_pages = int(num_pages), in.page_size = 64, in.kv_cache = cache.p;
+              in.max_pages = max_pages, in.block_table = table.p + size_t(r0) * max_pages;
+              in.seq_lens = lens.p + r0;
+              return in;
+            };
+            hisa::SelectOutputs o;
+            hisa::cuda::Options opt;
+            opt.validate = false;
+            opt.splits = splits;
+            const Timing t = time_it(
+                [&](int rep) {
+                  const int r0 = (rep % groups) * batch;
+                  o.indices = dout.p + size_t(r0) * topk;
+                  hisa::cuda::select_decode(make_in(rep), cfg, o, ws, nullptr, opt);
+                },
+                0.3, 10, 200);
+            const double bytes = double(batch) * ctx * 132 + double(batch) * H * (128 + 4);
+            const double flops = double(batch) * ctx * H * 128 * 2;
+            json r;
+            r["kind"] = "decode";
+            r["batch"] = batch;
+            r["context"] = ctx;
+            r["next_n"] = 1;
+            r["splits"] = splits;
+            r["median_us"] = t.median_ms * 1e3;
+            r["min_us"] = t.min_ms * 1e3;
+            r["reps"] = t.reps;
+            r["bytes"] = bytes;
+            r["tbps"] = bytes / (t.median_ms * 1e-3) / 1e12;
+            r["fraction_of_copy_ceiling"] = r["tbps"].get<double>() / kCopyTBps;
+            r["tflops"] = flops / (t.median_ms * 1e-3) / 1e12;
+            if (batch == 64 && ctx == 131072) {
+              r["deepgemm_logits_us"] = 305.0;
+              r["deepgemm_logits_topk_us"] = 480.0;
+              r["ratio_to_deepgemm_logits"] = t.median_ms * 1e3 / 305.0;
+            }
+            if (batch == 64 && ctx == 32768) {
+              r["deepgemm_logits_us"] = 98.0;
+              r["ratio_to_deepgemm_logits"] = t.median_ms * 1e3 / 98.0;
+            }
+            std::printf(
+                "decode b=%-2d ctx=%-6d splits=%-2d %9.1f us (min %.1f)  %5.2f TB/s (%.0f%% of "
+                "copy) "
+                " %6.1f TFLOP/s",
+                batch, ctx, splits, t.median_ms * 1e3, t.min_ms * 1e3, r["tbps"].get<double>(),
+                100 * r["fraction_of_copy_ceiling"].get<double>(), r["tflops"].get<double>());
+            if (r.contains("ratio_to_deepgemm_logits"))
+              std::printf("  x%.2f of DG logits", r["ratio_to_deepgemm_logits"].get<double>());
+            std::printf("\n");
+            if (splits == 0) {
+              // Check 2 rows of the last call against the reference (one-request host inputs).
+              CK(cudaDeviceSynchronize());
+              const int rep = t.reps;  // the last call's rotation
+              const int r0 = (rep % groups) * batch;
+              int bad = 0;
+              for (int b : {0, batch - 1}) {
+                const int req = r0 + b;
+                std::vector<int32_t> pages(
+                    perm.begin() + int64_t(req) * pages_per_req,
+                    perm.begin() + int64_t(req) * pages_per_req + (ctx + 63) / 64);
+                // Compact host cache holding only this request's pages.
+                std::vector<uint8_t> hc(pages.size() * 64 * 132);
+                std::vector<int32_t> bt(pages.size());
+                for (size_t j = 0; j < pages.size(); ++j) {
+                  CK(cudaMemcpy(hc.data() + j * 64 * 132, cache.p + size_t(pages[j]) * 64 * 132,
+                                64 * 132, cudaMemcpyDeviceToHost));
+                  bt[j] = int32_t(j);
+                }
+                const auto qh = dq.get(size_t(req) * H * 128, size_t(H) * 128);
+                const auto wh = dw.get(size_t(req) * H, size_t(H));
+                const auto oh = dout.get(size_t(req) * topk, size_t(topk));
+                hisa::DecodeInputs hin;
+                hin.batch = 1, hin.next_n = 1, hin.num_heads = H, hin.head_dim = 128;
+                hin.q_dtype = hisa::DType::F8E4M3, hin.q = qh.data(), hin.w = wh.data();
+                hin.num_pages = int(pages.size()), hin.page_size = 64, hin.kv_cache = hc.data();
+                hin.max_pages = int(pages.size()), hin.block_table = bt.data();
+                const int32_t len = ctx;
+                hin.seq_lens = &len;
+                const auto rows = hisa::reference::decode_rows(hin);
+                const std::string e =
+                    hisa::judge_row(rows[0], cfg, oh.data(), nullptr, 1e-3, false);
+                if (!e.empty()) {
+                  ++bad;
+                  std::printf("  CHECK FAILED request %d: %s\n", req, e.c_str());
+                }
               }
-              const auto qh = dq.get(size_t(req) * H * 128, size_t(H) * 128);
-              const auto wh = dw.get(size_t(req) * H, size_t(H));
-              const auto oh = dout.get(size_t(req) * topk, size_t(topk));
-              hisa::DecodeInputs hin;
-              hin.batch = 1, hin.next_n = 1, hin.num_heads = H, hin.head_dim = 128;
-              hin.q_dtype = hisa::DType::F8E4M3, hin.q = qh.data(), hin.w = wh.data();
-              hin.num_pages = int(pages.size()), hin.page_size = 64, hin.kv_cache = hc.data();
-              hin.max_pages = int(pages.size()), hin.block_table = bt.data();
-              const int32_t len = ctx;
-              hin.seq_lens = &len;
-              const auto rows = hisa::reference::decode_rows(hin);
-              const std::string e = hisa::judge_row(rows[0], cfg, oh.data(), nullptr, 1e-3, false);
-              if (!e.empty()) {
-                ++bad;
-                std::printf("  CHECK FAILED request %d: %s\n", req, e.c_str());
+              r["rows_checked"] = 2;
+              r["rows_failed"] = bad;
+              if (ctx == 131072) {
+                r["profile"] = profile_call([&](hisa::cuda::Options& po) {
+                  o.indices = dout.p;
+                  hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, po);
+                });
+                hisa::cuda::Options dbg = opt;
+                dbg.debug_mode = 1;
+                const Timing td = time_it(
+                    [&](int rep) {
+                      o.indices = dout.p + size_t((rep % groups) * batch) * topk;
+                      hisa::cuda::select_decode(make_in(rep), cfg, o, ws, nullptr, dbg);
+                    },
+                    0.2, 10, 200);
+                r["no_select_us"] = td.median_ms * 1e3;
+                std::printf("    without selection: %.1f us = %.2f TB/s\n", td.median_ms * 1e3,
+                            bytes / (td.median_ms * 1e-3) / 1e12);
               }
             }
-            r["rows_checked"] = 2;
-            r["rows_failed"] = bad;
-            if (ctx == 131072) {
-              r["profile"] = profile_call([&](hisa::cuda::Options& po) {
-                o.indices = dout.p;
-                hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, po);
-              });
-              hisa::cuda::Options dbg = opt;
-              dbg.debug_mode = 1;
-              const Timing td = time_it(
-                  [&](int rep) {
-                    o.indices = dout.p + size_t((rep % groups) * batch) * topk;
-                    hisa::cuda::select_decode(make_in(rep), cfg, o, ws, nullptr, dbg);
-                  },
-                  0.2, 10, 200);
-              r["no_select_us"] = td.median_ms * 1e3;
-              std::printf("    without selection: %.1f us = %.2f TB/s\n", td.median_ms * 1e3,
-                          bytes / (td.median_ms * 1e-3) / 1e12);
-            }
+            report["results"].push_back(r);
           }
-          report["results"].push_back(r);
         }
       }
-    }
+    }  // decode
     if (!json_path.empty()) {
       std::ofstream f(json_path);
       f << report.dump(2) << "\n";

@@ -4,7 +4,7 @@
 # small cases. Binaries are built elsewhere and carried in .carry-cuda/ (with libgomp.so.1;
 # .carry/ holds other sessions' data), ignored through .git/info/exclude.
 # Writes under $OUT: run.log, tests.log, tests.json, bench.json, torch.json, sass.txt,
-# sass_prefill_fp8_h64.txt, sanitizer.log. Each step has its own time limit so that a hang
+# sass_prefill_fp8_h64.txt, ncu_*.{txt,csv,log} (Nsight Compute on one prefill launch), sanitizer.log. Each step has its own time limit so that a hang
 # cannot eat the whole lease.
 #
 #   OUT=/tmp/out bash bench/device_run.sh            (run from the repository root)
@@ -13,7 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/hisa_device_out}
 BIN=${HISA_BIN:-.carry-cuda}
-STEPS=${STEPS:-"env tests bench torch sass sanitizer"}
+STEPS=${STEPS:-"env tests bench torch sass ncu sanitizer"}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$PWD/$BIN:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
@@ -67,6 +67,32 @@ if has sass; then
     wc -l "$OUT/sass_prefill_fp8_h64.txt" | tee -a "$LOG"
   else
     echo "no cuobjdump" | tee -a "$LOG"
+  fi
+fi
+
+if has ncu; then
+  # One production prefill launch (fp8, H = 64, top-k mode) at 32K under Nsight Compute: warp
+  # states, scheduler, pipes, and stall samples per CUDA source line and per SASS instruction.
+  step "ncu: prefill fp8 H=64 L=32768, one launch"
+  if command -v ncu >/dev/null; then
+    timeout "${NCU_TIMEOUT:-150}" ncu --kernel-name-base mangled \
+      --kernel-name regex:'FlatConfigINS1_3Fp8ELi64ELi2ELb0ELb0ELb0ELi1ELi0E' --launch-skip 2 \
+      --launch-count 1 --set full --import-source no --export /tmp/hisa_ncu --force-overwrite \
+      "$BIN/hisa_cuda_bench" --prefill-sizes 32768 --no-decode >"$OUT/ncu_run.log" 2>&1
+    echo "exit $?" >>"$OUT/ncu_run.log"
+    tail -n 5 "$OUT/ncu_run.log" | tee -a "$LOG"
+    if [ -f /tmp/hisa_ncu.ncu-rep ]; then
+      ncu --import /tmp/hisa_ncu.ncu-rep --page details --print-details all >"$OUT/ncu_details.txt" 2>&1
+      ncu --import /tmp/hisa_ncu.ncu-rep --page source --csv --print-source cuda \
+        >"$OUT/ncu_source_cuda.csv" 2>&1
+      ncu --import /tmp/hisa_ncu.ncu-rep --page source --csv --print-source sass \
+        >"$OUT/ncu_source_sass.csv" 2>&1
+      grep -E "Duration|Issue Slots Busy|No Eligible|Active Warps Per Scheduler|Eligible Warps|Warp Cycles Per Issued" \
+        "$OUT/ncu_details.txt" | head -n 12 | tee -a "$LOG"
+      ls -la "$OUT"/ncu_* | tee -a "$LOG"
+    fi
+  else
+    echo "no ncu" | tee -a "$LOG"
   fi
 fi
 

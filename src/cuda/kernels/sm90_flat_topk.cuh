@@ -353,6 +353,23 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     scan += sel * 16;
     bcast += sel * 4;
     append += sel * 2 * kQSel * 2 * Cfg::kSub * 4;
+    // Radix select over a candidate list whose keys all lie in [thr, max]: the digits start at
+    // the highest bit where thr and the list's maximum differ (the bits above are common), which
+    // saves the passes over the shared leading bits. max_passes 4: exact; 1: one digit.
+    const auto anchored_cut = [&](int n, const uint32_t* cu, uint32_t thr_q, int max_passes) {
+      uint32_t mx = 0;
+      for (int i = t; i < n; i += 128) mx = max(mx, cu[i]);
+      mx = __reduce_max_sync(0xFFFFFFFFu, mx);
+      if (lane == 0) scan[8 + ew] = int(mx);  // ordered_compact uses scan[0, 8)
+      sync();
+      mx = max(max(uint32_t(scan[8]), uint32_t(scan[9])),
+               max(uint32_t(scan[10]), uint32_t(scan[11])));
+      const uint32_t diff = mx ^ thr_q;
+      const int top_bit = diff ? 31 - __clz(diff) : 0;
+      return radix_select<128>(
+          n, p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist, bcast, sync,
+          mx, top_bit, max_passes);
+    };
     uint32_t epi_iter = 0;
     int parity = 0;
     const bool prof = Cfg::kProf && p.prof && t == 0;
@@ -467,9 +484,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               sync();
               uint32_t* cu = cand_u + (sel * kQSel + q) * Cfg::kCap;
               int32_t* cp = cand_pos + (sel * kQSel + q) * Cfg::kCap;
-              const RadixCut cut = radix_select<128>(
-                  cnt[q], p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist,
-                  bcast, sync);
+              // One anchored digit pass: drop every bucket below the k-th key's and keep its
+              // bucket whole (a lower-bound cut; the final cut is exact). An exact cut only when
+              // that bucket is too large to leave room (many equal scores).
+              RadixCut cut = anchored_cut(cnt[q], cu, thr[q], 1);
+              if (cut.kept <= (p.topk + Cfg::kCap - kSub * kBlockKV) / 2)
+                cut.need = 0x7FFFFFFF;
+              else
+                cut = anchored_cut(cnt[q], cu, thr[q], 4);
               cnt[q] = ordered_compact<128, 4>(
                   cnt[q], cut,
                   [&](int64_t i, uint32_t* uu, int32_t* pp) {
@@ -477,7 +499,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                   },
                   [&](int dst, uint32_t uu, int32_t pp) { cu[dst] = uu, cp[dst] = pp; }, scan,
                   sync);
-              thr[q] = cut_threshold(cut);
+              thr[q] = max(thr[q], cut_threshold(cut));
             }
           }
           if (prof) prof_add(kProfSelCompact, clock() - c0);
@@ -495,9 +517,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           uint32_t* cu = cand_u + qg * Cfg::kCap;
           int32_t* cp = cand_pos + qg * Cfg::kCap;
           if (cnt[q] > p.topk) {
-            const RadixCut cut = radix_select<128>(
-                cnt[q], p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist,
-                bcast, sync);
+            const RadixCut cut = anchored_cut(cnt[q], cu, thr[q], 4);
             cnt[q] = ordered_compact<128, 4>(
                 cnt[q], cut,
                 [&](int64_t i, uint32_t* uu, int32_t* pp) {
@@ -616,14 +636,28 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         const int es = epi_iter % kES;
         mbar_wait(&empty_epi[es], ((epi_iter / kES) & 1) ^ 1);
         float* ebuf = epi_smem + es * kNQ * kBlockKV + g * 64 + row_in_tile;
+        if constexpr (kNQ == 2) {
+          // Reduce-scatter of the 4 values (q, h) over the 4 lanes: lane r ends with value r, the
+          // same sum tree ((l0 + l1) + (l2 + l3), up to the order of each pair) as a full
+          // butterfly, in 3 shuffles instead of 8, and every lane stores one value.
+          const int r = lane % 4;
+          const bool b0 = r & 1, b1 = r & 2;
+          const float lo = b0 ? sums[0][1] : sums[0][0], lo_out = b0 ? sums[0][0] : sums[0][1];
+          const float hi = b0 ? sums[1][1] : sums[1][0], hi_out = b0 ? sums[1][0] : sums[1][1];
+          const float w0 = lo + __shfl_xor_sync(0xFFFFFFFFu, lo_out, 1);  // value (0, b0)
+          const float w1 = hi + __shfl_xor_sync(0xFFFFFFFFu, hi_out, 1);  // value (1, b0)
+          const float x = (b1 ? w1 : w0) + __shfl_xor_sync(0xFFFFFFFFu, b1 ? w0 : w1, 2);
+          ebuf[(b1 ? kBlockKV : 0) + (b0 ? 8 : 0)] = x * (b0 ? scale1 : scale0);
+        } else {
 #pragma unroll
-        for (int q = 0; q < kNQ; ++q) {
+          for (int q = 0; q < kNQ; ++q) {
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            float x = sums[q][h];
-            x += __shfl_xor_sync(0xFFFFFFFFu, x, 1);
-            x += __shfl_xor_sync(0xFFFFFFFFu, x, 2);
-            if (lane % 4 == 0) ebuf[q * kBlockKV + 8 * h] = x * (h ? scale1 : scale0);
+            for (int h = 0; h < 2; ++h) {
+              float x = sums[q][h];
+              x += __shfl_xor_sync(0xFFFFFFFFu, x, 1);
+              x += __shfl_xor_sync(0xFFFFFFFFu, x, 2);
+              if (lane % 4 == 0) ebuf[q * kBlockKV + 8 * h] = x * (h ? scale1 : scale0);
+            }
           }
         }
         mbar_arrive(&full_epi[es]);

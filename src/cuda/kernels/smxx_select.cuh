@@ -27,6 +27,7 @@ struct RadixCut {
   uint32_t prefix;
   uint32_t mask;
   int need;
+  int kept;  // slots the cut keeps if the whole last bucket is kept (the above ones + the bucket)
 };
 
 // Lowest key a later (higher-position) entry must exceed to enter a full top-k set cut by `cut`:
@@ -40,16 +41,26 @@ __device__ __forceinline__ uint32_t cut_threshold(const RadixCut& cut) {
 // When at most k slots are valid, every valid slot is kept (mask 0, need = INT_MAX).
 // kUnroll slots per thread and step, loaded before they are counted: several loads in flight
 // (the merge reads its lists from L2; one load per step left each pass latency-bound, run 2).
+//
+// Anchored start (the fused kernel's candidate lists): when every valid key is known to share the
+// bits above `top_bit` with `start_prefix` (keys lie between the list's threshold and its maximum),
+// the first digit is bits [top_bit, top_bit - 7] instead of the top byte, which skips the passes
+// over bits every key has in common. `max_passes` limits the passes (the result is then a partial
+// cut: need counts within the bucket; `kept` says how many slots keeping the whole bucket keeps).
 template <int kThreads, class Get, class Sync, int kUnroll = 4>
 __device__ __forceinline__ RadixCut radix_select(int64_t n, int k, Get get, int* hist, int* bcast,
-                                                 Sync sync) {
+                                                 Sync sync, uint32_t start_prefix = 0u,
+                                                 int top_bit = 31, int max_passes = 4) {
   static_assert(kThreads % 32 == 0, "whole warps");
   const int tid = threadIdx.x % kThreads;
   const int lane = threadIdx.x % 32;
-  RadixCut cut{0u, 0u, k};
+  const uint32_t start_mask = top_bit >= 31 ? 0u : ~0u << (top_bit + 1);
+  RadixCut cut{start_prefix & start_mask, start_mask, k, 0};
 #pragma unroll 1
-  for (int pass = 0; pass < 4; ++pass) {
-    const int shift = 24 - 8 * pass;
+  for (int pass = 0; pass < max_passes; ++pass) {
+    const int top = top_bit - 8 * pass;  // highest bit of this pass's digit
+    if (top < 0) break;
+    const int shift = top >= 7 ? top - 7 : 0;  // the last digit may reach into bits already fixed
     for (int i = tid; i < 256; i += kThreads) hist[i] = 0;
     sync();
 #pragma unroll 1
@@ -105,11 +116,12 @@ __device__ __forceinline__ RadixCut radix_select(int64_t n, int k, Get get, int*
     }
     sync();
     const int digit = bcast[0], above = bcast[1], bucket = bcast[2];
-    if (digit < 0) return RadixCut{0u, 0u, 0x7FFFFFFF};  // everything fits
+    if (digit < 0) return RadixCut{0u, 0u, 0x7FFFFFFF, above};  // all fit
+    cut.kept = (k - cut.need) + above + bucket;
     cut.need -= above;
     cut.prefix |= uint32_t(digit) << shift;
     cut.mask |= 0xFFu << shift;
-    if (bucket == cut.need) break;
+    if (bucket == cut.need || shift == 0) break;
   }
   return cut;
 }
