@@ -128,6 +128,7 @@ struct FlatConfig {
                                                                     : 3072;
   static constexpr int kSub = kSub_ ? kSub_ : (kCap >= 4096 && kNQ / kSelWG <= 2 ? 2 : 1);
   static_assert(kCap == 0 || kCap >= kMaxK + kSub * 256, "the list must hold k plus one step");
+  static_assert(kSub <= 2, "append counts pack one byte per half-stage (at most 4 per word)");
 
   static constexpr int kQBytes = kQRows * kRowBytes;
   static constexpr int kKVBytes = kBlockKV * kRowBytes;
@@ -137,7 +138,7 @@ struct FlatConfig {
   // Everything but the key stages, then as many key stages as fit (2 to 6).
   static constexpr int kFixed = kQStages * kQBytes + kQStages * kQRows * 4 +
                                 kEpiStages * kNQ * kBlockKV * 4 + kNQ * kCap * 8 +
-                                4 * kSelWG * (256 + 16 + 4) + 4 * 2 * kNQ * 2 * kSub * 4 +
+                                4 * kSelWG * (256 + 16 + 4) + 4 * 2 * kNQ * 4 +
                                 1024 /* barriers */ + 1024 /* alignment */;
   static constexpr int kSmemLimit = 232448;  // 227 KB per block on sm_90
   static constexpr int kStageBytes = kKVBytes + kBlockKV * 4;
@@ -157,7 +158,7 @@ struct FlatConfig {
   static constexpr int kOffScan = kOffHist + kSelWG * 256 * 4;
   static constexpr int kOffBcast = kOffScan + kSelWG * 16 * 4;
   static constexpr int kOffAppend = kOffBcast + kSelWG * 4 * 4;
-  static constexpr int kOffBar = (kOffAppend + 2 * kNQ * 2 * kSub * 4 * 4 + 7) / 8 * 8;
+  static constexpr int kOffBar = (kOffAppend + 2 * kNQ * 4 * 4 + 7) / 8 * 8;
   static constexpr int kNumBars = 2 * (kQStages + kKVStages + kEpiStages);
   static constexpr int kSmemBytes = kOffBar + kNumBars * 8 + 1024;
   static_assert(kSmemBytes <= kSmemLimit, "shared memory over the sm_90 limit");
@@ -234,7 +235,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   int* hist = reinterpret_cast<int*>(smem + Cfg::kOffHist);
   int* scan = reinterpret_cast<int*>(smem + Cfg::kOffScan);
   int* bcast = reinterpret_cast<int*>(smem + Cfg::kOffBcast);
-  int* append = reinterpret_cast<int*>(smem + Cfg::kOffAppend);  // [2][kNQ][2][4]
+  int* append = reinterpret_cast<int*>(smem + Cfg::kOffAppend);  // [2][kNQ][4]
   uint64_t* bars = reinterpret_cast<uint64_t*>(smem + Cfg::kOffBar);
   // Measurement: fire-and-forget global reductions (no registers held across the loops).
   const auto prof_add = [&](int slot, unsigned delta) {
@@ -352,7 +353,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     hist += sel * 256;
     scan += sel * 16;
     bcast += sel * 4;
-    append += sel * 2 * kQSel * 2 * Cfg::kSub * 4;
+    append += sel * 2 * kQSel * 4;
     // Radix select over a candidate list whose keys all lie in [thr, max]: the digits start at
     // the highest bit where thr and the list's maximum differ (the bits above are common), which
     // saves the passes over the shared leading bits. max_passes 4: exact; 1: one digit.
@@ -440,12 +441,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                     v[q][hh];
             }
         } else {
-          int* ap = append + parity * kQSel * kH * 4;  // [q][hh][warp] passing counts
+          // Passing counts of each warp, one byte per half (<= 32 each, so sums over the 4 warps
+          // fit a byte): one word per (query, warp), read back as one int4 per query.
+          int* ap = append + parity * kQSel * 4;  // [q][warp]
           uint32_t u[kQSel][kH];
           bool pass[kQSel][kH];
           int rank[kQSel][kH];
 #pragma unroll
-          for (int q = 0; q < kQSel; ++q)
+          for (int q = 0; q < kQSel; ++q) {
+            int packed = 0;
 #pragma unroll
             for (int hh = 0; hh < kH; ++hh) {
               const int32_t key = base + 128 * hh;
@@ -454,23 +458,25 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                   have[hh / 2] && key >= vis_lo[q] && key < vis_hi[q] && u[q][hh] > thr[q];
               const unsigned m = __ballot_sync(0xFFFFFFFFu, pass[q][hh]);
               rank[q][hh] = __popc(m & ((1u << lane) - 1));
-              if (lane == 0) ap[(q * kH + hh) * 4 + ew] = __popc(m);
+              packed |= __popc(m) << (8 * hh);
             }
+            if (lane == 0) ap[q * 4 + ew] = packed;
+          }
           sync();
 #pragma unroll
           for (int q = 0; q < kQSel; ++q) {
+            const int4 c = *reinterpret_cast<const int4*>(ap + q * 4);
+            const int total = c.x + c.y + c.z + c.w;  // bytewise: no carries
+            const int mine = (ew > 0 ? c.x : 0) + (ew > 1 ? c.y : 0) + (ew > 2 ? c.z : 0);
             int before = 0;  // passing keys of the earlier halves
 #pragma unroll
             for (int hh = 0; hh < kH; ++hh) {
-              const int4 c = *reinterpret_cast<const int4*>(ap + (q * kH + hh) * 4);
-              const int mine =
-                  before + (ew > 0 ? c.x : 0) + (ew > 1 ? c.y : 0) + (ew > 2 ? c.z : 0);
               if (pass[q][hh]) {
-                const int dst = cnt[q] + mine + rank[q][hh];
+                const int dst = cnt[q] + before + ((mine >> (8 * hh)) & 0xFF) + rank[q][hh];
                 cand_u[(sel * kQSel + q) * Cfg::kCap + dst] = u[q][hh];
                 cand_pos[(sel * kQSel + q) * Cfg::kCap + dst] = base + 128 * hh - rel[q];
               }
-              before += c.x + c.y + c.z + c.w;
+              before += (total >> (8 * hh)) & 0xFF;
             }
             cnt[q] += before;
             if (prof) prof_add(kProfSelAppended, before);

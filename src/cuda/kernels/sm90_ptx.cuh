@@ -46,13 +46,29 @@ __device__ __forceinline__ bool mbar_try_wait(uint64_t* bar, uint32_t parity) {
 // (4e10 SM cycles) means a broken pipeline (a copy that never lands, a miscounted barrier): trap
 // instead of hanging the device (the launch then fails with an illegal-instruction error; no
 // printf: a call inside the wgmma loop makes ptxas serialise every wgmma). The cycle counter is
-// read once per 256 polls: reading %globaltimer on every poll delayed each wake-up (run 1).
+// read once per 16 polls: reading %globaltimer on every poll delayed each wake-up (run 1).
+// Like mbar_try_wait, but the thread may be suspended (up to the hint, ~1 ms here) until the phase
+// completes: a waiting warp leaves its issue slots and the shared-memory pipe to the others
+// (run 5: math warps polling a full epilogue ring issued ~40% of their instructions as polls).
+__device__ __forceinline__ bool mbar_try_wait_suspend(uint64_t* bar, uint32_t parity) {
+  uint32_t done;
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2, %3;\n"
+      "selp.u32 %0, 1, 0, p;\n"
+      "}\n"
+      : "=r"(done)
+      : "r"(smem_addr(bar)), "r"(parity), "r"(1000000u)
+      : "memory");
+  return done != 0;
+}
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
   if (mbar_try_wait(bar, parity)) return;
   const long long t0 = clock64();
   for (uint32_t polls = 1;; ++polls) {
-    if (mbar_try_wait(bar, parity)) return;
-    if ((polls & 255) == 0 && clock64() - t0 > 40000000000ll) __trap();
+    if (mbar_try_wait_suspend(bar, parity)) return;
+    if ((polls & 15) == 0 && clock64() - t0 > 40000000000ll) __trap();
   }
 }
 
