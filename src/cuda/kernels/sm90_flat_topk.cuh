@@ -143,10 +143,10 @@ struct FlatConfig {
   static constexpr int kEpiStages = 4;
 
   // Everything but the key stages, then as many key stages as fit (2 to 6).
-  static constexpr int kFixed =
-      kQStages * kQBytes + kQStages * kQRows * 4 + kEpiStages * kNQ * kBlockKV * 4 +
-      kNQ * kCap * 8 + 4 * kSelWG * (256 + 16 + 4) + 4 * 2 * kNQ * 4 + kEpiStages * kNQ * 32 +
-      kNQ * 8 + 16 + 1024 /* barriers */ + 1024 /* alignment */;
+  static constexpr int kFixed = kQStages * kQBytes + kQStages * kQRows * 4 +
+                                kEpiStages * kNQ * kBlockKV * 4 + kNQ * kCap * 8 +
+                                4 * kSelWG * (256 + 16 + 4) + 4 * 2 * kNQ * 4 + kEpiStages * 64 +
+                                kNQ * 8 + 16 + 1024 /* barriers */ + 1024 /* alignment */;
   static constexpr int kSmemLimit = 232448;  // 227 KB per block on sm_90
   static constexpr int kStageBytes = kKVBytes + kBlockKV * 4;
   static constexpr int kFitStages = (kSmemLimit - kFixed) / kStageBytes;
@@ -165,8 +165,8 @@ struct FlatConfig {
   static constexpr int kOffScan = kOffHist + kSelWG * 256 * 4;
   static constexpr int kOffBcast = kOffScan + kSelWG * 16 * 4;
   static constexpr int kOffAppend = kOffBcast + kSelWG * 4 * 4;
-  static constexpr int kOffMask = kOffAppend + 2 * kNQ * 4 * 4;        // [kES][kNQ][8] u32
-  static constexpr int kOffThrPub = kOffMask + kEpiStages * kNQ * 32;  // [kNQ] {item, threshold}
+  static constexpr int kOffMask = kOffAppend + 2 * kNQ * 4 * 4;  // [kES][16] u32 ballots
+  static constexpr int kOffThrPub = kOffMask + kEpiStages * 64;  // [kNQ] {item, threshold}
   static constexpr int kOffBar = (kOffThrPub + kNQ * 8 + 7) / 8 * 8;
   static constexpr int kNumBars = 2 * (kQStages + kKVStages + kEpiStages);
   static constexpr int kSmemBytes = kOffBar + kNumBars * 8 + 1024;
@@ -245,7 +245,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   int* scan = reinterpret_cast<int*>(smem + Cfg::kOffScan);
   int* bcast = reinterpret_cast<int*>(smem + Cfg::kOffBcast);
   int* append = reinterpret_cast<int*>(smem + Cfg::kOffAppend);             // [2][kNQ][4]
-  uint32_t* mask_smem = reinterpret_cast<uint32_t*>(smem + Cfg::kOffMask);  // [kES][kNQ][8]
+  uint32_t* mask_smem = reinterpret_cast<uint32_t*>(smem + Cfg::kOffMask);  // [kES][16]
   uint2* thr_pub = reinterpret_cast<uint2*>(smem + Cfg::kOffThrPub);  // [kNQ] {item, threshold}
   uint64_t* bars = reinterpret_cast<uint64_t*>(smem + Cfg::kOffBar);
   // Measurement: fire-and-forget global reductions (no registers held across the loops).
@@ -456,49 +456,64 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           mbar_wait(&full_epi[es], (epi_iter / kES) & 1);
           if (prof) prof_add(kProfSelWaitEpi, clock() - c0), c0 = clock();
           if (!(Cfg::kProf && p.debug_mode == 1)) {
-            const int32_t sbase = int32_t(it.key0) + blk * kBlockKV;  // key of mask bit 0
+            const int32_t sbase = int32_t(it.key0) + blk * kBlockKV;  // the stage's first key
+            // Word w of the stage's ballots holds keys sbase + 16w .. + 15: bit 4i + 2q + h is
+            // query q, key 16w + 8h + i. Lanes l and l + 16 take word l; per-query counts packed
+            // in 16-bit fields, scanned over the 16 words.
+            const int wl = lane & 15;
+            uint32_t word = mask_smem[es * 16 + wl];
+            bool partial = false;
+#pragma unroll
+            for (int q = 0; q < kQSel; ++q)
+              partial |= sbase < vis_lo[q] || sbase + kBlockKV > vis_hi[q];
+            if (partial) {  // uniform: first and last stages of an item only
+              uint32_t keep = 0;
+#pragma unroll 1
+              for (int kk = 0; kk < 16; ++kk) {
+                const int32_t key = sbase + 16 * wl + kk;
+#pragma unroll
+                for (int q = 0; q < kQSel; ++q)
+                  if (key >= vis_lo[q] && key < vis_hi[q])
+                    keep |= 1u << (4 * (kk & 7) + 2 * q + (kk >> 3));
+              }
+              word &= keep;
+            }
+            const int own =
+                __popc(word & 0x33333333u) | (kQSel == 2 ? __popc(word & 0xCCCCCCCCu) << 16 : 0);
+            int incl = own;
+#pragma unroll
+            for (int o = 1; o < 16; o <<= 1) {
+              const int up = __shfl_up_sync(0xFFFFFFFFu, incl, o, 16);
+              if (wl >= o) incl += up;
+            }
+            const int total = __shfl_sync(0xFFFFFFFFu, incl, 15);
+            // This thread's keys t and t + 128: words t / 16 and 8 + t / 16, key kk = t % 16.
+            const int w_lo = 2 * ew + (lane >> 4), kk = lane & 15, i = kk & 7, h = kk >> 3;
+            const uint32_t word_lo = __shfl_sync(0xFFFFFFFFu, word, w_lo);
+            const uint32_t word_hi = __shfl_sync(0xFFFFFFFFu, word, w_lo + 8);
+            const int ex_lo = __shfl_sync(0xFFFFFFFFu, incl - own, w_lo);
+            const int ex_hi = __shfl_sync(0xFFFFFFFFu, incl - own, w_lo + 8);
+            // Bits of query 0 for the keys of the word before key kk.
+            const uint32_t before =
+                (h ? 0x11111111u : 0u) | ((h ? 0x22222222u : 0x11111111u) & ((1u << (4 * i)) - 1u));
 #pragma unroll
             for (int q = 0; q < kQSel; ++q) {
-              // Mask word w holds keys sbase + 32w .. + 31 (the 16-bit halves of two math warps).
-              const uint4* mw = reinterpret_cast<const uint4*>(mask_smem + (es * kNQ + q) * 8);
-              const uint4 a = mw[0], b = mw[1];
-              uint32_t m[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-              if (sbase < vis_lo[q] || sbase + kBlockKV > vis_hi[q]) {  // uniform; rare
-#pragma unroll
-                for (int w = 0; w < 8; ++w)
-                  m[w] &= span_bits(vis_lo[q] - sbase - 32 * w, vis_hi[q] - sbase - 32 * w);
-              }
-              // This thread's words (keys t and t + 128: words ew and 4 + ew, bit lane) and the
-              // passing keys in the words before them.
-              int pre_lo = 0, pre_hi = 0, added = 0;
-              uint32_t m_lo = 0, m_hi = 0;
-#pragma unroll
-              for (int w = 0; w < 8; ++w) {
-                const int c = __popc(m[w]);
-                if (w < 4) {
-                  pre_lo += w < ew ? c : 0;
-                  m_lo = w == ew ? m[w] : m_lo;
-                  pre_hi += c;
-                } else {
-                  pre_hi += w - 4 < ew ? c : 0;
-                  m_hi = w - 4 == ew ? m[w] : m_hi;
-                }
-                added += c;
-              }
-              const uint32_t below = (1u << lane) - 1u;
+              const int bit = 4 * i + 2 * q + h;
+              const uint32_t below = before << (2 * q);
               const float* ebuf = epi_smem + (es * kNQ + q) * kBlockKV;
               uint32_t* cu = cand_u + q * Cfg::kCap;
               int32_t* cp = cand_pos + q * Cfg::kCap;
-              if ((m_lo >> lane) & 1u) {
-                const int dst = cnt[q] + pre_lo + __popc(m_lo & below);
+              if ((word_lo >> bit) & 1u) {
+                const int dst = cnt[q] + ((ex_lo >> (16 * q)) & 0xFFFF) + __popc(word_lo & below);
                 cu[dst] = order_key(ebuf[t]);
                 cp[dst] = sbase + t - rel[q];
               }
-              if ((m_hi >> lane) & 1u) {
-                const int dst = cnt[q] + pre_hi + __popc(m_hi & below);
+              if ((word_hi >> bit) & 1u) {
+                const int dst = cnt[q] + ((ex_hi >> (16 * q)) & 0xFFFF) + __popc(word_hi & below);
                 cu[dst] = order_key(ebuf[t + 128]);
                 cp[dst] = sbase + t + 128 - rel[q];
               }
+              const int added = (total >> (16 * q)) & 0xFFFF;
               cnt[q] += added;
               if (prof) prof_add(kProfSelAppended, added);
             }
@@ -755,8 +770,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           const bool owner = kNQ == 2 || !b1;
           if (owner) ebuf[(b1 ? kBlockKV : 0) + (b0 ? 8 : 0)] = val;
           if constexpr (Cfg::kMaskAppend) {
-            // Keys above the item's published threshold, as a 16-bit mask per query in key order
-            // (bit 8h + i: key 16 wi + 8h + i of the warpgroup's 64): ballot bit 4i + 2q + h.
+            // Keys above the item's published threshold: the warp's ballot, bit 4i + 2q + h for
+            // query q and key 16 wi + 8h + i of the warpgroup's 64 (word 4g + wi of the stage).
             // Loaded here, not hoisted above the wgmma (where it would cost live registers).
             uint32_t tag, thr_l;
             asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];"
@@ -765,19 +780,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                          : "memory");
             thr_l = tag == uint32_t(item) ? thr_l : 0u;
             const unsigned bal = __ballot_sync(0xFFFFFFFFu, owner && order_key(val) > thr_l);
-            if (lane == 0) {
-              const auto squeeze = [](uint32_t v) {  // bits 0, 4, ..., 28 -> bits 0..7
-                v &= 0x11111111u;
-                v = (v | (v >> 3)) & 0x03030303u;
-                v = (v | (v >> 6)) & 0x000F000Fu;
-                return (v | (v >> 12)) & 0xFFu;
-              };
-              uint16_t* mq = reinterpret_cast<uint16_t*>(mask_smem + es * kNQ * 8);
-#pragma unroll
-              for (int q = 0; q < kNQ; ++q)
-                mq[q * 16 + 4 * g + wi] =
-                    uint16_t(squeeze(bal >> (2 * q)) | (squeeze(bal >> (2 * q + 1)) << 8));
-            }
+            if (lane == 0) mask_smem[es * 16 + 4 * g + wi] = bal;
           }
         } else {
 #pragma unroll
