@@ -130,13 +130,6 @@ struct FlatConfig {
   static_assert(kCap == 0 || kCap >= kMaxK + kSub * 256, "the list must hold k plus one step");
   static_assert(kSub <= 2, "append counts pack one byte per half-stage (at most 4 per word)");
 
-  // Mask append (run 7): the math warps compare each score with the item's published threshold and
-  // write, per stage and query, a 256-bit mask of the keys that pass (16 bits per math warp, in key
-  // order); the select warpgroup then copies only the passing keys, ranked by popcounts of the
-  // mask, with no ballots or barrier per step. For one or two queries per item (the reduce-scatter
-  // epilogue leaves one (query, key) sum per lane); otherwise the select warpgroup filters itself.
-  static constexpr bool kMaskAppend = !kWriteScores && kNQ <= 2 && kSelWG == 1;
-
   static constexpr int kQBytes = kQRows * kRowBytes;
   static constexpr int kKVBytes = kBlockKV * kRowBytes;
   static constexpr int kQStages = kWriteScores || kQBytes <= 16384 ? 2 : 1;
@@ -145,8 +138,8 @@ struct FlatConfig {
   // Everything but the key stages, then as many key stages as fit (2 to 6).
   static constexpr int kFixed = kQStages * kQBytes + kQStages * kQRows * 4 +
                                 kEpiStages * kNQ * kBlockKV * 4 + kNQ * kCap * 8 +
-                                4 * kSelWG * (256 + 16 + 4) + 4 * 2 * kNQ * 4 + kEpiStages * 64 +
-                                kNQ * 8 + 16 + 1024 /* barriers */ + 1024 /* alignment */;
+                                4 * kSelWG * (256 + 16 + 4) + 4 * 2 * kNQ * 4 +
+                                1024 /* barriers */ + 1024 /* alignment */;
   static constexpr int kSmemLimit = 232448;  // 227 KB per block on sm_90
   static constexpr int kStageBytes = kKVBytes + kBlockKV * 4;
   static constexpr int kFitStages = (kSmemLimit - kFixed) / kStageBytes;
@@ -165,9 +158,7 @@ struct FlatConfig {
   static constexpr int kOffScan = kOffHist + kSelWG * 256 * 4;
   static constexpr int kOffBcast = kOffScan + kSelWG * 16 * 4;
   static constexpr int kOffAppend = kOffBcast + kSelWG * 4 * 4;
-  static constexpr int kOffMask = kOffAppend + 2 * kNQ * 4 * 4;  // [kES][16] u32 ballots
-  static constexpr int kOffThrPub = kOffMask + kEpiStages * 64;  // [kNQ] {item, threshold}
-  static constexpr int kOffBar = (kOffThrPub + kNQ * 8 + 7) / 8 * 8;
+  static constexpr int kOffBar = (kOffAppend + 2 * kNQ * 4 * 4 + 7) / 8 * 8;
   static constexpr int kNumBars = 2 * (kQStages + kKVStages + kEpiStages);
   static constexpr int kSmemBytes = kOffBar + kNumBars * 8 + 1024;
   static_assert(kSmemBytes <= kSmemLimit, "shared memory over the sm_90 limit");
@@ -244,9 +235,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   int* hist = reinterpret_cast<int*>(smem + Cfg::kOffHist);
   int* scan = reinterpret_cast<int*>(smem + Cfg::kOffScan);
   int* bcast = reinterpret_cast<int*>(smem + Cfg::kOffBcast);
-  int* append = reinterpret_cast<int*>(smem + Cfg::kOffAppend);             // [2][kNQ][4]
-  uint32_t* mask_smem = reinterpret_cast<uint32_t*>(smem + Cfg::kOffMask);  // [kES][16]
-  uint2* thr_pub = reinterpret_cast<uint2*>(smem + Cfg::kOffThrPub);  // [kNQ] {item, threshold}
+  int* append = reinterpret_cast<int*>(smem + Cfg::kOffAppend);  // [2][kNQ][4]
   uint64_t* bars = reinterpret_cast<uint64_t*>(smem + Cfg::kOffBar);
   // Measurement: fire-and-forget global reductions (no registers held across the loops).
   const auto prof_add = [&](int slot, unsigned delta) {
@@ -268,7 +257,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     for (int i = 0; i < kKS; ++i) mbar_init(&full_kv[i], 1), mbar_init(&empty_kv[i], kMathThreads);
     for (int i = 0; i < kES; ++i)
       mbar_init(&full_epi[i], kMathThreads), mbar_init(&empty_epi[i], 128 * Cfg::kSelWG);
-    for (int q = 0; q < kNQ; ++q) thr_pub[q] = make_uint2(0xFFFFFFFFu, 0u);  // no item yet
     fence_barrier_init();
   }
   __syncthreads();
@@ -383,12 +371,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           n, p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist, bcast, sync,
           mx, top_bit, max_passes);
     };
-    // Bits b of a 32-bit word with lo <= b < hi.
-    const auto span_bits = [](int lo, int hi) -> uint32_t {
-      lo = max(lo, 0), hi = min(hi, 32);
-      if (hi <= lo) return 0u;
-      return (hi >= 32 ? ~0u : (1u << hi) - 1u) & ~((1u << lo) - 1u);
-    };
     uint32_t epi_iter = 0;
     int parity = 0;
     const bool prof = Cfg::kProf && p.prof && t == 0;
@@ -422,200 +404,113 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         }
       }
       constexpr int kSub = Cfg::kSub, kH = 2 * kSub;  // halves of 128 keys per step
-      // Cuts every list that could overflow in the next step.
-      const auto cut_full_lists = [&] {
+      for (int blk = 0; blk < it.nblocks; blk += kSub) {
+        unsigned c0 = clock();
+        float v[kQSel][kH];
+        bool have[kSub];
 #pragma unroll
-        for (int q = 0; q < kQSel; ++q) {
-          if (cnt[q] > Cfg::kCap - kSub * kBlockKV) {
-            if (prof) prof_add(kProfSelCompactions, 1);
-            sync();
-            uint32_t* cu = cand_u + (sel * kQSel + q) * Cfg::kCap;
-            int32_t* cp = cand_pos + (sel * kQSel + q) * Cfg::kCap;
-            // One anchored digit pass: drop every bucket below the k-th key's and keep its
-            // bucket whole (a lower-bound cut; the final cut is exact). An exact cut only when
-            // that bucket is too large to leave room (many equal scores).
-            RadixCut cut = anchored_cut(cnt[q], cu, thr[q], 1);
-            if (cut.kept <= (p.topk + Cfg::kCap - kSub * kBlockKV) / 2)
-              cut.need = 0x7FFFFFFF;
-            else
-              cut = anchored_cut(cnt[q], cu, thr[q], 4);
-            cnt[q] = ordered_compact<128, 4>(
-                cnt[q], cut,
-                [&](int64_t i, uint32_t* uu, int32_t* pp) {
-                  return *uu = cu[i], *pp = cp[i], true;
-                },
-                [&](int dst, uint32_t uu, int32_t pp) { cu[dst] = uu, cp[dst] = pp; }, scan, sync);
-            thr[q] = max(thr[q], cut_threshold(cut));
-          }
-        }
-      };
-      if constexpr (Cfg::kMaskAppend) {
-        for (int blk = 0; blk < it.nblocks; ++blk, ++epi_iter) {
-          unsigned c0 = clock();
-          const int es = epi_iter % kES;
-          mbar_wait(&full_epi[es], (epi_iter / kES) & 1);
-          if (prof) prof_add(kProfSelWaitEpi, clock() - c0), c0 = clock();
-          if (!(Cfg::kProf && p.debug_mode == 1)) {
-            const int32_t sbase = int32_t(it.key0) + blk * kBlockKV;  // the stage's first key
-            // Word w of the stage's ballots holds keys sbase + 16w .. + 15: bit 4i + 2q + h is
-            // query q, key 16w + 8h + i. Lanes l and l + 16 take word l; per-query counts packed
-            // in 16-bit fields, scanned over the 16 words.
-            const int wl = lane & 15;
-            uint32_t word = mask_smem[es * 16 + wl];
-            bool partial = false;
-#pragma unroll
-            for (int q = 0; q < kQSel; ++q)
-              partial |= sbase < vis_lo[q] || sbase + kBlockKV > vis_hi[q];
-            if (partial) {  // uniform: first and last stages of an item only
-              uint32_t keep = 0;
-#pragma unroll 1
-              for (int kk = 0; kk < 16; ++kk) {
-                const int32_t key = sbase + 16 * wl + kk;
-#pragma unroll
-                for (int q = 0; q < kQSel; ++q)
-                  if (key >= vis_lo[q] && key < vis_hi[q])
-                    keep |= 1u << (4 * (kk & 7) + 2 * q + (kk >> 3));
-              }
-              word &= keep;
-            }
-            const int own =
-                __popc(word & 0x33333333u) | (kQSel == 2 ? __popc(word & 0xCCCCCCCCu) << 16 : 0);
-            int incl = own;
-#pragma unroll
-            for (int o = 1; o < 16; o <<= 1) {
-              const int up = __shfl_up_sync(0xFFFFFFFFu, incl, o, 16);
-              if (wl >= o) incl += up;
-            }
-            const int total = __shfl_sync(0xFFFFFFFFu, incl, 15);
-            // This thread's keys t and t + 128: words t / 16 and 8 + t / 16, key kk = t % 16.
-            const int w_lo = 2 * ew + (lane >> 4), kk = lane & 15, i = kk & 7, h = kk >> 3;
-            const uint32_t word_lo = __shfl_sync(0xFFFFFFFFu, word, w_lo);
-            const uint32_t word_hi = __shfl_sync(0xFFFFFFFFu, word, w_lo + 8);
-            const int ex_lo = __shfl_sync(0xFFFFFFFFu, incl - own, w_lo);
-            const int ex_hi = __shfl_sync(0xFFFFFFFFu, incl - own, w_lo + 8);
-            // Bits of query 0 for the keys of the word before key kk.
-            const uint32_t before =
-                (h ? 0x11111111u : 0u) | ((h ? 0x22222222u : 0x11111111u) & ((1u << (4 * i)) - 1u));
-#pragma unroll
-            for (int q = 0; q < kQSel; ++q) {
-              const int bit = 4 * i + 2 * q + h;
-              const uint32_t below = before << (2 * q);
-              const float* ebuf = epi_smem + (es * kNQ + q) * kBlockKV;
-              uint32_t* cu = cand_u + q * Cfg::kCap;
-              int32_t* cp = cand_pos + q * Cfg::kCap;
-              if ((word_lo >> bit) & 1u) {
-                const int dst = cnt[q] + ((ex_lo >> (16 * q)) & 0xFFFF) + __popc(word_lo & below);
-                cu[dst] = order_key(ebuf[t]);
-                cp[dst] = sbase + t - rel[q];
-              }
-              if ((word_hi >> bit) & 1u) {
-                const int dst = cnt[q] + ((ex_hi >> (16 * q)) & 0xFFFF) + __popc(word_hi & below);
-                cu[dst] = order_key(ebuf[t + 128]);
-                cp[dst] = sbase + t + 128 - rel[q];
-              }
-              const int added = (total >> (16 * q)) & 0xFFFF;
-              cnt[q] += added;
-              if (prof) prof_add(kProfSelAppended, added);
-            }
-          }
-          mbar_arrive(&empty_epi[es]);
-          if (prof) prof_add(kProfSelAppend, clock() - c0), c0 = clock();
-          if (Cfg::kProf && p.debug_mode == 1) continue;
-          // A cut after every kSub stages, as on the other path (the list holds kSub stages of
-          // slack).
-          if ((blk % kSub) == kSub - 1) {
-            cut_full_lists();
-            // The math warps filter this item's keys by the thresholds from now on (a stale value
-            // only admits more keys).
-            if (t < kQSel)
-              thr_pub[t] = make_uint2(uint32_t(item), t == 0 ? thr[0] : thr[kQSel - 1]);
-            if (prof) prof_add(kProfSelCompact, clock() - c0);
-          }
-        }
-      } else
-        for (int blk = 0; blk < it.nblocks; blk += kSub) {
-          unsigned c0 = clock();
-          float v[kQSel][kH];
-          bool have[kSub];
-#pragma unroll
-          for (int j = 0; j < kSub; ++j) {
-            have[j] = blk + j < it.nblocks;  // uniform
-            if (have[j]) {
-              const int es = epi_iter % kES;
-              mbar_wait(&full_epi[es], (epi_iter / kES) & 1);
-              const float* ebuf = epi_smem + (es * kNQ + sel * kQSel) * kBlockKV;
-#pragma unroll
-              for (int q = 0; q < kQSel; ++q)
-#pragma unroll
-                for (int h = 0; h < 2; ++h) v[q][2 * j + h] = ebuf[q * kBlockKV + t + 128 * h];
-              mbar_arrive(&empty_epi[es]);
-              ++epi_iter;
-            } else {
-#pragma unroll
-              for (int q = 0; q < kQSel; ++q) v[q][2 * j] = v[q][2 * j + 1] = 0.0f;
-            }
-          }
-          if (prof) prof_add(kProfSelWaitEpi, clock() - c0), c0 = clock();
-          if (Cfg::kProf && p.debug_mode == 1) continue;
-          // Half hh of this step covers keys base + 128 * hh (step j's halves are 2j and 2j + 1).
-          const int32_t base = int32_t(it.key0) + blk * kBlockKV + t;
-          if constexpr (Cfg::kWriteScores) {
+        for (int j = 0; j < kSub; ++j) {
+          have[j] = blk + j < it.nblocks;  // uniform
+          if (have[j]) {
+            const int es = epi_iter % kES;
+            mbar_wait(&full_epi[es], (epi_iter / kES) & 1);
+            const float* ebuf = epi_smem + (es * kNQ + sel * kQSel) * kBlockKV;
 #pragma unroll
             for (int q = 0; q < kQSel; ++q)
 #pragma unroll
-              for (int hh = 0; hh < kH; ++hh) {
-                const int32_t key = base + 128 * hh;
-                if (have[hh / 2] && key >= vis_lo[q] && key < vis_hi[q])
-                  p.scores[(it.row0 + sel * kQSel + q - p.row_begin) * p.scores_ld +
-                           (key - rel[q])] = v[q][hh];
-              }
+              for (int h = 0; h < 2; ++h) v[q][2 * j + h] = ebuf[q * kBlockKV + t + 128 * h];
+            mbar_arrive(&empty_epi[es]);
+            ++epi_iter;
           } else {
-            // Passing counts of each warp, one byte per half (<= 32 each, so sums over the 4 warps
-            // fit a byte): one word per (query, warp), read back as one int4 per query.
-            int* ap = append + parity * kQSel * 4;  // [q][warp]
-            uint32_t u[kQSel][kH];
-            bool pass[kQSel][kH];
-            int rank[kQSel][kH];
 #pragma unroll
-            for (int q = 0; q < kQSel; ++q) {
-              int packed = 0;
-#pragma unroll
-              for (int hh = 0; hh < kH; ++hh) {
-                const int32_t key = base + 128 * hh;
-                u[q][hh] = order_key(v[q][hh]);
-                pass[q][hh] =
-                    have[hh / 2] && key >= vis_lo[q] && key < vis_hi[q] && u[q][hh] > thr[q];
-                const unsigned m = __ballot_sync(0xFFFFFFFFu, pass[q][hh]);
-                rank[q][hh] = __popc(m & ((1u << lane) - 1));
-                packed |= __popc(m) << (8 * hh);
-              }
-              if (lane == 0) ap[q * 4 + ew] = packed;
-            }
-            sync();
-#pragma unroll
-            for (int q = 0; q < kQSel; ++q) {
-              const int4 c = *reinterpret_cast<const int4*>(ap + q * 4);
-              const int total = c.x + c.y + c.z + c.w;  // bytewise: no carries
-              const int mine = (ew > 0 ? c.x : 0) + (ew > 1 ? c.y : 0) + (ew > 2 ? c.z : 0);
-              int before = 0;  // passing keys of the earlier halves
-#pragma unroll
-              for (int hh = 0; hh < kH; ++hh) {
-                if (pass[q][hh]) {
-                  const int dst = cnt[q] + before + ((mine >> (8 * hh)) & 0xFF) + rank[q][hh];
-                  cand_u[(sel * kQSel + q) * Cfg::kCap + dst] = u[q][hh];
-                  cand_pos[(sel * kQSel + q) * Cfg::kCap + dst] = base + 128 * hh - rel[q];
-                }
-                before += (total >> (8 * hh)) & 0xFF;
-              }
-              cnt[q] += before;
-              if (prof) prof_add(kProfSelAppended, before);
-            }
-            parity ^= 1;
-            if (prof) prof_add(kProfSelAppend, clock() - c0), c0 = clock();
-            cut_full_lists();
-            if (prof) prof_add(kProfSelCompact, clock() - c0);
+            for (int q = 0; q < kQSel; ++q) v[q][2 * j] = v[q][2 * j + 1] = 0.0f;
           }
         }
+        if (prof) prof_add(kProfSelWaitEpi, clock() - c0), c0 = clock();
+        if (Cfg::kProf && p.debug_mode == 1) continue;
+        // Half hh of this step covers keys base + 128 * hh (step j's halves are 2j and 2j + 1).
+        const int32_t base = int32_t(it.key0) + blk * kBlockKV + t;
+        if constexpr (Cfg::kWriteScores) {
+#pragma unroll
+          for (int q = 0; q < kQSel; ++q)
+#pragma unroll
+            for (int hh = 0; hh < kH; ++hh) {
+              const int32_t key = base + 128 * hh;
+              if (have[hh / 2] && key >= vis_lo[q] && key < vis_hi[q])
+                p.scores[(it.row0 + sel * kQSel + q - p.row_begin) * p.scores_ld + (key - rel[q])] =
+                    v[q][hh];
+            }
+        } else {
+          // Passing counts of each warp, one byte per half (<= 32 each, so sums over the 4 warps
+          // fit a byte): one word per (query, warp), read back as one int4 per query.
+          int* ap = append + parity * kQSel * 4;  // [q][warp]
+          uint32_t u[kQSel][kH];
+          bool pass[kQSel][kH];
+          int rank[kQSel][kH];
+#pragma unroll
+          for (int q = 0; q < kQSel; ++q) {
+            int packed = 0;
+#pragma unroll
+            for (int hh = 0; hh < kH; ++hh) {
+              const int32_t key = base + 128 * hh;
+              u[q][hh] = order_key(v[q][hh]);
+              pass[q][hh] =
+                  have[hh / 2] && key >= vis_lo[q] && key < vis_hi[q] && u[q][hh] > thr[q];
+              const unsigned m = __ballot_sync(0xFFFFFFFFu, pass[q][hh]);
+              rank[q][hh] = __popc(m & ((1u << lane) - 1));
+              packed |= __popc(m) << (8 * hh);
+            }
+            if (lane == 0) ap[q * 4 + ew] = packed;
+          }
+          sync();
+#pragma unroll
+          for (int q = 0; q < kQSel; ++q) {
+            const int4 c = *reinterpret_cast<const int4*>(ap + q * 4);
+            const int total = c.x + c.y + c.z + c.w;  // bytewise: no carries
+            const int mine = (ew > 0 ? c.x : 0) + (ew > 1 ? c.y : 0) + (ew > 2 ? c.z : 0);
+            int before = 0;  // passing keys of the earlier halves
+#pragma unroll
+            for (int hh = 0; hh < kH; ++hh) {
+              if (pass[q][hh]) {
+                const int dst = cnt[q] + before + ((mine >> (8 * hh)) & 0xFF) + rank[q][hh];
+                cand_u[(sel * kQSel + q) * Cfg::kCap + dst] = u[q][hh];
+                cand_pos[(sel * kQSel + q) * Cfg::kCap + dst] = base + 128 * hh - rel[q];
+              }
+              before += (total >> (8 * hh)) & 0xFF;
+            }
+            cnt[q] += before;
+            if (prof) prof_add(kProfSelAppended, before);
+          }
+          parity ^= 1;
+          if (prof) prof_add(kProfSelAppend, clock() - c0), c0 = clock();
+#pragma unroll
+          for (int q = 0; q < kQSel; ++q) {
+            if (cnt[q] > Cfg::kCap - kSub * kBlockKV) {
+              if (prof) prof_add(kProfSelCompactions, 1);
+              sync();
+              uint32_t* cu = cand_u + (sel * kQSel + q) * Cfg::kCap;
+              int32_t* cp = cand_pos + (sel * kQSel + q) * Cfg::kCap;
+              // One anchored digit pass: drop every bucket below the k-th key's and keep its
+              // bucket whole (a lower-bound cut; the final cut is exact). An exact cut only when
+              // that bucket is too large to leave room (many equal scores).
+              RadixCut cut = anchored_cut(cnt[q], cu, thr[q], 1);
+              if (cut.kept <= (p.topk + Cfg::kCap - kSub * kBlockKV) / 2)
+                cut.need = 0x7FFFFFFF;
+              else
+                cut = anchored_cut(cnt[q], cu, thr[q], 4);
+              cnt[q] = ordered_compact<128, 4>(
+                  cnt[q], cut,
+                  [&](int64_t i, uint32_t* uu, int32_t* pp) {
+                    return *uu = cu[i], *pp = cp[i], true;
+                  },
+                  [&](int dst, uint32_t uu, int32_t pp) { cu[dst] = uu, cp[dst] = pp; }, scan,
+                  sync);
+              thr[q] = max(thr[q], cut_threshold(cut));
+            }
+          }
+          if (prof) prof_add(kProfSelCompact, clock() - c0);
+        }
+      }
       if constexpr (!Cfg::kWriteScores) {
         const unsigned c0 = clock();
         sync();
@@ -747,41 +642,18 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         const int es = epi_iter % kES;
         mbar_wait(&empty_epi[es], ((epi_iter / kES) & 1) ^ 1);
         float* ebuf = epi_smem + es * kNQ * kBlockKV + g * 64 + row_in_tile;
-        // Reduce-scatter of the (query, key-half) sums over the 4 lanes of a key: the same sum tree
-        // ((l0 + l1) + (l2 + l3), up to the order inside each pair) as full butterflies, in fewer
-        // shuffles; lane r = lane % 4 ends with value (query r / 2, half r % 2) for two queries,
-        // (0, r % 2) for one.
-        const int r = lane % 4;
-        const bool b0 = r & 1, b1 = r & 2;
-        if constexpr (kNQ <= 2) {
-          float x;
-          if constexpr (kNQ == 2) {
-            const float lo = b0 ? sums[0][1] : sums[0][0], lo_out = b0 ? sums[0][0] : sums[0][1];
-            const float hi = b0 ? sums[1][1] : sums[1][0], hi_out = b0 ? sums[1][0] : sums[1][1];
-            const float w0 = lo + __shfl_xor_sync(0xFFFFFFFFu, lo_out, 1);  // value (0, b0)
-            const float w1 = hi + __shfl_xor_sync(0xFFFFFFFFu, hi_out, 1);  // value (1, b0)
-            x = (b1 ? w1 : w0) + __shfl_xor_sync(0xFFFFFFFFu, b1 ? w0 : w1, 2);
-          } else {
-            const float keep = b0 ? sums[0][1] : sums[0][0], out = b0 ? sums[0][0] : sums[0][1];
-            const float w = keep + __shfl_xor_sync(0xFFFFFFFFu, out, 1);
-            x = w + __shfl_xor_sync(0xFFFFFFFFu, w, 2);
-          }
-          const float val = x * (b0 ? scale1 : scale0);
-          const bool owner = kNQ == 2 || !b1;
-          if (owner) ebuf[(b1 ? kBlockKV : 0) + (b0 ? 8 : 0)] = val;
-          if constexpr (Cfg::kMaskAppend) {
-            // Keys above the item's published threshold: the warp's ballot, bit 4i + 2q + h for
-            // query q and key 16 wi + 8h + i of the warpgroup's 64 (word 4g + wi of the stage).
-            // Loaded here, not hoisted above the wgmma (where it would cost live registers).
-            uint32_t tag, thr_l;
-            asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];"
-                         : "=r"(tag), "=r"(thr_l)
-                         : "r"(smem_addr(thr_pub + (b1 ? 1 : 0)))
-                         : "memory");
-            thr_l = tag == uint32_t(item) ? thr_l : 0u;
-            const unsigned bal = __ballot_sync(0xFFFFFFFFu, owner && order_key(val) > thr_l);
-            if (lane == 0) mask_smem[es * 16 + 4 * g + wi] = bal;
-          }
+        if constexpr (kNQ == 2) {
+          // Reduce-scatter of the 4 values (q, h) over the 4 lanes: lane r ends with value r, the
+          // same sum tree ((l0 + l1) + (l2 + l3), up to the order of each pair) as a full
+          // butterfly, in 3 shuffles instead of 8, and every lane stores one value.
+          const int r = lane % 4;
+          const bool b0 = r & 1, b1 = r & 2;
+          const float lo = b0 ? sums[0][1] : sums[0][0], lo_out = b0 ? sums[0][0] : sums[0][1];
+          const float hi = b0 ? sums[1][1] : sums[1][0], hi_out = b0 ? sums[1][0] : sums[1][1];
+          const float w0 = lo + __shfl_xor_sync(0xFFFFFFFFu, lo_out, 1);  // value (0, b0)
+          const float w1 = hi + __shfl_xor_sync(0xFFFFFFFFu, hi_out, 1);  // value (1, b0)
+          const float x = (b1 ? w1 : w0) + __shfl_xor_sync(0xFFFFFFFFu, b1 ? w0 : w1, 2);
+          ebuf[(b1 ? kBlockKV : 0) + (b0 ? 8 : 0)] = x * (b0 ? scale1 : scale0);
         } else {
 #pragma unroll
           for (int q = 0; q < kNQ; ++q) {
