@@ -9,6 +9,7 @@
 #
 #   OUT=/tmp/out bash bench/device_run.sh            (run from the repository root)
 #   STEPS="tests bench" bash bench/device_run.sh     (a subset)
+#   STEPS=build bash bench/device_run.sh             (build the carried binaries, here)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/hisa_device_out}
@@ -20,6 +21,28 @@ export PYTHONUNBUFFERED=1
 LOG=$OUT/run.log
 step() { echo "=== $* ($(date -u +%T))" | tee -a "$LOG"; }
 has() { [[ " $STEPS " == *" $1 "* ]]; }
+
+# Build if needed: the binaries come from build-cuda (CUDA on, sm_90a, static CUDA runtime) and are
+# copied with libgomp into $BIN. Run `STEPS=build bash bench/device_run.sh` on the development machine
+# before a device run (the device image lacks nlohmann-json and CLI11); on a machine that has them, a
+# run that finds no binaries builds them itself.
+if has build || [ ! -x "$BIN/hisa_cuda_tests" ] || [ ! -x "$BIN/hisa_cuda_bench" ]; then
+  step "build: hisa_cuda_tests, hisa_cuda_bench"
+  {
+    cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DHISA_CUDA=ON -DHISA_PYTHON=OFF &&
+      cmake --build build-cuda --target hisa_cuda_tests hisa_cuda_bench &&
+      mkdir -p "$BIN" && cp build-cuda/hisa_cuda_tests build-cuda/hisa_cuda_bench "$BIN/" &&
+      gomp=$(LD_LIBRARY_PATH= ldd build-cuda/hisa_cuda_tests | awk '/libgomp/ {print $3}') &&
+      { [ -z "$gomp" ] || cp "$gomp" "$BIN/"; }
+  } >"$OUT/build.log" 2>&1
+  rc=$?
+  tail -n 3 "$OUT/build.log" | tee -a "$LOG"
+  if [ $rc -ne 0 ]; then
+    echo "build failed (exit $rc): see build.log" | tee -a "$LOG"
+    exit 1
+  fi
+  if [ "$STEPS" = "build" ]; then exit 0; fi
+fi
 
 if has env; then
   step environment
