@@ -357,9 +357,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     // Radix select over a candidate list whose keys all lie in [thr, max]: the digits start at
     // the highest bit where thr and the list's maximum differ (the bits above are common), which
     // saves the passes over the shared leading bits. max_passes 4: exact; 1: one digit.
-    const auto anchored_cut = [&](int n, const uint32_t* cu, uint32_t thr_q, int max_passes) {
-      uint32_t mx = 0;
-      for (int i = t; i < n; i += 128) mx = max(mx, cu[i]);
+    // mx: the largest key this thread appended to the list (the list's maximum survives every cut,
+    // so the running maxima of the append stay valid; run 5 scanned the list for it instead).
+    const auto anchored_cut = [&](int n, const uint32_t* cu, uint32_t mx, uint32_t thr_q,
+                                  int max_passes) {
       mx = __reduce_max_sync(0xFFFFFFFFu, mx);
       if (lane == 0) scan[8 + ew] = int(mx);  // ordered_compact uses scan[0, 8)
       sync();
@@ -381,10 +382,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       // Per query: visible key range inside this item, and the position base.
       int32_t vis_lo[kQSel], vis_hi[kQSel], rel[kQSel];  // key rows < 2^31
       int cnt[kQSel];
-      uint32_t thr[kQSel];
+      uint32_t thr[kQSel], umax[kQSel];
 #pragma unroll
       for (int q = 0; q < kQSel; ++q) {
         cnt[q] = 0;
+        umax[q] = 0;
         thr[q] = 0;  // every real score has a key above 0
         vis_lo[q] = 0, vis_hi[q] = 0, rel[q] = 0;
         const int qg = sel * kQSel + q;
@@ -472,6 +474,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #pragma unroll
             for (int hh = 0; hh < kH; ++hh) {
               if (pass[q][hh]) {
+                umax[q] = max(umax[q], u[q][hh]);
                 const int dst = cnt[q] + before + ((mine >> (8 * hh)) & 0xFF) + rank[q][hh];
                 cand_u[(sel * kQSel + q) * Cfg::kCap + dst] = u[q][hh];
                 cand_pos[(sel * kQSel + q) * Cfg::kCap + dst] = base + 128 * hh - rel[q];
@@ -493,11 +496,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               // One anchored digit pass: drop every bucket below the k-th key's and keep its
               // bucket whole (a lower-bound cut; the final cut is exact). An exact cut only when
               // that bucket is too large to leave room (many equal scores).
-              RadixCut cut = anchored_cut(cnt[q], cu, thr[q], 1);
+              RadixCut cut = anchored_cut(cnt[q], cu, umax[q], thr[q], 1);
               if (cut.kept <= (p.topk + Cfg::kCap - kSub * kBlockKV) / 2)
                 cut.need = 0x7FFFFFFF;
               else
-                cut = anchored_cut(cnt[q], cu, thr[q], 4);
+                cut = anchored_cut(cnt[q], cu, umax[q], thr[q], 4);
               cnt[q] = ordered_compact<128, 4>(
                   cnt[q], cut,
                   [&](int64_t i, uint32_t* uu, int32_t* pp) {
@@ -523,7 +526,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           uint32_t* cu = cand_u + qg * Cfg::kCap;
           int32_t* cp = cand_pos + qg * Cfg::kCap;
           if (cnt[q] > p.topk) {
-            const RadixCut cut = anchored_cut(cnt[q], cu, thr[q], 4);
+            const RadixCut cut = anchored_cut(cnt[q], cu, umax[q], thr[q], 4);
             cnt[q] = ordered_compact<128, 4>(
                 cnt[q], cut,
                 [&](int64_t i, uint32_t* uu, int32_t* pp) {
