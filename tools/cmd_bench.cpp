@@ -49,6 +49,9 @@ void print_table(const std::vector<Row>& rows, const std::string& mode) {
                 fmt_seconds(r.t.median_s).c_str(), vs_flat, vs_ref, r.t.gflop / r.t.median_s);
   }
   if (ref > 0) std::printf("(the float64 reference is the oracle, timed on one call; the others: median of the repeats)\n");
+  if (flat.count("cuda"))
+    std::printf("(cuda: the host-memory Indexer, so each call includes copying the inputs to the GPU and the indices\n"
+                " back; the kernels alone on device memory: hisa_cuda_bench, see docs/kernels.md)\n");
 }
 
 void run_bench(BenchArgs a) {
