@@ -233,6 +233,8 @@ double copy_ceiling_tbps() {
 int main(int argc, char** argv) {
   std::string json_path;
   bool quick = false, no_decode = false;
+  bool light =
+      false;  // one timed call per size, two checked rows, no profile or variants (1M tokens)
   std::string only_sizes;  // comma-separated prefill lengths (profiling one case)
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -244,10 +246,12 @@ int main(int argc, char** argv) {
       only_sizes = argv[++i];
     else if (a == "--no-decode")
       no_decode = true;
+    else if (a == "--light")
+      light = true;
     else {
-      std::fprintf(
-          stderr,
-          "usage: hisa_cuda_bench [--json F] [--quick] [--prefill-sizes L,L] [--no-decode]\n");
+      std::fprintf(stderr,
+                   "usage: hisa_cuda_bench [--json F] [--quick] [--prefill-sizes L,L] "
+                   "[--no-decode] [--light]\n");
       return 2;
     }
   }
@@ -296,9 +300,15 @@ int main(int argc, char** argv) {
       o.indices = out.p;
       hisa::cuda::Options opt;
       opt.validate = false;
+      size_t free_before = 0, total_mem = 0;
+      CK(cudaMemGetInfo(&free_before, &total_mem));
       const Timing t =
-          time_it([&](int) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, opt); },
-                  L >= 65536 ? 1.0 : 0.5, 3, 20);
+          light ? time_it([&](int) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, opt); },
+                          0.0, 1, 1)
+                : time_it([&](int) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, opt); },
+                          L >= 65536 ? 1.0 : 0.5, 3, 20);
+      size_t free_after = 0;
+      CK(cudaMemGetInfo(&free_after, &total_mem));
       const double flops = double(L) * double(L + 1) / 2.0 * H * 128 * 2;
       json r;
       r["kind"] = "prefill";
@@ -314,6 +324,9 @@ int main(int argc, char** argv) {
       r["tflops"] = flops / (t.median_ms * 1e-3) / 1e12;
       r["fraction_of_fp8_gemm_ceiling"] = r["tflops"].get<double>() / kFp8GemmTflops;
       r["workspace_bytes"] = ws.bytes();
+      // Device memory the call took beyond the inputs and outputs allocated above (workspace).
+      r["device_bytes_taken_by_call"] = double(free_before) - double(free_after);
+      r["inputs_outputs_bytes"] = double(q.n + k.n + (ks.n + w.n) * 4 + out.n * 4);
       for (const Anchor& a : kPrefillAnchors) {
         if (a.L != L) continue;
         r["deepgemm_logits_ms"] = a.logits_ms;
@@ -330,8 +343,17 @@ int main(int argc, char** argv) {
                     r["ratio_to_deepgemm_logits"].get<double>(),
                     r["speedup_vs_deepgemm_logits_topk"].get<double>());
       std::printf("\n");
-      check_prefill_rows(q, k, ks, w, out, L, H, topk,
-                         {L - 1, L / 2 + 3, std::min<int64_t>(L - 1, 2100), 17}, r);
+      std::printf("    workspace %.1f MB; inputs and outputs %.2f GB\n", ws.bytes() / 1e6,
+                  r["inputs_outputs_bytes"].get<double>() / 1e9);
+      check_prefill_rows(
+          q, k, ks, w, out, L, H, topk,
+          light ? std::vector<int64_t>{L - 1, 17}
+                : std::vector<int64_t>{L - 1, L / 2 + 3, std::min<int64_t>(L - 1, 2100), 17},
+          r);
+      if (light) {
+        report["results"].push_back(r);
+        continue;
+      }
       // Where the time goes: the select warpgroup's breakdown, the pipeline without selection
       // (debug_mode 1), and the tensor-core scores written to memory (DeepGEMM's logits shape).
       r["profile"] = profile_call([&](hisa::cuda::Options& po) {
