@@ -132,8 +132,16 @@ struct FlatConfig {
 
   static constexpr int kQBytes = kQRows * kRowBytes;
   static constexpr int kKVBytes = kBlockKV * kRowBytes;
-  static constexpr int kQStages = kWriteScores || kQBytes <= 16384 ? 2 : 1;
-  static constexpr int kEpiStages = 4;
+  // Epilogue ring: deep enough that the math warps (and behind them the key stream) keep going
+  // while the select warpgroup cuts a list (a cut takes ~25-37K cycles, 10-15 stages' worth; with
+  // 4 stages the select sat idle 13% (prefill 128K) to 38% (decode b64) of its time after cuts,
+  // run 10). For fp8 prefill with H = 64 the second q stage makes room for it.
+  static constexpr int kEpiStages = kWriteScores                          ? 4
+                                    : (kPaged && kNQ == 1)                ? 16
+                                    : (!kPaged && kNQ == 2 && kElem == 1) ? 12
+                                                                          : 4;
+  static constexpr int kQStages =
+      kWriteScores || kQBytes < 16384 || (kQBytes == 16384 && kEpiStages <= 4) ? 2 : 1;
 
   // Everything but the key stages, then as many key stages as fit (2 to 6).
   static constexpr int kFixed = kQStages * kQBytes + kQStages * kQRows * 4 +
