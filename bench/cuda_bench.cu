@@ -233,9 +233,10 @@ double copy_ceiling_tbps() {
 int main(int argc, char** argv) {
   std::string json_path;
   bool quick = false, no_decode = false;
-  bool light =
-      false;  // one timed call per size, two checked rows, no profile or variants (1M tokens)
-  std::string only_sizes;  // comma-separated prefill lengths (profiling one case)
+  // --light: one timed call per size, two checked rows, no profile or variants (1M tokens).
+  bool light = false;
+  std::string decode_case;  // "BATCHxCONTEXT": only that decode case, automatic splits
+  std::string only_sizes;   // comma-separated prefill lengths (profiling one case)
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--json" && i + 1 < argc)
@@ -248,10 +249,12 @@ int main(int argc, char** argv) {
       no_decode = true;
     else if (a == "--light")
       light = true;
+    else if (a == "--decode-case" && i + 1 < argc)
+      decode_case = argv[++i];
     else {
       std::fprintf(stderr,
                    "usage: hisa_cuda_bench [--json F] [--quick] [--prefill-sizes L,L] "
-                   "[--no-decode] [--light]\n");
+                   "[--no-decode] [--light] [--decode-case 64x131072]\n");
       return 2;
     }
   }
@@ -434,7 +437,10 @@ int main(int argc, char** argv) {
         CK(cudaMemcpy(table.p, th.data(), th.size() * 4, cudaMemcpyHostToDevice));
         for (int batch : {1, 8, 64}) {
           std::vector<int> split_list = {0};
-          if (ctx == 131072 && !quick) split_list = {0, 1, 2, 4, 8, 16, 32};
+          if (ctx == 131072 && !quick && decode_case.empty()) split_list = {0, 1, 2, 4, 8, 16, 32};
+          if (!decode_case.empty() &&
+              decode_case != std::to_string(batch) + "x" + std::to_string(ctx))
+            continue;
           for (int splits : split_list) {
             const int groups = kReq / batch;
             auto make_in = [&](int rep) {

@@ -562,40 +562,51 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   } else {
     // ------------------------------------------------------------------ math warpgroups
     setmaxnreg_inc<Cfg::kMathRegs>();
-    const int g = wg;                       // keys [64g, 64g + 64) of each stage
+    // Warp-uniform through a shuffle, so that the descriptors below stay in uniform registers.
+    const int g = __shfl_sync(0xFFFFFFFFu, wg, 0);  // keys [64g, 64g + 64) of each stage
     const int wi = (threadIdx.x / 32) % 4;  // rows [16 wi, 16 wi + 16) of the warpgroup's tile
     const int row_in_tile = 16 * wi + lane / 4;
     using Mma = typename Cfg::Mma;
     constexpr int kBankN = Cfg::kBankN, kR = Cfg::kAccRegs;
     float acc0[kR], acc1[kR];
 
+    // Descriptors of the warpgroup's first key tile and of the first q tile; a tile elsewhere is
+    // the same descriptor plus its byte offset / 16 (the address field is bits [0, 14) in 16-byte
+    // units, and every tile lies inside the 227 KB of shared memory, so the sum never carries out).
+    // Built once instead of per wgmma (run 10: ~60 integer instructions per stage and warp).
+    const uint64_t a_desc0 = desc_k_major_sw128(kv_smem + g * 64 * 128);
+    const uint64_t b_desc0 = desc_k_major_sw128(q_smem);
     // Issues the wgmma of one bank of one stage into `acc`.
     auto issue = [&](float(&acc)[kR], int stage, int qs, int bank) {
 #pragma unroll
       for (int i = 0; i < kR; ++i) fence_operand(acc[i]);
       wgmma_fence();
-      const uint8_t* a_base = kv_smem + stage * Cfg::kKVBytes + g * 64 * 128;
-      const uint8_t* b_base = q_smem + qs * Cfg::kQBytes + bank * kBankN * 128;
+      const uint64_t da0 = a_desc0 + uint32_t(stage * Cfg::kKVBytes) / 16;
+      const uint64_t db0 = b_desc0 + uint32_t(qs * Cfg::kQBytes + bank * kBankN * 128) / 16;
 #pragma unroll
       for (int k = 0; k < Cfg::kKSteps; ++k) {
         const int atom = k / 4, off = (k % 4) * 32;
-        const uint64_t da = desc_k_major_sw128(a_base + atom * kBlockKV * 128 + off);
-        const uint64_t db = desc_k_major_sw128(b_base + atom * kQRows * 128 + off);
+        const uint64_t da = da0 + uint32_t(atom * kBlockKV * 128 + off) / 16;
+        const uint64_t db = db0 + uint32_t(atom * kQRows * 128 + off) / 16;
         Mma::mma(da, db, acc, k > 0 ? 1u : 0u);
       }
       wgmma_commit();
 #pragma unroll
       for (int i = 0; i < kR; ++i) fence_operand(acc[i]);
     };
-    // Adds the bank's ReLU-weighted columns into sums[query][row half].
-    auto accumulate = [&](const float(&acc)[kR], const float* wq, int bank, float(&sums)[kNQ][2]) {
+    // Adds the bank's ReLU-weighted columns into sums[query][row half] (even columns of each
+    // 8-column group) and alt[query][row half] (odd columns): one FFMA per column, two chains.
+    auto accumulate = [&](const float(&acc)[kR], const float* wq, int bank, float(&sums)[kNQ][2],
+                          float(&alt)[kNQ][2]) {
 #pragma unroll
       for (int j = 0; j < kBankN / 8; ++j) {
         const int col = bank * kBankN + 8 * j;  // first column of the 8-column group
         const int q = col / Cfg::kHeads;
         const float2 wv = *reinterpret_cast<const float2*>(wq + col + 2 * (lane % 4));
-        sums[q][0] += wv.x * fmaxf(acc[4 * j + 0], 0.0f) + wv.y * fmaxf(acc[4 * j + 1], 0.0f);
-        sums[q][1] += wv.x * fmaxf(acc[4 * j + 2], 0.0f) + wv.y * fmaxf(acc[4 * j + 3], 0.0f);
+        sums[q][0] = fmaf(wv.x, fmaxf(acc[4 * j + 0], 0.0f), sums[q][0]);
+        alt[q][0] = fmaf(wv.y, fmaxf(acc[4 * j + 1], 0.0f), alt[q][0]);
+        sums[q][1] = fmaf(wv.x, fmaxf(acc[4 * j + 2], 0.0f), sums[q][1]);
+        alt[q][1] = fmaf(wv.y, fmaxf(acc[4 * j + 3], 0.0f), alt[q][1]);
       }
     };
 
@@ -618,9 +629,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           scale1 = scale_smem[s * kBlockKV + g * 64 + row_in_tile + 8];
         }
         issue(acc0, s, qs, 0);
-        float sums[kNQ][2];
+        float sums[kNQ][2], alt[kNQ][2];
 #pragma unroll
-        for (int q = 0; q < kNQ; ++q) sums[q][0] = sums[q][1] = 0.0f;
+        for (int q = 0; q < kNQ; ++q) sums[q][0] = sums[q][1] = alt[q][0] = alt[q][1] = 0.0f;
 #pragma unroll
         for (int b = 0; b < Cfg::kBanks; ++b) {
           const bool last = b + 1 == Cfg::kBanks;
@@ -637,18 +648,23 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #pragma unroll
             for (int i = 0; i < kR; ++i) fence_operand(acc0[i]);
             if (last) mbar_arrive(&empty_kv[s]);
-            accumulate(acc0, wq, b, sums);
+            accumulate(acc0, wq, b, sums, alt);
           } else {
 #pragma unroll
             for (int i = 0; i < kR; ++i) fence_operand(acc1[i]);
             if (last) mbar_arrive(&empty_kv[s]);
-            accumulate(acc1, wq, b, sums);
+            accumulate(acc1, wq, b, sums, alt);
           }
           // Pin this bank's epilogue before the next wgmma wait: without it ptxas sank the bank-0
           // FMNMX/FFMA below the final wait (run 2 SASS) and nothing overlapped the last bank.
 #pragma unroll
-          for (int q = 0; q < kNQ; ++q) fence_operand(sums[q][0]), fence_operand(sums[q][1]);
+          for (int q = 0; q < kNQ; ++q) {
+            fence_operand(sums[q][0]), fence_operand(sums[q][1]);
+            fence_operand(alt[q][0]), fence_operand(alt[q][1]);
+          }
         }
+#pragma unroll
+        for (int q = 0; q < kNQ; ++q) sums[q][0] += alt[q][0], sums[q][1] += alt[q][1];
         // The 4 lanes that hold one key's columns finish the head sum.
         const int es = epi_iter % kES;
         mbar_wait(&empty_epi[es], ((epi_iter / kES) & 1) ^ 1);
