@@ -463,7 +463,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #pragma unroll
             for (int hh = 0; hh < kH; ++hh) {
               const int32_t key = base + 128 * hh;
-              u[q][hh] = __float_as_uint(v[q][hh]);  // the math warps stored order keys
+              u[q][hh] = order_key(v[q][hh]);
               pass[q][hh] =
                   have[hh / 2] && key >= vis_lo[q] && key < vis_hi[q] && u[q][hh] > thr[q];
               const unsigned m = __ballot_sync(0xFFFFFFFFu, pass[q][hh]);
@@ -576,15 +576,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     // Built once instead of per wgmma (run 10: ~60 integer instructions per stage and warp).
     const uint64_t a_desc0 = desc_k_major_sw128(kv_smem + g * 64 * 128);
     const uint64_t b_desc0 = desc_k_major_sw128(q_smem);
-    // A (query, key) score into the epilogue buffer: in top-k mode as its order key (the select
-    // warpgroup compares keys only; one conversion per score here, where issue slots are to
-    // spare, instead of four per thread and stage in the select warpgroup); else the fp32 score.
-    const auto store_score = [](float* dst, float x) {
-      if constexpr (Cfg::kWriteScores)
-        *dst = x;
-      else
-        *reinterpret_cast<uint32_t*>(dst) = order_key(x);
-    };
     // Issues the wgmma of one bank of one stage into `acc`.
     auto issue = [&](float(&acc)[kR], int stage, int qs, int bank) {
 #pragma unroll
@@ -689,7 +680,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           const float w0 = lo + __shfl_xor_sync(0xFFFFFFFFu, lo_out, 1);  // value (0, b0)
           const float w1 = hi + __shfl_xor_sync(0xFFFFFFFFu, hi_out, 1);  // value (1, b0)
           const float x = (b1 ? w1 : w0) + __shfl_xor_sync(0xFFFFFFFFu, b1 ? w0 : w1, 2);
-          store_score(ebuf + (b1 ? kBlockKV : 0) + (b0 ? 8 : 0), x * (b0 ? scale1 : scale0));
+          ebuf[(b1 ? kBlockKV : 0) + (b0 ? 8 : 0)] = x * (b0 ? scale1 : scale0);
         } else {
 #pragma unroll
           for (int q = 0; q < kNQ; ++q) {
@@ -698,8 +689,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               float x = sums[q][h];
               x += __shfl_xor_sync(0xFFFFFFFFu, x, 1);
               x += __shfl_xor_sync(0xFFFFFFFFu, x, 2);
-              if (lane % 4 == 0)
-                store_score(ebuf + q * kBlockKV + 8 * h, x * (h ? scale1 : scale0));
+              if (lane % 4 == 0) ebuf[q * kBlockKV + 8 * h] = x * (h ? scale1 : scale0);
             }
           }
         }
