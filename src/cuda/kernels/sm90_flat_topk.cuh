@@ -121,10 +121,10 @@ struct FlatConfig {
                 "register budget");
   static constexpr int kMaxK = 2048;
   // Candidate list capacity per query: the slack above k sets how often the list is cut (each cut
-  // costs ~25K cycles, run 3); as large as leaves three (prefill) or four (decode) key stages.
+  // costs ~25-40K cycles); run 15 trades key stages for it: two (prefill) or three (decode) left.
   static constexpr int kCap = kWriteScores                          ? 0
-                              : (kElem == 1 && !kPaged && kNQ == 2) ? 5120
-                              : (kElem == 1 && kPaged && kNQ == 1)  ? 6144
+                              : (kElem == 1 && !kPaged && kNQ == 2) ? 7168
+                              : (kElem == 1 && kPaged && kNQ == 1)  ? 11264
                                                                     : 3072;
   static constexpr int kSub = kSub_ ? kSub_ : (kCap >= 4096 && kNQ / kSelWG <= 2 ? 2 : 1);
   static_assert(kCap == 0 || kCap >= kMaxK + kSub * 256, "the list must hold k plus one step");
