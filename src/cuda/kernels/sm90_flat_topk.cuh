@@ -121,10 +121,12 @@ struct FlatConfig {
                 "register budget");
   static constexpr int kMaxK = 2048;
   // Candidate list capacity per query: the slack above k sets how often the list is cut (each cut
-  // costs ~25-40K cycles); run 15 trades key stages for it: two (prefill) or three (decode) left.
+  // costs ~25-40K cycles), but a longer list means longer cuts and a threshold that lags longer
+  // (more appends). fp8 prefill: 7168 with two key stages (run 15: slightly faster at every length
+  // than 5120 with three); decode next_n 1: 6144 with four (11264 with three was 13% slower).
   static constexpr int kCap = kWriteScores                          ? 0
                               : (kElem == 1 && !kPaged && kNQ == 2) ? 7168
-                              : (kElem == 1 && kPaged && kNQ == 1)  ? 11264
+                              : (kElem == 1 && kPaged && kNQ == 1)  ? 6144
                                                                     : 3072;
   static constexpr int kSub = kSub_ ? kSub_ : (kCap >= 4096 && kNQ / kSelWG <= 2 ? 2 : 1);
   static_assert(kCap == 0 || kCap >= kMaxK + kSub * 256, "the list must hold k plus one step");
