@@ -306,10 +306,8 @@ int main(int argc, char** argv) {
       size_t free_before = 0, total_mem = 0;
       CK(cudaMemGetInfo(&free_before, &total_mem));
       const Timing t =
-          light ? time_it([&](int) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, opt); },
-                          0.0, 1, 1)
-                : time_it([&](int) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, opt); },
-                          L >= 65536 ? 1.0 : 0.5, 3, 20);
+          time_it([&](int) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, opt); },
+                  light ? 0.0 : (L >= 65536 ? 1.0 : 0.5), light ? 1 : 3, light ? 1 : 20);
       size_t free_after = 0;
       CK(cudaMemGetInfo(&free_after, &total_mem));
       const double flops = double(L) * double(L + 1) / 2.0 * H * 128 * 2;

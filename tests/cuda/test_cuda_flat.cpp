@@ -20,15 +20,21 @@ using cuda::Path;
 // Kernel variant used by run_prefill (Options::variant; set by the variant test).
 int g_variant = 0;
 
+// Options of the test calls: the path and split count under test, device-side value checks on.
+cuda::Options test_options(Path path, int splits) {
+  cuda::Options opt;
+  opt.path = path;
+  opt.splits = splits;
+  opt.check_values = true;
+  return opt;
+}
+
 std::vector<int32_t> run_prefill(const PrefillCase& c, int k, Path path, int splits = 0) {
   PrefillDev d(c);
   Dev<int32_t> out(size_t(c.T) * k);
   out.poison();
   cuda::Workspace ws;
-  cuda::Options opt;
-  opt.path = path;
-  opt.splits = splits;
-  opt.check_values = true;
+  cuda::Options opt = test_options(path, splits);
   opt.variant = g_variant;
   SelectOutputs o;
   o.indices = out.ptr;
@@ -42,10 +48,7 @@ std::vector<int32_t> run_decode(const DecodeCase& c, int k, Path path, int split
   Dev<int32_t> out(c.seq_lens.size() * size_t(c.next_n) * k);
   out.poison();
   cuda::Workspace ws;
-  cuda::Options opt;
-  opt.path = path;
-  opt.splits = splits;
-  opt.check_values = true;
+  const cuda::Options opt = test_options(path, splits);
   SelectOutputs o;
   o.indices = out.ptr;
   cuda::select_decode(d.in, flat(k), o, ws, nullptr, opt);
