@@ -73,8 +73,8 @@ struct Options {
   // then meaningless): the bound set by scoring and the pipeline alone.
   unsigned long long* profile = nullptr;
   int debug_mode = 0;
-  // Experimental kernel variant for A/B timing (0 = default), prefill fp8 H = 64 only. 1: one
-  // select warpgroup per query; 2: the select warpgroup takes one key stage per step.
+  // Kernel variant for A/B timing (0 = default), fused prefill: 1 cuts the candidate lists with
+  // one radix digit pass (as in run 16) instead of refining until the kept bucket is small.
   int variant = 0;
 };
 

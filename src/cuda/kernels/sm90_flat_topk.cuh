@@ -67,6 +67,9 @@ struct FlatParams {
   // debug_mode 1 = the select warpgroup consumes the scores without selecting (pipeline bound).
   unsigned long long* prof = nullptr;
   int debug_mode = 0;
+  // Digit passes of an intermediate cut at most (4: until the kept bucket is small; 1: run 16's
+  // single pass, for A/B timing as variant 1).
+  int cut_passes = 4;
 };
 
 // Slots of FlatParams::prof (cycles unless noted; one thread per role counts).
@@ -370,7 +373,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     // mx: the largest key this thread appended to the list (the list's maximum survives every cut,
     // so the running maxima of the append stay valid; run 5 scanned the list for it instead).
     const auto anchored_cut = [&](int n, const uint32_t* cu, uint32_t mx, uint32_t thr_q,
-                                  int max_passes) {
+                                  int max_passes, int stop_kept) {
       mx = __reduce_max_sync(0xFFFFFFFFu, mx);
       if (lane == 0) scan[8 + ew] = int(mx);  // ordered_compact uses scan[0, 8)
       sync();
@@ -380,7 +383,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       const int top_bit = diff ? 31 - __clz(diff) : 0;
       return radix_select<128>(
           n, p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist, bcast, sync,
-          mx, top_bit, max_passes);
+          mx, top_bit, max_passes, stop_kept);
     };
     uint32_t epi_iter = 0;
     int parity = 0;
@@ -503,14 +506,19 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               sync();
               uint32_t* cu = cand_u + (sel * kQSel + q) * Cfg::kCap;
               int32_t* cp = cand_pos + (sel * kQSel + q) * Cfg::kCap;
-              // One anchored digit pass: drop every bucket below the k-th key's and keep its
-              // bucket whole (a lower-bound cut; the final cut is exact). An exact cut only when
-              // that bucket is too large to leave room (many equal scores).
-              RadixCut cut = anchored_cut(cnt[q], cu, umax[q], thr[q], 1);
-              if (cut.kept <= (p.topk + Cfg::kCap - kSub * kBlockKV) / 2)
+              // Anchored digit passes until the bucket of the k-th key is small (at most 1/8 of
+              // the slack above k kept with it; run 18: one pass from an anchor at 0 resolves only
+              // sign and exponent, and the lists refilled 5.3 times per item at 128K), then every
+              // bucket below it is dropped and it is kept whole (a lower-bound cut; the final cut
+              // is exact). Cut whole only when it stays within half the list (else many equal
+              // scores: an exact cut, ties by position). p.cut_passes 1: one pass (run 16).
+              constexpr int kRoom = Cfg::kCap - kSub * kBlockKV;
+              RadixCut cut = anchored_cut(cnt[q], cu, umax[q], thr[q], p.cut_passes,
+                                          p.topk + (kRoom - p.topk) / 8);
+              if (cut.kept <= (p.topk + kRoom) / 2)
                 cut.need = 0x7FFFFFFF;
-              else
-                cut = anchored_cut(cnt[q], cu, umax[q], thr[q], 4);
+              else if (p.cut_passes < 4)
+                cut = anchored_cut(cnt[q], cu, umax[q], thr[q], 4, -1);
               cnt[q] = ordered_compact<128, 4>(
                   cnt[q], cut,
                   [&](int64_t i, uint32_t* uu, int32_t* pp) {
@@ -536,7 +544,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           uint32_t* cu = cand_u + qg * Cfg::kCap;
           int32_t* cp = cand_pos + qg * Cfg::kCap;
           if (cnt[q] > p.topk) {
-            const RadixCut cut = anchored_cut(cnt[q], cu, umax[q], thr[q], 4);
+            const RadixCut cut = anchored_cut(cnt[q], cu, umax[q], thr[q], 4, -1);
             cnt[q] = ordered_compact<128, 4>(
                 cnt[q], cut,
                 [&](int64_t i, uint32_t* uu, int32_t* pp) {

@@ -38,7 +38,7 @@ __device__ __forceinline__ uint32_t cut_threshold(const RadixCut& cut) {
 }
 
 // get(i, &u) -> bool valid. Slots [0, n). hist: 256 ints; bcast: 4 ints (shared memory).
-// When at most k slots are valid, every valid slot is kept (mask 0, need = INT_MAX).
+// When at most k slots are valid (or counted), every counted slot is kept (need = INT_MAX).
 // kUnroll slots per thread and step, loaded before they are counted: several loads in flight
 // (the merge reads its lists from L2; one load per step left each pass latency-bound, run 2).
 //
@@ -47,10 +47,13 @@ __device__ __forceinline__ uint32_t cut_threshold(const RadixCut& cut) {
 // the first digit is bits [top_bit, top_bit - 7] instead of the top byte, which skips the passes
 // over bits every key has in common. `max_passes` limits the passes (the result is then a partial
 // cut: need counts within the bucket; `kept` says how many slots keeping the whole bucket keeps).
+// `stop_kept` ends the passes early once keeping the whole bucket keeps at most that many slots
+// (a lower-bound cut of a chosen tightness; -1: never).
 template <int kThreads, class Get, class Sync, int kUnroll = 4>
 __device__ __forceinline__ RadixCut radix_select(int64_t n, int k, Get get, int* hist, int* bcast,
                                                  Sync sync, uint32_t start_prefix = 0u,
-                                                 int top_bit = 31, int max_passes = 4) {
+                                                 int top_bit = 31, int max_passes = 4,
+                                                 int stop_kept = -1) {
   static_assert(kThreads % 32 == 0, "whole warps");
   const int tid = threadIdx.x % kThreads;
   const int lane = threadIdx.x % 32;
@@ -116,12 +119,14 @@ __device__ __forceinline__ RadixCut radix_select(int64_t n, int k, Get get, int*
     }
     sync();
     const int digit = bcast[0], above = bcast[1], bucket = bcast[2];
-    if (digit < 0) return RadixCut{0u, 0u, 0x7FFFFFFF, above};  // all fit
+    // All counted keys fit: keep them (and only them: with an anchored start, keys that do not
+    // share the start prefix were not counted and lie below it).
+    if (digit < 0) return RadixCut{cut.prefix, cut.mask, 0x7FFFFFFF, above};
     cut.kept = (k - cut.need) + above + bucket;
     cut.need -= above;
     cut.prefix |= uint32_t(digit) << shift;
     cut.mask |= 0xFFu << shift;
-    if (bucket == cut.need || shift == 0) break;
+    if (bucket == cut.need || shift == 0 || cut.kept <= stop_kept) break;
   }
   return cut;
 }
