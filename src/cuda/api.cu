@@ -376,14 +376,20 @@ void prefill_fused(const PrefillInputs& in, int k, int32_t* out, const int32_t* 
   }
   l.grid = int(std::min<int64_t>(tiles * splits, sms));
   l.stream = st;
-  HISA_CHECK(opt.variant == 0 || opt.variant == 1, "prefill: variant must be 0 or 1");
+  HISA_CHECK(opt.variant >= 0 && opt.variant <= 2, "prefill: variant must be 0, 1 or 2");
   if (opt.variant == 1) p.cut_passes = 1;
-  if (opt.profile || opt.debug_mode) {
+  if (opt.profile || opt.debug_mode || opt.variant == 2) {
     HISA_CHECK(in.dtype == DType::F8E4M3 && in.num_heads == 64,
-               "prefill: the measurement hooks exist for fp8, H = 64 only");
+               "prefill: the measurement hooks and variant 2 exist for fp8, H = 64 only");
     p.prof = opt.profile;
     p.debug_mode = opt.debug_mode;
-    HISA_CUDA_CHECK((launch_flat<kFp8, 64, 2, false, false, true, 1, 0>(l)));
+    const bool prof = opt.profile || opt.debug_mode;
+    if (opt.variant == 2) {
+      HISA_CUDA_CHECK(prof ? (launch_flat<kFp8, 64, 2, false, false, true, 1, 4>(l))
+                           : (launch_flat<kFp8, 64, 2, false, false, false, 1, 4>(l)));
+    } else {
+      HISA_CUDA_CHECK((launch_flat<kFp8, 64, 2, false, false, true, 1, 0>(l)));
+    }
   } else {
     HISA_CUDA_CHECK(prefill_launch(in.dtype, in.num_heads, false, l));
   }

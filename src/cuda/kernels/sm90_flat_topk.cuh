@@ -117,8 +117,10 @@ struct FlatConfig {
   // the math warpgroups need 96 (fewer serialises wgmma, C7512); the producer and select
   // warpgroups share the rest (more select state with more queries per warpgroup).
   static constexpr int kMathRegs = 96;
-  static constexpr int kProducerRegs = kSelWG == 2 ? 24 : (kNQ <= 2 ? 40 : 32);
-  static constexpr int kSelectRegs = kSelWG == 2 ? 48 : (kNQ <= 2 ? 56 : 64);
+  // Four stages per select step (kSub_ 4) hold twice the scores: 64 for the select warpgroup
+  // (the prefill producer fits 32).
+  static constexpr int kProducerRegs = kSelWG == 2 ? 24 : (kNQ <= 2 && kSub_ < 4 ? 40 : 32);
+  static constexpr int kSelectRegs = kSelWG == 2 ? 48 : (kNQ <= 2 && kSub_ < 4 ? 56 : 64);
   static_assert(kMathWG * kMathRegs + kProducerRegs + kSelWG * kSelectRegs ==
                     (kMathWG + 1 + kSelWG) * kLaunchRegs,
                 "register budget");
@@ -133,7 +135,8 @@ struct FlatConfig {
                                                                     : 3072;
   static constexpr int kSub = kSub_ ? kSub_ : (kCap >= 4096 && kNQ / kSelWG <= 2 ? 2 : 1);
   static_assert(kCap == 0 || kCap >= kMaxK + kSub * 256, "the list must hold k plus one step");
-  static_assert(kSub <= 2, "append counts pack one byte per half-stage (at most 4 per word)");
+  static_assert(kSub <= 4, "at most 4 key stages per select step");
+  static constexpr int kCountWords = (2 * kSub + 3) / 4;  // append counts: a byte per half-stage
 
   static constexpr int kQBytes = kQRows * kRowBytes;
   static constexpr int kKVBytes = kBlockKV * kRowBytes;
@@ -171,7 +174,7 @@ struct FlatConfig {
   static constexpr int kOffScan = kOffHist + kSelWG * 256 * 4;
   static constexpr int kOffBcast = kOffScan + kSelWG * 16 * 4;
   static constexpr int kOffAppend = kOffBcast + kSelWG * 4 * 4;
-  static constexpr int kOffBar = (kOffAppend + 2 * kNQ * 4 * 4 + 7) / 8 * 8;
+  static constexpr int kOffBar = (kOffAppend + 2 * kNQ * kCountWords * 4 * 4 + 7) / 8 * 8;
   static constexpr int kNumBars = 2 * (kQStages + kKVStages + kEpiStages);
   static constexpr int kSmemBytes = kOffBar + kNumBars * 8 + 1024;
   static_assert(kSmemBytes <= kSmemLimit, "shared memory over the sm_90 limit");
@@ -248,7 +251,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   int* hist = reinterpret_cast<int*>(smem + Cfg::kOffHist);
   int* scan = reinterpret_cast<int*>(smem + Cfg::kOffScan);
   int* bcast = reinterpret_cast<int*>(smem + Cfg::kOffBcast);
-  int* append = reinterpret_cast<int*>(smem + Cfg::kOffAppend);  // [2][kNQ][4]
+  int* append = reinterpret_cast<int*>(smem + Cfg::kOffAppend);  // [2][kNQ][words][4]
   uint64_t* bars = reinterpret_cast<uint64_t*>(smem + Cfg::kOffBar);
   // Measurement: fire-and-forget global reductions (no registers held across the loops).
   const auto prof_add = [&](int slot, unsigned delta) {
@@ -366,7 +369,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     hist += sel * 256;
     scan += sel * 16;
     bcast += sel * 4;
-    append += sel * 2 * kQSel * 4;
+    append += sel * 2 * kQSel * Cfg::kCountWords * 4;
     // Radix select over a candidate list whose keys all lie in [thr, max]: the digits start at
     // the highest bit where thr and the list's maximum differ (the bits above are common), which
     // saves the passes over the shared leading bits. max_passes 4: exact; 1: one digit.
@@ -457,14 +460,17 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
         } else {
           // Passing counts of each warp, one byte per half (<= 32 each, so sums over the 4 warps
-          // fit a byte): one word per (query, warp), read back as one int4 per query.
-          int* ap = append + parity * kQSel * 4;  // [q][warp]
+          // fit a byte): a word per 4 halves and (query, warp), read back as one int4 per word.
+          constexpr int kW = Cfg::kCountWords;
+          int* ap = append + parity * kQSel * kW * 4;  // [q][word][warp]
           uint32_t u[kQSel][kH];
           bool pass[kQSel][kH];
           int rank[kQSel][kH];
 #pragma unroll
           for (int q = 0; q < kQSel; ++q) {
-            int packed = 0;
+            int packed[kW];
+#pragma unroll
+            for (int w = 0; w < kW; ++w) packed[w] = 0;
 #pragma unroll
             for (int hh = 0; hh < kH; ++hh) {
               const int32_t key = base + 128 * hh;
@@ -473,26 +479,33 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                   have[hh / 2] && key >= vis_lo[q] && key < vis_hi[q] && u[q][hh] > thr[q];
               const unsigned m = __ballot_sync(0xFFFFFFFFu, pass[q][hh]);
               rank[q][hh] = __popc(m & ((1u << lane) - 1));
-              packed |= __popc(m) << (8 * hh);
+              packed[hh / 4] |= __popc(m) << (8 * (hh % 4));
             }
-            if (lane == 0) ap[q * 4 + ew] = packed;
+#pragma unroll
+            for (int w = 0; w < kW; ++w)
+              if (lane == 0) ap[(q * kW + w) * 4 + ew] = packed[w];
           }
           sync();
 #pragma unroll
           for (int q = 0; q < kQSel; ++q) {
-            const int4 c = *reinterpret_cast<const int4*>(ap + q * 4);
-            const int total = c.x + c.y + c.z + c.w;  // bytewise: no carries
-            const int mine = (ew > 0 ? c.x : 0) + (ew > 1 ? c.y : 0) + (ew > 2 ? c.z : 0);
+            int total[kW], mine[kW];
+#pragma unroll
+            for (int w = 0; w < kW; ++w) {
+              const int4 c = *reinterpret_cast<const int4*>(ap + (q * kW + w) * 4);
+              total[w] = c.x + c.y + c.z + c.w;  // bytewise: no carries
+              mine[w] = (ew > 0 ? c.x : 0) + (ew > 1 ? c.y : 0) + (ew > 2 ? c.z : 0);
+            }
             int before = 0;  // passing keys of the earlier halves
 #pragma unroll
             for (int hh = 0; hh < kH; ++hh) {
               if (pass[q][hh]) {
                 umax[q] = max(umax[q], u[q][hh]);
-                const int dst = cnt[q] + before + ((mine >> (8 * hh)) & 0xFF) + rank[q][hh];
+                const int dst =
+                    cnt[q] + before + ((mine[hh / 4] >> (8 * (hh % 4))) & 0xFF) + rank[q][hh];
                 cand_u[(sel * kQSel + q) * Cfg::kCap + dst] = u[q][hh];
                 cand_pos[(sel * kQSel + q) * Cfg::kCap + dst] = base + 128 * hh - rel[q];
               }
-              before += (total >> (8 * hh)) & 0xFF;
+              before += (total[hh / 4] >> (8 * (hh % 4))) & 0xFF;
             }
             cnt[q] += before;
             if (prof) prof_add(kProfSelAppended, before);
