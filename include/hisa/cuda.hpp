@@ -73,9 +73,9 @@ struct Options {
   // then meaningless): the bound set by scoring and the pipeline alone.
   unsigned long long* profile = nullptr;
   int debug_mode = 0;
-  // Kernel variant for A/B timing (0 = default), fused prefill: 1 cuts the candidate lists with
-  // one radix digit pass (as in run 16) instead of refining until the kept bucket is small; 2
-  // (fp8, H = 64): the select warpgroup takes four key stages per step instead of two.
+  // Kernel variant for A/B timing (0 = default), fused prefill with fp8 and H = 64: the select
+  // warpgroup takes four key stages per step (1), with a 16-stage epilogue ring (2), or with
+  // 5120-entry candidate lists and a third key stage (3).
   int variant = 0;
 };
 

@@ -23,15 +23,15 @@ struct FlatLaunch {
 };
 
 template <int kElem, int kHeads, int kNQ, bool kPaged, bool kScores, bool kProf = false,
-          int kSelWG = 1, int kSub = 0>
+          int kTune = 0, int kSub = 0>
 cudaError_t launch_flat(const FlatLaunch& l);
 
 #ifdef HISA_FLAT_DEFINE_LAUNCH
-template <int kElem, int kHeads, int kNQ, bool kPaged, bool kScores, bool kProf, int kSelWG,
+template <int kElem, int kHeads, int kNQ, bool kPaged, bool kScores, bool kProf, int kTune,
           int kSub>
 cudaError_t launch_flat(const FlatLaunch& l) {
   using T = std::conditional_t<kElem == kFp8, sm90::Fp8, sm90::Bf16>;
-  using Cfg = sm90::FlatConfig<T, kHeads, kNQ, kPaged, kScores, kProf, kSelWG, kSub>;
+  using Cfg = sm90::FlatConfig<T, kHeads, kNQ, kPaged, kScores, kProf, kTune, kSub>;
   auto kernel = sm90::sm90_flat_topk_kernel<Cfg>;
   cudaError_t e =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
@@ -40,9 +40,9 @@ cudaError_t launch_flat(const FlatLaunch& l) {
   return cudaGetLastError();
 }
 #define HISA_FLAT_INSTANCE(E, H, NQ, PAGED, SCORES) \
-  template cudaError_t launch_flat<E, H, NQ, PAGED, SCORES, false, 1, 0>(const FlatLaunch&);
-#define HISA_FLAT_VARIANT_INSTANCE(E, H, NQ, PAGED, PROF, SEL, SUB) \
-  template cudaError_t launch_flat<E, H, NQ, PAGED, false, PROF, SEL, SUB>(const FlatLaunch&);
+  template cudaError_t launch_flat<E, H, NQ, PAGED, SCORES, false, 0, 0>(const FlatLaunch&);
+#define HISA_FLAT_VARIANT_INSTANCE(E, H, NQ, PAGED, PROF, TUNE, SUB) \
+  template cudaError_t launch_flat<E, H, NQ, PAGED, false, PROF, TUNE, SUB>(const FlatLaunch&);
 #endif
 
 }  // namespace hisa::cuda

@@ -67,9 +67,6 @@ struct FlatParams {
   // debug_mode 1 = the select warpgroup consumes the scores without selecting (pipeline bound).
   unsigned long long* prof = nullptr;
   int debug_mode = 0;
-  // Digit passes of an intermediate cut at most (4: until the kept bucket is small; 1: run 16's
-  // single pass, for A/B timing as variant 1).
-  int cut_passes = 4;
 };
 
 // Slots of FlatParams::prof (cycles unless noted; one thread per role counts).
@@ -90,15 +87,17 @@ enum ProfSlot : int {
 
 // kProf_: a measurement instance that honours FlatParams::prof and debug_mode (the counters cost
 // registers the math warpgroups do not have, so production instances compile them out).
-// kSelWG_: select warpgroups (1, or kNQ = 2 for one per query: twice the selection throughput).
+// kTune_: an experimental configuration for A/B timing (0 = production; 1 = a 16-stage epilogue
+// ring with 6656-entry lists, 2 = 5120-entry lists and a third key stage; fp8 prefill only).
 // kSub_: key stages the select warpgroup takes per step (0 = automatic: 2 with the large
 // candidate lists, else 1); one scan barrier per step.
 template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool kProf_ = false,
-          int kSelWG_ = 1, int kSub_ = 0>
+          int kTune_ = 0, int kSub_ = 0>
 struct FlatConfig {
-  static constexpr int kHeads = kHeads_, kNQ = kNQ_, kSelWG = kSelWG_, kQSel = kNQ_ / kSelWG_;
+  // One select warpgroup (a second one would take the CTA to 896 threads, 72 registers at launch,
+  // and ptxas serialises the wgmma: C7512).
+  static constexpr int kHeads = kHeads_, kNQ = kNQ_, kSelWG = 1, kQSel = kNQ_, kTune = kTune_;
   static constexpr bool kPaged = kPaged_, kWriteScores = kWriteScores_, kProf = kProf_;
-  static_assert(kNQ % kSelWG == 0 && kSelWG <= 2, "queries split evenly over select warpgroups");
   static constexpr int kDim = 128;
   static constexpr int kElem = std::is_same<T, Fp8>::value ? 1 : 2;
   static constexpr int kRowBytes = kDim * kElem;  // 128 (fp8) or 256 (bf16) bytes per row
@@ -119,8 +118,8 @@ struct FlatConfig {
   static constexpr int kMathRegs = 96;
   // Four stages per select step (kSub_ 4) hold twice the scores: 64 for the select warpgroup
   // (the prefill producer fits 32).
-  static constexpr int kProducerRegs = kSelWG == 2 ? 24 : (kNQ <= 2 && kSub_ < 4 ? 40 : 32);
-  static constexpr int kSelectRegs = kSelWG == 2 ? 48 : (kNQ <= 2 && kSub_ < 4 ? 56 : 64);
+  static constexpr int kProducerRegs = kNQ <= 2 && kSub_ < 4 ? 40 : 32;
+  static constexpr int kSelectRegs = kNQ <= 2 && kSub_ < 4 ? 56 : 64;
   static_assert(kMathWG * kMathRegs + kProducerRegs + kSelWG * kSelectRegs ==
                     (kMathWG + 1 + kSelWG) * kLaunchRegs,
                 "register budget");
@@ -130,7 +129,8 @@ struct FlatConfig {
   // (more appends). fp8 prefill: 7168 with two key stages (run 15: slightly faster at every length
   // than 5120 with three); decode next_n 1: 6144 with four (11264 with three was 13% slower).
   static constexpr int kCap = kWriteScores                          ? 0
-                              : (kElem == 1 && !kPaged && kNQ == 2) ? 7168
+                              : (kElem == 1 && !kPaged && kNQ == 2)
+                                  ? (kTune == 1 ? 6656 : kTune == 2 ? 5120 : 7168)
                               : (kElem == 1 && kPaged && kNQ == 1)  ? 6144
                                                                     : 3072;
   static constexpr int kSub = kSub_ ? kSub_ : (kCap >= 4096 && kNQ / kSelWG <= 2 ? 2 : 1);
@@ -146,7 +146,7 @@ struct FlatConfig {
   // run 10). For fp8 prefill with H = 64 the second q stage makes room for it.
   static constexpr int kEpiStages = kWriteScores                          ? 4
                                     : (kPaged && kNQ == 1)                ? 16
-                                    : (!kPaged && kNQ == 2 && kElem == 1) ? 12
+                                    : (!kPaged && kNQ == 2 && kElem == 1) ? (kTune == 1 ? 16 : 12)
                                                                           : 4;
   static constexpr int kQStages =
       kWriteScores || kQBytes < 16384 || (kQBytes == 16384 && kEpiStages <= 4) ? 2 : 1;
@@ -154,7 +154,7 @@ struct FlatConfig {
   // Everything but the key stages, then as many key stages as fit (2 to 6).
   static constexpr int kFixed = kQStages * kQBytes + kQStages * kQRows * 4 +
                                 kEpiStages * kNQ * kBlockKV * 4 + kNQ * kCap * 8 +
-                                4 * kSelWG * (256 + 16 + 4) + 4 * 2 * kNQ * 4 +
+                                4 * kSelWG * (256 + 16 + 4) + 4 * 2 * kNQ * 4 * kCountWords +
                                 1024 /* barriers */ + 1024 /* alignment */;
   static constexpr int kSmemLimit = 232448;  // 227 KB per block on sm_90
   static constexpr int kStageBytes = kKVBytes + kBlockKV * 4;
@@ -524,14 +524,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               // sign and exponent, and the lists refilled 5.3 times per item at 128K), then every
               // bucket below it is dropped and it is kept whole (a lower-bound cut; the final cut
               // is exact). Cut whole only when it stays within half the list (else many equal
-              // scores: an exact cut, ties by position). p.cut_passes 1: one pass (run 16).
+              // scores: an exact cut, ties by position).
               constexpr int kRoom = Cfg::kCap - kSub * kBlockKV;
-              RadixCut cut = anchored_cut(cnt[q], cu, umax[q], thr[q], p.cut_passes,
-                                          p.topk + (kRoom - p.topk) / 8);
-              if (cut.kept <= (p.topk + kRoom) / 2)
-                cut.need = 0x7FFFFFFF;
-              else if (p.cut_passes < 4)
-                cut = anchored_cut(cnt[q], cu, umax[q], thr[q], 4, -1);
+              RadixCut cut =
+                  anchored_cut(cnt[q], cu, umax[q], thr[q], 4, p.topk + (kRoom - p.topk) / 8);
+              if (cut.kept <= (p.topk + kRoom) / 2) cut.need = 0x7FFFFFFF;
               cnt[q] = ordered_compact<128, 4>(
                   cnt[q], cut,
                   [&](int64_t i, uint32_t* uu, int32_t* pp) {
