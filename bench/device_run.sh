@@ -99,7 +99,7 @@ if has ncu; then
   step "ncu: prefill fp8 H=64 L=32768, one launch"
   if command -v ncu >/dev/null; then
     timeout "${NCU_TIMEOUT:-150}" ncu --kernel-name-base mangled \
-      --kernel-name regex:'FlatConfigINS1_3Fp8ELi64ELi2ELb0ELb0ELb0ELi1ELi0E' --launch-skip 2 \
+      --kernel-name regex:'FlatConfigINS1_3Fp8ELi64ELi2ELb0ELb0ELb0ELi0ELi0E' --launch-skip 2 \
       --launch-count 1 --set full --import-source no --export /tmp/hisa_ncu --force-overwrite \
       "$BIN/hisa_cuda_bench" --prefill-sizes 32768 --no-decode >"$OUT/ncu_run.log" 2>&1
     echo "exit $?" >>"$OUT/ncu_run.log"

@@ -376,28 +376,18 @@ void prefill_fused(const PrefillInputs& in, int k, int32_t* out, const int32_t* 
   }
   l.grid = int(std::min<int64_t>(tiles * splits, sms));
   l.stream = st;
-  HISA_CHECK(opt.variant >= 0 && opt.variant <= 3, "prefill: variant must be 0 to 3");
+  HISA_CHECK(opt.variant == 0 || opt.variant == 1, "prefill: variant must be 0 or 1");
   if (opt.profile || opt.debug_mode || opt.variant) {
     HISA_CHECK(in.dtype == DType::F8E4M3 && in.num_heads == 64,
                "prefill: the measurement hooks and variants exist for fp8, H = 64 only");
     p.prof = opt.profile;
     p.debug_mode = opt.debug_mode;
     const bool prof = opt.profile || opt.debug_mode;
-    switch (opt.variant) {
-      case 1:
-        HISA_CUDA_CHECK(prof ? (launch_flat<kFp8, 64, 2, false, false, true, 0, 4>(l))
-                             : (launch_flat<kFp8, 64, 2, false, false, false, 0, 4>(l)));
-        break;
-      case 2:
-        HISA_CUDA_CHECK(prof ? (launch_flat<kFp8, 64, 2, false, false, true, 1, 4>(l))
-                             : (launch_flat<kFp8, 64, 2, false, false, false, 1, 4>(l)));
-        break;
-      case 3:
-        HISA_CUDA_CHECK(prof ? (launch_flat<kFp8, 64, 2, false, false, true, 2, 4>(l))
-                             : (launch_flat<kFp8, 64, 2, false, false, false, 2, 4>(l)));
-        break;
-      default:
-        HISA_CUDA_CHECK((launch_flat<kFp8, 64, 2, false, false, true, 0, 0>(l)));
+    if (opt.variant == 1) {
+      HISA_CUDA_CHECK(prof ? (launch_flat<kFp8, 64, 2, false, false, true, 1, 0>(l))
+                           : (launch_flat<kFp8, 64, 2, false, false, false, 1, 0>(l)));
+    } else {
+      HISA_CUDA_CHECK((launch_flat<kFp8, 64, 2, false, false, true, 0, 0>(l)));
     }
   } else {
     HISA_CUDA_CHECK(prefill_launch(in.dtype, in.num_heads, false, l));

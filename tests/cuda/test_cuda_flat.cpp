@@ -144,7 +144,7 @@ TEST(CudaPrefill, RandomFp8H32Fused) {
 }
 TEST(CudaPrefill, Variants) {
   SKIP_WITHOUT_GPU();
-  for (int v : {1, 2, 3}) {
+  for (int v : {1}) {
     g_variant = v;
     const std::string n = "v" + std::to_string(v) + "_";
     check_prefill({{300, 300}}, 64, DType::F8E4M3, 64, Path::Fused, false, n + "fp8_h64");

@@ -87,10 +87,10 @@ enum ProfSlot : int {
 
 // kProf_: a measurement instance that honours FlatParams::prof and debug_mode (the counters cost
 // registers the math warpgroups do not have, so production instances compile them out).
-// kTune_: an experimental configuration for A/B timing (0 = production; 1 = a 16-stage epilogue
-// ring with 6656-entry lists, 2 = 5120-entry lists and a third key stage; fp8 prefill only).
-// kSub_: key stages the select warpgroup takes per step (0 = automatic: 2 with the large
-// candidate lists, else 1); one scan barrier per step.
+// kTune_: a configuration for A/B timing in one run (0 = production; 1 = run 16's fp8 prefill
+// configuration: two key stages per select step, a 12-stage ring, 7168-entry lists).
+// kSub_: key stages the select warpgroup takes per step (0 = automatic: 4 for fp8 prefill, 2
+// with the other large candidate lists, else 1); one scan barrier per step.
 template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool kProf_ = false,
           int kTune_ = 0, int kSub_ = 0>
 struct FlatConfig {
@@ -116,24 +116,28 @@ struct FlatConfig {
   // the math warpgroups need 96 (fewer serialises wgmma, C7512); the producer and select
   // warpgroups share the rest (more select state with more queries per warpgroup).
   static constexpr int kMathRegs = 96;
-  // Four stages per select step (kSub_ 4) hold twice the scores: 64 for the select warpgroup
-  // (the prefill producer fits 32).
-  static constexpr int kProducerRegs = kNQ <= 2 && kSub_ < 4 ? 40 : 32;
-  static constexpr int kSelectRegs = kNQ <= 2 && kSub_ < 4 ? 56 : 64;
-  static_assert(kMathWG * kMathRegs + kProducerRegs + kSelWG * kSelectRegs ==
-                    (kMathWG + 1 + kSelWG) * kLaunchRegs,
-                "register budget");
   static constexpr int kMaxK = 2048;
+  // fp8 prefill, two queries per item (the benchmarked path; runs 20-21): four key stages per
+  // select step (the append's cost is per step: three dependent shared-memory round trips) and a
+  // 16-stage epilogue ring (a cut lasts ~15 stages of math), paid with shorter lists.
+  static constexpr bool kFp8Prefill = kElem == 1 && !kPaged && kNQ == 2 && !kWriteScores;
+  static constexpr bool kWide = kFp8Prefill && kTune == 0;
   // Candidate list capacity per query: the slack above k sets how often the list is cut (each cut
   // costs ~25-40K cycles), but a longer list means longer cuts and a threshold that lags longer
   // (more appends). fp8 prefill: 7168 with two key stages (run 15: slightly faster at every length
   // than 5120 with three); decode next_n 1: 6144 with four (11264 with three was 13% slower).
   static constexpr int kCap = kWriteScores                          ? 0
-                              : (kElem == 1 && !kPaged && kNQ == 2)
-                                  ? (kTune == 1 ? 6656 : kTune == 2 ? 5120 : 7168)
+                              : kFp8Prefill                         ? (kWide ? 6656 : 7168)
                               : (kElem == 1 && kPaged && kNQ == 1)  ? 6144
                                                                     : 3072;
-  static constexpr int kSub = kSub_ ? kSub_ : (kCap >= 4096 && kNQ / kSelWG <= 2 ? 2 : 1);
+  static constexpr int kSub = kSub_ ? kSub_ : kWide ? 4 : (kCap >= 4096 && kNQ <= 2 ? 2 : 1);
+  // Four stages per step hold twice the scores: 64 registers for the select warpgroup (the
+  // prefill producer fits 32).
+  static constexpr int kProducerRegs = kNQ <= 2 && kSub < 4 ? 40 : 32;
+  static constexpr int kSelectRegs = kNQ <= 2 && kSub < 4 ? 56 : 64;
+  static_assert(kMathWG * kMathRegs + kProducerRegs + kSelWG * kSelectRegs ==
+                    (kMathWG + 1 + kSelWG) * kLaunchRegs,
+                "register budget");
   static_assert(kCap == 0 || kCap >= kMaxK + kSub * 256, "the list must hold k plus one step");
   static_assert(kSub <= 4, "at most 4 key stages per select step");
   static constexpr int kCountWords = (2 * kSub + 3) / 4;  // append counts: a byte per half-stage
@@ -146,7 +150,7 @@ struct FlatConfig {
   // run 10). For fp8 prefill with H = 64 the second q stage makes room for it.
   static constexpr int kEpiStages = kWriteScores                          ? 4
                                     : (kPaged && kNQ == 1)                ? 16
-                                    : (!kPaged && kNQ == 2 && kElem == 1) ? (kTune == 1 ? 16 : 12)
+                                    : kFp8Prefill                         ? (kWide ? 16 : 12)
                                                                           : 4;
   static constexpr int kQStages =
       kWriteScores || kQBytes < 16384 || (kQBytes == 16384 && kEpiStages <= 4) ? 2 : 1;
