@@ -96,7 +96,7 @@ template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool
 struct FlatConfig {
   // One select warpgroup (a second one would take the CTA to 896 threads, 72 registers at launch,
   // and ptxas serialises the wgmma: C7512).
-  static constexpr int kHeads = kHeads_, kNQ = kNQ_, kSelWG = 1, kQSel = kNQ_, kTune = kTune_;
+  static constexpr int kHeads = kHeads_, kNQ = kNQ_, kTune = kTune_;
   static constexpr bool kPaged = kPaged_, kWriteScores = kWriteScores_, kProf = kProf_;
   static constexpr int kDim = 128;
   static constexpr int kElem = std::is_same<T, Fp8>::value ? 1 : 2;
@@ -105,7 +105,7 @@ struct FlatConfig {
   static constexpr int kKSteps = kRowBytes / 32;  // each wgmma consumes 32 bytes of K
   static constexpr int kMathWG = 4;
   static constexpr int kBlockKV = 64 * kMathWG;  // keys per stage
-  static constexpr int kThreads = (kMathWG + 1 + kSelWG) * 128;
+  static constexpr int kThreads = (kMathWG + 2) * 128;
   static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;  // 80 (768 threads) or 72 (896)
   static constexpr int kQRows = kNQ * kHeads;
   static constexpr int kBanks = kQRows > 128 ? 4 : 2;
@@ -135,8 +135,7 @@ struct FlatConfig {
   // prefill producer fits 32).
   static constexpr int kProducerRegs = kNQ <= 2 && kSub < 4 ? 40 : 32;
   static constexpr int kSelectRegs = kNQ <= 2 && kSub < 4 ? 56 : 64;
-  static_assert(kMathWG * kMathRegs + kProducerRegs + kSelWG * kSelectRegs ==
-                    (kMathWG + 1 + kSelWG) * kLaunchRegs,
+  static_assert(kMathWG * kMathRegs + kProducerRegs + kSelectRegs == (kMathWG + 2) * kLaunchRegs,
                 "register budget");
   static_assert(kCap == 0 || kCap >= kMaxK + kSub * 256, "the list must hold k plus one step");
   static_assert(kSub <= 4, "at most 4 key stages per select step");
@@ -158,7 +157,7 @@ struct FlatConfig {
   // Everything but the key stages, then as many key stages as fit (2 to 6).
   static constexpr int kFixed = kQStages * kQBytes + kQStages * kQRows * 4 +
                                 kEpiStages * kNQ * kBlockKV * 4 + kNQ * kCap * 8 +
-                                4 * kSelWG * (256 + 16 + 4) + 4 * 2 * kNQ * 4 * kCountWords +
+                                4 * (256 + 16 + 4) + 4 * 2 * kNQ * 4 * kCountWords +
                                 1024 /* barriers */ + 1024 /* alignment */;
   static constexpr int kSmemLimit = 232448;  // 227 KB per block on sm_90
   static constexpr int kStageBytes = kKVBytes + kBlockKV * 4;
@@ -175,9 +174,9 @@ struct FlatConfig {
   static constexpr int kOffCandU = kOffEpi + kEpiStages * kNQ * kBlockKV * 4;
   static constexpr int kOffCandPos = kOffCandU + kNQ * kCap * 4;
   static constexpr int kOffHist = kOffCandPos + kNQ * kCap * 4;
-  static constexpr int kOffScan = kOffHist + kSelWG * 256 * 4;
-  static constexpr int kOffBcast = kOffScan + kSelWG * 16 * 4;
-  static constexpr int kOffAppend = kOffBcast + kSelWG * 4 * 4;
+  static constexpr int kOffScan = kOffHist + 256 * 4;
+  static constexpr int kOffBcast = kOffScan + 16 * 4;
+  static constexpr int kOffAppend = kOffBcast + 4 * 4;
   static constexpr int kOffBar = (kOffAppend + 2 * kNQ * kCountWords * 4 * 4 + 7) / 8 * 8;
   static constexpr int kNumBars = 2 * (kQStages + kKVStages + kEpiStages);
   static constexpr int kSmemBytes = kOffBar + kNumBars * 8 + 1024;
@@ -276,14 +275,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     for (int i = 0; i < kQS; ++i) mbar_init(&full_q[i], 32), mbar_init(&empty_q[i], kMathThreads);
     for (int i = 0; i < kKS; ++i) mbar_init(&full_kv[i], 1), mbar_init(&empty_kv[i], kMathThreads);
     for (int i = 0; i < kES; ++i)
-      mbar_init(&full_epi[i], kMathThreads), mbar_init(&empty_epi[i], 128 * Cfg::kSelWG);
+      mbar_init(&full_epi[i], kMathThreads), mbar_init(&empty_epi[i], 128);
     fence_barrier_init();
   }
   __syncthreads();
 
   const int num_items = p.num_tiles * p.splits;
 
-  if (wg == Cfg::kMathWG + Cfg::kSelWG) {
+  if (wg == Cfg::kMathWG + 1) {
     // ------------------------------------------------------------------ producer
     setmaxnreg_dec<Cfg::kProducerRegs>();
     if (threadIdx.x % 128 >= 32) return;
@@ -359,21 +358,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   } else if (wg >= Cfg::kMathWG) {
     // ------------------------------------------------------------------ select warpgroup(s)
     setmaxnreg_dec<Cfg::kSelectRegs>();
-    constexpr int kQSel = Cfg::kQSel;
-    // This warpgroup selects for queries [sel * kQSel, (sel + 1) * kQSel); a compile-time 0 with
-    // one select warpgroup (a run-time offset costs registers the select code does not have).
-    const int sel = Cfg::kSelWG == 1 ? 0 : wg - Cfg::kMathWG;
     const int t = threadIdx.x % 128, ew = t / 32;
-    auto sync = [sel] {
-      if (Cfg::kSelWG == 1 || sel == 0)
-        named_barrier(1, 128);
-      else
-        named_barrier(2, 128);
-    };
-    hist += sel * 256;
-    scan += sel * 16;
-    bcast += sel * 4;
-    append += sel * 2 * kQSel * Cfg::kCountWords * 4;
+    auto sync = [] { named_barrier(1, 128); };
     // Radix select over a candidate list whose keys all lie in [thr, max]: the digits start at
     // the highest bit where thr and the list's maximum differ (the bits above are common), which
     // saves the passes over the shared leading bits. max_passes 4: exact; 1: one digit.
@@ -397,19 +383,19 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     const bool prof = Cfg::kProf && p.prof && t == 0;
     const unsigned c_start = clock();
     for (int item = blockIdx.x; item < num_items; item += gridDim.x) {
-      if (prof && sel == 0) prof_add(kProfItems, 1);
+      if (prof) prof_add(kProfItems, 1);
       const Item<Cfg> it(p, item);
       // Per query: visible key range inside this item, and the position base.
-      int32_t vis_lo[kQSel], vis_hi[kQSel], rel[kQSel];  // key rows < 2^31
-      int cnt[kQSel];
-      uint32_t thr[kQSel], umax[kQSel];
+      int32_t vis_lo[kNQ], vis_hi[kNQ], rel[kNQ];  // key rows < 2^31
+      int cnt[kNQ];
+      uint32_t thr[kNQ], umax[kNQ];
 #pragma unroll
-      for (int q = 0; q < kQSel; ++q) {
+      for (int q = 0; q < kNQ; ++q) {
         cnt[q] = 0;
         umax[q] = 0;
         thr[q] = 0;  // every real score has a key above 0
         vis_lo[q] = 0, vis_hi[q] = 0, rel[q] = 0;
-        const int qg = sel * kQSel + q;
+        const int qg = q;
         const int64_t r = it.row0 + qg;
         if constexpr (!Cfg::kPaged) {
           if (r < p.row_end) {
@@ -428,7 +414,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       constexpr int kSub = Cfg::kSub, kH = 2 * kSub;  // halves of 128 keys per step
       for (int blk = 0; blk < it.nblocks; blk += kSub) {
         unsigned c0 = clock();
-        float v[kQSel][kH];
+        float v[kNQ][kH];
         bool have[kSub];
 #pragma unroll
         for (int j = 0; j < kSub; ++j) {
@@ -436,16 +422,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           if (have[j]) {
             const int es = epi_iter % kES;
             mbar_wait(&full_epi[es], (epi_iter / kES) & 1);
-            const float* ebuf = epi_smem + (es * kNQ + sel * kQSel) * kBlockKV;
+            const float* ebuf = epi_smem + es * kNQ * kBlockKV;
 #pragma unroll
-            for (int q = 0; q < kQSel; ++q)
+            for (int q = 0; q < kNQ; ++q)
 #pragma unroll
               for (int h = 0; h < 2; ++h) v[q][2 * j + h] = ebuf[q * kBlockKV + t + 128 * h];
             mbar_arrive(&empty_epi[es]);
             ++epi_iter;
           } else {
 #pragma unroll
-            for (int q = 0; q < kQSel; ++q) v[q][2 * j] = v[q][2 * j + 1] = 0.0f;
+            for (int q = 0; q < kNQ; ++q) v[q][2 * j] = v[q][2 * j + 1] = 0.0f;
           }
         }
         if (prof) prof_add(kProfSelWaitEpi, clock() - c0), c0 = clock();
@@ -454,24 +440,24 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         const int32_t base = int32_t(it.key0) + blk * kBlockKV + t;
         if constexpr (Cfg::kWriteScores) {
 #pragma unroll
-          for (int q = 0; q < kQSel; ++q)
+          for (int q = 0; q < kNQ; ++q)
 #pragma unroll
             for (int hh = 0; hh < kH; ++hh) {
               const int32_t key = base + 128 * hh;
               if (have[hh / 2] && key >= vis_lo[q] && key < vis_hi[q])
-                p.scores[(it.row0 + sel * kQSel + q - p.row_begin) * p.scores_ld + (key - rel[q])] =
+                p.scores[(it.row0 + q - p.row_begin) * p.scores_ld + (key - rel[q])] =
                     v[q][hh];
             }
         } else {
           // Passing counts of each warp, one byte per half (<= 32 each, so sums over the 4 warps
           // fit a byte): a word per 4 halves and (query, warp), read back as one int4 per word.
           constexpr int kW = Cfg::kCountWords;
-          int* ap = append + parity * kQSel * kW * 4;  // [q][word][warp]
-          uint32_t u[kQSel][kH];
-          bool pass[kQSel][kH];
-          int rank[kQSel][kH];
+          int* ap = append + parity * kNQ * kW * 4;  // [q][word][warp]
+          uint32_t u[kNQ][kH];
+          bool pass[kNQ][kH];
+          int rank[kNQ][kH];
 #pragma unroll
-          for (int q = 0; q < kQSel; ++q) {
+          for (int q = 0; q < kNQ; ++q) {
             int packed[kW];
 #pragma unroll
             for (int w = 0; w < kW; ++w) packed[w] = 0;
@@ -491,7 +477,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           }
           sync();
 #pragma unroll
-          for (int q = 0; q < kQSel; ++q) {
+          for (int q = 0; q < kNQ; ++q) {
             int total[kW], mine[kW];
 #pragma unroll
             for (int w = 0; w < kW; ++w) {
@@ -506,8 +492,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                 umax[q] = max(umax[q], u[q][hh]);
                 const int dst =
                     cnt[q] + before + ((mine[hh / 4] >> (8 * (hh % 4))) & 0xFF) + rank[q][hh];
-                cand_u[(sel * kQSel + q) * Cfg::kCap + dst] = u[q][hh];
-                cand_pos[(sel * kQSel + q) * Cfg::kCap + dst] = base + 128 * hh - rel[q];
+                cand_u[q * Cfg::kCap + dst] = u[q][hh];
+                cand_pos[q * Cfg::kCap + dst] = base + 128 * hh - rel[q];
               }
               before += (total[hh / 4] >> (8 * (hh % 4))) & 0xFF;
             }
@@ -517,12 +503,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           parity ^= 1;
           if (prof) prof_add(kProfSelAppend, clock() - c0), c0 = clock();
 #pragma unroll
-          for (int q = 0; q < kQSel; ++q) {
+          for (int q = 0; q < kNQ; ++q) {
             if (cnt[q] > Cfg::kCap - kSub * kBlockKV) {
               if (prof) prof_add(kProfSelCompactions, 1);
               sync();
-              uint32_t* cu = cand_u + (sel * kQSel + q) * Cfg::kCap;
-              int32_t* cp = cand_pos + (sel * kQSel + q) * Cfg::kCap;
+              uint32_t* cu = cand_u + q * Cfg::kCap;
+              int32_t* cp = cand_pos + q * Cfg::kCap;
               // Anchored digit passes until the bucket of the k-th key is small (at most 1/8 of
               // the slack above k kept with it; run 18: one pass from an anchor at 0 resolves only
               // sign and exponent, and the lists refilled 5.3 times per item at 128K), then every
@@ -550,8 +536,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         const unsigned c0 = clock();
         sync();
 #pragma unroll
-        for (int q = 0; q < kQSel; ++q) {
-          const int qg = sel * kQSel + q;
+        for (int q = 0; q < kNQ; ++q) {
+          const int qg = q;
           const int64_t r = it.row0 + qg;
           const bool valid = Cfg::kPaged ? qg < p.next_n : r < p.row_end;
           if (!valid) continue;
