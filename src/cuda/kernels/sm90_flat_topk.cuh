@@ -140,6 +140,7 @@ struct FlatConfig {
   static_assert(kCap == 0 || kCap >= kMaxK + kSub * 256, "the list must hold k plus one step");
   static_assert(kSub <= 4, "at most 4 key stages per select step");
   static constexpr int kCountWords = (2 * kSub + 3) / 4;  // append counts: a byte per half-stage
+  static constexpr int kAppendBytes = 2 * kNQ * kCountWords * 4 * 4;  // [2][kNQ][words][4 warps]
 
   static constexpr int kQBytes = kQRows * kRowBytes;
   static constexpr int kKVBytes = kBlockKV * kRowBytes;
@@ -157,7 +158,7 @@ struct FlatConfig {
   // Everything but the key stages, then as many key stages as fit (2 to 6).
   static constexpr int kFixed = kQStages * kQBytes + kQStages * kQRows * 4 +
                                 kEpiStages * kNQ * kBlockKV * 4 + kNQ * kCap * 8 +
-                                4 * (256 + 16 + 4) + 4 * 2 * kNQ * 4 * kCountWords +
+                                4 * (256 + 16 + 4) + kAppendBytes +
                                 1024 /* barriers */ + 1024 /* alignment */;
   static constexpr int kSmemLimit = 232448;  // 227 KB per block on sm_90
   static constexpr int kStageBytes = kKVBytes + kBlockKV * 4;
@@ -177,7 +178,7 @@ struct FlatConfig {
   static constexpr int kOffScan = kOffHist + 256 * 4;
   static constexpr int kOffBcast = kOffScan + 16 * 4;
   static constexpr int kOffAppend = kOffBcast + 4 * 4;
-  static constexpr int kOffBar = (kOffAppend + 2 * kNQ * kCountWords * 4 * 4 + 7) / 8 * 8;
+  static constexpr int kOffBar = (kOffAppend + kAppendBytes + 7) / 8 * 8;
   static constexpr int kNumBars = 2 * (kQStages + kKVStages + kEpiStages);
   static constexpr int kSmemBytes = kOffBar + kNumBars * 8 + 1024;
   static_assert(kSmemBytes <= kSmemLimit, "shared memory over the sm_90 limit");
@@ -395,8 +396,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         umax[q] = 0;
         thr[q] = 0;  // every real score has a key above 0
         vis_lo[q] = 0, vis_hi[q] = 0, rel[q] = 0;
-        const int qg = q;
-        const int64_t r = it.row0 + qg;
+        const int64_t r = it.row0 + q;
         if constexpr (!Cfg::kPaged) {
           if (r < p.row_end) {
             rel[q] = p.row_ks[r];
@@ -404,10 +404,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             vis_hi[q] = int32_t(min(int64_t(p.row_ke[r]), it.key_hi));
           }
         } else {
-          if (qg < p.next_n) {
+          if (q < p.next_n) {
             const int len = p.seq_lens[it.tile];
             vis_lo[q] = int32_t(it.key0);
-            vis_hi[q] = int32_t(min(int64_t(len - p.next_n + qg + 1), it.key_hi));
+            vis_hi[q] = int32_t(min(int64_t(len - p.next_n + q + 1), it.key_hi));
           }
         }
       }
@@ -537,12 +537,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         sync();
 #pragma unroll
         for (int q = 0; q < kNQ; ++q) {
-          const int qg = q;
-          const int64_t r = it.row0 + qg;
-          const bool valid = Cfg::kPaged ? qg < p.next_n : r < p.row_end;
+          const int64_t r = it.row0 + q;
+          const bool valid = Cfg::kPaged ? q < p.next_n : r < p.row_end;
           if (!valid) continue;
-          uint32_t* cu = cand_u + qg * Cfg::kCap;
-          int32_t* cp = cand_pos + qg * Cfg::kCap;
+          uint32_t* cu = cand_u + q * Cfg::kCap;
+          int32_t* cp = cand_pos + q * Cfg::kCap;
           if (cnt[q] > p.topk) {
             const RadixCut cut = anchored_cut(cnt[q], cu, umax[q], thr[q], 4, -1);
             cnt[q] = ordered_compact<128, 4>(
