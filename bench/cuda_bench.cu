@@ -219,6 +219,16 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
   return r;
 }
 
+// Same-run A/B configurations of the fused kernel (Options::variant).
+struct Variant {
+  const char* prefill_name;
+  const char* decode_name;
+  int variant;
+};
+const Variant kVariants[] = {
+    {"variant 1 (run 16's configuration)", "variant 1 (run 22's 16-stage epilogue ring)", 1},
+};
+
 double copy_ceiling_tbps() {
   const size_t n = size_t(2) << 30;
   Buf<uint8_t> a(n), b(n);
@@ -369,26 +379,25 @@ int main(int argc, char** argv) {
       std::printf(
           "    without selection (scores consumed, pipeline only): %.3f ms = %.1f TFLOP/s\n",
           td.median_ms, flops / (td.median_ms * 1e-3) / 1e12);
-      for (int variant : {1}) {
-        // Variant 1 (run 16's configuration: two key stages per select step, a 12-stage ring,
-        // 7168-entry lists): time, profile, check.
+      // Same-run A/B against an earlier configuration: timed, checked and profiled.
+      for (const Variant& v : kVariants) {
         hisa::cuda::Options vo = opt;
-        vo.variant = variant;
+        vo.variant = v.variant;
         const Timing tv =
             time_it([&](int) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, vo); },
                     L >= 65536 ? 0.6 : 0.3, 3, 20);
         json rv;
+        rv["name"] = v.prefill_name, rv["variant"] = v.variant;
         rv["median_ms"] = tv.median_ms;
         rv["tflops"] = flops / (tv.median_ms * 1e-3) / 1e12;
-        std::printf("    variant %d (%s): %.3f ms = %.1f TFLOP/s\n", variant,
-                    "run 16's configuration", tv.median_ms,
+        std::printf("    %s: %.3f ms = %.1f TFLOP/s\n", v.prefill_name, tv.median_ms,
                     rv["tflops"].get<double>());
         check_prefill_rows(q, k, ks, w, out, L, H, topk, {L - 1, L / 2 + 3, 17}, rv);
         rv["profile"] = profile_call([&](hisa::cuda::Options& po) {
-          po.variant = variant;
+          po.variant = v.variant;
           hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, po);
         });
-        r["variant" + std::to_string(variant)] = rv;
+        r["variants"].push_back(rv);
       }
       if (L <= 65536) {
         Buf<float> sc(size_t(L) * L);
@@ -496,10 +505,9 @@ int main(int argc, char** argv) {
             if (r.contains("ratio_to_deepgemm_logits"))
               std::printf("  x%.2f of DG logits", r["ratio_to_deepgemm_logits"].get<double>());
             std::printf("\n");
-            if (splits == 0) {
-              // Check 2 rows of the last call against the reference (one-request host inputs).
+            // Checks 2 rows of the last call against the reference (one-request host inputs).
+            const auto check_two = [&](int rep) {
               CK(cudaDeviceSynchronize());
-              const int rep = t.reps;  // the last call's rotation
               const int r0 = (rep % groups) * batch;
               int bad = 0;
               for (int b : {0, batch - 1}) {
@@ -533,6 +541,10 @@ int main(int argc, char** argv) {
                   std::printf("  CHECK FAILED request %d: %s\n", req, e.c_str());
                 }
               }
+              return bad;
+            };
+            if (splits == 0) {
+              const int bad = check_two(t.reps);  // the last call's rotation
               r["rows_checked"] = 2;
               r["rows_failed"] = bad;
               if (ctx == 131072) {
@@ -551,6 +563,29 @@ int main(int argc, char** argv) {
                 r["no_select_us"] = td.median_ms * 1e3;
                 std::printf("    without selection: %.1f us = %.2f TB/s\n", td.median_ms * 1e3,
                             bytes / (td.median_ms * 1e-3) / 1e12);
+                for (const Variant& v : kVariants) {
+                  hisa::cuda::Options vo = opt;
+                  vo.variant = v.variant;
+                  const Timing tv = time_it(
+                      [&](int rep) {
+                        o.indices = dout.p + size_t((rep % groups) * batch) * topk;
+                        hisa::cuda::select_decode(make_in(rep), cfg, o, ws, nullptr, vo);
+                      },
+                      0.2, 10, 200);
+                  json rv;
+                  rv["name"] = v.decode_name, rv["variant"] = v.variant;
+                  rv["median_us"] = tv.median_ms * 1e3;
+                  rv["rows_failed"] = check_two(tv.reps);
+                  std::printf("    %s: %.1f us = %.2f TB/s%s\n", v.decode_name, tv.median_ms * 1e3,
+                              bytes / (tv.median_ms * 1e-3) / 1e12,
+                              rv["rows_failed"].get<int>() ? "  CHECK FAILED" : "");
+                  rv["profile"] = profile_call([&](hisa::cuda::Options& po) {
+                    po.variant = v.variant;
+                    o.indices = dout.p;
+                    hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, po);
+                  });
+                  r["variants"].push_back(rv);
+                }
               }
             }
             report["results"].push_back(r);

@@ -73,9 +73,10 @@ struct Options {
   // then meaningless): the bound set by scoring and the pipeline alone.
   unsigned long long* profile = nullptr;
   int debug_mode = 0;
-  // Kernel variant for A/B timing (0 = default), fused prefill with fp8 and H = 64: 1 runs the
-  // configuration of device run 16 (two key stages per select step, a 12-stage epilogue ring,
-  // 7168-entry candidate lists) instead of four stages, 16 and 6656.
+  // Kernel variant for A/B timing (0 = default): 1 runs an earlier configuration. Fused fp8
+  // prefill with H = 64: device run 16's (two key stages per select step, a 12-stage epilogue
+  // ring, 7168-entry candidate lists instead of four, 16 and 6656); fused decode with H = 64,
+  // next_n = 1: run 22's (a 16-stage epilogue ring instead of 27).
   int variant = 0;
 };
 

@@ -511,12 +511,19 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   }
   l.grid = int(std::min<int64_t>(int64_t(in.batch) * splits, sms));
   l.stream = st;
-  if (opt.profile || opt.debug_mode) {
+  HISA_CHECK(opt.variant == 0 || opt.variant == 1, "decode: variant must be 0 or 1");
+  if (opt.profile || opt.debug_mode || opt.variant) {
     HISA_CHECK(in.num_heads == 64 && in.next_n == 1,
-               "decode: the measurement hooks exist for H = 64, next_n = 1 only");
+               "decode: the measurement hooks and variants exist for H = 64, next_n = 1 only");
     p.prof = opt.profile;
     p.debug_mode = opt.debug_mode;
-    HISA_CUDA_CHECK((launch_flat<kFp8, 64, 1, true, false, true, 0, 0>(l)));
+    const bool prof = opt.profile || opt.debug_mode;
+    if (opt.variant == 1) {
+      HISA_CUDA_CHECK(prof ? (launch_flat<kFp8, 64, 1, true, false, true, 1, 0>(l))
+                           : (launch_flat<kFp8, 64, 1, true, false, false, 1, 0>(l)));
+    } else {
+      HISA_CUDA_CHECK((launch_flat<kFp8, 64, 1, true, false, true, 0, 0>(l)));
+    }
   } else {
     HISA_CUDA_CHECK(decode_launch(in.num_heads, in.next_n, l));
   }

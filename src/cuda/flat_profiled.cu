@@ -1,7 +1,8 @@
 // Measurement and experimental instances of the fused flat kernel for the benchmarked shapes
 // (prefill fp8 H = 64; decode fp8 H = 64, next_n = 1): FlatParams::prof / debug_mode honoured
-// (PROF = true); prefill variant 1 (Options::variant): run 16's configuration (TUNE 1: two key
-// stages per select step, a 12-stage ring, 7168-entry lists), for A/B timing in the same run.
+// (PROF = true); variant 1 (Options::variant, TUNE 1), for A/B timing in the same run: prefill
+// as in run 16 (two key stages per select step, a 12-stage ring, 7168-entry lists), decode as in
+// run 22 (a 16-stage epilogue ring).
 #define HISA_FLAT_DEFINE_LAUNCH
 #include "cuda/flat_launch.cuh"
 
@@ -10,4 +11,6 @@ HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 2, false, true, 0, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 0, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 2, false, false, 1, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 2, false, true, 1, 0)
+HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, false, 1, 0)
+HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 1, 0)
 }  // namespace hisa::cuda

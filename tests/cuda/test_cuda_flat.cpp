@@ -17,7 +17,7 @@ namespace {
 
 using cuda::Path;
 
-// Kernel variant used by run_prefill (Options::variant; set by the variant test).
+// Kernel variant of the fused calls (Options::variant; set by the variant tests).
 int g_variant = 0;
 
 // Options of the test calls: the path and split count under test, device-side value checks on.
@@ -26,6 +26,7 @@ cuda::Options test_options(Path path, int splits) {
   opt.path = path;
   opt.splits = splits;
   opt.check_values = true;
+  opt.variant = g_variant;
   return opt;
 }
 
@@ -34,8 +35,7 @@ std::vector<int32_t> run_prefill(const PrefillCase& c, int k, Path path, int spl
   Dev<int32_t> out(size_t(c.T) * k);
   out.poison();
   cuda::Workspace ws;
-  cuda::Options opt = test_options(path, splits);
-  opt.variant = g_variant;
+  const cuda::Options opt = test_options(path, splits);
   SelectOutputs o;
   o.indices = out.ptr;
   cuda::select_prefill(d.in, flat(k), o, ws, nullptr, opt);
@@ -325,6 +325,13 @@ TEST(CudaDecode, SplitsAndK2048) {
   check_decode({9000, 4000}, 2, 64, 2048, Path::Fused, false, "decode_k2048_split4", 4);
   check_decode({9000, 4000}, 1, 64, 2048, Path::Fused, false, "decode_k2048_split1", 1);
   check_decode({5000, 100, 2500}, 3, 64, 500, Path::Fused, false, "decode_split7", 7);
+}
+TEST(CudaDecode, Variants) {
+  SKIP_WITHOUT_GPU();
+  g_variant = 1;  // run 22's configuration (16-stage epilogue ring)
+  check_decode({9000, 4000, 300}, 1, 64, 2048, Path::Fused, false, "decode_v1_k2048");
+  check_decode({20000, 3000}, 1, 64, 100, Path::Fused, true, "decode_v1_exact_k100", 3);
+  g_variant = 0;
 }
 TEST(CudaDecode, ExactAndSimt) {
   SKIP_WITHOUT_GPU();

@@ -87,8 +87,9 @@ enum ProfSlot : int {
 
 // kProf_: a measurement instance that honours FlatParams::prof and debug_mode (the counters cost
 // registers the math warpgroups do not have, so production instances compile them out).
-// kTune_: a configuration for A/B timing in one run (0 = production; 1 = run 16's fp8 prefill
-// configuration: two key stages per select step, a 12-stage ring, 7168-entry lists).
+// kTune_: a configuration for A/B timing in one run (0 = production; 1 = an earlier one: fp8
+// prefill as in device run 16, two key stages per select step, a 12-stage ring, 7168-entry lists;
+// decode next_n 1 as in run 22, a 16-stage epilogue ring).
 // kSub_: key stages the select warpgroup takes per step (0 = automatic: 4 for fp8 prefill, 2
 // with the other large candidate lists, else 1); one scan barrier per step.
 template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool kProf_ = false,
@@ -122,6 +123,8 @@ struct FlatConfig {
   // 16-stage epilogue ring (a cut lasts ~15 stages of math), paid with shorter lists.
   static constexpr bool kFp8Prefill = kElem == 1 && !kPaged && kNQ == 2 && !kWriteScores;
   static constexpr bool kWide = kFp8Prefill && kTune == 0;
+  // Decode with one query per request (the benchmarked decode path).
+  static constexpr bool kDecode1 = kPaged && kNQ == 1 && !kWriteScores;
   // Candidate list capacity per query: the slack above k sets how often the list is cut (each cut
   // costs ~25-40K cycles), but a longer list means longer cuts and a threshold that lags longer
   // (more appends). fp8 prefill: 7168 with two key stages (run 15: slightly faster at every length
@@ -148,8 +151,14 @@ struct FlatConfig {
   // while the select warpgroup cuts a list (a cut takes ~25-37K cycles, 10-15 stages' worth; with
   // 4 stages the select sat idle 13% (prefill 128K) to 38% (decode b64) of its time after cuts,
   // run 10). For fp8 prefill with H = 64 the second q stage makes room for it.
+  // Decode next_n 1 (run 24): 27 stages with H = 64 (what the free shared memory holds with two q
+  // stages and four key stages), 32 with H = 32: a cut of a 6144-entry list lasts ~43K cycles,
+  // ~24 stages of the key stream at full bandwidth, and 16 stages stalled it (run 22: the producer
+  // waited for free key stages 20% of its time).
   static constexpr int kEpiStages = kWriteScores                          ? 4
-                                    : (kPaged && kNQ == 1)                ? 16
+                                    : kDecode1                            ? (kTune == 1 ? 16
+                                                                             : kHeads == 64 ? 27
+                                                                                            : 32)
                                     : kFp8Prefill                         ? (kWide ? 16 : 12)
                                                                           : 4;
   static constexpr int kQStages =
