@@ -74,9 +74,9 @@ struct Options {
   unsigned long long* profile = nullptr;
   int debug_mode = 0;
   // Kernel variant for A/B timing (0 = default): 1 runs an earlier configuration. Fused fp8
-  // prefill with H = 64: device run 16's (two key stages per select step, a 12-stage epilogue
-  // ring, 7168-entry candidate lists instead of four, 16 and 6656); fused decode with H = 64,
-  // next_n = 1: run 22's (a 16-stage epilogue ring instead of 27).
+  // prefill with H = 64: device run 27's kernel (768 threads, four math warpgroups with two N = 64
+  // wgmma banks) instead of the slim one (544 threads, three math warpgroups with one N = 128
+  // bank); fused decode with H = 64, next_n = 1: run 22's (a 16-stage epilogue ring instead of 27).
   int variant = 0;
 };
 

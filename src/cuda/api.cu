@@ -75,10 +75,10 @@ CUtensorMap map_rows(const void* base, DType t, uint64_t rows, uint32_t box_rows
                   dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B, what);
 }
 
-CUtensorMap map_scales(const float* base, uint64_t n) {
+CUtensorMap map_scales(const float* base, uint64_t n, uint32_t box_n = 256) {
   const uint64_t dims[1] = {std::max<uint64_t>(n, 1)};
   const uint64_t strides[1] = {4};
-  const uint32_t box[1] = {256};
+  const uint32_t box[1] = {box_n};
   return make_map(base, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 1, dims, strides, box,
                   CU_TENSOR_MAP_SWIZZLE_NONE, "k_scale");
 }
@@ -355,8 +355,13 @@ void prefill_fused(const PrefillInputs& in, int k, int32_t* out, const int32_t* 
   HISA_CHECK(tiles * splits < INT_MAX, "prefill: too many work items");
   FlatLaunch l;
   l.q = map_rows(in.q, in.dtype, uint64_t(in.num_q) * in.num_heads, 2 * in.num_heads, "q");
-  l.k = map_rows(in.k, in.dtype, uint64_t(in.num_k), 256, "k");
-  l.scale = in.k_scale ? map_scales(in.k_scale, uint64_t(in.num_k)) : l.k;
+  // Keys per stage: 192 for the slim fp8 H = 64 kernel (three math warpgroups), else 256.
+  const uint32_t block_kv =
+      in.dtype == DType::F8E4M3 && in.num_heads == 64 && opt.variant == 0
+          ? uint32_t(sm90::FlatConfig<sm90::Fp8, 64, 2, false, false>::kBlockKV)
+          : 256u;
+  l.k = map_rows(in.k, in.dtype, uint64_t(in.num_k), block_kv, "k");
+  l.scale = in.k_scale ? map_scales(in.k_scale, uint64_t(in.num_k), block_kv) : l.k;
   sm90::FlatParams& p = l.p;
   p.row_begin = 0;
   p.row_end = in.num_q;

@@ -1,8 +1,7 @@
 // Measurement and experimental instances of the fused flat kernel for the benchmarked shapes
 // (prefill fp8 H = 64; decode fp8 H = 64, next_n = 1): FlatParams::prof / debug_mode honoured
 // (PROF = true); variant 1 (Options::variant, TUNE 1), for A/B timing in the same run: prefill
-// as in run 16 (two key stages per select step, a 12-stage ring, 7168-entry lists), decode as in
-// run 22 (a 16-stage epilogue ring).
+// as in run 27 (768 threads, two N = 64 banks), decode as in run 22 (a 16-stage epilogue ring).
 #define HISA_FLAT_DEFINE_LAUNCH
 #include "cuda/flat_launch.cuh"
 

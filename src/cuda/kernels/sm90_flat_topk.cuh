@@ -6,14 +6,16 @@
 // stream (prefill: kNQ consecutive rows; decode: the next_n rows of one request) and one key range
 // (a split of the rows' keys; one split unless the rows are too few to fill the GPU). Roles:
 //   - producer warp: TMA loads of the q tile [kNQ * H, D] (once per item) and of key tiles
-//     [256, D] (+ their fp32 scales) into a ring of kKVStages shared-memory stages;
-//   - 4 math warpgroups: warpgroup g scores keys [64g, 64g + 64) of a stage against all q rows
-//     with wgmma (M = 64 keys, N = q rows, both operands K-major with the 128-byte swizzle), N
-//     split into 2 or 4 banks so that the epilogue of one bank overlaps the wgmma of the next (and
-//     the last bank's epilogue overlaps the next stage's first bank). Epilogue in registers: ReLU,
-//     times w[t, h], sum over the heads a thread holds, 2 shuffles for the 4 lanes that share a
-//     key, times k_scale[p]; one fp32 per (query, key) goes to a small epilogue buffer;
-//   - select warpgroup: keeps per query a candidate list in shared memory, in position order,
+//     [64 * kMathWG, D] (+ their fp32 scales) into a ring of kKVStages shared-memory stages;
+//   - kMathWG math warpgroups (4; 3 in the slim fp8 H = 64 prefill kernel, 544 threads):
+//     warpgroup g scores keys [64g, 64g + 64) of a stage against all q rows with wgmma (M = 64
+//     keys, N = q rows, both operands K-major with the 128-byte swizzle), N split into 2 or 4
+//     banks so that the epilogue of one bank overlaps the wgmma of the next (slim: one N = 128
+//     bank, the key tile read once; the other warpgroups' wgmma cover the epilogue). Epilogue in
+//     registers: ReLU, times w[t, h], sum over the heads a thread holds, 2 shuffles for the 4
+//     lanes that share a key, times k_scale[p]; one fp32 per (query, key) goes to a small
+//     epilogue buffer;
+//   - select warps (4): keep per query a candidate list in shared memory, in position order,
 //     with a rising threshold: keys above the threshold are appended (ordered, via ballots and a
 //     128-thread scan); when the list could overflow, an exact radix select cuts it to k and
 //     raises the threshold to the k-th key. At the end of the item the list is cut to k and
@@ -88,8 +90,8 @@ enum ProfSlot : int {
 // kProf_: a measurement instance that honours FlatParams::prof and debug_mode (the counters cost
 // registers the math warpgroups do not have, so production instances compile them out).
 // kTune_: a configuration for A/B timing in one run (0 = production; 1 = an earlier one: fp8
-// prefill as in device run 16, two key stages per select step, a 12-stage ring, 7168-entry lists;
-// decode next_n 1 as in run 22, a 16-stage epilogue ring).
+// prefill with H = 64 as in device run 27 (768 threads, two N = 64 banks, four key stages per
+// select step); decode next_n 1 as in run 22, a 16-stage epilogue ring).
 // kSub_: key stages the select warpgroup takes per step (0 = automatic: 4 for fp8 prefill, 2
 // with the other large candidate lists, else 1); one scan barrier per step.
 template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool kProf_ = false,
@@ -104,12 +106,28 @@ struct FlatConfig {
   static constexpr int kRowBytes = kDim * kElem;  // 128 (fp8) or 256 (bf16) bytes per row
   static constexpr int kAtoms = kRowBytes / 128;  // 128-byte swizzle atoms along D
   static constexpr int kKSteps = kRowBytes / 32;  // each wgmma consumes 32 bytes of K
-  static constexpr int kMathWG = 4;
-  static constexpr int kBlockKV = 64 * kMathWG;  // keys per stage
-  static constexpr int kThreads = (kMathWG + 2) * 128;
-  static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;  // 80 (768 threads) or 72 (896)
   static constexpr int kQRows = kNQ * kHeads;
-  static constexpr int kBanks = kQRows > 128 ? 4 : 2;
+  // fp8 prefill, two queries per item (the benchmarked path).
+  static constexpr bool kFp8Prefill = kElem == 1 && !kPaged && kNQ == 2 && !kWriteScores;
+  // The slim CTA (runs 31-32; fp8 prefill with H = 64): 3 math warpgroups (192 keys per stage) with
+  // one N = 128 wgmma per k-step (each key tile read from shared memory once, not once per
+  // 64-column bank: 25% less operand traffic; the instruction needs 90 registers, which the
+  // 768-thread launch bound does not allow, C7602), a producer warp and four select warps: 544
+  // threads, every warp at the launch's 96 registers (no setmaxnreg). Runs 29-30 kept four math
+  // warpgroups in 640 threads, with three select warps (too few) or no producer warp (the math
+  // warps issuing the loads stalled the pipeline). Everything else: 768 threads, four math
+  // warpgroups, a select warpgroup and a producer warpgroup.
+  static constexpr bool kSlim = kFp8Prefill && kHeads == 64 && kTune == 0;
+  static constexpr int kMathWG = kSlim ? 3 : 4;
+  static constexpr int kBlockKV = 64 * kMathWG;  // keys per stage
+  static constexpr int kThreads = kSlim ? kMathWG * 128 + 32 + 128 : (kMathWG + 2) * 128;
+  // (544 threads: ptxas compiles for 96; 768: 80)
+  static constexpr int kLaunchRegs = kSlim ? 96 : 65536 / kThreads / 8 * 8;
+  static constexpr int kSelThreads = 128;
+  static constexpr int kSelWarps = kSelThreads / 32;
+  static constexpr int kProdBase = kSlim ? kMathWG * 128 : (kMathWG + 1) * 128;  // producer warp
+  static constexpr int kSelBase = kSlim ? kMathWG * 128 + 32 : kMathWG * 128;  // select warps
+  static constexpr int kBanks = kQRows > 128 ? 4 : kSlim ? 1 : 2;
   static constexpr int kBankN = kQRows / kBanks;
   using Mma = Wgmma<T, kBankN>;
   static constexpr int kAccRegs = Mma::kRegs;
@@ -121,8 +139,6 @@ struct FlatConfig {
   // fp8 prefill, two queries per item (the benchmarked path; runs 20-21): four key stages per
   // select step (the append's cost is per step: three dependent shared-memory round trips) and a
   // 16-stage epilogue ring (a cut lasts ~15 stages of math), paid with shorter lists.
-  static constexpr bool kFp8Prefill = kElem == 1 && !kPaged && kNQ == 2 && !kWriteScores;
-  static constexpr bool kWide = kFp8Prefill && kTune == 0;
   // Decode with one query per request (the benchmarked decode path).
   static constexpr bool kDecode1 = kPaged && kNQ == 1 && !kWriteScores;
   // Candidate list capacity per query: the slack above k sets how often the list is cut (each cut
@@ -130,19 +146,29 @@ struct FlatConfig {
   // (more appends). fp8 prefill: 7168 with two key stages (run 15: slightly faster at every length
   // than 5120 with three); decode next_n 1: 6144 with four (11264 with three was 13% slower).
   static constexpr int kCap = kWriteScores                          ? 0
-                              : kFp8Prefill                         ? (kWide ? 6656 : 7168)
+                              : kFp8Prefill                         ? 6656
                               : (kElem == 1 && kPaged && kNQ == 1)  ? 6144
                                                                     : 3072;
-  static constexpr int kSub = kSub_ ? kSub_ : kWide ? 4 : (kCap >= 4096 && kNQ <= 2 ? 2 : 1);
+  static constexpr int kSub = kSub_       ? kSub_
+                             : kFp8Prefill ? 4
+                                           : (kCap >= 4096 && kNQ <= 2 ? 2 : 1);
   // Four stages per step hold twice the scores: 64 registers for the select warpgroup (the
   // prefill producer fits 32).
-  static constexpr int kProducerRegs = kNQ <= 2 && kSub < 4 ? 40 : 32;
-  static constexpr int kSelectRegs = kNQ <= 2 && kSub < 4 ? 56 : 64;
-  static_assert(kMathWG * kMathRegs + kProducerRegs + kSelectRegs == (kMathWG + 2) * kLaunchRegs,
+  // (slim: every warp keeps the launch's 96 registers, no setmaxnreg. Run 29's first try
+  // gave the math warpgroups 104 without a matching setmaxnreg.dec elsewhere and hung them:
+  // setmaxnreg.inc only takes registers that a setmaxnreg.dec of the CTA released)
+  static constexpr int kProducerRegs = kSlim ? 96 : kNQ <= 2 && kSub < 4 ? 40 : 32;
+  static constexpr int kSelectRegs = kSlim ? 96 : kNQ <= 2 && kSub < 4 ? 56 : 64;
+  static_assert(kSlim ? kMathRegs == kLaunchRegs && kSelectRegs == kLaunchRegs
+                      : kMathWG * kMathRegs + kProducerRegs + kSelectRegs ==
+                            (kMathWG + 2) * kLaunchRegs,
                 "register budget");
   static_assert(kCap == 0 || kCap >= kMaxK + kSub * 256, "the list must hold k plus one step");
   static_assert(kSub <= 4, "at most 4 key stages per select step");
-  static constexpr int kCountWords = (2 * kSub + 3) / 4;  // append counts: a byte per half-stage
+  // A select step covers kSlices slices of kSelThreads keys (thread t: key t of each slice).
+  static constexpr int kSlices = kSub * kBlockKV / kSelThreads;
+  static_assert(kSub * kBlockKV % kSelThreads == 0, "whole slices per step");
+  static constexpr int kCountWords = (kSlices + 3) / 4;  // append counts: a byte per slice
   static constexpr int kAppendBytes = 2 * kNQ * kCountWords * 4 * 4;  // [2][kNQ][words][4 warps]
 
   static constexpr int kQBytes = kQRows * kRowBytes;
@@ -159,7 +185,8 @@ struct FlatConfig {
                                     : kDecode1                            ? (kTune == 1 ? 16
                                                                              : kHeads == 64 ? 27
                                                                                             : 32)
-                                    : kFp8Prefill                         ? (kWide ? 16 : 12)
+                                    // slim (run 32): 32 stages of 192 keys (16: less than a cut)
+                                    : kFp8Prefill                         ? (kSlim ? 32 : 16)
                                                                           : 4;
   static constexpr int kQStages =
       kWriteScores || kQBytes < 16384 || (kQBytes == 16384 && kEpiStages <= 4) ? 2 : 1;
@@ -285,16 +312,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     for (int i = 0; i < kQS; ++i) mbar_init(&full_q[i], 32), mbar_init(&empty_q[i], kMathThreads);
     for (int i = 0; i < kKS; ++i) mbar_init(&full_kv[i], 1), mbar_init(&empty_kv[i], kMathThreads);
     for (int i = 0; i < kES; ++i)
-      mbar_init(&full_epi[i], kMathThreads), mbar_init(&empty_epi[i], 128);
+      mbar_init(&full_epi[i], kMathThreads), mbar_init(&empty_epi[i], Cfg::kSelThreads);
     fence_barrier_init();
   }
   __syncthreads();
 
   const int num_items = p.num_tiles * p.splits;
 
-  if (wg == Cfg::kMathWG + 1) {
+  if (threadIdx.x >= Cfg::kProdBase && threadIdx.x < Cfg::kProdBase + (Cfg::kSlim ? 32 : 128)) {
     // ------------------------------------------------------------------ producer
-    setmaxnreg_dec<Cfg::kProducerRegs>();
+    if constexpr (!Cfg::kSlim) setmaxnreg_dec<Cfg::kProducerRegs>();
     if (threadIdx.x % 128 >= 32) return;
     if (lane == 0) {
       tma_prefetch_desc(&map_q);
@@ -365,11 +392,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       }
     }
     if (prof) prof_add(kProfProdTotal, clock() - c_start);
-  } else if (wg >= Cfg::kMathWG) {
-    // ------------------------------------------------------------------ select warpgroup(s)
-    setmaxnreg_dec<Cfg::kSelectRegs>();
-    const int t = threadIdx.x % 128, ew = t / 32;
-    auto sync = [] { named_barrier(1, 128); };
+  } else if (threadIdx.x >= Cfg::kSelBase && threadIdx.x < Cfg::kSelBase + 128) {
+    // ------------------------------------------------------------------ select warps
+    if constexpr (!Cfg::kSlim) setmaxnreg_dec<Cfg::kSelectRegs>();
+    constexpr int kST = Cfg::kSelThreads;
+    const int t = threadIdx.x - Cfg::kSelBase, ew = t / 32;
+    auto sync = [] { named_barrier(1, Cfg::kSelThreads); };
     // Radix select over a candidate list whose keys all lie in [thr, max]: the digits start at
     // the highest bit where thr and the list's maximum differ (the bits above are common), which
     // saves the passes over the shared leading bits. max_passes 4: exact; 1: one digit.
@@ -380,11 +408,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       mx = __reduce_max_sync(0xFFFFFFFFu, mx);
       if (lane == 0) scan[8 + ew] = int(mx);  // ordered_compact uses scan[0, 8)
       sync();
-      mx = max(max(uint32_t(scan[8]), uint32_t(scan[9])),
-               max(uint32_t(scan[10]), uint32_t(scan[11])));
+#pragma unroll
+      for (int w = 0; w < Cfg::kSelWarps; ++w) mx = max(mx, uint32_t(scan[8 + w]));
       const uint32_t diff = mx ^ thr_q;
       const int top_bit = diff ? 31 - __clz(diff) : 0;
-      return radix_select<128>(
+      return radix_select<kST>(
           n, p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist, bcast, sync,
           mx, top_bit, max_passes, stop_kept);
     };
@@ -420,40 +448,74 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           }
         }
       }
-      constexpr int kSub = Cfg::kSub, kH = 2 * kSub;  // halves of 128 keys per step
+      constexpr int kSub = Cfg::kSub, kH = Cfg::kSlices;  // slices of kST keys per step
       for (int blk = 0; blk < it.nblocks; blk += kSub) {
         unsigned c0 = clock();
         float v[kNQ][kH];
-        bool have[kSub];
+        // Slice hh of this step: key hh * kST + t of the step's kSub stages, in stage
+        // (hh * kST + t) / kBlockKV (with 192-key stages that differs within a slice).
+        unsigned have = 0;  // bit hh: slice hh's stage exists
+        if constexpr (kBlockKV % kST == 0) {
+          // Slices within stages (256-key stages): wait, read and release one stage at a time.
+          constexpr int kPer = kBlockKV / kST;
 #pragma unroll
-        for (int j = 0; j < kSub; ++j) {
-          have[j] = blk + j < it.nblocks;  // uniform
-          if (have[j]) {
-            const int es = epi_iter % kES;
-            mbar_wait(&full_epi[es], (epi_iter / kES) & 1);
-            const float* ebuf = epi_smem + es * kNQ * kBlockKV;
+          for (int j = 0; j < kSub; ++j) {
+            const bool h = blk + j < it.nblocks;  // uniform
+            if (h) {
+              const int es = epi_iter % kES;
+              mbar_wait(&full_epi[es], (epi_iter / kES) & 1);
+              const float* ebuf = epi_smem + es * kNQ * kBlockKV + t;
 #pragma unroll
-            for (int q = 0; q < kNQ; ++q)
+              for (int q = 0; q < kNQ; ++q)
 #pragma unroll
-              for (int h = 0; h < 2; ++h) v[q][2 * j + h] = ebuf[q * kBlockKV + t + 128 * h];
-            mbar_arrive(&empty_epi[es]);
-            ++epi_iter;
-          } else {
+                for (int i = 0; i < kPer; ++i) v[q][kPer * j + i] = ebuf[q * kBlockKV + kST * i];
+              mbar_arrive(&empty_epi[es]);
+              ++epi_iter;
+            } else {
 #pragma unroll
-            for (int q = 0; q < kNQ; ++q) v[q][2 * j] = v[q][2 * j + 1] = 0.0f;
+              for (int q = 0; q < kNQ; ++q)
+#pragma unroll
+                for (int i = 0; i < kPer; ++i) v[q][kPer * j + i] = 0.0f;
+            }
+            if (h) have |= ((1u << kPer) - 1) << (kPer * j);
           }
+        } else {
+          // Slices across stages (192-key stages): wait for the step's stages, read, release.
+          int got = 0;
+#pragma unroll
+          for (int j = 0; j < kSub; ++j) {
+            if (blk + j < it.nblocks) {  // uniform
+              const uint32_t e = epi_iter + j;
+              mbar_wait(&full_epi[e % kES], (e / kES) & 1);
+              ++got;
+            }
+          }
+#pragma unroll
+          for (int hh = 0; hh < kH; ++hh) {
+            const int kk = hh * kST + t, j = kk / kBlockKV;
+            const bool h = blk + j < it.nblocks;
+            if (h) have |= 1u << hh;
+            const float* ebuf =
+                epi_smem + ((epi_iter + j) % kES) * kNQ * kBlockKV + kk % kBlockKV;
+#pragma unroll
+            for (int q = 0; q < kNQ; ++q) v[q][hh] = h ? ebuf[q * kBlockKV] : 0.0f;
+          }
+#pragma unroll
+          for (int j = 0; j < kSub; ++j)
+            if (j < got) mbar_arrive(&empty_epi[(epi_iter + j) % kES]);
+          epi_iter += got;
         }
         if (prof) prof_add(kProfSelWaitEpi, clock() - c0), c0 = clock();
         if (Cfg::kProf && p.debug_mode == 1) continue;
-        // Half hh of this step covers keys base + 128 * hh (step j's halves are 2j and 2j + 1).
+        // Slice hh of this step covers keys base + kST * hh.
         const int32_t base = int32_t(it.key0) + blk * kBlockKV + t;
         if constexpr (Cfg::kWriteScores) {
 #pragma unroll
           for (int q = 0; q < kNQ; ++q)
 #pragma unroll
             for (int hh = 0; hh < kH; ++hh) {
-              const int32_t key = base + 128 * hh;
-              if (have[hh / 2] && key >= vis_lo[q] && key < vis_hi[q])
+              const int32_t key = base + kST * hh;
+              if (((have >> hh) & 1) && key >= vis_lo[q] && key < vis_hi[q])
                 p.scores[(it.row0 + q - p.row_begin) * p.scores_ld + (key - rel[q])] =
                     v[q][hh];
             }
@@ -472,10 +534,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             for (int w = 0; w < kW; ++w) packed[w] = 0;
 #pragma unroll
             for (int hh = 0; hh < kH; ++hh) {
-              const int32_t key = base + 128 * hh;
+              const int32_t key = base + kST * hh;
               u[q][hh] = order_key(v[q][hh]);
               pass[q][hh] =
-                  have[hh / 2] && key >= vis_lo[q] && key < vis_hi[q] && u[q][hh] > thr[q];
+                  ((have >> hh) & 1) && key >= vis_lo[q] && key < vis_hi[q] && u[q][hh] > thr[q];
               const unsigned m = __ballot_sync(0xFFFFFFFFu, pass[q][hh]);
               rank[q][hh] = __popc(m & ((1u << lane) - 1));
               packed[hh / 4] |= __popc(m) << (8 * (hh % 4));
@@ -502,7 +564,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                 const int dst =
                     cnt[q] + before + ((mine[hh / 4] >> (8 * (hh % 4))) & 0xFF) + rank[q][hh];
                 cand_u[q * Cfg::kCap + dst] = u[q][hh];
-                cand_pos[q * Cfg::kCap + dst] = base + 128 * hh - rel[q];
+                cand_pos[q * Cfg::kCap + dst] = base + kST * hh - rel[q];
               }
               before += (total[hh / 4] >> (8 * (hh % 4))) & 0xFF;
             }
@@ -528,7 +590,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               RadixCut cut =
                   anchored_cut(cnt[q], cu, umax[q], thr[q], 4, p.topk + (kRoom - p.topk) / 8);
               if (cut.kept <= (p.topk + kRoom) / 2) cut.need = 0x7FFFFFFF;
-              cnt[q] = ordered_compact<128, 4>(
+              cnt[q] = ordered_compact<kST, 4>(
                   cnt[q], cut,
                   [&](int64_t i, uint32_t* uu, int32_t* pp) {
                     return *uu = cu[i], *pp = cp[i], true;
@@ -553,7 +615,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           int32_t* cp = cand_pos + q * Cfg::kCap;
           if (cnt[q] > p.topk) {
             const RadixCut cut = anchored_cut(cnt[q], cu, umax[q], thr[q], 4, -1);
-            cnt[q] = ordered_compact<128, 4>(
+            cnt[q] = ordered_compact<kST, 4>(
                 cnt[q], cut,
                 [&](int64_t i, uint32_t* uu, int32_t* pp) {
                   return *uu = cu[i], *pp = cp[i], true;
@@ -562,10 +624,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           }
           if (p.splits == 1) {
             int32_t* out = p.out + r * p.topk;
-            for (int i = t; i < p.topk; i += 128) out[i] = i < cnt[q] ? cp[i] : -1;
+            for (int i = t; i < p.topk; i += kST) out[i] = i < cnt[q] ? cp[i] : -1;
           } else {
             const int64_t slot = r * p.splits + it.split;
-            for (int i = t; i < cnt[q]; i += 128) {
+            for (int i = t; i < cnt[q]; i += kST) {
               p.part_u[slot * p.topk + i] = cu[i];
               p.part_pos[slot * p.topk + i] = cp[i];
             }
@@ -579,7 +641,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     if (prof) prof_add(kProfSelTotal, clock() - c_start);
   } else {
     // ------------------------------------------------------------------ math warpgroups
-    setmaxnreg_inc<Cfg::kMathRegs>();
+    if constexpr (!Cfg::kSlim) setmaxnreg_inc<Cfg::kMathRegs>();
     // Warp-uniform through a shuffle, so that the descriptors below stay in uniform registers.
     const int g = __shfl_sync(0xFFFFFFFFu, wg, 0);  // keys [64g, 64g + 64) of each stage
     const int wi = (threadIdx.x / 32) % 4;  // rows [16 wi, 16 wi + 16) of the warpgroup's tile
