@@ -109,22 +109,24 @@ struct FlatConfig {
   static constexpr int kQRows = kNQ * kHeads;
   // fp8 prefill, two queries per item (the benchmarked path).
   static constexpr bool kFp8Prefill = kElem == 1 && !kPaged && kNQ == 2 && !kWriteScores;
-  // The slim CTA (runs 31-32; fp8 prefill with H = 64): 3 math warpgroups (192 keys per stage) with
+  // The slim CTA (runs 31-34; fp8 prefill with H = 64): 3 math warpgroups (192 keys per stage) with
   // one N = 128 wgmma per k-step (each key tile read from shared memory once, not once per
   // 64-column bank: 25% less operand traffic; the instruction needs 90 registers, which the
-  // 768-thread launch bound does not allow, C7602), a producer warp and four select warps: 544
-  // threads, every warp at the launch's 96 registers (no setmaxnreg). Runs 29-30 kept four math
+  // 768-thread launch bound does not allow, C7602), a producer warp and six select warps (run 34;
+  // four in runs 31-32): 608 threads, allocated as 640, the most that keeps 96 registers, every
+  // warp at the launch's 96 (no setmaxnreg). Runs 29-30 kept four math
   // warpgroups in 640 threads, with three select warps (too few) or no producer warp (the math
   // warps issuing the loads stalled the pipeline). Everything else: 768 threads, four math
   // warpgroups, a select warpgroup and a producer warpgroup.
   static constexpr bool kSlim = kFp8Prefill && kHeads == 64 && kTune == 0;
   static constexpr int kMathWG = kSlim ? 3 : 4;
   static constexpr int kBlockKV = 64 * kMathWG;  // keys per stage
-  static constexpr int kThreads = kSlim ? kMathWG * 128 + 32 + 128 : (kMathWG + 2) * 128;
-  // (544 threads: ptxas compiles for 96; 768: 80)
+  static constexpr int kSelThreads = kSlim ? 192 : 128;  // slim: six select warps (run 34)
+  static constexpr int kThreads = kSlim ? kMathWG * 128 + 32 + kSelThreads : (kMathWG + 2) * 128;
+  // (608 threads: ptxas compiles for 96; 768: 80)
   static constexpr int kLaunchRegs = kSlim ? 96 : 65536 / kThreads / 8 * 8;
-  static constexpr int kSelThreads = 128;
   static constexpr int kSelWarps = kSelThreads / 32;
+  static constexpr int kWarpSlots = kSelWarps <= 4 ? 4 : 8;  // append count slots per word
   static constexpr int kProdBase = kSlim ? kMathWG * 128 : (kMathWG + 1) * 128;  // producer warp
   static constexpr int kSelBase = kSlim ? kMathWG * 128 + 32 : kMathWG * 128;  // select warps
   static constexpr int kBanks = kQRows > 128 ? 4 : kSlim ? 1 : 2;
@@ -169,7 +171,7 @@ struct FlatConfig {
   static constexpr int kSlices = kSub * kBlockKV / kSelThreads;
   static_assert(kSub * kBlockKV % kSelThreads == 0, "whole slices per step");
   static constexpr int kCountWords = (kSlices + 3) / 4;  // append counts: a byte per slice
-  static constexpr int kAppendBytes = 2 * kNQ * kCountWords * 4 * 4;  // [2][kNQ][words][4 warps]
+  static constexpr int kAppendBytes = 2 * kNQ * kCountWords * kWarpSlots * 4;  // [2][q][w][slot]
 
   static constexpr int kQBytes = kQRows * kRowBytes;
   static constexpr int kKVBytes = kBlockKV * kRowBytes;
@@ -313,6 +315,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     for (int i = 0; i < kKS; ++i) mbar_init(&full_kv[i], 1), mbar_init(&empty_kv[i], kMathThreads);
     for (int i = 0; i < kES; ++i)
       mbar_init(&full_epi[i], kMathThreads), mbar_init(&empty_epi[i], Cfg::kSelThreads);
+    for (int i = 0; i < Cfg::kAppendBytes / 4; ++i) append[i] = 0;  // unused warp slots read 0
     fence_barrier_init();
   }
   __syncthreads();
@@ -392,7 +395,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       }
     }
     if (prof) prof_add(kProfProdTotal, clock() - c_start);
-  } else if (threadIdx.x >= Cfg::kSelBase && threadIdx.x < Cfg::kSelBase + 128) {
+  } else if (threadIdx.x >= Cfg::kSelBase && threadIdx.x < Cfg::kSelBase + Cfg::kSelThreads) {
     // ------------------------------------------------------------------ select warps
     if constexpr (!Cfg::kSlim) setmaxnreg_dec<Cfg::kSelectRegs>();
     constexpr int kST = Cfg::kSelThreads;
@@ -523,7 +526,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           // Passing counts of each warp, one byte per half (<= 32 each, so sums over the 4 warps
           // fit a byte): a word per 4 halves and (query, warp), read back as one int4 per word.
           constexpr int kW = Cfg::kCountWords;
-          int* ap = append + parity * kNQ * kW * 4;  // [q][word][warp]
+          constexpr int kWS = Cfg::kWarpSlots;
+          int* ap = append + parity * kNQ * kW * kWS;  // [q][word][warp slot]
           uint32_t u[kNQ][kH];
           bool pass[kNQ][kH];
           int rank[kNQ][kH];
@@ -544,7 +548,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
 #pragma unroll
             for (int w = 0; w < kW; ++w)
-              if (lane == 0) ap[(q * kW + w) * 4 + ew] = packed[w];
+              if (lane == 0) ap[(q * kW + w) * kWS + ew] = packed[w];
           }
           sync();
 #pragma unroll
@@ -552,9 +556,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             int total[kW], mine[kW];
 #pragma unroll
             for (int w = 0; w < kW; ++w) {
-              const int4 c = *reinterpret_cast<const int4*>(ap + (q * kW + w) * 4);
-              total[w] = c.x + c.y + c.z + c.w;  // bytewise: no carries
-              mine[w] = (ew > 0 ? c.x : 0) + (ew > 1 ? c.y : 0) + (ew > 2 ? c.z : 0);
+              const int4 c = *reinterpret_cast<const int4*>(ap + (q * kW + w) * kWS);
+              total[w] = c.x + c.y + c.z + c.w;  // bytewise: no carries (<= 32 per warp, 8 warps)
+              mine[w] = (ew > 0 ? c.x : 0) + (ew > 1 ? c.y : 0) + (ew > 2 ? c.z : 0) +
+                        (ew > 3 ? c.w : 0);
+              if constexpr (kWS == 8) {  // slots of warps that do not exist stay 0
+                const int4 d = *reinterpret_cast<const int4*>(ap + (q * kW + w) * kWS + 4);
+                total[w] += d.x + d.y + d.z + d.w;
+                mine[w] += (ew > 4 ? d.x : 0) + (ew > 5 ? d.y : 0) + (ew > 6 ? d.z : 0);
+              }
             }
             int before = 0;  // passing keys of the earlier halves
 #pragma unroll
