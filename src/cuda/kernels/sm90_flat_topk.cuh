@@ -109,11 +109,11 @@ struct FlatConfig {
   static constexpr int kQRows = kNQ * kHeads;
   // fp8 prefill, two queries per item (the benchmarked path).
   static constexpr bool kFp8Prefill = kElem == 1 && !kPaged && kNQ == 2 && !kWriteScores;
-  // The slim CTA (runs 31-34; fp8 prefill with H = 64): 3 math warpgroups (192 keys per stage) with
+  // The slim CTA (runs 31-35; fp8 prefill with H = 64): 3 math warpgroups (192 keys per stage) with
   // one N = 128 wgmma per k-step (each key tile read from shared memory once, not once per
   // 64-column bank: 25% less operand traffic; the instruction needs 90 registers, which the
-  // 768-thread launch bound does not allow, C7602), a producer warp and six select warps (run 34;
-  // four in runs 31-32): 608 threads, allocated as 640, the most that keeps 96 registers, every
+  // 768-thread launch bound does not allow, C7602), a producer warp and seven select warps (run
+  // 35; four in runs 31-32, six in run 34): 640 threads, the most that keeps 96 registers, every
   // warp at the launch's 96 (no setmaxnreg). Runs 29-30 kept four math
   // warpgroups in 640 threads, with three select warps (too few) or no producer warp (the math
   // warps issuing the loads stalled the pipeline). Everything else: 768 threads, four math
@@ -121,9 +121,9 @@ struct FlatConfig {
   static constexpr bool kSlim = kFp8Prefill && kHeads == 64 && kTune == 0;
   static constexpr int kMathWG = kSlim ? 3 : 4;
   static constexpr int kBlockKV = 64 * kMathWG;  // keys per stage
-  static constexpr int kSelThreads = kSlim ? 192 : 128;  // slim: six select warps (run 34)
+  static constexpr int kSelThreads = kSlim ? 224 : 128;  // slim: seven select warps (run 35)
   static constexpr int kThreads = kSlim ? kMathWG * 128 + 32 + kSelThreads : (kMathWG + 2) * 128;
-  // (608 threads: ptxas compiles for 96; 768: 80)
+  // (640 threads: ptxas compiles for 96; 768: 80)
   static constexpr int kLaunchRegs = kSlim ? 96 : 65536 / kThreads / 8 * 8;
   static constexpr int kSelWarps = kSelThreads / 32;
   static constexpr int kWarpSlots = kSelWarps <= 4 ? 4 : 8;  // append count slots per word
@@ -152,6 +152,7 @@ struct FlatConfig {
                               : (kElem == 1 && kPaged && kNQ == 1)  ? 6144
                                                                     : 3072;
   static constexpr int kSub = kSub_       ? kSub_
+                             : kSlim       ? 7  // 7 x 192 keys = 6 slices of 224
                              : kFp8Prefill ? 4
                                            : (kCap >= 4096 && kNQ <= 2 ? 2 : 1);
   // Four stages per step hold twice the scores: 64 registers for the select warpgroup (the
@@ -166,7 +167,7 @@ struct FlatConfig {
                             (kMathWG + 2) * kLaunchRegs,
                 "register budget");
   static_assert(kCap == 0 || kCap >= kMaxK + kSub * 256, "the list must hold k plus one step");
-  static_assert(kSub <= 4, "at most 4 key stages per select step");
+  static_assert(kSub <= 8, "at most 8 key stages per select step");
   // A select step covers kSlices slices of kSelThreads keys (thread t: key t of each slice).
   static constexpr int kSlices = kSub * kBlockKV / kSelThreads;
   static_assert(kSub * kBlockKV % kSelThreads == 0, "whole slices per step");
