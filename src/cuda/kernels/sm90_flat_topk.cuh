@@ -7,7 +7,7 @@
 // (a split of the rows' keys; one split unless the rows are too few to fill the GPU). Roles:
 //   - producer warp: TMA loads of the q tile [kNQ * H, D] (once per item) and of key tiles
 //     [64 * kMathWG, D] (+ their fp32 scales) into a ring of kKVStages shared-memory stages;
-//   - kMathWG math warpgroups (4; 3 in the slim fp8 H = 64 prefill kernel, 544 threads):
+//   - kMathWG math warpgroups (4; 3 in the slim fp8 H = 64 prefill kernel, 640 threads):
 //     warpgroup g scores keys [64g, 64g + 64) of a stage against all q rows with wgmma (M = 64
 //     keys, N = q rows, both operands K-major with the 128-byte swizzle), N split into 2 or 4
 //     banks so that the epilogue of one bank overlaps the wgmma of the next (slim: one N = 128
@@ -15,9 +15,9 @@
 //     registers: ReLU, times w[t, h], sum over the heads a thread holds, 2 shuffles for the 4
 //     lanes that share a key, times k_scale[p]; one fp32 per (query, key) goes to a small
 //     epilogue buffer;
-//   - select warps (4): keep per query a candidate list in shared memory, in position order,
-//     with a rising threshold: keys above the threshold are appended (ordered, via ballots and a
-//     128-thread scan); when the list could overflow, an exact radix select cuts it to k and
+//   - select warps (4; 7 in the slim kernel): keep per query a candidate list in shared memory,
+//     in position order, with a rising threshold: keys above the threshold are appended
+//     (ordered, via ballots and a scan over the select warps); when the list could overflow, an exact radix select cuts it to k and
 //     raises the threshold to the k-th key. At the end of the item the list is cut to k and
 //     written out (sorted ascending, -1 padded), or handed to the merge kernel when split.
 // Modes: kWriteScores = true writes the scores of a row chunk instead (k above kMaxK; the
