@@ -118,8 +118,15 @@ struct FlatConfig {
   // warpgroups in 640 threads, with three select warps (too few) or no producer warp (the math
   // warps issuing the loads stalled the pipeline). Everything else: 768 threads, four math
   // warpgroups, a select warpgroup and a producer warpgroup.
-  static constexpr bool kSlim = kFp8Prefill && kHeads == 64 && kTune == 0;
+  // Decode with one query per request (the benchmarked decode path).
+  static constexpr bool kDecode1 = kPaged && kNQ == 1 && !kWriteScores;
+  // Decode next_n 1 with H = 64 uses the slim CTA too (runs 37-38: seven select warps; 192-key
+  // stages of three pages, its two N = 32 banks unchanged; five key stages, a 32-stage ring).
+  static constexpr bool kSlimPrefill = kFp8Prefill && kHeads == 64 && kTune == 0;
+  static constexpr bool kSlimDecode = kDecode1 && kHeads == 64 && kTune == 0;
+  static constexpr bool kSlim = kSlimPrefill || kSlimDecode;
   static constexpr int kMathWG = kSlim ? 3 : 4;
+  static constexpr int kPagesPerStage = kMathWG;  // decode: 64-token pages per key stage
   static constexpr int kBlockKV = 64 * kMathWG;  // keys per stage
   static constexpr int kSelThreads = kSlim ? 224 : 128;  // slim: seven select warps (run 35)
   static constexpr int kThreads = kSlim ? kMathWG * 128 + 32 + kSelThreads : (kMathWG + 2) * 128;
@@ -129,7 +136,7 @@ struct FlatConfig {
   static constexpr int kWarpSlots = kSelWarps <= 4 ? 4 : 8;  // append count slots per word
   static constexpr int kProdBase = kSlim ? kMathWG * 128 : (kMathWG + 1) * 128;  // producer warp
   static constexpr int kSelBase = kSlim ? kMathWG * 128 + 32 : kMathWG * 128;  // select warps
-  static constexpr int kBanks = kQRows > 128 ? 4 : kSlim ? 1 : 2;
+  static constexpr int kBanks = kQRows > 128 ? 4 : kSlimPrefill ? 1 : 2;
   static constexpr int kBankN = kQRows / kBanks;
   using Mma = Wgmma<T, kBankN>;
   static constexpr int kAccRegs = Mma::kRegs;
@@ -141,14 +148,13 @@ struct FlatConfig {
   // fp8 prefill, two queries per item (the benchmarked path; runs 20-21): four key stages per
   // select step (the append's cost is per step: three dependent shared-memory round trips) and a
   // 16-stage epilogue ring (a cut lasts ~15 stages of math), paid with shorter lists.
-  // Decode with one query per request (the benchmarked decode path).
-  static constexpr bool kDecode1 = kPaged && kNQ == 1 && !kWriteScores;
   // Candidate list capacity per query: the slack above k sets how often the list is cut (each cut
   // costs ~25-40K cycles), but a longer list means longer cuts and a threshold that lags longer
   // (more appends). fp8 prefill: 7168 with two key stages (run 15: slightly faster at every length
   // than 5120 with three); decode next_n 1: 6144 with four (11264 with three was 13% slower).
   static constexpr int kCap = kWriteScores                          ? 0
                               : kFp8Prefill                         ? 6656
+                              : kSlimDecode                         ? 7168
                               : (kElem == 1 && kPaged && kNQ == 1)  ? 6144
                                                                     : 3072;
   static constexpr int kSub = kSub_       ? kSub_
@@ -186,6 +192,7 @@ struct FlatConfig {
   // waited for free key stages 20% of its time).
   static constexpr int kEpiStages = kWriteScores                          ? 4
                                     : kDecode1                            ? (kTune == 1 ? 16
+                                                                             : kSlimDecode ? 32
                                                                              : kHeads == 64 ? 27
                                                                                             : 32)
                                     // slim (run 32): 32 stages of 192 keys (16: less than a cut)
@@ -263,7 +270,7 @@ struct Item {
       const int pages = (len + 63) / 64;
       page0 = min(pages, split * p.pages_per_split);
       page1 = min(pages, page0 + p.pages_per_split);
-      nblocks = (page1 - page0 + 3) / 4;
+      nblocks = (page1 - page0 + Cfg::kPagesPerStage - 1) / Cfg::kPagesPerStage;
       key0 = int64_t(page0) * 64;
       key_hi = min(int64_t(len), int64_t(page1) * 64);
     }
@@ -356,18 +363,31 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         mbar_arrive(&full_q[qs]);
       }
       if (!Cfg::kPaged && lane != 0) continue;
-      int32_t ids = 0;  // decode: page ids of the next 8 stages, one per lane
+      // decode: page ids of 32 consecutive pages (chunk `chunk` of the item's pages) and of the
+      // next 32, one per lane: one coalesced load per 32 pages instead of dependent loads per
+      // stage in front of the copies (run 1: the producer's serial block_table reads capped each
+      // SM at ~20 GB/s); a stage's pages may straddle two chunks (three pages per stage).
+      constexpr int kPPS = Cfg::kPagesPerStage;
+      int32_t ids0 = 0, ids1 = 0;
+      int chunk = -2;
+      const auto load_ids = [&](int c) {
+        const int pg = it.page0 + c * 32 + lane;
+        return pg < it.page1 ? p.block_table[int64_t(it.tile) * p.max_pages + pg] : 0;
+      };
       for (int blk = 0; blk < it.nblocks; ++blk, ++kv_iter) {
-        int page_id[4] = {0, 0, 0, 0};
+        int page_id[kPPS];
         if constexpr (Cfg::kPaged) {
-          // One coalesced load per 8 stages instead of 4 dependent loads per stage in front of
-          // the copies (run 1: the producer's serial block_table reads capped each SM at ~20 GB/s).
-          if ((blk & 7) == 0) {
-            const int pg = it.page0 + blk * 4 + lane;
-            ids = pg < it.page1 ? p.block_table[int64_t(it.tile) * p.max_pages + pg] : 0;
+          const int first = blk * kPPS, c = first >> 5;
+          if (c != chunk) {  // uniform
+            ids0 = c == chunk + 1 ? ids1 : load_ids(c);
+            ids1 = load_ids(c + 1);
+            chunk = c;
           }
 #pragma unroll
-          for (int i = 0; i < 4; ++i) page_id[i] = __shfl_sync(0xFFFFFFFFu, ids, (blk & 7) * 4 + i);
+          for (int i = 0; i < kPPS; ++i) {
+            const int rel = first + i;
+            page_id[i] = __shfl_sync(0xFFFFFFFFu, (rel >> 5) == c ? ids0 : ids1, rel & 31);
+          }
           if (lane != 0) continue;
         }
         const int s = kv_iter % kKS;
@@ -383,8 +403,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             tma_load_2d(dst + a * kBlockKV * 128, &map_k, &full_kv[s], a * 64, y);
           if (p.has_scale) tma_load_1d(scale_smem + s * kBlockKV, &map_scale, &full_kv[s], y);
         } else {
-          const int pg = it.page0 + blk * 4;
-          const int valid = min(4, it.page1 - pg);
+          const int pg = it.page0 + blk * kPPS;
+          const int valid = min(kPPS, it.page1 - pg);
           mbar_arrive_expect_tx(&full_kv[s], valid * (64 * 128 + 64 * 4));
           for (int i = 0; i < valid; ++i) {
             const int page = page_id[i];
