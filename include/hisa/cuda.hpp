@@ -76,8 +76,8 @@ struct Options {
   // Kernel variant for A/B timing (0 = default): 1 runs an earlier configuration. Fused fp8
   // prefill with H = 64: device run 27's kernel (768 threads, four math warpgroups with two N = 64
   // wgmma banks) instead of the slim one (640 threads, three math warpgroups with one N = 128
-  // bank, seven select warps); fused decode with H = 64, next_n = 1: run 22's (a 16-stage
-  // epilogue ring instead of 27).
+  // bank, seven select warps); fused decode with H = 64, next_n = 1: run 22's kernel (768
+  // threads, a 16-stage epilogue ring) instead of the slim one (640 threads, seven select warps).
   int variant = 0;
 };
 
