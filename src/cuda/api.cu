@@ -313,8 +313,21 @@ void launch_merge(const PartialLists& src, int64_t rows, int k, int32_t* out, cu
   if (staged <= size_t(160) << 10) {
     HISA_CUDA_CHECK(cudaFuncSetAttribute(smxx_merge_smem_kernel<kTopkThreads>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(staged)));
-    smxx_merge_smem_kernel<kTopkThreads>
-        <<<dim3(unsigned(rows)), kTopkThreads, staged, st>>>(src, rows, k, out);
+    // Programmatic dependent launch (run 41): the fused kernel lets it start at once, its CTAs
+    // take the SMs the fused kernel leaves free and wait in griddepcontrol.wait for the fused
+    // kernel to finish, instead of a launch after it.
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(unsigned(rows));
+    cfg.blockDim = dim3(kTopkThreads);
+    cfg.dynamicSmemBytes = staged;
+    cfg.stream = st;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    HISA_CUDA_CHECK(
+        cudaLaunchKernelEx(&cfg, smxx_merge_smem_kernel<kTopkThreads>, src, rows, k, out));
   } else {
     smxx_topk_rows_kernel<PartialLists, kMergeThreads>
         <<<dim3(unsigned(rows)), kMergeThreads, 0, st>>>(src, rows, k, out, 0);

@@ -318,6 +318,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const int lane = threadIdx.x % 32;
   constexpr int kMathThreads = Cfg::kMathWG * 128;
 
+  // A merge kernel launched after this one as a programmatic dependent may start now: it waits
+  // for this grid's completion itself (griddepcontrol.wait).
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   if (threadIdx.x == 0) {
     for (int i = 0; i < kQS; ++i) mbar_init(&full_q[i], 32), mbar_init(&empty_q[i], kMathThreads);
     for (int i = 0; i < kKS; ++i) mbar_init(&full_kv[i], 1), mbar_init(&empty_kv[i], kMathThreads);

@@ -86,6 +86,11 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ int hist[256];
   __shared__ int bcast[4];
   __shared__ int scan[2 * (kThreads / 32)];
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Launched as a programmatic dependent of the fused kernel: wait until it has finished and its
+  // partial lists are visible (a no-op when launched normally).
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
   const int64_t r = blockIdx.x;
   if (r >= rows) return;
   const int64_t n = src.slots(r);
