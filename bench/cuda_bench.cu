@@ -221,13 +221,15 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
 
 // Same-run A/B configurations of the fused kernel (Options::variant).
 struct Variant {
-  const char* prefill_name;
+  const char* prefill_name;  // nullptr: decode only
   const char* decode_name;
   int variant;
+  bool merge_pdl;
 };
 const Variant kVariants[] = {
     {"variant 1 (run 27's kernel: 768 threads, two N = 64 banks)",
-     "variant 1 (run 22's 16-stage epilogue ring)", 1},
+     "variant 1 (run 22's 16-stage epilogue ring)", 1, true},
+    {nullptr, "merge launched after the fused kernel (no PDL)", 0, false},
 };
 
 double copy_ceiling_tbps() {
@@ -382,6 +384,7 @@ int main(int argc, char** argv) {
           td.median_ms, flops / (td.median_ms * 1e-3) / 1e12);
       // Same-run A/B against an earlier configuration: timed, checked and profiled.
       for (const Variant& v : kVariants) {
+        if (!v.prefill_name) continue;
         hisa::cuda::Options vo = opt;
         vo.variant = v.variant;
         const Timing tv =
@@ -566,7 +569,7 @@ int main(int argc, char** argv) {
                             bytes / (td.median_ms * 1e-3) / 1e12);
                 for (const Variant& v : kVariants) {
                   hisa::cuda::Options vo = opt;
-                  vo.variant = v.variant;
+                  vo.variant = v.variant, vo.merge_pdl = v.merge_pdl;
                   const Timing tv = time_it(
                       [&](int rep) {
                         o.indices = dout.p + size_t((rep % groups) * batch) * topk;
@@ -581,7 +584,7 @@ int main(int argc, char** argv) {
                               bytes / (tv.median_ms * 1e-3) / 1e12,
                               rv["rows_failed"].get<int>() ? "  CHECK FAILED" : "");
                   rv["profile"] = profile_call([&](hisa::cuda::Options& po) {
-                    po.variant = v.variant;
+                    po.variant = v.variant, po.merge_pdl = v.merge_pdl;
                     o.indices = dout.p;
                     hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, po);
                   });

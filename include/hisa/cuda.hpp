@@ -79,6 +79,10 @@ struct Options {
   // bank, seven select warps); fused decode with H = 64, next_n = 1: run 22's kernel (768
   // threads, a 16-stage epilogue ring) instead of the slim one (640 threads, seven select warps).
   int variant = 0;
+  // Launch the split-K merge kernel as a programmatic dependent of the fused kernel when the
+  // fused grid leaves at least half the SMs free (its CTAs wait there instead of being launched
+  // after it). false: always after it (for A/B timing).
+  bool merge_pdl = true;
 };
 
 // Ragged prefill. in: device pointers (q, k, k_scale, w, cu_seqlens or ks/ke). out.indices:

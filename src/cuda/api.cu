@@ -308,7 +308,13 @@ void launch_topk_rows(const ScoreRows& src, int64_t rows, int k, int32_t* out, i
   HISA_CUDA_CHECK(cudaGetLastError());
 }
 
-void launch_merge(const PartialLists& src, int64_t rows, int k, int32_t* out, cudaStream_t st) {
+// The merge as a programmatic dependent only when the fused grid leaves at least half the SMs
+// free for its CTAs to wait on (run 43, same-run A/B: b1 -2 us, b8 -3 us, but b64 with 128 of 132
+// SMs busy +10 us).
+bool merge_pdl(const Options& opt, int grid, int sms) { return opt.merge_pdl && 2 * grid <= sms; }
+
+void launch_merge(const PartialLists& src, int64_t rows, int k, int32_t* out, cudaStream_t st,
+                  bool pdl) {
   const size_t staged = size_t(src.splits) * size_t(k) * 4;
   if (staged <= size_t(160) << 10) {
     HISA_CUDA_CHECK(cudaFuncSetAttribute(smxx_merge_smem_kernel<kTopkThreads>,
@@ -325,7 +331,7 @@ void launch_merge(const PartialLists& src, int64_t rows, int k, int32_t* out, cu
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    cfg.numAttrs = pdl ? 1 : 0;
     HISA_CUDA_CHECK(
         cudaLaunchKernelEx(&cfg, smxx_merge_smem_kernel<kTopkThreads>, src, rows, k, out));
   } else {
@@ -411,7 +417,8 @@ void prefill_fused(const PrefillInputs& in, int k, int32_t* out, const int32_t* 
     HISA_CUDA_CHECK(prefill_launch(in.dtype, in.num_heads, false, l));
   }
   if (splits > 1)
-    launch_merge(PartialLists{p.part_u, p.part_pos, p.part_cnt, splits, k}, in.num_q, k, out, st);
+    launch_merge(PartialLists{p.part_u, p.part_pos, p.part_cnt, splits, k}, in.num_q, k, out, st,
+                 merge_pdl(opt, l.grid, sms));
 }
 
 // Scores of rows [r0, r0 + rows) into scores (ld per row), by the wgmma kernel or the SIMT one.
@@ -546,7 +553,8 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
     HISA_CUDA_CHECK(decode_launch(in.num_heads, in.next_n, l));
   }
   if (splits > 1)
-    launch_merge(PartialLists{p.part_u, p.part_pos, p.part_cnt, splits, k}, rows, k, out, st);
+    launch_merge(PartialLists{p.part_u, p.part_pos, p.part_cnt, splits, k}, rows, k, out, st,
+                 merge_pdl(opt, l.grid, sms));
 }
 
 void decode_simt(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cudaStream_t st,
