@@ -122,6 +122,17 @@ cudaError_t decode_launch(int heads, int next_n, const FlatLaunch& l) {
   return heads == 64 ? decode_launch_n<64>(next_n, l) : decode_launch_n<32>(next_n, l);
 }
 
+// The measurement and A/B instances (fp8, H = 64; prefill: kNQ 2, decode: kNQ 1 paged): variant 1
+// profiled or plain, the production kernel profiled (src/cuda/flat_profiled.cu).
+template <int kNQ, bool kPaged>
+cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
+  const bool prof = opt.profile || opt.debug_mode;
+  if (opt.variant == 1)
+    return prof ? launch_flat<kFp8, 64, kNQ, kPaged, false, true, 1, 0>(l)
+                : launch_flat<kFp8, 64, kNQ, kPaged, false, false, 1, 0>(l);
+  return launch_flat<kFp8, 64, kNQ, kPaged, false, true, 0, 0>(l);
+}
+
 // ---------------------------------------------------------------- checks
 void check_config(const SelectConfig& cfg) {
   HISA_CHECK(cfg.method == Method::Flat, "cuda backend: method '", method_name(cfg.method),
@@ -406,13 +417,7 @@ void prefill_fused(const PrefillInputs& in, int k, int32_t* out, const int32_t* 
                "prefill: the measurement hooks and variants exist for fp8, H = 64 only");
     p.prof = opt.profile;
     p.debug_mode = opt.debug_mode;
-    const bool prof = opt.profile || opt.debug_mode;
-    if (opt.variant == 1) {
-      HISA_CUDA_CHECK(prof ? (launch_flat<kFp8, 64, 2, false, false, true, 1, 0>(l))
-                           : (launch_flat<kFp8, 64, 2, false, false, false, 1, 0>(l)));
-    } else {
-      HISA_CUDA_CHECK((launch_flat<kFp8, 64, 2, false, false, true, 0, 0>(l)));
-    }
+    HISA_CUDA_CHECK((launch_measured<2, false>(l, opt)));
   } else {
     HISA_CUDA_CHECK(prefill_launch(in.dtype, in.num_heads, false, l));
   }
@@ -542,13 +547,7 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
                "decode: the measurement hooks and variants exist for H = 64, next_n = 1 only");
     p.prof = opt.profile;
     p.debug_mode = opt.debug_mode;
-    const bool prof = opt.profile || opt.debug_mode;
-    if (opt.variant == 1) {
-      HISA_CUDA_CHECK(prof ? (launch_flat<kFp8, 64, 1, true, false, true, 1, 0>(l))
-                           : (launch_flat<kFp8, 64, 1, true, false, false, 1, 0>(l)));
-    } else {
-      HISA_CUDA_CHECK((launch_flat<kFp8, 64, 1, true, false, true, 0, 0>(l)));
-    }
+    HISA_CUDA_CHECK((launch_measured<1, true>(l, opt)));
   } else {
     HISA_CUDA_CHECK(decode_launch(in.num_heads, in.next_n, l));
   }
