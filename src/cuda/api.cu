@@ -133,6 +133,19 @@ cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
   return launch_flat<kFp8, 64, kNQ, kPaged, false, true, 0, 0>(l);
 }
 
+// Keys per stage (the key and scale TMA boxes) of the fused prefill instance a launch runs: 192
+// for the slim fp8 H = 64 kernel (three math warpgroups), 256 for the others.
+template <class T, int kHeads>
+uint32_t block_kv_of(int variant) {
+  return variant == 1 ? sm90::FlatConfig<T, kHeads, 2, false, false, false, 1, 0>::kBlockKV
+                      : sm90::FlatConfig<T, kHeads, 2, false, false>::kBlockKV;
+}
+uint32_t prefill_block_kv(DType t, int heads, int variant) {
+  if (t == DType::F8E4M3)
+    return heads == 64 ? block_kv_of<sm90::Fp8, 64>(variant) : block_kv_of<sm90::Fp8, 32>(variant);
+  return heads == 64 ? block_kv_of<sm90::Bf16, 64>(variant) : block_kv_of<sm90::Bf16, 32>(variant);
+}
+
 // ---------------------------------------------------------------- checks
 void check_config(const SelectConfig& cfg) {
   HISA_CHECK(cfg.method == Method::Flat, "cuda backend: method '", method_name(cfg.method),
@@ -385,11 +398,7 @@ void prefill_fused(const PrefillInputs& in, int k, int32_t* out, const int32_t* 
   HISA_CHECK(tiles * splits < INT_MAX, "prefill: too many work items");
   FlatLaunch l;
   l.q = map_rows(in.q, in.dtype, uint64_t(in.num_q) * in.num_heads, 2 * in.num_heads, "q");
-  // Keys per stage: 192 for the slim fp8 H = 64 kernel (three math warpgroups), else 256.
-  const uint32_t block_kv =
-      in.dtype == DType::F8E4M3 && in.num_heads == 64 && opt.variant == 0
-          ? uint32_t(sm90::FlatConfig<sm90::Fp8, 64, 2, false, false>::kBlockKV)
-          : 256u;
+  const uint32_t block_kv = prefill_block_kv(in.dtype, in.num_heads, opt.variant);
   l.k = map_rows(in.k, in.dtype, uint64_t(in.num_k), block_kv, "k");
   l.scale = in.k_scale ? map_scales(in.k_scale, uint64_t(in.num_k), block_kv) : l.k;
   sm90::FlatParams& p = l.p;

@@ -7,7 +7,8 @@
 // (a split of the rows' keys; one split unless the rows are too few to fill the GPU). Roles:
 //   - producer warp: TMA loads of the q tile [kNQ * H, D] (once per item) and of key tiles
 //     [64 * kMathWG, D] (+ their fp32 scales) into a ring of kKVStages shared-memory stages;
-//   - kMathWG math warpgroups (4; 3 in the slim fp8 H = 64 prefill kernel, 640 threads):
+//   - kMathWG math warpgroups (4; 3 in the slim kernels, 640 threads: fp8 prefill and decode
+//     next_n 1, both with H = 64):
 //     warpgroup g scores keys [64g, 64g + 64) of a stage against all q rows with wgmma (M = 64
 //     keys, N = q rows, both operands K-major with the 128-byte swizzle), N split into 2 or 4
 //     banks so that the epilogue of one bank overlaps the wgmma of the next (slim: one N = 128
@@ -17,9 +18,10 @@
 //     epilogue buffer;
 //   - select warps (4; 7 in the slim kernel): keep per query a candidate list in shared memory,
 //     in position order, with a rising threshold: keys above the threshold are appended
-//     (ordered, via ballots and a scan over the select warps); when the list could overflow, an exact radix select cuts it to k and
-//     raises the threshold to the k-th key. At the end of the item the list is cut to k and
-//     written out (sorted ascending, -1 padded), or handed to the merge kernel when split.
+//     (ordered, via ballots and a scan over the select warps); when the list could overflow, an
+//     exact radix select cuts it to k and raises the threshold to the k-th key. At the end of
+//     the item the list is cut to k and written out (sorted ascending, -1 padded), or handed to
+//     the merge kernel when split.
 // Modes: kWriteScores = true writes the scores of a row chunk instead (k above kMaxK; the
 // stand-alone top-k then selects).
 #pragma once
@@ -145,13 +147,14 @@ struct FlatConfig {
   // warpgroups share the rest (more select state with more queries per warpgroup).
   static constexpr int kMathRegs = 96;
   static constexpr int kMaxK = 2048;
-  // fp8 prefill, two queries per item (the benchmarked path; runs 20-21): four key stages per
-  // select step (the append's cost is per step: three dependent shared-memory round trips) and a
-  // 16-stage epilogue ring (a cut lasts ~15 stages of math), paid with shorter lists.
+  // Several key stages per select step (the append's cost is per step: dependent shared-memory
+  // round trips and a barrier): four for the 768-thread fp8 prefill (runs 20-21), seven 192-key
+  // stages for the slim kernels (six slices of 224 keys).
   // Candidate list capacity per query: the slack above k sets how often the list is cut (each cut
   // costs ~25-40K cycles), but a longer list means longer cuts and a threshold that lags longer
-  // (more appends). fp8 prefill: 7168 with two key stages (run 15: slightly faster at every length
-  // than 5120 with three); decode next_n 1: 6144 with four (11264 with three was 13% slower).
+  // (more appends). fp8 prefill: 6656 (run 15: 7168 with two key stages beat 5120 with three; run
+  // 21 paid 512 of them for a deeper ring); decode next_n 1: 6144 (11264 with three key stages was
+  // 13% slower), 7168 in the slim decode.
   static constexpr int kCap = kWriteScores                          ? 0
                               : kFp8Prefill                         ? 6656
                               : kSlimDecode                         ? 7168
@@ -172,7 +175,7 @@ struct FlatConfig {
                       : kMathWG * kMathRegs + kProducerRegs + kSelectRegs ==
                             (kMathWG + 2) * kLaunchRegs,
                 "register budget");
-  static_assert(kCap == 0 || kCap >= kMaxK + kSub * 256, "the list must hold k plus one step");
+  static_assert(kCap == 0 || kCap >= kMaxK + kSub * kBlockKV, "the list must hold k plus one step");
   static_assert(kSub <= 8, "at most 8 key stages per select step");
   // A select step covers kSlices slices of kSelThreads keys (thread t: key t of each slice).
   static constexpr int kSlices = kSub * kBlockKV / kSelThreads;
@@ -433,7 +436,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     const auto anchored_cut = [&](int n, const uint32_t* cu, uint32_t mx, uint32_t thr_q,
                                   int max_passes, int stop_kept) {
       mx = __reduce_max_sync(0xFFFFFFFFu, mx);
-      if (lane == 0) scan[8 + ew] = int(mx);  // ordered_compact uses scan[0, 8)
+      // (scan[8, 8 + warps): ordered_compact writes scan only after the passes' barriers)
+      if (lane == 0) scan[8 + ew] = int(mx);
       sync();
 #pragma unroll
       for (int w = 0; w < Cfg::kSelWarps; ++w) mx = max(mx, uint32_t(scan[8 + w]));
@@ -547,8 +551,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                     v[q][hh];
             }
         } else {
-          // Passing counts of each warp, one byte per half (<= 32 each, so sums over the 4 warps
-          // fit a byte): a word per 4 halves and (query, warp), read back as one int4 per word.
+          // Passing counts of each warp, one byte per slice (<= 32 each, so sums over up to 8
+          // warps fit a byte): a word per 4 slices and (query, warp), read back as one int4 per
+          // 4 warp slots.
           constexpr int kW = Cfg::kCountWords;
           constexpr int kWS = Cfg::kWarpSlots;
           int* ap = append + parity * kNQ * kW * kWS;  // [q][word][warp slot]
@@ -590,7 +595,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                 mine[w] += (ew > 4 ? d.x : 0) + (ew > 5 ? d.y : 0) + (ew > 6 ? d.z : 0);
               }
             }
-            int before = 0;  // passing keys of the earlier halves
+            int before = 0;  // passing keys of the earlier slices
 #pragma unroll
             for (int hh = 0; hh < kH; ++hh) {
               if (pass[q][hh]) {
