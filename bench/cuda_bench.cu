@@ -116,6 +116,45 @@ struct Buf {
   }
 };
 
+// Read-only ceilings for decode (the kernel's job is a read of the paged cache): every byte of
+// the cache read once with 16-byte streaming loads, (a) as one flat buffer, (b) page by page in
+// the block table's shuffled order (one warp per 8448-byte page record: 64 x 128 fp8 + 64 fp32
+// scales). Nothing is written but a data-dependent word, so the loads cannot be dropped.
+__global__ void read_flat(const int4* p, int64_t n16, uint32_t* sink) {
+  uint32_t acc = 0;
+  const int64_t step = int64_t(gridDim.x) * blockDim.x;
+  int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  for (; i + 3 * step < n16; i += 4 * step) {
+    int4 v[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = __ldcs(p + i + j * step);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc ^= uint32_t(v[j].x ^ v[j].y ^ v[j].z ^ v[j].w);
+  }
+  for (; i < n16; i += step) {
+    const int4 v = __ldcs(p + i);
+    acc ^= uint32_t(v.x ^ v.y ^ v.z ^ v.w);
+  }
+  if (acc == 0x9E3779B9u) sink[0] = acc;
+}
+__global__ void read_paged(const uint8_t* cache, const int32_t* table, int64_t pages,
+                           uint32_t* sink) {
+  constexpr int kVec = 64 * 132 / 16;  // 528 int4 per page record
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
+  uint32_t acc = 0;
+  for (int64_t w = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32; w < pages; w += warps) {
+    const int4* pg = reinterpret_cast<const int4*>(cache + int64_t(table[w]) * (64 * 132));
+    int4 v[(kVec + 31) / 32];
+#pragma unroll
+    for (int j = 0; j < (kVec + 31) / 32; ++j)
+      v[j] = lane + 32 * j < kVec ? __ldcs(pg + lane + 32 * j) : make_int4(0, 0, 0, 0);
+#pragma unroll
+    for (int j = 0; j < (kVec + 31) / 32; ++j) acc ^= uint32_t(v[j].x ^ v[j].y ^ v[j].z ^ v[j].w);
+  }
+  if (acc == 0x9E3779B9u) sink[0] = acc;
+}
+
 struct Timing {
   double median_ms = 0, min_ms = 0;
   int reps = 0;
@@ -225,11 +264,13 @@ struct Variant {
   const char* decode_name;
   int variant;
   bool merge_pdl;
+  int prefinal_keys;  // Options::prefinal_keys
 };
 const Variant kVariants[] = {
     {"variant 1 (run 27's kernel: 768 threads, two N = 64 banks)",
-     "variant 1 (run 22's 16-stage epilogue ring)", 1, true},
-    {nullptr, "merge launched after the fused kernel (no PDL)", 0, false},
+     "variant 1 (run 22's 16-stage epilogue ring)", 1, true, -1},
+    {nullptr, "merge launched after the fused kernel (no PDL)", 0, false, -1},
+    {nullptr, "without the pre-final cut (run 44's decode)", 0, true, 0},
 };
 
 double copy_ceiling_tbps() {
@@ -428,6 +469,41 @@ int main(int argc, char** argv) {
       std::iota(perm.begin(), perm.end(), 0);
       std::mt19937_64 rng(5);
       std::shuffle(perm.begin(), perm.end(), rng);
+      {
+        // The decode floor: the best of a few launch shapes for each read-only ceiling.
+        Buf<int32_t> all_pages(perm.size());
+        CK(cudaMemcpy(all_pages.p, perm.data(), perm.size() * 4, cudaMemcpyHostToDevice));
+        Buf<uint32_t> sink(1);
+        int dev = 0, sms = 0;
+        CK(cudaGetDevice(&dev));
+        CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        const double bytes = double(cache.n);
+        double best_flat = 0, best_paged = 0;
+        for (int per_sm : {2, 4, 8}) {
+          for (int threads : {256, 512, 1024}) {
+            const Timing tf = time_it(
+                [&](int) {
+                  read_flat<<<sms * per_sm, threads>>>(reinterpret_cast<const int4*>(cache.p),
+                                                       int64_t(cache.n / 16), sink.p);
+                },
+                0.1, 5, 50);
+            const Timing tp = time_it(
+                [&](int) {
+                  read_paged<<<sms * per_sm, threads>>>(cache.p, all_pages.p, num_pages, sink.p);
+                },
+                0.1, 5, 50);
+            best_flat = std::max(best_flat, bytes / (tf.median_ms * 1e-3) / 1e12);
+            best_paged = std::max(best_paged, bytes / (tp.median_ms * 1e-3) / 1e12);
+          }
+        }
+        CK(cudaGetLastError());
+        report["read_flat_tbps_measured"] = best_flat;
+        report["read_paged_tbps_measured"] = best_paged;
+        std::printf(
+            "read-only ceilings over the %.2f GB decode cache: flat %.2f TB/s, page by page "
+            "(shuffled table) %.2f TB/s -> decode b64 x 128K floor %.1f us (flat %.1f us)\n",
+            bytes / 1e9, best_flat, best_paged, bytes / best_paged / 1e6, bytes / best_flat / 1e6);
+      }
       Buf<uint8_t> dq(size_t(kReq) * H * 128);
       Buf<float> dw(size_t(kReq) * H);
       fill_fp8<<<256, 256>>>(dq.p, int64_t(dq.n), 88, 40.0f);
@@ -570,6 +646,7 @@ int main(int argc, char** argv) {
                 for (const Variant& v : kVariants) {
                   hisa::cuda::Options vo = opt;
                   vo.variant = v.variant, vo.merge_pdl = v.merge_pdl;
+                  vo.prefinal_keys = v.prefinal_keys;
                   const Timing tv = time_it(
                       [&](int rep) {
                         o.indices = dout.p + size_t((rep % groups) * batch) * topk;
@@ -585,6 +662,7 @@ int main(int argc, char** argv) {
                               rv["rows_failed"].get<int>() ? "  CHECK FAILED" : "");
                   rv["profile"] = profile_call([&](hisa::cuda::Options& po) {
                     po.variant = v.variant, po.merge_pdl = v.merge_pdl;
+                    po.prefinal_keys = v.prefinal_keys;
                     o.indices = dout.p;
                     hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, po);
                   });
