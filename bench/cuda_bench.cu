@@ -264,13 +264,15 @@ struct Variant {
   const char* decode_name;
   int variant;
   bool merge_pdl;
-  int prefinal_keys;  // Options::prefinal_keys
+  int prefetch_stages;  // Options::prefetch_stages (decode)
 };
 const Variant kVariants[] = {
     {"variant 1 (run 27's kernel: 768 threads, two N = 64 banks)",
-     "variant 1 (run 22's 16-stage epilogue ring)", 1, true, -1},
+     "variant 1 (run 22's 16-stage epilogue ring, no L2 prefetch)", 1, true, 0},
     {nullptr, "merge launched after the fused kernel (no PDL)", 0, false, -1},
-    {nullptr, "without the pre-final cut (run 44's decode)", 0, true, 0},
+    {nullptr, "no L2 prefetch (run 44's decode)", 0, true, 0},
+    {nullptr, "L2 prefetch 3 stages ahead", 0, true, 3},
+    {nullptr, "L2 prefetch 8 stages ahead", 0, true, 8},
 };
 
 double copy_ceiling_tbps() {
@@ -646,7 +648,7 @@ int main(int argc, char** argv) {
                 for (const Variant& v : kVariants) {
                   hisa::cuda::Options vo = opt;
                   vo.variant = v.variant, vo.merge_pdl = v.merge_pdl;
-                  vo.prefinal_keys = v.prefinal_keys;
+                  vo.prefetch_stages = v.prefetch_stages;
                   const Timing tv = time_it(
                       [&](int rep) {
                         o.indices = dout.p + size_t((rep % groups) * batch) * topk;
@@ -662,7 +664,7 @@ int main(int argc, char** argv) {
                               rv["rows_failed"].get<int>() ? "  CHECK FAILED" : "");
                   rv["profile"] = profile_call([&](hisa::cuda::Options& po) {
                     po.variant = v.variant, po.merge_pdl = v.merge_pdl;
-                    po.prefinal_keys = v.prefinal_keys;
+                    po.prefetch_stages = v.prefetch_stages;
                     o.indices = dout.p;
                     hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, po);
                   });
