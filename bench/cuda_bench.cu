@@ -264,15 +264,11 @@ struct Variant {
   const char* decode_name;
   int variant;
   bool merge_pdl;
-  int prefetch_stages;  // Options::prefetch_stages (decode)
 };
 const Variant kVariants[] = {
     {"variant 1 (run 27's kernel: 768 threads, two N = 64 banks)",
-     "variant 1 (run 22's 16-stage epilogue ring, no L2 prefetch)", 1, true, 0},
-    {nullptr, "merge launched after the fused kernel (no PDL)", 0, false, -1},
-    {nullptr, "no L2 prefetch (run 44's decode)", 0, true, 0},
-    {nullptr, "L2 prefetch 3 stages ahead", 0, true, 3},
-    {nullptr, "L2 prefetch 8 stages ahead", 0, true, 8},
+     "variant 1 (run 22's 16-stage epilogue ring)", 1, true},
+    {nullptr, "merge launched after the fused kernel (no PDL)", 0, false},
 };
 
 double copy_ceiling_tbps() {
@@ -303,6 +299,8 @@ int main(int argc, char** argv) {
       only_sizes = argv[++i];
     else if (a == "--no-decode")
       no_decode = true;
+    else if (a == "--no-prefill")
+      only_sizes = "none";
     else if (a == "--light")
       light = true;
     else if (a == "--decode-case" && i + 1 < argc)
@@ -310,7 +308,7 @@ int main(int argc, char** argv) {
     else {
       std::fprintf(stderr,
                    "usage: hisa_cuda_bench [--json F] [--quick] [--prefill-sizes L,L] "
-                   "[--no-decode] [--light] [--decode-case 64x131072]\n");
+                   "[--no-decode] [--no-prefill] [--light] [--decode-case 64x131072]\n");
       return 2;
     }
   }
@@ -331,7 +329,9 @@ int main(int argc, char** argv) {
     // ------------------------------------------------------------ prefill
     std::vector<int64_t> sizes = {8192, 32768, 65536, 131072};
     if (quick) sizes = {8192, 32768};
-    if (!only_sizes.empty()) {
+    if (only_sizes == "none") {
+      sizes.clear();
+    } else if (!only_sizes.empty()) {
       sizes.clear();
       for (size_t pos = 0; pos < only_sizes.size();) {
         const size_t comma = std::min(only_sizes.find(',', pos), only_sizes.size());
@@ -481,8 +481,8 @@ int main(int argc, char** argv) {
         CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
         const double bytes = double(cache.n);
         double best_flat = 0, best_paged = 0;
-        for (int per_sm : {2, 4, 8}) {
-          for (int threads : {256, 512, 1024}) {
+        for (int per_sm : {1, 2, 4, 8}) {
+          for (int threads : {128, 256, 512, 1024}) {
             const Timing tf = time_it(
                 [&](int) {
                   read_flat<<<sms * per_sm, threads>>>(reinterpret_cast<const int4*>(cache.p),
@@ -494,8 +494,17 @@ int main(int argc, char** argv) {
                   read_paged<<<sms * per_sm, threads>>>(cache.p, all_pages.p, num_pages, sink.p);
                 },
                 0.1, 5, 50);
-            best_flat = std::max(best_flat, bytes / (tf.median_ms * 1e-3) / 1e12);
-            best_paged = std::max(best_paged, bytes / (tp.median_ms * 1e-3) / 1e12);
+            const double f = bytes / (tf.median_ms * 1e-3) / 1e12;
+            const double g = bytes / (tp.median_ms * 1e-3) / 1e12;
+            best_flat = std::max(best_flat, f);
+            best_paged = std::max(best_paged, g);
+            // Resident threads per SM bound the bytes in flight (the paged kernel: one 8448-byte
+            // page per warp).
+            const int resident = std::min(per_sm * threads, 2048);
+            std::printf("    read %d CTAs/SM x %4d threads (%4d resident, paged %3d KB in flight): flat %.2f, paged %.2f TB/s\n",
+                        per_sm, threads, resident, resident / 32 * 8448 / 1024, f, g);
+            report["read_configs"].push_back(
+                {{"ctas_per_sm", per_sm}, {"threads", threads}, {"flat_tbps", f}, {"paged_tbps", g}});
           }
         }
         CK(cudaGetLastError());
@@ -645,10 +654,20 @@ int main(int argc, char** argv) {
                 r["no_select_us"] = td.median_ms * 1e3;
                 std::printf("    without selection: %.1f us = %.2f TB/s\n", td.median_ms * 1e3,
                             bytes / (td.median_ms * 1e-3) / 1e12);
+                hisa::cuda::Options so = dbg;
+                so.variant = 2;  // the key stream alone: no scoring either
+                const Timing ts = time_it(
+                    [&](int rep) {
+                      o.indices = dout.p + size_t((rep % groups) * batch) * topk;
+                      hisa::cuda::select_decode(make_in(rep), cfg, o, ws, nullptr, so);
+                    },
+                    0.2, 10, 200);
+                r["stream_only_us"] = ts.median_ms * 1e3;
+                std::printf("    key stream alone (no scoring, no selection): %.1f us = %.2f TB/s\n",
+                            ts.median_ms * 1e3, bytes / (ts.median_ms * 1e-3) / 1e12);
                 for (const Variant& v : kVariants) {
                   hisa::cuda::Options vo = opt;
                   vo.variant = v.variant, vo.merge_pdl = v.merge_pdl;
-                  vo.prefetch_stages = v.prefetch_stages;
                   const Timing tv = time_it(
                       [&](int rep) {
                         o.indices = dout.p + size_t((rep % groups) * batch) * topk;
@@ -664,7 +683,6 @@ int main(int argc, char** argv) {
                               rv["rows_failed"].get<int>() ? "  CHECK FAILED" : "");
                   rv["profile"] = profile_call([&](hisa::cuda::Options& po) {
                     po.variant = v.variant, po.merge_pdl = v.merge_pdl;
-                    po.prefetch_stages = v.prefetch_stages;
                     o.indices = dout.p;
                     hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, po);
                   });

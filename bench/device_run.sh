@@ -14,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/hisa_device_out}
 BIN=${HISA_BIN:-.carry-cuda}
-STEPS=${STEPS:-"env tests bench torch sass ncu sanitizer"}
+STEPS=${STEPS:-"env tests bench torch sass ncu sanitizer"}  # also: ncu_decode
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$PWD/$BIN:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
@@ -119,11 +119,34 @@ if has ncu; then
   fi
 fi
 
+if has ncu_decode; then
+  # One production decode launch (fp8, H = 64, next_n 1, batch 64 at 128K) under Nsight Compute.
+  step "ncu: decode fp8 H=64 b64 x 128K, one launch"
+  if command -v ncu >/dev/null; then
+    timeout "${NCU_TIMEOUT:-150}" ncu --kernel-name-base mangled \
+      --kernel-name regex:'FlatConfigINS1_3Fp8ELi64ELi1ELb1ELb0ELb0ELi0ELi0E' --launch-skip 2 \
+      --launch-count 1 --set full --import-source no --export /tmp/hisa_ncu_dec --force-overwrite \
+      "$BIN/hisa_cuda_bench" --no-prefill --decode-case 64x131072 >"$OUT/ncu_decode_run.log" 2>&1
+    echo "exit $?" >>"$OUT/ncu_decode_run.log"
+    tail -n 5 "$OUT/ncu_decode_run.log" | tee -a "$LOG"
+    if [ -f /tmp/hisa_ncu_dec.ncu-rep ]; then
+      ncu --import /tmp/hisa_ncu_dec.ncu-rep --page details --print-details all \
+        >"$OUT/ncu_decode_details.txt" 2>&1
+      ncu --import /tmp/hisa_ncu_dec.ncu-rep --page source --csv --print-source sass \
+        >"$OUT/ncu_decode_source_sass.csv" 2>&1
+      grep -E "Duration|DRAM Throughput|Memory Throughput|Issue Slots Busy|No Eligible" \
+        "$OUT/ncu_decode_details.txt" | head -n 10 | tee -a "$LOG"
+    fi
+  else
+    echo "no ncu" | tee -a "$LOG"
+  fi
+fi
+
 if has sanitizer; then
   step "compute-sanitizer memcheck (small cases)"
   timeout "${SAN_TIMEOUT:-100}" compute-sanitizer --tool memcheck --print-limit 20 \
     "$BIN/hisa_cuda_tests" \
-    --gtest_filter='CudaPrefill.RandomFp8H64Fused:CudaPrefill.RandomBf16H32Fused:CudaDecode.ExactAndSimt:CudaDecode.L2PrefetchDistances:CudaTopk.*' \
+    --gtest_filter='CudaPrefill.RandomFp8H64Fused:CudaPrefill.RandomBf16H32Fused:CudaDecode.ExactAndSimt:CudaDecode.PreFinalCut:CudaTopk.*' \
     >"$OUT/sanitizer.log" 2>&1
   echo "exit $?" >>"$OUT/sanitizer.log"
   grep -E "ERROR SUMMARY|^\[ +(OK|FAILED|PASSED) +\]|exit [0-9]+$" "$OUT/sanitizer.log" | tail -n 12 | tee -a "$LOG"

@@ -78,15 +78,17 @@ struct Options {
   // wgmma banks) instead of the slim one (640 threads, three math warpgroups with one N = 128
   // bank, seven select warps); fused decode with H = 64, next_n = 1: run 22's kernel (768
   // threads, a 16-stage epilogue ring) instead of the slim one (640 threads, seven select warps).
+  // Decode only, 2: the key stream alone (no scoring, no selection; the indices are meaningless).
   int variant = 0;
   // Launch the split-K merge kernel as a programmatic dependent of the fused kernel when the
   // fused grid leaves at least half the SMs free (its CTAs wait there instead of being launched
   // after it). false: always after it (for A/B timing).
   bool merge_pdl = true;
-  // Decode (fused path): the producer prefetches into L2 the pages of the key stage this many
-  // stages ahead of the one it loads, to keep more bytes in flight than the shared-memory key
-  // ring holds. -1: the default (6); 0: off; at most 8.
-  int prefetch_stages = -1;
+  // Decode: the exact pre-final cut of each split's candidate list, made while the last
+  // `prefinal_keys` keys of the split are still streaming (when at least four times as many were
+  // scored), so that the cut at the split's end, in the critical path, works on a short list.
+  // -1: the default (8192 keys for the fused H = 64, next_n = 1 kernel, off elsewhere); 0: off.
+  int prefinal_keys = -1;
 };
 
 // Ragged prefill. in: device pointers (q, k, k_scale, w, cu_seqlens or ks/ke). out.indices:

@@ -130,6 +130,9 @@ cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
   if (opt.variant == 1)
     return prof ? launch_flat<kFp8, 64, kNQ, kPaged, false, true, 1, 0>(l)
                 : launch_flat<kFp8, 64, kNQ, kPaged, false, false, 1, 0>(l);
+  if constexpr (kPaged) {
+    if (opt.variant == 2) return launch_flat<kFp8, 64, kNQ, kPaged, false, true, 2, 0>(l);
+  }
   return launch_flat<kFp8, 64, kNQ, kPaged, false, true, 0, 0>(l);
 }
 
@@ -542,10 +545,10 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   p.kv_cache = in.kv_cache;
   p.w = in.w;
   p.out = out;
-  HISA_CHECK(opt.prefetch_stages >= -1 && opt.prefetch_stages <= 8,
-             "decode: prefetch_stages must be -1 (default), 0 (off) or 1..8, got ",
-             opt.prefetch_stages);
-  p.prefetch_stages = opt.prefetch_stages >= 0 ? opt.prefetch_stages : 6;
+  HISA_CHECK(opt.prefinal_keys >= -1, "decode: prefinal_keys must be -1, 0 or positive, got ",
+             opt.prefinal_keys);
+  const bool slim = in.num_heads == 64 && in.next_n == 1 && opt.variant == 0;
+  p.prefinal_keys = opt.prefinal_keys >= 0 ? opt.prefinal_keys : slim ? 8192 : 0;
   if (splits > 1) {
     const size_t n = size_t(rows) * splits * k;
     p.part_u = static_cast<uint32_t*>(ws.get(kSlotPartU, n * 4));
@@ -554,7 +557,7 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   }
   l.grid = int(std::min<int64_t>(int64_t(in.batch) * splits, sms));
   l.stream = st;
-  HISA_CHECK(opt.variant == 0 || opt.variant == 1, "decode: variant must be 0 or 1");
+  HISA_CHECK(opt.variant >= 0 && opt.variant <= 2, "decode: variant must be 0, 1 or 2");
   if (opt.profile || opt.debug_mode || opt.variant) {
     HISA_CHECK(in.num_heads == 64 && in.next_n == 1,
                "decode: the measurement hooks and variants exist for H = 64, next_n = 1 only");

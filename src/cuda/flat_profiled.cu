@@ -12,4 +12,5 @@ HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 2, false, false, 1, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 2, false, true, 1, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, false, 1, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 1, 0)
+HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 2, 0)
 }  // namespace hisa::cuda

@@ -19,6 +19,8 @@ using cuda::Path;
 
 // Kernel variant of the fused calls (Options::variant; set by the variant tests).
 int g_variant = 0;
+// Options::prefinal_keys of the fused calls (-1: the default; set by the pre-final cut tests).
+int g_prefinal = -1;
 
 // Options of the test calls: the path and split count under test, device-side value checks on.
 cuda::Options test_options(Path path, int splits) {
@@ -27,6 +29,7 @@ cuda::Options test_options(Path path, int splits) {
   opt.splits = splits;
   opt.check_values = true;
   opt.variant = g_variant;
+  opt.prefinal_keys = g_prefinal;
   return opt;
 }
 
@@ -333,42 +336,22 @@ TEST(CudaDecode, Variants) {
   check_decode({20000, 3000}, 1, 64, 100, Path::Fused, true, "decode_v1_exact_k100", 3);
   g_variant = 0;
 }
-// The producer's L2 prefetch changes only when the bytes arrive: every distance (off, near, the
-// farthest, beyond a 32-page chunk) gives the same indices, split or not, in both decode CTAs.
-TEST(CudaDecode, L2PrefetchDistances) {
+// The pre-final cut, forced on short splits (by default it acts only on splits of 40K+ keys):
+// random and exact integer inputs, the slim kernel and the 768-thread one, split and unsplit,
+// reruns bitwise identical.
+TEST(CudaDecode, PreFinalCut) {
   SKIP_WITHOUT_GPU();
-  const DecodeCase c = make_decode({9000, 4000, 300}, 1, 64, seed_for("prefetch"), false);
-  const DecodeCase c2 = make_decode({5000, 2100}, 2, 32, seed_for("prefetch_h32"), false);
-  for (const DecodeCase* dc : {&c, &c2}) {
-    DecodeDev d(*dc);
-    const auto rows = reference::decode_rows(dc->host());
-    std::vector<int32_t> first;
-    for (int splits : {1, 3}) {
-      for (int ahead : {0, 1, 6, 8}) {
-        Dev<int32_t> out(dc->seq_lens.size() * size_t(dc->next_n) * 1024);
-        out.poison();
-        cuda::Workspace ws;
-        cuda::Options opt = test_options(Path::Fused, splits);
-        opt.prefetch_stages = ahead;
-        SelectOutputs o;
-        o.indices = out.ptr;
-        cuda::select_decode(d.in, flat(1024), o, ws, nullptr, opt);
-        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-        const auto got = out.get();
-        EXPECT_EQ(judge_rows(rows, flat(1024), got, DType::F8E4M3, false), 0)
-            << "splits " << splits << " prefetch " << ahead;
-        if (first.empty()) first = got;
-        EXPECT_TRUE(got == first) << "splits " << splits << " prefetch " << ahead;
-      }
-    }
-    cuda::Workspace ws;
-    cuda::Options bad;
-    bad.prefetch_stages = 9;
-    Dev<int32_t> out(dc->seq_lens.size() * size_t(dc->next_n) * 1024);
-    SelectOutputs o;
-    o.indices = out.ptr;
-    EXPECT_THROW(cuda::select_decode(d.in, flat(1024), o, ws, nullptr, bad), Error);
-  }
+  g_prefinal = 2000;
+  check_decode({30000, 9000, 2500}, 1, 64, 2048, Path::Fused, false, "decode_prefinal_k2048", 1);
+  check_decode({30000, 9000, 2500}, 1, 64, 2048, Path::Fused, false, "decode_prefinal_split2", 2);
+  check_decode({20000, 3000}, 1, 64, 100, Path::Fused, true, "decode_prefinal_exact_k100", 1);
+  check_decode({12000, 5000}, 2, 32, 256, Path::Fused, false, "decode_prefinal_h32_n2", 1);
+  check_decode({12000, 5000}, 1, 64, 300, Path::Fused, true, "decode_prefinal_exact_k300", 2);
+  const DecodeCase c = make_decode({30000, 12000}, 1, 64, seed_for("prefinal_reruns"), false);
+  const auto first = run_decode(c, 2048, Path::Fused, 1);
+  for (int run = 1; run < 20; ++run)
+    ASSERT_TRUE(run_decode(c, 2048, Path::Fused, 1) == first) << "run " << run << " differs";
+  g_prefinal = -1;
 }
 TEST(CudaDecode, ExactAndSimt) {
   SKIP_WITHOUT_GPU();

@@ -67,11 +67,11 @@ struct FlatParams {
   float* scores = nullptr;  // [row_end - row_begin, scores_ld] fp32, position p of row r at
   int64_t scores_ld = 0;    // (r - row_begin) * scores_ld + p
 
-  // decode: the producer prefetches the page records (keys and scales, 8448 bytes each) of the
-  // stage this many stages ahead into L2 (0: off; at most 8, so that their ids lie in the two
-  // chunks it holds). The key ring alone keeps ~124 KB per SM in flight, less than the
-  // bandwidth-latency product of HBM under load; prefetches add to it without shared memory.
-  int prefetch_stages = 0;
+  // Pre-final cut (decode): at the first select step after which at most `prefinal_keys` keys of
+  // the item remain, provided at least four times as many were scored then, every list is cut exactly
+  // to k, so that the exposed cut at the item's end works on k plus the few late passers instead
+  // of a list that may be nearly full (0: off).
+  int prefinal_keys = 0;
 
   // Measurement only: cycle counters summed over CTAs ([kProfSlots] u64, nullptr = off), and
   // debug_mode 1 = the select warpgroup consumes the scores without selecting (pipeline bound).
@@ -97,7 +97,8 @@ enum ProfSlot : int {
 
 // kProf_: a measurement instance that honours FlatParams::prof and debug_mode (the counters cost
 // registers the math warpgroups do not have, so production instances compile them out).
-// kTune_: a configuration for A/B timing in one run (0 = production; 1 = an earlier one: fp8
+// kTune_: a configuration for A/B timing in one run (0 = production; 2 = the key stream alone,
+// below; 1 = an earlier one: fp8
 // prefill with H = 64 as in device run 27 (768 threads, two N = 64 banks, four key stages per
 // select step); decode next_n 1 as in run 22, a 16-stage epilogue ring).
 // kSub_: key stages the select warpgroup takes per step (0 = automatic: 4 for fp8 prefill, 2
@@ -130,8 +131,12 @@ struct FlatConfig {
   static constexpr bool kDecode1 = kPaged && kNQ == 1 && !kWriteScores;
   // Decode next_n 1 with H = 64 uses the slim CTA too (runs 37-38: seven select warps; 192-key
   // stages of three pages, its two N = 32 banks unchanged; five key stages, a 32-stage ring).
-  static constexpr bool kSlimPrefill = kFp8Prefill && kHeads == 64 && kTune == 0;
-  static constexpr bool kSlimDecode = kDecode1 && kHeads == 64 && kTune == 0;
+  static constexpr bool kSlimPrefill = kFp8Prefill && kHeads == 64 && kTune != 1;
+  static constexpr bool kSlimDecode = kDecode1 && kHeads == 64 && kTune != 1;
+  // kTune 2 (measurement only): the production kernel whose math warps skip the wgmma and the
+  // epilogue (they wait for each key stage, release it, and hand an unwritten epilogue stage on):
+  // the time of the key stream and the barrier protocol alone.
+  static constexpr bool kStreamOnly = kTune == 2;
   static constexpr bool kSlim = kSlimPrefill || kSlimDecode;
   static constexpr int kMathWG = kSlim ? 3 : 4;
   static constexpr int kPagesPerStage = kMathWG;  // decode: 64-token pages per key stage
@@ -400,17 +405,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             const int rel = first + i;
             page_id[i] = __shfl_sync(0xFFFFFFFFu, (rel >> 5) == c ? ids0 : ids1, rel & 31);
           }
-          if (p.prefetch_stages > 0) {  // uniform
-            // The pages of stage blk + prefetch_stages: relative pages < 32 * (c + 2).
-            const int ahead = first + p.prefetch_stages * kPPS;
-#pragma unroll
-            for (int i = 0; i < kPPS; ++i) {
-              const int rel = ahead + i;
-              const int id = __shfl_sync(0xFFFFFFFFu, (rel >> 5) == c ? ids0 : ids1, rel & 31);
-              if (lane == 0 && it.page0 + rel < it.page1)
-                prefetch_l2(p.kv_cache + int64_t(id) * (64 * 132), 64 * 132);
-            }
-          }
           if (lane != 0) continue;
         }
         const int s = kv_iter % kKS;
@@ -464,6 +458,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           n, p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist, bcast, sync,
           mx, top_bit, max_passes, stop_kept);
     };
+    // An exact cut of query q's list to k (ties toward the lower position); thr[q] becomes the
+    // k-th key when the list held more than k.
+    const auto exact_cut = [&](int& n, uint32_t* cu, int32_t* cp, uint32_t mx, uint32_t& thr_q) {
+      const RadixCut cut = anchored_cut(n, cu, mx, thr_q, 4, -1);
+      n = ordered_compact<kST, 4>(
+          n, cut,
+          [&](int64_t i, uint32_t* uu, int32_t* pp) { return *uu = cu[i], *pp = cp[i], true; },
+          [&](int dst, uint32_t uu, int32_t pp) { cu[dst] = uu, cp[dst] = pp; }, scan, sync);
+      thr_q = max(thr_q, cut_threshold(cut));
+    };
     uint32_t epi_iter = 0;
     int parity = 0;
     const bool prof = Cfg::kProf && p.prof && t == 0;
@@ -497,6 +501,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         }
       }
       constexpr int kSub = Cfg::kSub, kH = Cfg::kSlices;  // slices of kST keys per step
+      bool prefinal = p.prefinal_keys > 0;  // not yet made in this item
       for (int blk = 0; blk < it.nblocks; blk += kSub) {
         unsigned c0 = clock();
         float v[kNQ][kH];
@@ -656,6 +661,23 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               thr[q] = max(thr[q], cut_threshold(cut));
             }
           }
+          // The pre-final cut, at the first step after which at most prefinal_keys keys remain
+          // (uniform over the select warps: it depends on the item only).
+          const int64_t left = int64_t(it.nblocks - blk - kSub) * kBlockKV;
+          if (prefinal && left > 0 && left <= p.prefinal_keys &&
+              left + kSub * kBlockKV > p.prefinal_keys &&
+              int64_t(blk + kSub) * kBlockKV >= 4 * left) {
+            prefinal = false;
+#pragma unroll
+            for (int q = 0; q < kNQ; ++q) {
+              if (cnt[q] > p.topk) {
+                if (prof) prof_add(kProfSelCompactions, 1);
+                sync();
+                exact_cut(cnt[q], cand_u + q * Cfg::kCap, cand_pos + q * Cfg::kCap, umax[q],
+                          thr[q]);
+              }
+            }
+          }
           if (prof) prof_add(kProfSelCompact, clock() - c0);
         }
       }
@@ -669,15 +691,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           if (!valid) continue;
           uint32_t* cu = cand_u + q * Cfg::kCap;
           int32_t* cp = cand_pos + q * Cfg::kCap;
-          if (cnt[q] > p.topk) {
-            const RadixCut cut = anchored_cut(cnt[q], cu, umax[q], thr[q], 4, -1);
-            cnt[q] = ordered_compact<kST, 4>(
-                cnt[q], cut,
-                [&](int64_t i, uint32_t* uu, int32_t* pp) {
-                  return *uu = cu[i], *pp = cp[i], true;
-                },
-                [&](int dst, uint32_t uu, int32_t pp) { cu[dst] = uu, cp[dst] = pp; }, scan, sync);
-          }
+          if (cnt[q] > p.topk) exact_cut(cnt[q], cu, cp, umax[q], thr[q]);
           if (p.splits == 1) {
             int32_t* out = p.out + r * p.topk;
             for (int i = t; i < p.topk; i += kST) out[i] = i < cnt[q] ? cp[i] : -1;
@@ -759,6 +773,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         // warpgroups' wgmma cover this warpgroup's last epilogue instead.
         const int s = kv_iter % kKS;
         mbar_wait(&full_kv[s], (kv_iter / kKS) & 1);
+        if constexpr (Cfg::kStreamOnly) {
+          mbar_arrive(&empty_kv[s]);
+          const int es = epi_iter % kES;
+          mbar_wait(&empty_epi[es], ((epi_iter / kES) & 1) ^ 1);
+          mbar_arrive(&full_epi[es]);
+          continue;
+        }
         float scale0 = 1.0f, scale1 = 1.0f;
         if (p.has_scale) {
           scale0 = scale_smem[s * kBlockKV + g * 64 + row_in_tile];
