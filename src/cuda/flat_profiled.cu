@@ -13,4 +13,7 @@ HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 2, false, true, 1, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, false, 1, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 1, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 2, 0)
+HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, false, 3, 0)
+HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 3, 0)
+HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 4, 0)
 }  // namespace hisa::cuda

@@ -136,7 +136,9 @@ struct FlatConfig {
   // kTune 2 (measurement only): the production kernel whose math warps skip the wgmma and the
   // epilogue (they wait for each key stage, release it, and hand an unwritten epilogue stage on):
   // the time of the key stream and the barrier protocol alone.
-  static constexpr bool kStreamOnly = kTune == 2;
+  // kTune 4: the same without the scale copies (one TMA per page instead of two).
+  static constexpr bool kStreamOnly = kTune == 2 || kTune == 4;
+  static constexpr bool kScaleCopies = kTune != 4;
   static constexpr bool kSlim = kSlimPrefill || kSlimDecode;
   static constexpr int kMathWG = kSlim ? 3 : 4;
   static constexpr int kPagesPerStage = kMathWG;  // decode: 64-token pages per key stage
@@ -165,10 +167,13 @@ struct FlatConfig {
   // costs ~25-40K cycles), but a longer list means longer cuts and a threshold that lags longer
   // (more appends). fp8 prefill: 6656 (run 15: 7168 with two key stages beat 5120 with three; run
   // 21 paid 512 of them for a deeper ring); decode next_n 1: 6144 (11264 with three key stages was
-  // 13% slower), 7168 in the slim decode.
+  // 13% slower), 7168 in the slim decode of runs 38-49, 6144 since run 50 (a sixth key stage).
+  // kTune 3: the slim decode of runs 38-49 (7168-entry lists, a 32-stage ring, two q stages,
+  // five key stages), for the same-run A/B.
+  static constexpr bool kDecode6 = kSlimDecode && kTune != 3;
   static constexpr int kCap = kWriteScores                          ? 0
                               : kFp8Prefill                         ? 6656
-                              : kSlimDecode                         ? 7168
+                              : kSlimDecode                         ? (kDecode6 ? 6144 : 7168)
                               : (kElem == 1 && kPaged && kNQ == 1)  ? 6144
                                                                     : 3072;
   static constexpr int kSub = kSub_       ? kSub_
@@ -206,14 +211,18 @@ struct FlatConfig {
   // waited for free key stages 20% of its time).
   static constexpr int kEpiStages = kWriteScores                          ? 4
                                     : kDecode1                            ? (kTune == 1 ? 16
+                                                                             : kDecode6 ? 25
                                                                              : kSlimDecode ? 32
                                                                              : kHeads == 64 ? 27
                                                                                             : 32)
                                     // slim (run 32): 32 stages of 192 keys (16: less than a cut)
                                     : kFp8Prefill                         ? (kSlim ? 32 : 16)
                                                                           : 4;
+  // Decode since run 50: one q stage (the key stream is bound by the bytes in flight, run 49,
+  // and a CTA serves one request at batch 64 and below; a second item's q waits for the first).
   static constexpr int kQStages =
-      kWriteScores || kQBytes < 16384 || (kQBytes == 16384 && kEpiStages <= 4) ? 2 : 1;
+      kDecode6 ? 1
+               : kWriteScores || kQBytes < 16384 || (kQBytes == 16384 && kEpiStages <= 4) ? 2 : 1;
 
   // Everything but the key stages, then as many key stages as fit (2 to 6).
   static constexpr int kFixed = kQStages * kQBytes + kQStages * kQRows * 4 +
@@ -225,6 +234,7 @@ struct FlatConfig {
   static constexpr int kFitStages = (kSmemLimit - kFixed) / kStageBytes;
   static constexpr int kKVStages = kFitStages > 6 ? 6 : kFitStages;
   static_assert(kKVStages >= 2, "shared memory too small for two key stages");
+  static_assert(!kDecode6 || kKVStages == 6, "the slim decode keeps six key stages");
 
   // Shared memory layout (byte offsets from a 1024-aligned base).
   static constexpr int kOffQ = 0;
@@ -422,12 +432,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         } else {
           const int pg = it.page0 + blk * kPPS;
           const int valid = min(kPPS, it.page1 - pg);
-          mbar_arrive_expect_tx(&full_kv[s], valid * (64 * 128 + 64 * 4));
+          mbar_arrive_expect_tx(&full_kv[s], valid * (64 * 128 + (Cfg::kScaleCopies ? 64 * 4 : 0)));
           for (int i = 0; i < valid; ++i) {
             const int page = page_id[i];
             tma_load_3d(dst + i * 64 * 128, &map_k, &full_kv[s], 0, 0, page);
-            bulk_load(scale_smem + s * kBlockKV + i * 64,
-                      p.kv_cache + int64_t(page) * (64 * 132) + 64 * 128, 64 * 4, &full_kv[s]);
+            if constexpr (Cfg::kScaleCopies)
+              bulk_load(scale_smem + s * kBlockKV + i * 64,
+                        p.kv_cache + int64_t(page) * (64 * 132) + 64 * 128, 64 * 4, &full_kv[s]);
           }
         }
       }
