@@ -78,9 +78,8 @@ struct Options {
   // wgmma banks) instead of the slim one (640 threads, three math warpgroups with one N = 128
   // bank, seven select warps); fused decode with H = 64, next_n = 1: run 22's kernel (768
   // threads, a 16-stage epilogue ring) instead of the slim one (640 threads, seven select warps).
-  // Decode only, 2: the key stream alone (no scoring, no selection; the indices are meaningless);
-  // 3: the slim decode of device runs 38-49 (five key stages, 7168-entry lists); 4: as 2 without
-  // the copies of the key scales (one TMA per page).
+  // Decode only, 2: the key stream alone (no scoring, no selection; the indices are meaningless).
+  // Prefill only, 3: the slim kernel reading w in its plain order (device runs 32-50).
   int variant = 0;
   // Launch the split-K merge kernel as a programmatic dependent of the fused kernel when the
   // fused grid leaves at least half the SMs free (its CTAs wait there instead of being launched

@@ -132,7 +132,7 @@ cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
                 : launch_flat<kFp8, 64, kNQ, kPaged, false, false, 1, 0>(l);
   if constexpr (kPaged) {
     if (opt.variant == 2) return launch_flat<kFp8, 64, kNQ, kPaged, false, true, 2, 0>(l);
-    if (opt.variant == 4) return launch_flat<kFp8, 64, kNQ, kPaged, false, true, 4, 0>(l);
+  } else {
     if (opt.variant == 3)
       return prof ? launch_flat<kFp8, 64, kNQ, kPaged, false, true, 3, 0>(l)
                   : launch_flat<kFp8, 64, kNQ, kPaged, false, false, 3, 0>(l);
@@ -427,7 +427,8 @@ void prefill_fused(const PrefillInputs& in, int k, int32_t* out, const int32_t* 
   }
   l.grid = int(std::min<int64_t>(tiles * splits, sms));
   l.stream = st;
-  HISA_CHECK(opt.variant == 0 || opt.variant == 1, "prefill: variant must be 0 or 1");
+  HISA_CHECK(opt.variant == 0 || opt.variant == 1 || opt.variant == 3,
+             "prefill: variant must be 0, 1 or 3");
   if (opt.profile || opt.debug_mode || opt.variant) {
     HISA_CHECK(in.dtype == DType::F8E4M3 && in.num_heads == 64,
                "prefill: the measurement hooks and variants exist for fp8, H = 64 only");
@@ -561,7 +562,7 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   }
   l.grid = int(std::min<int64_t>(int64_t(in.batch) * splits, sms));
   l.stream = st;
-  HISA_CHECK(opt.variant >= 0 && opt.variant <= 4, "decode: variant must be 0 to 4");
+  HISA_CHECK(opt.variant >= 0 && opt.variant <= 2, "decode: variant must be 0, 1 or 2");
   if (opt.profile || opt.debug_mode || opt.variant) {
     HISA_CHECK(in.num_heads == 64 && in.next_n == 1,
                "decode: the measurement hooks and variants exist for H = 64, next_n = 1 only");

@@ -136,9 +136,7 @@ struct FlatConfig {
   // kTune 2 (measurement only): the production kernel whose math warps skip the wgmma and the
   // epilogue (they wait for each key stage, release it, and hand an unwritten epilogue stage on):
   // the time of the key stream and the barrier protocol alone.
-  // kTune 4: the same without the scale copies (one TMA per page instead of two).
-  static constexpr bool kStreamOnly = kTune == 2 || kTune == 4;
-  static constexpr bool kScaleCopies = kTune != 4;
+  static constexpr bool kStreamOnly = kTune == 2;
   static constexpr bool kSlim = kSlimPrefill || kSlimDecode;
   static constexpr int kMathWG = kSlim ? 3 : 4;
   static constexpr int kPagesPerStage = kMathWG;  // decode: 64-token pages per key stage
@@ -167,13 +165,10 @@ struct FlatConfig {
   // costs ~25-40K cycles), but a longer list means longer cuts and a threshold that lags longer
   // (more appends). fp8 prefill: 6656 (run 15: 7168 with two key stages beat 5120 with three; run
   // 21 paid 512 of them for a deeper ring); decode next_n 1: 6144 (11264 with three key stages was
-  // 13% slower), 7168 in the slim decode of runs 38-49, 6144 since run 50 (a sixth key stage).
-  // kTune 3: the slim decode of runs 38-49 (7168-entry lists, a 32-stage ring, two q stages,
-  // five key stages), for the same-run A/B.
-  static constexpr bool kDecode6 = kSlimDecode && kTune != 3;
+  // 13% slower), 7168 in the slim decode.
   static constexpr int kCap = kWriteScores                          ? 0
                               : kFp8Prefill                         ? 6656
-                              : kSlimDecode                         ? (kDecode6 ? 6144 : 7168)
+                              : kSlimDecode                         ? 7168
                               : (kElem == 1 && kPaged && kNQ == 1)  ? 6144
                                                                     : 3072;
   static constexpr int kSub = kSub_       ? kSub_
@@ -211,21 +206,23 @@ struct FlatConfig {
   // waited for free key stages 20% of its time).
   static constexpr int kEpiStages = kWriteScores                          ? 4
                                     : kDecode1                            ? (kTune == 1 ? 16
-                                                                             : kDecode6 ? 25
                                                                              : kSlimDecode ? 32
                                                                              : kHeads == 64 ? 27
                                                                                             : 32)
                                     // slim (run 32): 32 stages of 192 keys (16: less than a cut)
                                     : kFp8Prefill                         ? (kSlim ? 32 : 16)
                                                                           : 4;
-  // Decode since run 50: one q stage (the key stream is bound by the bytes in flight, run 49,
-  // and a CTA serves one request at batch 64 and below; a second item's q waits for the first).
   static constexpr int kQStages =
-      kDecode6 ? 1
-               : kWriteScores || kQBytes < 16384 || (kQBytes == 16384 && kEpiStages <= 4) ? 2 : 1;
+      kWriteScores || kQBytes < 16384 || (kQBytes == 16384 && kEpiStages <= 4) ? 2 : 1;
+  // The slim prefill keeps w in shared memory in the order its math threads read it (run 51):
+  // thread class r = lane % 4 reads columns 8j + 2r + {0, 1}, j = 0..15, i.e. 32 floats stored
+  // at r * 36 (the 4-float pad puts the four classes' 16-byte loads in different banks): 8
+  // LDS.128 per stage and thread instead of 16 LDS.64. kTune 3: the plain order (runs 32-50).
+  static constexpr bool kWPerm = kSlimPrefill && kTune != 3;
+  static constexpr int kWStride = kWPerm ? 4 * 36 : kQRows;  // floats of w per q stage
 
   // Everything but the key stages, then as many key stages as fit (2 to 6).
-  static constexpr int kFixed = kQStages * kQBytes + kQStages * kQRows * 4 +
+  static constexpr int kFixed = kQStages * kQBytes + kQStages * kWStride * 4 +
                                 kEpiStages * kNQ * kBlockKV * 4 + kNQ * kCap * 8 +
                                 4 * (256 + 16 + 4) + kAppendBytes +
                                 1024 /* barriers */ + 1024 /* alignment */;
@@ -234,14 +231,13 @@ struct FlatConfig {
   static constexpr int kFitStages = (kSmemLimit - kFixed) / kStageBytes;
   static constexpr int kKVStages = kFitStages > 6 ? 6 : kFitStages;
   static_assert(kKVStages >= 2, "shared memory too small for two key stages");
-  static_assert(!kDecode6 || kKVStages == 6, "the slim decode keeps six key stages");
 
   // Shared memory layout (byte offsets from a 1024-aligned base).
   static constexpr int kOffQ = 0;
   static constexpr int kOffKV = kOffQ + kQStages * kQBytes;
   static constexpr int kOffScale = kOffKV + kKVStages * kKVBytes;
   static constexpr int kOffW = kOffScale + kKVStages * kBlockKV * 4;
-  static constexpr int kOffEpi = kOffW + kQStages * kQRows * 4;
+  static constexpr int kOffEpi = kOffW + kQStages * kWStride * 4;
   static constexpr int kOffCandU = kOffEpi + kEpiStages * kNQ * kBlockKV * 4;
   static constexpr int kOffCandPos = kOffCandU + kNQ * kCap * 4;
   static constexpr int kOffHist = kOffCandPos + kNQ * kCap * 4;
@@ -318,7 +314,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   uint8_t* q_smem = smem + Cfg::kOffQ;    // [kQS][atoms][kQRows][128 B]
   uint8_t* kv_smem = smem + Cfg::kOffKV;  // [kKS][atoms][kBlockKV][128 B]
   float* scale_smem = reinterpret_cast<float*>(smem + Cfg::kOffScale);      // [kKS][kBlockKV]
-  float* w_smem = reinterpret_cast<float*>(smem + Cfg::kOffW);              // [kQS][kQRows]
+  float* w_smem = reinterpret_cast<float*>(smem + Cfg::kOffW);              // [kQS][kWStride]
   float* epi_smem = reinterpret_cast<float*>(smem + Cfg::kOffEpi);          // [kES][kNQ][kBlockKV]
   uint32_t* cand_u = reinterpret_cast<uint32_t*>(smem + Cfg::kOffCandU);    // [kNQ][kCap]
   int32_t* cand_pos = reinterpret_cast<int32_t*>(smem + Cfg::kOffCandPos);  // [kNQ][kCap]
@@ -377,7 +373,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       if (prof) prof_add(kProfProdWaitQ, clock() - c0);
       for (int i = lane; i < kQRows; i += 32) {
         const int64_t r = it.row0 + i / Cfg::kHeads;
-        w_smem[qs * kQRows + i] = r < p.row_end ? p.w[r * Cfg::kHeads + i % Cfg::kHeads] : 0.0f;
+        // (kWPerm: column i = 8j + 2r + e at r * 36 + 2j + e)
+        const int at = Cfg::kWPerm ? (i % 8) / 2 * 36 + i / 8 * 2 + i % 2 : i;
+        w_smem[qs * Cfg::kWStride + at] =
+            r < p.row_end ? p.w[r * Cfg::kHeads + i % Cfg::kHeads] : 0.0f;
       }
       if (lane == 0) {
         mbar_arrive_expect_tx(&full_q[qs], Cfg::kQBytes);
@@ -432,13 +431,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         } else {
           const int pg = it.page0 + blk * kPPS;
           const int valid = min(kPPS, it.page1 - pg);
-          mbar_arrive_expect_tx(&full_kv[s], valid * (64 * 128 + (Cfg::kScaleCopies ? 64 * 4 : 0)));
+          mbar_arrive_expect_tx(&full_kv[s], valid * (64 * 128 + 64 * 4));
           for (int i = 0; i < valid; ++i) {
             const int page = page_id[i];
             tma_load_3d(dst + i * 64 * 128, &map_k, &full_kv[s], 0, 0, page);
-            if constexpr (Cfg::kScaleCopies)
-              bulk_load(scale_smem + s * kBlockKV + i * 64,
-                        p.kv_cache + int64_t(page) * (64 * 132) + 64 * 128, 64 * 4, &full_kv[s]);
+            bulk_load(scale_smem + s * kBlockKV + i * 64,
+                      p.kv_cache + int64_t(page) * (64 * 132) + 64 * 128, 64 * 4, &full_kv[s]);
           }
         }
       }
@@ -759,6 +757,23 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     // 8-column group) and alt[query][row half] (odd columns): one FFMA per column, two chains.
     auto accumulate = [&](const float(&acc)[kR], const float* wq, int bank, float(&sums)[kNQ][2],
                           float(&alt)[kNQ][2]) {
+      if constexpr (Cfg::kWPerm) {  // one bank of 128 columns; the same FFMA order as below
+        const float* wr = wq + (lane % 4) * 36;
+#pragma unroll
+        for (int m = 0; m < kBankN / 16; ++m) {
+          const float4 wv = *reinterpret_cast<const float4*>(wr + 4 * m);
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int j = 2 * m + h, q = 8 * j / Cfg::kHeads;
+            const float wx = h ? wv.z : wv.x, wy = h ? wv.w : wv.y;
+            sums[q][0] = fmaf(wx, fmaxf(acc[4 * j + 0], 0.0f), sums[q][0]);
+            alt[q][0] = fmaf(wy, fmaxf(acc[4 * j + 1], 0.0f), alt[q][0]);
+            sums[q][1] = fmaf(wx, fmaxf(acc[4 * j + 2], 0.0f), sums[q][1]);
+            alt[q][1] = fmaf(wy, fmaxf(acc[4 * j + 3], 0.0f), alt[q][1]);
+          }
+        }
+        return;
+      }
 #pragma unroll
       for (int j = 0; j < kBankN / 8; ++j) {
         const int col = bank * kBankN + 8 * j;  // first column of the 8-column group
@@ -776,7 +791,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       const Item<Cfg> it(p, item);
       const int qs = q_iter % kQS;
       mbar_wait(&full_q[qs], (q_iter / kQS) & 1);
-      const float* wq = w_smem + qs * kQRows;
+      const float* wq = w_smem + qs * Cfg::kWStride;
       for (int blk = 0; blk < it.nblocks; ++blk, ++kv_iter, ++epi_iter) {
         // One key stage: bank b + 1 is issued before the epilogue of bank b. No wgmma stays in
         // flight across stages: ptxas serialises every wgmma of the kernel when groups from
