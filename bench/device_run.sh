@@ -146,7 +146,7 @@ if has sanitizer; then
   step "compute-sanitizer memcheck (small cases)"
   timeout "${SAN_TIMEOUT:-100}" compute-sanitizer --tool memcheck --print-limit 20 \
     "$BIN/hisa_cuda_tests" \
-    --gtest_filter='CudaPrefill.RandomFp8H64Fused:CudaPrefill.RandomBf16H32Fused:CudaDecode.ExactAndSimt:CudaDecode.PreFinalCut:CudaTopk.*' \
+    --gtest_filter='CudaPrefill.RandomFp8H64Fused:CudaPrefill.RandomBf16H32Fused:CudaDecode.ExactAndSimt:CudaDecode.LongSplitsAndReruns:CudaTopk.*' \
     >"$OUT/sanitizer.log" 2>&1
   echo "exit $?" >>"$OUT/sanitizer.log"
   grep -E "ERROR SUMMARY|^\[ +(OK|FAILED|PASSED) +\]|exit [0-9]+$" "$OUT/sanitizer.log" | tail -n 12 | tee -a "$LOG"

@@ -85,11 +85,6 @@ struct Options {
   // fused grid leaves at least half the SMs free (its CTAs wait there instead of being launched
   // after it). false: always after it (for A/B timing).
   bool merge_pdl = true;
-  // Decode: the exact pre-final cut of each split's candidate list, made while the last
-  // `prefinal_keys` keys of the split are still streaming (when at least four times as many were
-  // scored), so that the cut at the split's end, in the critical path, works on a short list.
-  // -1: the default (8192 keys for the fused H = 64, next_n = 1 kernel, off elsewhere); 0: off.
-  int prefinal_keys = -1;
 };
 
 // Ragged prefill. in: device pointers (q, k, k_scale, w, cu_seqlens or ks/ke). out.indices:

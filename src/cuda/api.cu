@@ -550,10 +550,6 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   p.kv_cache = in.kv_cache;
   p.w = in.w;
   p.out = out;
-  HISA_CHECK(opt.prefinal_keys >= -1, "decode: prefinal_keys must be -1, 0 or positive, got ",
-             opt.prefinal_keys);
-  const bool slim = in.num_heads == 64 && in.next_n == 1 && opt.variant == 0;
-  p.prefinal_keys = opt.prefinal_keys >= 0 ? opt.prefinal_keys : slim ? 8192 : 0;
   if (splits > 1) {
     const size_t n = size_t(rows) * splits * k;
     p.part_u = static_cast<uint32_t*>(ws.get(kSlotPartU, n * 4));

@@ -19,8 +19,6 @@ using cuda::Path;
 
 // Kernel variant of the fused calls (Options::variant; set by the variant tests).
 int g_variant = 0;
-// Options::prefinal_keys of the fused calls (-1: the default; set by the pre-final cut tests).
-int g_prefinal = -1;
 
 // Options of the test calls: the path and split count under test, device-side value checks on.
 cuda::Options test_options(Path path, int splits) {
@@ -29,7 +27,6 @@ cuda::Options test_options(Path path, int splits) {
   opt.splits = splits;
   opt.check_values = true;
   opt.variant = g_variant;
-  opt.prefinal_keys = g_prefinal;
   return opt;
 }
 
@@ -341,22 +338,19 @@ TEST(CudaDecode, Variants) {
   check_decode(many, 1, 64, 512, Path::Fused, false, "decode_300_requests");
   check_decode(many, 1, 64, 256, Path::Fused, true, "decode_300_requests_exact", 2);
 }
-// The pre-final cut, forced on short splits (by default it acts only on splits of 40K+ keys):
-// random and exact integer inputs, the slim kernel and the 768-thread one, split and unsplit,
-// reruns bitwise identical.
-TEST(CudaDecode, PreFinalCut) {
+// Long splits (several cuts per split), both decode CTAs, split and unsplit, random and exact
+// integer inputs, reruns bitwise identical.
+TEST(CudaDecode, LongSplitsAndReruns) {
   SKIP_WITHOUT_GPU();
-  g_prefinal = 2000;
-  check_decode({30000, 9000, 2500}, 1, 64, 2048, Path::Fused, false, "decode_prefinal_k2048", 1);
-  check_decode({30000, 9000, 2500}, 1, 64, 2048, Path::Fused, false, "decode_prefinal_split2", 2);
-  check_decode({20000, 3000}, 1, 64, 100, Path::Fused, true, "decode_prefinal_exact_k100", 1);
-  check_decode({12000, 5000}, 2, 32, 256, Path::Fused, false, "decode_prefinal_h32_n2", 1);
-  check_decode({12000, 5000}, 1, 64, 300, Path::Fused, true, "decode_prefinal_exact_k300", 2);
-  const DecodeCase c = make_decode({30000, 12000}, 1, 64, seed_for("prefinal_reruns"), false);
+  check_decode({30000, 9000, 2500}, 1, 64, 2048, Path::Fused, false, "decode_long_k2048", 1);
+  check_decode({30000, 9000, 2500}, 1, 64, 2048, Path::Fused, false, "decode_long_split2", 2);
+  check_decode({20000, 3000}, 1, 64, 100, Path::Fused, true, "decode_long_exact_k100", 1);
+  check_decode({12000, 5000}, 2, 32, 256, Path::Fused, false, "decode_long_h32_n2", 1);
+  check_decode({12000, 5000}, 1, 64, 300, Path::Fused, true, "decode_long_exact_k300", 2);
+  const DecodeCase c = make_decode({30000, 12000}, 1, 64, seed_for("long_reruns"), false);
   const auto first = run_decode(c, 2048, Path::Fused, 1);
   for (int run = 1; run < 20; ++run)
     ASSERT_TRUE(run_decode(c, 2048, Path::Fused, 1) == first) << "run " << run << " differs";
-  g_prefinal = -1;
 }
 TEST(CudaDecode, ExactAndSimt) {
   SKIP_WITHOUT_GPU();

@@ -67,12 +67,6 @@ struct FlatParams {
   float* scores = nullptr;  // [row_end - row_begin, scores_ld] fp32, position p of row r at
   int64_t scores_ld = 0;    // (r - row_begin) * scores_ld + p
 
-  // Pre-final cut (decode): at the first select step after which at most `prefinal_keys` keys of
-  // the item remain, provided at least four times as many were scored then, every list is cut exactly
-  // to k, so that the exposed cut at the item's end works on k plus the few late passers instead
-  // of a list that may be nearly full (0: off).
-  int prefinal_keys = 0;
-
   // Measurement only: cycle counters summed over CTAs ([kProfSlots] u64, nullptr = off), and
   // debug_mode 1 = the select warpgroup consumes the scores without selecting (pipeline bound).
   unsigned long long* prof = nullptr;
@@ -467,16 +461,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           n, p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist, bcast, sync,
           mx, top_bit, max_passes, stop_kept);
     };
-    // An exact cut of query q's list to k (ties toward the lower position); thr[q] becomes the
-    // k-th key when the list held more than k.
-    const auto exact_cut = [&](int& n, uint32_t* cu, int32_t* cp, uint32_t mx, uint32_t& thr_q) {
-      const RadixCut cut = anchored_cut(n, cu, mx, thr_q, 4, -1);
-      n = ordered_compact<kST, 4>(
-          n, cut,
-          [&](int64_t i, uint32_t* uu, int32_t* pp) { return *uu = cu[i], *pp = cp[i], true; },
-          [&](int dst, uint32_t uu, int32_t pp) { cu[dst] = uu, cp[dst] = pp; }, scan, sync);
-      thr_q = max(thr_q, cut_threshold(cut));
-    };
     uint32_t epi_iter = 0;
     int parity = 0;
     const bool prof = Cfg::kProf && p.prof && t == 0;
@@ -510,7 +494,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         }
       }
       constexpr int kSub = Cfg::kSub, kH = Cfg::kSlices;  // slices of kST keys per step
-      bool prefinal = p.prefinal_keys > 0;  // not yet made in this item
       for (int blk = 0; blk < it.nblocks; blk += kSub) {
         unsigned c0 = clock();
         float v[kNQ][kH];
@@ -670,23 +653,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               thr[q] = max(thr[q], cut_threshold(cut));
             }
           }
-          // The pre-final cut, at the first step after which at most prefinal_keys keys remain
-          // (uniform over the select warps: it depends on the item only).
-          const int64_t left = int64_t(it.nblocks - blk - kSub) * kBlockKV;
-          if (prefinal && left > 0 && left <= p.prefinal_keys &&
-              left + kSub * kBlockKV > p.prefinal_keys &&
-              int64_t(blk + kSub) * kBlockKV >= 4 * left) {
-            prefinal = false;
-#pragma unroll
-            for (int q = 0; q < kNQ; ++q) {
-              if (cnt[q] > p.topk) {
-                if (prof) prof_add(kProfSelCompactions, 1);
-                sync();
-                exact_cut(cnt[q], cand_u + q * Cfg::kCap, cand_pos + q * Cfg::kCap, umax[q],
-                          thr[q]);
-              }
-            }
-          }
           if (prof) prof_add(kProfSelCompact, clock() - c0);
         }
       }
@@ -700,7 +666,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           if (!valid) continue;
           uint32_t* cu = cand_u + q * Cfg::kCap;
           int32_t* cp = cand_pos + q * Cfg::kCap;
-          if (cnt[q] > p.topk) exact_cut(cnt[q], cu, cp, umax[q], thr[q]);
+          if (cnt[q] > p.topk) {
+            const RadixCut cut = anchored_cut(cnt[q], cu, umax[q], thr[q], 4, -1);
+            cnt[q] = ordered_compact<kST, 4>(
+                cnt[q], cut,
+                [&](int64_t i, uint32_t* uu, int32_t* pp) {
+                  return *uu = cu[i], *pp = cp[i], true;
+                },
+                [&](int dst, uint32_t uu, int32_t pp) { cu[dst] = uu, cp[dst] = pp; }, scan, sync);
+          }
           if (p.splits == 1) {
             int32_t* out = p.out + r * p.topk;
             for (int i = t; i < p.topk; i += kST) out[i] = i < cnt[q] ? cp[i] : -1;
