@@ -91,10 +91,10 @@ enum ProfSlot : int {
 
 // kProf_: a measurement instance that honours FlatParams::prof and debug_mode (the counters cost
 // registers the math warpgroups do not have, so production instances compile them out).
-// kTune_: a configuration for A/B timing in one run (0 = production; 2 = the key stream alone,
-// below; 1 = an earlier one: fp8
+// kTune_: a configuration for A/B timing in one run (0 = production; 1 = an earlier one: fp8
 // prefill with H = 64 as in device run 27 (768 threads, two N = 64 banks, four key stages per
-// select step); decode next_n 1 as in run 22, a 16-stage epilogue ring).
+// select step), decode next_n 1 as in run 22, a 16-stage epilogue ring; 2 = decode's key stream
+// alone, kStreamOnly; 3 = the slim prefill reading w in its plain order, kWPerm off).
 // kSub_: key stages the select warpgroup takes per step (0 = automatic: 4 for fp8 prefill, 2
 // with the other large candidate lists, else 1); one scan barrier per step.
 template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool kProf_ = false,
