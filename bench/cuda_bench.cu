@@ -644,25 +644,24 @@ int main(int argc, char** argv) {
                   o.indices = dout.p;
                   hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, po);
                 });
+                // Times the batch rotating through the requests, with options `to`.
+                const auto time_decode = [&](const hisa::cuda::Options& to) {
+                  return time_it(
+                      [&](int rep) {
+                        o.indices = dout.p + size_t((rep % groups) * batch) * topk;
+                        hisa::cuda::select_decode(make_in(rep), cfg, o, ws, nullptr, to);
+                      },
+                      0.2, 10, 200);
+                };
                 hisa::cuda::Options dbg = opt;
                 dbg.debug_mode = 1;
-                const Timing td = time_it(
-                    [&](int rep) {
-                      o.indices = dout.p + size_t((rep % groups) * batch) * topk;
-                      hisa::cuda::select_decode(make_in(rep), cfg, o, ws, nullptr, dbg);
-                    },
-                    0.2, 10, 200);
+                const Timing td = time_decode(dbg);
                 r["no_select_us"] = td.median_ms * 1e3;
                 std::printf("    without selection: %.1f us = %.2f TB/s\n", td.median_ms * 1e3,
                             bytes / (td.median_ms * 1e-3) / 1e12);
                 hisa::cuda::Options so = dbg;
                 so.variant = 2;  // the key stream alone: no scoring either
-                const Timing ts = time_it(
-                    [&](int rep) {
-                      o.indices = dout.p + size_t((rep % groups) * batch) * topk;
-                      hisa::cuda::select_decode(make_in(rep), cfg, o, ws, nullptr, so);
-                    },
-                    0.2, 10, 200);
+                const Timing ts = time_decode(so);
                 r["stream_only_us"] = ts.median_ms * 1e3;
                 std::printf("    key stream alone (no scoring, no selection): %.1f us = %.2f TB/s\n",
                             ts.median_ms * 1e3, bytes / (ts.median_ms * 1e-3) / 1e12);
@@ -670,12 +669,7 @@ int main(int argc, char** argv) {
                   if (!v.decode_name) continue;
                   hisa::cuda::Options vo = opt;
                   vo.variant = v.variant, vo.merge_pdl = v.merge_pdl;
-                  const Timing tv = time_it(
-                      [&](int rep) {
-                        o.indices = dout.p + size_t((rep % groups) * batch) * topk;
-                        hisa::cuda::select_decode(make_in(rep), cfg, o, ws, nullptr, vo);
-                      },
-                      0.2, 10, 200);
+                  const Timing tv = time_decode(vo);
                   json rv;
                   rv["name"] = v.decode_name, rv["variant"] = v.variant;
                   rv["median_us"] = tv.median_ms * 1e3;

@@ -93,53 +93,44 @@ if has sass; then
   fi
 fi
 
-if has ncu; then
-  # One production prefill launch (fp8, H = 64, top-k mode) at 32K under Nsight Compute: warp
-  # states, scheduler, pipes, and stall samples per CUDA source line and per SASS instruction.
-  step "ncu: prefill fp8 H=64 L=32768, one launch"
-  if command -v ncu >/dev/null; then
-    timeout "${NCU_TIMEOUT:-150}" ncu --kernel-name-base mangled \
-      --kernel-name regex:'FlatConfigINS1_3Fp8ELi64ELi2ELb0ELb0ELb0ELi0ELi0E' --launch-skip 2 \
-      --launch-count 1 --set full --import-source no --export /tmp/hisa_ncu --force-overwrite \
-      "$BIN/hisa_cuda_bench" --prefill-sizes 32768 --no-decode >"$OUT/ncu_run.log" 2>&1
-    echo "exit $?" >>"$OUT/ncu_run.log"
-    tail -n 5 "$OUT/ncu_run.log" | tee -a "$LOG"
-    if [ -f /tmp/hisa_ncu.ncu-rep ]; then
-      ncu --import /tmp/hisa_ncu.ncu-rep --page details --print-details all >"$OUT/ncu_details.txt" 2>&1
-      ncu --import /tmp/hisa_ncu.ncu-rep --page source --csv --print-source cuda \
-        >"$OUT/ncu_source_cuda.csv" 2>&1
-      ncu --import /tmp/hisa_ncu.ncu-rep --page source --csv --print-source sass \
-        >"$OUT/ncu_source_sass.csv" 2>&1
-      grep -E "Duration|Issue Slots Busy|No Eligible|Active Warps Per Scheduler|Eligible Warps|Warp Cycles Per Issued" \
-        "$OUT/ncu_details.txt" | head -n 12 | tee -a "$LOG"
-      ls -la "$OUT"/ncu_* | tee -a "$LOG"
-    fi
-  else
+# One launch of the benchmark under Nsight Compute (--set full): warp states, scheduler, pipes,
+# memory, stall samples per CUDA source line and per SASS instruction. Files $OUT/PREFIX_*.
+#   ncu_one PREFIX KERNEL_REGEX SUMMARY_GREP BENCH_ARGS...
+ncu_one() {
+  local pre=$1 regex=$2 summary=$3
+  shift 3
+  if ! command -v ncu >/dev/null; then
     echo "no ncu" | tee -a "$LOG"
+    return
   fi
+  timeout "${NCU_TIMEOUT:-150}" ncu --kernel-name-base mangled --kernel-name regex:"$regex" \
+    --launch-skip 2 --launch-count 1 --set full --import-source no --export "/tmp/hisa_$pre" \
+    --force-overwrite "$BIN/hisa_cuda_bench" "$@" >"$OUT/${pre}_run.log" 2>&1
+  echo "exit $?" >>"$OUT/${pre}_run.log"
+  tail -n 5 "$OUT/${pre}_run.log" | tee -a "$LOG"
+  local rep="/tmp/hisa_$pre.ncu-rep"
+  [ -f "$rep" ] || return
+  ncu --import "$rep" --page details --print-details all >"$OUT/${pre}_details.txt" 2>&1
+  ncu --import "$rep" --page source --csv --print-source cuda >"$OUT/${pre}_source_cuda.csv" 2>&1
+  ncu --import "$rep" --page source --csv --print-source sass >"$OUT/${pre}_source_sass.csv" 2>&1
+  grep -E "$summary" "$OUT/${pre}_details.txt" | head -n 12 | tee -a "$LOG"
+  ls -la "$OUT/${pre}"_* | tee -a "$LOG"
+}
+
+if has ncu; then
+  # One production prefill launch (fp8, H = 64, top-k mode) at 32K.
+  step "ncu: prefill fp8 H=64 L=32768, one launch"
+  ncu_one ncu 'FlatConfigINS1_3Fp8ELi64ELi2ELb0ELb0ELb0ELi0ELi0E' \
+    "Duration|Issue Slots Busy|No Eligible|Active Warps Per Scheduler|Eligible Warps|Warp Cycles Per Issued" \
+    --prefill-sizes 32768 --no-decode
 fi
 
 if has ncu_decode; then
-  # One production decode launch (fp8, H = 64, next_n 1, batch 64 at 128K) under Nsight Compute.
+  # One production decode launch (fp8, H = 64, next_n 1, batch 64 at 128K).
   step "ncu: decode fp8 H=64 b64 x 128K, one launch"
-  if command -v ncu >/dev/null; then
-    timeout "${NCU_TIMEOUT:-150}" ncu --kernel-name-base mangled \
-      --kernel-name regex:'FlatConfigINS1_3Fp8ELi64ELi1ELb1ELb0ELb0ELi0ELi0E' --launch-skip 2 \
-      --launch-count 1 --set full --import-source no --export /tmp/hisa_ncu_dec --force-overwrite \
-      "$BIN/hisa_cuda_bench" --no-prefill --decode-case 64x131072 >"$OUT/ncu_decode_run.log" 2>&1
-    echo "exit $?" >>"$OUT/ncu_decode_run.log"
-    tail -n 5 "$OUT/ncu_decode_run.log" | tee -a "$LOG"
-    if [ -f /tmp/hisa_ncu_dec.ncu-rep ]; then
-      ncu --import /tmp/hisa_ncu_dec.ncu-rep --page details --print-details all \
-        >"$OUT/ncu_decode_details.txt" 2>&1
-      ncu --import /tmp/hisa_ncu_dec.ncu-rep --page source --csv --print-source sass \
-        >"$OUT/ncu_decode_source_sass.csv" 2>&1
-      grep -E "Duration|DRAM Throughput|Memory Throughput|Issue Slots Busy|No Eligible" \
-        "$OUT/ncu_decode_details.txt" | head -n 10 | tee -a "$LOG"
-    fi
-  else
-    echo "no ncu" | tee -a "$LOG"
-  fi
+  ncu_one ncu_decode 'FlatConfigINS1_3Fp8ELi64ELi1ELb1ELb0ELb0ELi0ELi0E' \
+    "Duration|DRAM Throughput|Memory Throughput|Issue Slots Busy|No Eligible" \
+    --no-prefill --decode-case 64x131072
 fi
 
 if has sanitizer; then
