@@ -30,8 +30,8 @@ if has build || [ ! -x "$BIN/hisa_cuda_tests" ] || [ ! -x "$BIN/hisa_cuda_bench"
   step "build: hisa_cuda_tests, hisa_cuda_bench"
   {
     cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DHISA_CUDA=ON -DHISA_PYTHON=OFF &&
-      cmake --build build-cuda --target hisa_cuda_tests hisa_cuda_bench &&
-      mkdir -p "$BIN" && cp build-cuda/hisa_cuda_tests build-cuda/hisa_cuda_bench "$BIN/" &&
+      cmake --build build-cuda --target hisa_cuda_tests hisa_cuda_bench hisa_smem_probe &&
+      mkdir -p "$BIN" && cp build-cuda/hisa_cuda_tests build-cuda/hisa_cuda_bench build-cuda/hisa_smem_probe "$BIN/" &&
       gomp=$(LD_LIBRARY_PATH= ldd build-cuda/hisa_cuda_tests | awk '/libgomp/ {print $3}') &&
       { [ -z "$gomp" ] || cp "$gomp" "$BIN/"; }
   } >"$OUT/build.log" 2>&1
