@@ -269,7 +269,8 @@ const Variant kVariants[] = {
     {"variant 1 (run 27's kernel: 768 threads, two N = 64 banks)",
      "variant 1 (run 22's 16-stage epilogue ring)", 1, true},
     {nullptr, "merge launched after the fused kernel (no PDL)", 0, false},
-    {"variant 3 (w read in its plain order, 16 LDS.64 per stage: runs 32-50)", nullptr, 3, true},
+    {"variant 3 (run 52's kernel: one N = 128 bank, w read by 8 LDS.128 per stage)", nullptr, 3,
+     true},
 };
 
 double copy_ceiling_tbps() {

@@ -160,6 +160,28 @@ TEST(CudaPrefill, Variants) {
   g_variant = 0;
 }
 
+// The fp8 H = 64 prefill with w in registers (two N = 64 banks, run 54) runs the FFMA chains of
+// run 52's kernel (variant 3: one N = 128 bank, w read from shared memory) in the same order: the
+// scores, and so the indices in their order, must be bitwise the same.
+TEST(CudaPrefill, WeightsInRegistersMatchRun52Kernel) {
+  SKIP_WITHOUT_GPU();
+  const std::string name = "wregs_vs_v3";
+  const uint64_t seed = seed_for(name);
+  SCOPED_TRACE(name + " seed " + std::to_string(seed));
+  std::cout << "[ seed ] " << name << " " << seed << "\n";
+  const PrefillCase c =
+      make_prefill({{37, 900}, {0, 3000}, {128, 2500}}, 64, DType::F8E4M3, seed, false);
+  g_variant = 0;
+  const auto a = run_prefill(c, 512, Path::Fused);
+  g_variant = 3;
+  const auto b = run_prefill(c, 512, Path::Fused);
+  g_variant = 0;
+  ASSERT_EQ(a.size(), b.size());
+  size_t diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff += a[i] != b[i];
+  EXPECT_EQ(diff, 0u) << "of " << a.size() << " indices";
+}
+
 TEST(CudaPrefill, RandomBf16H64Fused) {
   SKIP_WITHOUT_GPU();
   check_prefill({{200, 600}}, 64, DType::BF16, 128, Path::Fused, false, "bf16_h64_fused");

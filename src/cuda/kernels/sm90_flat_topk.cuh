@@ -94,7 +94,7 @@ enum ProfSlot : int {
 // kTune_: a configuration for A/B timing in one run (0 = production; 1 = an earlier one: fp8
 // prefill with H = 64 as in device run 27 (768 threads, two N = 64 banks, four key stages per
 // select step), decode next_n 1 as in run 22, a 16-stage epilogue ring; 2 = decode's key stream
-// alone, kStreamOnly; 3 = the slim prefill reading w in its plain order, kWPerm off).
+// alone, kStreamOnly; 3 = run 52's slim prefill: one N = 128 bank, w read per stage, no kWRegs).
 // kSub_: key stages the select warpgroup takes per step (0 = automatic: 4 for fp8 prefill, 2
 // with the other large candidate lists, else 1); one scan barrier per step.
 template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool kProf_ = false,
@@ -113,9 +113,10 @@ struct FlatConfig {
   // fp8 prefill, two queries per item (the benchmarked path).
   static constexpr bool kFp8Prefill = kElem == 1 && !kPaged && kNQ == 2 && !kWriteScores;
   // The slim CTA (runs 31-35; fp8 prefill with H = 64): 3 math warpgroups (192 keys per stage) with
-  // one N = 128 wgmma per k-step (each key tile read from shared memory once, not once per
-  // 64-column bank: 25% less operand traffic; the instruction needs 90 registers, which the
-  // 768-thread launch bound does not allow, C7602), a producer warp and seven select warps (run
+  // one N = 128 wgmma per k-step in runs 31-53 (each key tile read from shared memory once, not
+  // once per 64-column bank: 25% less operand traffic; the instruction needs 90 registers, which
+  // the 768-thread launch bound does not allow, C7602) and two N = 64 banks with w in registers
+  // from run 54 on (kWRegs below), a producer warp and seven select warps (run
   // 35; four in runs 31-32, six in run 34): 640 threads, the most that keeps 96 registers, every
   // warp at the launch's 96 (no setmaxnreg). Runs 29-30 kept four math
   // warpgroups in 640 threads, with three select warps (too few) or no producer warp (the math
@@ -143,7 +144,15 @@ struct FlatConfig {
   static constexpr int kWarpSlots = kSelWarps <= 4 ? 4 : 8;  // append count slots per word
   static constexpr int kProdBase = kSlim ? kMathWG * 128 : (kMathWG + 1) * 128;  // producer warp
   static constexpr int kSelBase = kSlim ? kMathWG * 128 + 32 : kMathWG * 128;  // select warps
-  static constexpr int kBanks = kQRows > 128 ? 4 : kSlimPrefill ? 1 : 2;
+  // The slim prefill keeps each math thread's 32 weights in registers for the whole item (run 54;
+  // run 53's probe: the 8 LDS.128 of w per stage are 32 shared-memory wavefronts per warp, and the
+  // math loop ran 1083 cycles per stage with them against 938 without, the wgmma alone 768). The
+  // 64 accumulators of one N = 128 bank leave no room for them under 96 registers, so the two
+  // queries go to two N = 64 banks, each drained before the next is issued (one accumulator set
+  // live; the other two warpgroups' wgmma cover the epilogue). kTune 3: run 52's kernel (one
+  // N = 128 bank, w read from shared memory by 8 LDS.128 per stage).
+  static constexpr bool kWRegs = kSlimPrefill && kTune != 3;
+  static constexpr int kBanks = kQRows > 128 ? 4 : (kSlimPrefill && !kWRegs) ? 1 : 2;
   static constexpr int kBankN = kQRows / kBanks;
   using Mma = Wgmma<T, kBankN>;
   static constexpr int kAccRegs = Mma::kRegs;
@@ -211,8 +220,8 @@ struct FlatConfig {
   // The slim prefill keeps w in shared memory in the order its math threads read it (run 51):
   // thread class r = lane % 4 reads columns 8j + 2r + {0, 1}, j = 0..15, i.e. 32 floats stored
   // at r * 36 (the 4-float pad puts the four classes' 16-byte loads in different banks): 8
-  // LDS.128 per stage and thread instead of 16 LDS.64. kTune 3: the plain order (runs 32-50).
-  static constexpr bool kWPerm = kSlimPrefill && kTune != 3;
+  // LDS.128 per read (per stage in kTune 3, once per item with kWRegs).
+  static constexpr bool kWPerm = kSlimPrefill;
   static constexpr int kWStride = kWPerm ? 4 * 36 : kQRows;  // floats of w per q stage
 
   // Everything but the key stages, then as many key stages as fit (2 to 6).
@@ -702,6 +711,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     using Mma = typename Cfg::Mma;
     constexpr int kBankN = Cfg::kBankN, kR = Cfg::kAccRegs;
     float acc0[kR], acc1[kR];
+    float wreg[Cfg::kWRegs ? 32 : 1];  // kWRegs: w of the thread's 32 columns, wreg[2j + e]
 
     // Descriptors of the warpgroup's first key tile and of the first q tile; a tile elsewhere is
     // the same descriptor plus its byte offset / 16 (the address field is bits [0, 14) in 16-byte
@@ -746,17 +756,17 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             alt[q][1] = fmaf(wy, fmaxf(acc[4 * j + 3], 0.0f), alt[q][1]);
           }
         }
-        return;
-      }
+      } else {
 #pragma unroll
-      for (int j = 0; j < kBankN / 8; ++j) {
-        const int col = bank * kBankN + 8 * j;  // first column of the 8-column group
-        const int q = col / Cfg::kHeads;
-        const float2 wv = *reinterpret_cast<const float2*>(wq + col + 2 * (lane % 4));
-        sums[q][0] = fmaf(wv.x, fmaxf(acc[4 * j + 0], 0.0f), sums[q][0]);
-        alt[q][0] = fmaf(wv.y, fmaxf(acc[4 * j + 1], 0.0f), alt[q][0]);
-        sums[q][1] = fmaf(wv.x, fmaxf(acc[4 * j + 2], 0.0f), sums[q][1]);
-        alt[q][1] = fmaf(wv.y, fmaxf(acc[4 * j + 3], 0.0f), alt[q][1]);
+        for (int j = 0; j < kBankN / 8; ++j) {
+          const int col = bank * kBankN + 8 * j;  // first column of the 8-column group
+          const int q = col / Cfg::kHeads;
+          const float2 wv = *reinterpret_cast<const float2*>(wq + col + 2 * (lane % 4));
+          sums[q][0] = fmaf(wv.x, fmaxf(acc[4 * j + 0], 0.0f), sums[q][0]);
+          alt[q][0] = fmaf(wv.y, fmaxf(acc[4 * j + 1], 0.0f), alt[q][0]);
+          sums[q][1] = fmaf(wv.x, fmaxf(acc[4 * j + 2], 0.0f), sums[q][1]);
+          alt[q][1] = fmaf(wv.y, fmaxf(acc[4 * j + 3], 0.0f), alt[q][1]);
+        }
       }
     };
 
@@ -766,6 +776,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       const int qs = q_iter % kQS;
       mbar_wait(&full_q[qs], (q_iter / kQS) & 1);
       const float* wq = w_smem + qs * Cfg::kWStride;
+      if constexpr (Cfg::kWRegs) {
+#pragma unroll
+        for (int m = 0; m < 8; ++m) {
+          const float4 wv = *reinterpret_cast<const float4*>(wq + (lane % 4) * 36 + 4 * m);
+          wreg[4 * m] = wv.x, wreg[4 * m + 1] = wv.y, wreg[4 * m + 2] = wv.z, wreg[4 * m + 3] = wv.w;
+        }
+      }
       for (int blk = 0; blk < it.nblocks; ++blk, ++kv_iter, ++epi_iter) {
         // One key stage: bank b + 1 is issued before the epilogue of bank b. No wgmma stays in
         // flight across stages: ptxas serialises every wgmma of the kernel when groups from
@@ -785,10 +802,37 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           scale0 = scale_smem[s * kBlockKV + g * 64 + row_in_tile];
           scale1 = scale_smem[s * kBlockKV + g * 64 + row_in_tile + 8];
         }
-        issue(acc0, s, qs, 0);
         float sums[kNQ][2], alt[kNQ][2];
 #pragma unroll
         for (int q = 0; q < kNQ; ++q) sums[q][0] = sums[q][1] = alt[q][0] = alt[q][1] = 0.0f;
+        if constexpr (Cfg::kWRegs) {
+          // Bank b = query b, columns 8jj + 2r + {0, 1} of the bank = column group j = 8b + jj of
+          // the N = 128 layout: the same FFMA chains in the same order as kTune 3, so the scores
+          // are bitwise those of run 52's kernel.
+#pragma unroll
+          for (int b = 0; b < 2; ++b) {
+            issue(acc0, s, qs, b);
+            wgmma_wait<0>();
+#pragma unroll
+            for (int i = 0; i < kR; ++i) fence_operand(acc0[i]);
+            if (b == 1) mbar_arrive(&empty_kv[s]);
+#pragma unroll
+            for (int jj = 0; jj < 8; ++jj) {
+              const int j = 8 * b + jj;
+              const float wx = wreg[2 * j], wy = wreg[2 * j + 1];
+              sums[b][0] = fmaf(wx, fmaxf(acc0[4 * jj + 0], 0.0f), sums[b][0]);
+              alt[b][0] = fmaf(wy, fmaxf(acc0[4 * jj + 1], 0.0f), alt[b][0]);
+              sums[b][1] = fmaf(wx, fmaxf(acc0[4 * jj + 2], 0.0f), sums[b][1]);
+              alt[b][1] = fmaf(wy, fmaxf(acc0[4 * jj + 3], 0.0f), alt[b][1]);
+            }
+#pragma unroll
+            for (int q = 0; q < kNQ; ++q) {
+              fence_operand(sums[q][0]), fence_operand(sums[q][1]);
+              fence_operand(alt[q][0]), fence_operand(alt[q][1]);
+            }
+          }
+        } else {
+        issue(acc0, s, qs, 0);
 #pragma unroll
         for (int b = 0; b < Cfg::kBanks; ++b) {
           const bool last = b + 1 == Cfg::kBanks;
@@ -820,6 +864,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             fence_operand(alt[q][0]), fence_operand(alt[q][1]);
           }
         }
+        }  // kWRegs
 #pragma unroll
         for (int q = 0; q < kNQ; ++q) sums[q][0] += alt[q][0], sums[q][1] += alt[q][1];
         // The 4 lanes that hold one key's columns finish the head sum.
