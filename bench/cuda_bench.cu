@@ -269,8 +269,7 @@ const Variant kVariants[] = {
     {"variant 1 (run 27's kernel: 768 threads, two N = 64 banks)",
      "variant 1 (run 22's 16-stage epilogue ring)", 1, true},
     {nullptr, "merge launched after the fused kernel (no PDL)", 0, false},
-    {"variant 3 (run 52's kernel: one N = 128 bank, w read by 8 LDS.128 per stage)", nullptr, 3,
-     true},
+    {"variant 3 (w in registers, two N = 64 banks drained in turn)", nullptr, 3, true},
 };
 
 double copy_ceiling_tbps() {

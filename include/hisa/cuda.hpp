@@ -75,12 +75,12 @@ struct Options {
   int debug_mode = 0;
   // Kernel variant for A/B timing (0 = default): 1 runs an earlier configuration. Fused fp8
   // prefill with H = 64: device run 27's kernel (768 threads, four math warpgroups with two N = 64
-  // wgmma banks) instead of the slim one (640 threads, three math warpgroups, w in registers,
-  // seven select warps); fused decode with H = 64, next_n = 1: run 22's kernel (768
+  // wgmma banks) instead of the slim one (640 threads, three math warpgroups with one N = 128
+  // bank, seven select warps); fused decode with H = 64, next_n = 1: run 22's kernel (768
   // threads, a 16-stage epilogue ring) instead of the slim one (640 threads, seven select warps).
   // Decode only, 2: the key stream alone (no scoring, no selection; the indices are meaningless).
-  // Prefill only, 3: device run 52's slim kernel (one N = 128 wgmma bank, w read from shared
-  // memory every stage) instead of w in registers with two N = 64 banks.
+  // Prefill only, 3: the slim kernel with w in registers and two N = 64 wgmma banks (the
+  // candidate of device run 54) instead of one N = 128 bank reading w from shared memory.
   int variant = 0;
   // Launch the split-K merge kernel as a programmatic dependent of the fused kernel when the
   // fused grid leaves at least half the SMs free (its CTAs wait there instead of being launched

@@ -160,10 +160,10 @@ TEST(CudaPrefill, Variants) {
   g_variant = 0;
 }
 
-// The fp8 H = 64 prefill with w in registers (two N = 64 banks, run 54) runs the FFMA chains of
-// run 52's kernel (variant 3: one N = 128 bank, w read from shared memory) in the same order: the
-// scores, and so the indices in their order, must be bitwise the same.
-TEST(CudaPrefill, WeightsInRegistersMatchRun52Kernel) {
+// The fp8 H = 64 prefill with w in registers (variant 3: two N = 64 banks, run 54's candidate)
+// runs the FFMA chains of the production kernel (one N = 128 bank, w read from shared memory) in
+// the same order: the scores, and so the indices in their order, must be bitwise the same.
+TEST(CudaPrefill, WeightsInRegistersMatchProduction) {
   SKIP_WITHOUT_GPU();
   const std::string name = "wregs_vs_v3";
   const uint64_t seed = seed_for(name);

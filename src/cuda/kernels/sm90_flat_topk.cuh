@@ -94,7 +94,7 @@ enum ProfSlot : int {
 // kTune_: a configuration for A/B timing in one run (0 = production; 1 = an earlier one: fp8
 // prefill with H = 64 as in device run 27 (768 threads, two N = 64 banks, four key stages per
 // select step), decode next_n 1 as in run 22, a 16-stage epilogue ring; 2 = decode's key stream
-// alone, kStreamOnly; 3 = run 52's slim prefill: one N = 128 bank, w read per stage, no kWRegs).
+// alone, kStreamOnly; 3 = the slim prefill with w in registers and two N = 64 banks, kWRegs).
 // kSub_: key stages the select warpgroup takes per step (0 = automatic: 4 for fp8 prefill, 2
 // with the other large candidate lists, else 1); one scan barrier per step.
 template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool kProf_ = false,
@@ -113,10 +113,10 @@ struct FlatConfig {
   // fp8 prefill, two queries per item (the benchmarked path).
   static constexpr bool kFp8Prefill = kElem == 1 && !kPaged && kNQ == 2 && !kWriteScores;
   // The slim CTA (runs 31-35; fp8 prefill with H = 64): 3 math warpgroups (192 keys per stage) with
-  // one N = 128 wgmma per k-step in runs 31-53 (each key tile read from shared memory once, not
-  // once per 64-column bank: 25% less operand traffic; the instruction needs 90 registers, which
-  // the 768-thread launch bound does not allow, C7602) and two N = 64 banks with w in registers
-  // from run 54 on (kWRegs below), a producer warp and seven select warps (run
+  // one N = 128 wgmma per k-step (each key tile read from shared memory once, not once per
+  // 64-column bank: 25% less operand traffic; the instruction needs 90 registers, which the
+  // 768-thread launch bound does not allow, C7602; kTune 3 tries two N = 64 banks with w in
+  // registers instead, kWRegs below), a producer warp and seven select warps (run
   // 35; four in runs 31-32, six in run 34): 640 threads, the most that keeps 96 registers, every
   // warp at the launch's 96 (no setmaxnreg). Runs 29-30 kept four math
   // warpgroups in 640 threads, with three select warps (too few) or no producer warp (the math
@@ -144,14 +144,15 @@ struct FlatConfig {
   static constexpr int kWarpSlots = kSelWarps <= 4 ? 4 : 8;  // append count slots per word
   static constexpr int kProdBase = kSlim ? kMathWG * 128 : (kMathWG + 1) * 128;  // producer warp
   static constexpr int kSelBase = kSlim ? kMathWG * 128 + 32 : kMathWG * 128;  // select warps
-  // The slim prefill keeps each math thread's 32 weights in registers for the whole item (run 54;
+  // kTune 3 (the candidate of run 54, not yet timed on the device; production stays run 52's one
+  // N = 128 bank reading w from shared memory every stage until a device run says otherwise):
+  // the slim prefill keeps each math thread's 32 weights in registers for the whole item (run 54;
   // run 53's probe: the 8 LDS.128 of w per stage are 32 shared-memory wavefronts per warp, and the
   // math loop ran 1083 cycles per stage with them against 938 without, the wgmma alone 768). The
   // 64 accumulators of one N = 128 bank leave no room for them under 96 registers, so the two
   // queries go to two N = 64 banks, each drained before the next is issued (one accumulator set
-  // live; the other two warpgroups' wgmma cover the epilogue). kTune 3: run 52's kernel (one
-  // N = 128 bank, w read from shared memory by 8 LDS.128 per stage).
-  static constexpr bool kWRegs = kSlimPrefill && kTune != 3;
+  // live; the other two warpgroups' wgmma cover the epilogue).
+  static constexpr bool kWRegs = kSlimPrefill && kTune == 3;
   static constexpr int kBanks = kQRows > 128 ? 4 : (kSlimPrefill && !kWRegs) ? 1 : 2;
   static constexpr int kBankN = kQRows / kBanks;
   using Mma = Wgmma<T, kBankN>;
