@@ -79,8 +79,8 @@ struct Options {
   // bank, seven select warps); fused decode with H = 64, next_n = 1: run 22's kernel (768
   // threads, a 16-stage epilogue ring) instead of the slim one (640 threads, seven select warps).
   // Decode only, 2: the key stream alone (no scoring, no selection; the indices are meaningless).
-  // Prefill only, 3: the slim kernel with w in registers and two N = 64 wgmma banks (the
-  // candidate of device run 54) instead of one N = 128 bank reading w from shared memory.
+  // Prefill only, 3: the slim kernel with w in registers and two N = 64 wgmma banks instead of
+  // one N = 128 bank reading w from shared memory (device run 54: 1-3% slower).
   int variant = 0;
   // Launch the split-K merge kernel as a programmatic dependent of the fused kernel when the
   // fused grid leaves at least half the SMs free (its CTAs wait there instead of being launched

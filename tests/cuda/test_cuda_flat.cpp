@@ -160,7 +160,7 @@ TEST(CudaPrefill, Variants) {
   g_variant = 0;
 }
 
-// The fp8 H = 64 prefill with w in registers (variant 3: two N = 64 banks, run 54's candidate)
+// The fp8 H = 64 prefill with w in registers (variant 3: two N = 64 banks, device run 54)
 // runs the FFMA chains of the production kernel (one N = 128 bank, w read from shared memory) in
 // the same order: the scores, and so the indices in their order, must be bitwise the same.
 TEST(CudaPrefill, WeightsInRegistersMatchProduction) {

@@ -144,9 +144,9 @@ struct FlatConfig {
   static constexpr int kWarpSlots = kSelWarps <= 4 ? 4 : 8;  // append count slots per word
   static constexpr int kProdBase = kSlim ? kMathWG * 128 : (kMathWG + 1) * 128;  // producer warp
   static constexpr int kSelBase = kSlim ? kMathWG * 128 + 32 : kMathWG * 128;  // select warps
-  // kTune 3 (the candidate of run 54, not yet timed on the device; production stays run 52's one
-  // N = 128 bank reading w from shared memory every stage until a device run says otherwise):
-  // the slim prefill keeps each math thread's 32 weights in registers for the whole item (run 54;
+  // kTune 3 (run 54: 1-3% slower than production at every prefill length, kept for the A/B of
+  // the next try, N = 128 with w in registers): the slim prefill keeps each math thread's 32
+  // weights in registers for the whole item (run 54;
   // run 53's probe: the 8 LDS.128 of w per stage are 32 shared-memory wavefronts per warp, and the
   // math loop ran 1083 cycles per stage with them against 938 without, the wgmma alone 768). The
   // 64 accumulators of one N = 128 bank leave no room for them under 96 registers, so the two
@@ -221,7 +221,7 @@ struct FlatConfig {
   // The slim prefill keeps w in shared memory in the order its math threads read it (run 51):
   // thread class r = lane % 4 reads columns 8j + 2r + {0, 1}, j = 0..15, i.e. 32 floats stored
   // at r * 36 (the 4-float pad puts the four classes' 16-byte loads in different banks): 8
-  // LDS.128 per read (per stage in kTune 3, once per item with kWRegs).
+  // LDS.128 per read (per stage in production, once per item with kWRegs).
   static constexpr bool kWPerm = kSlimPrefill;
   static constexpr int kWStride = kWPerm ? 4 * 36 : kQRows;  // floats of w per q stage
 
@@ -471,6 +471,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           n, p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist, bcast, sync,
           mx, top_bit, max_passes, stop_kept);
     };
+    // Keeps the entries of a list of n that a cut keeps, in order (the new length).
+    const auto compact = [&](int n, const RadixCut& cut, uint32_t* cu, int32_t* cp) {
+      return ordered_compact<kST, 4>(
+          n, cut,
+          [&](int64_t i, uint32_t* uu, int32_t* pp) { return *uu = cu[i], *pp = cp[i], true; },
+          [&](int dst, uint32_t uu, int32_t pp) { cu[dst] = uu, cp[dst] = pp; }, scan, sync);
+    };
     uint32_t epi_iter = 0;
     int parity = 0;
     const bool prof = Cfg::kProf && p.prof && t == 0;
@@ -653,13 +660,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               RadixCut cut =
                   anchored_cut(cnt[q], cu, umax[q], thr[q], 4, p.topk + (kRoom - p.topk) / 8);
               if (cut.kept <= (p.topk + kRoom) / 2) cut.need = 0x7FFFFFFF;
-              cnt[q] = ordered_compact<kST, 4>(
-                  cnt[q], cut,
-                  [&](int64_t i, uint32_t* uu, int32_t* pp) {
-                    return *uu = cu[i], *pp = cp[i], true;
-                  },
-                  [&](int dst, uint32_t uu, int32_t pp) { cu[dst] = uu, cp[dst] = pp; }, scan,
-                  sync);
+              cnt[q] = compact(cnt[q], cut, cu, cp);
               thr[q] = max(thr[q], cut_threshold(cut));
             }
           }
@@ -678,12 +679,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           int32_t* cp = cand_pos + q * Cfg::kCap;
           if (cnt[q] > p.topk) {
             const RadixCut cut = anchored_cut(cnt[q], cu, umax[q], thr[q], 4, -1);
-            cnt[q] = ordered_compact<kST, 4>(
-                cnt[q], cut,
-                [&](int64_t i, uint32_t* uu, int32_t* pp) {
-                  return *uu = cu[i], *pp = cp[i], true;
-                },
-                [&](int dst, uint32_t uu, int32_t pp) { cu[dst] = uu, cp[dst] = pp; }, scan, sync);
+            cnt[q] = compact(cnt[q], cut, cu, cp);
           }
           if (p.splits == 1) {
             int32_t* out = p.out + r * p.topk;
@@ -808,8 +804,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         for (int q = 0; q < kNQ; ++q) sums[q][0] = sums[q][1] = alt[q][0] = alt[q][1] = 0.0f;
         if constexpr (Cfg::kWRegs) {
           // Bank b = query b, columns 8jj + 2r + {0, 1} of the bank = column group j = 8b + jj of
-          // the N = 128 layout: the same FFMA chains in the same order as kTune 3, so the scores
-          // are bitwise those of run 52's kernel.
+          // the N = 128 layout: the same FFMA chains in the same order as production, so the
+          // scores are bitwise the same.
 #pragma unroll
           for (int b = 0; b < 2; ++b) {
             issue(acc0, s, qs, b);
