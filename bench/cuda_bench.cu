@@ -270,6 +270,10 @@ const Variant kVariants[] = {
      "variant 1 (run 22's 16-stage epilogue ring)", 1, true},
     {nullptr, "merge launched after the fused kernel (no PDL)", 0, false},
     {"variant 3 (w in registers, two N = 64 banks drained in turn)", nullptr, 3, true},
+    {"variant 4 (w in registers, one N = 128 bank, registers 112 math / 72 select)", nullptr, 4,
+     true},
+    {"variant 5 (w in registers, one N = 128 bank, registers 104 math / 80 select)", nullptr, 5,
+     true},
 };
 
 double copy_ceiling_tbps() {
@@ -445,6 +449,15 @@ int main(int argc, char** argv) {
           po.variant = v.variant;
           hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, po);
         });
+        // The variant's pipeline alone (debug_mode 1), against the production's above.
+        hisa::cuda::Options vd = vo;
+        vd.debug_mode = 1;
+        const Timing tvd =
+            time_it([&](int) { hisa::cuda::select_prefill(in, cfg, o, ws, nullptr, vd); },
+                    L >= 65536 ? 0.6 : 0.3, 3, 20);
+        rv["no_select_ms"] = tvd.median_ms;
+        std::printf("      its pipeline alone (scores consumed): %.3f ms = %.1f TFLOP/s\n",
+                    tvd.median_ms, flops / (tvd.median_ms * 1e-3) / 1e12);
         r["variants"].push_back(rv);
       }
       if (L <= 65536) {

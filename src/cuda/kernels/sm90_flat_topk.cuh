@@ -94,7 +94,9 @@ enum ProfSlot : int {
 // kTune_: a configuration for A/B timing in one run (0 = production; 1 = an earlier one: fp8
 // prefill with H = 64 as in device run 27 (768 threads, two N = 64 banks, four key stages per
 // select step), decode next_n 1 as in run 22, a 16-stage epilogue ring; 2 = decode's key stream
-// alone, kStreamOnly; 3 = the slim prefill with w in registers and two N = 64 banks, kWRegs).
+// alone, kStreamOnly; 3 = the slim prefill with w in registers and two N = 64 banks, kWRegs;
+// 4 and 5 = the slim prefill with w in registers, one N = 128 bank and a setmaxnreg split of
+// 112 / 72 or 104 / 80 registers, kSplitRegs).
 // kSub_: key stages the select warpgroup takes per step (0 = automatic: 4 for fp8 prefill, 2
 // with the other large candidate lists, else 1); one scan barrier per step.
 template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool kProf_ = false,
@@ -152,15 +154,23 @@ struct FlatConfig {
   // 64 accumulators of one N = 128 bank leave no room for them under 96 registers, so the two
   // queries go to two N = 64 banks, each drained before the next is issued (one accumulator set
   // live; the other two warpgroups' wgmma cover the epilogue).
-  static constexpr bool kWRegs = kSlimPrefill && kTune == 3;
-  static constexpr int kBanks = kQRows > 128 ? 4 : (kSlimPrefill && !kWRegs) ? 1 : 2;
+  // kTune 4 and 5 (session 7): w in registers with the production's one N = 128 bank (the key
+  // tile read once per stage, run 54's lesson): 64 accumulators + 32 weights do not fit 96
+  // registers, so the CTA's registers are split with setmaxnreg (kSplitRegs): 4 gives the math
+  // warpgroups 112 and the producer and select warps 72 (3 x 128 x 112 + 256 x 72 = 640 x 96;
+  // ptxas: the math code fits, the select warps spill 116 bytes), 5 gives 104 and 80 (math 4
+  // bytes of spill, select 28; 8 registers per thread of the pool left unused). The select code
+  // needs 88 to keep everything in registers, which no split of 640 x 96 affords with 112 or 104.
+  static constexpr bool kWRegs = kSlimPrefill && (kTune == 3 || kTune == 4 || kTune == 5);
+  static constexpr bool kSplitRegs = kSlimPrefill && (kTune == 4 || kTune == 5);
+  static constexpr int kBanks = kQRows > 128 ? 4 : (kSlimPrefill && kTune != 3) ? 1 : 2;
   static constexpr int kBankN = kQRows / kBanks;
   using Mma = Wgmma<T, kBankN>;
   static constexpr int kAccRegs = Mma::kRegs;
   // Register split (setmaxnreg) of the registers the CTA starts with (kLaunchRegs per thread):
   // the math warpgroups need 96 (fewer serialises wgmma, C7512); the producer and select
   // warpgroups share the rest (more select state with more queries per warpgroup).
-  static constexpr int kMathRegs = 96;
+  static constexpr int kMathRegs = !kSplitRegs ? 96 : kTune == 4 ? 112 : 104;
   static constexpr int kMaxK = 2048;
   // Several key stages per select step (the append's cost is per step: dependent shared-memory
   // round trips and a barrier): four for the 768-thread fp8 prefill (runs 20-21), seven 192-key
@@ -184,9 +194,17 @@ struct FlatConfig {
   // (slim: every warp keeps the launch's 96 registers, no setmaxnreg. Run 29's first try
   // gave the math warpgroups 104 without a matching setmaxnreg.dec elsewhere and hung them:
   // setmaxnreg.inc only takes registers that a setmaxnreg.dec of the CTA released)
-  static constexpr int kProducerRegs = kSlim ? 96 : kNQ <= 2 && kSub < 4 ? 40 : 32;
-  static constexpr int kSelectRegs = kSlim ? 96 : kNQ <= 2 && kSub < 4 ? 56 : 64;
-  static_assert(kSlim ? kMathRegs == kLaunchRegs && kSelectRegs == kLaunchRegs
+  // (kSplitRegs: the producer warp and the select warps share two warpgroups, so they take one
+  // setmaxnreg.dec together, to the same count.)
+  static constexpr int kSplitLow = kTune == 4 ? 72 : 80;
+  static constexpr int kProducerRegs =
+      kSplitRegs ? kSplitLow : kSlim ? 96 : kNQ <= 2 && kSub < 4 ? 40 : 32;
+  static constexpr int kSelectRegs =
+      kSplitRegs ? kSplitLow : kSlim ? 96 : kNQ <= 2 && kSub < 4 ? 56 : 64;
+  static_assert(kSlim ? kMathWG * 128 * kMathRegs + (kThreads - kMathWG * 128) * kSelectRegs <=
+                                kThreads * kLaunchRegs &&
+                            kProducerRegs == kSelectRegs &&
+                            (kSplitRegs || kMathRegs == kLaunchRegs)
                       : kMathWG * kMathRegs + kProducerRegs + kSelectRegs ==
                             (kMathWG + 2) * kLaunchRegs,
                 "register budget");
@@ -357,6 +375,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 
   const int num_items = p.num_tiles * p.splits;
 
+  if (threadIdx.x >= kMathThreads) {
+  // kSplitRegs: the producer warp and the select warps fill two warpgroups (setmaxnreg is executed
+  // by whole warpgroups), so they release their registers here, in one instruction.
+  if constexpr (Cfg::kSplitRegs) setmaxnreg_dec<Cfg::kSelectRegs>();
   if (threadIdx.x >= Cfg::kProdBase && threadIdx.x < Cfg::kProdBase + (Cfg::kSlim ? 32 : 128)) {
     // ------------------------------------------------------------------ producer
     if constexpr (!Cfg::kSlim) setmaxnreg_dec<Cfg::kProducerRegs>();
@@ -698,9 +720,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       }
     }
     if (prof) prof_add(kProfSelTotal, clock() - c_start);
+  }
   } else {
     // ------------------------------------------------------------------ math warpgroups
-    if constexpr (!Cfg::kSlim) setmaxnreg_inc<Cfg::kMathRegs>();
+    if constexpr (!Cfg::kSlim || Cfg::kSplitRegs) setmaxnreg_inc<Cfg::kMathRegs>();
     // Warp-uniform through a shuffle, so that the descriptors below stay in uniform registers.
     const int g = __shfl_sync(0xFFFFFFFFu, wg, 0);  // keys [64g, 64g + 64) of each stage
     const int wi = (threadIdx.x / 32) % 4;  // rows [16 wi, 16 wi + 16) of the warpgroup's tile
@@ -742,7 +765,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         const float* wr = wq + (lane % 4) * 36;
 #pragma unroll
         for (int m = 0; m < kBankN / 16; ++m) {
-          const float4 wv = *reinterpret_cast<const float4*>(wr + 4 * m);
+          // (kWRegs: the same 4 floats, loaded once per item)
+          float4 wv;
+          if constexpr (Cfg::kWRegs)
+            wv = make_float4(wreg[4 * m], wreg[4 * m + 1], wreg[4 * m + 2], wreg[4 * m + 3]);
+          else
+            wv = *reinterpret_cast<const float4*>(wr + 4 * m);
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
             const int j = 2 * m + h, q = 8 * j / Cfg::kHeads;
@@ -802,7 +830,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         float sums[kNQ][2], alt[kNQ][2];
 #pragma unroll
         for (int q = 0; q < kNQ; ++q) sums[q][0] = sums[q][1] = alt[q][0] = alt[q][1] = 0.0f;
-        if constexpr (Cfg::kWRegs) {
+        if constexpr (Cfg::kWRegs && Cfg::kBanks == 2) {
           // Bank b = query b, columns 8jj + 2r + {0, 1} of the bank = column group j = 8b + jj of
           // the N = 128 layout: the same FFMA chains in the same order as production, so the
           // scores are bitwise the same.
