@@ -270,10 +270,10 @@ const Variant kVariants[] = {
      "variant 1 (run 22's 16-stage epilogue ring)", 1, true},
     {nullptr, "merge launched after the fused kernel (no PDL)", 0, false},
     {"variant 3 (w in registers, two N = 64 banks drained in turn)", nullptr, 3, true},
-    {"variant 4 (w in registers, one N = 128 bank, registers 112 math / 72 select)", nullptr, 4,
-     true},
-    {"variant 5 (w in registers, one N = 128 bank, registers 104 math / 80 select)", nullptr, 5,
-     true},
+    {"variant 4 (runs 35-55's kernel: w from shared memory every stage, no register split)",
+     nullptr, 4, true},
+    {"variant 5 (candidate lists 7168, epilogue ring 30 stages)", nullptr, 5, true},
+    {"variant 6 (candidate lists 6144, epilogue ring 40 stages)", nullptr, 6, true},
 };
 
 double copy_ceiling_tbps() {

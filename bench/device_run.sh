@@ -14,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/hisa_device_out}
 BIN=${HISA_BIN:-.carry-cuda}
-STEPS=${STEPS:-"env tests bench torch sass ncu sanitizer"}  # also: ncu_decode, ncu_v4
+STEPS=${STEPS:-"env tests bench torch sass ncu sanitizer"}  # also: ncu_decode
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$PWD/$BIN:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
@@ -85,14 +85,11 @@ if has sass; then
     grep -c "" "$OUT/sass.txt" | sed 's/^/sass lines: /' | tee -a "$LOG"
     grep -E "sm90_flat_topk" "$OUT/sass.txt" | grep -E "GMMA" | head -n 20 | tee -a "$LOG"
     # Full SASS of the benchmarked prefill instance (fp8, H = 64, top-k mode), for reading.
-    awk '/Function :/ {on = ($3 ~ /FlatConfigINS1_3Fp8ELi64ELi2ELb0ELb0ELb0E/)} on' /tmp/hisa_sass.txt \
+    awk '/Function :/ {on = ($3 ~ /FlatConfigINS1_3Fp8ELi64ELi2ELb0ELb0ELb0ELi0ELi0E/)} on' /tmp/hisa_sass.txt \
       >"$OUT/sass_prefill_fp8_h64.txt"
     wc -l "$OUT/sass_prefill_fp8_h64.txt" | tee -a "$LOG"
-    # Spill loads and stores of the variants with a setmaxnreg split (4, 5), with the lines
-    # around them, to see which role spills.
-    awk '/Function :/ {on = ($3 ~ /FlatConfigINS1_3Fp8ELi64ELi2ELb0ELb0ELb0ELi[45]ELi0E/)} on' \
-      /tmp/hisa_sass.txt >"$OUT/sass_prefill_split.txt"
-    grep -c -E "LDL|STL" "$OUT/sass_prefill_split.txt" | sed 's/^/split variants LDL+STL: /' | tee -a "$LOG"
+    # Spill loads and stores (LDL/STL) of the production prefill (setmaxnreg split since run 56).
+    grep -c -E "LDL|STL" "$OUT/sass_prefill_fp8_h64.txt" | sed 's/^/prefill LDL+STL: /' | tee -a "$LOG"
   else
     echo "no cuobjdump" | tee -a "$LOG"
   fi
@@ -126,14 +123,6 @@ if has ncu; then
   # One production prefill launch (fp8, H = 64, top-k mode) at 32K.
   step "ncu: prefill fp8 H=64 L=32768, one launch"
   ncu_one ncu 'FlatConfigINS1_3Fp8ELi64ELi2ELb0ELb0ELb0ELi0ELi0E' \
-    "Duration|Issue Slots Busy|No Eligible|Active Warps Per Scheduler|Eligible Warps|Warp Cycles Per Issued" \
-    --prefill-sizes 32768 --no-decode
-fi
-
-if has ncu_v4; then
-  # The same 32K prefill launch of variant 4 (w in registers, setmaxnreg split), for comparison.
-  step "ncu: prefill fp8 H=64 L=32768 variant 4, one launch"
-  ncu_one ncu_v4 'FlatConfigINS1_3Fp8ELi64ELi2ELb0ELb0ELb0ELi4ELi0E' \
     "Duration|Issue Slots Busy|No Eligible|Active Warps Per Scheduler|Eligible Warps|Warp Cycles Per Issued" \
     --prefill-sizes 32768 --no-decode
 fi

@@ -79,10 +79,10 @@ struct Options {
   // bank, seven select warps); fused decode with H = 64, next_n = 1: run 22's kernel (768
   // threads, a 16-stage epilogue ring) instead of the slim one (640 threads, seven select warps).
   // Decode only, 2: the key stream alone (no scoring, no selection; the indices are meaningless).
-  // Prefill only, 3: the slim kernel with w in registers and two N = 64 wgmma banks instead of
-  // one N = 128 bank reading w from shared memory (device run 54: 1-3% slower); 4 and 5: w in
-  // registers with the one N = 128 bank, the CTA's registers split by setmaxnreg (math 112 /
-  // select 72, or 104 / 80).
+  // Prefill only, 3: the slim kernel with two N = 64 wgmma banks instead of one N = 128 bank
+  // (device run 54); 4: the slim kernel as in runs 35-55, w read from shared memory every stage
+  // and no setmaxnreg register split (run 55: 4-6% slower than the default); 5 and 6: the default
+  // with 7168-entry candidate lists and a 30-stage epilogue ring, or 6144 and 40.
   int variant = 0;
   // Launch the split-K merge kernel as a programmatic dependent of the fused kernel when the
   // fused grid leaves at least half the SMs free (its CTAs wait there instead of being launched

@@ -94,9 +94,9 @@ enum ProfSlot : int {
 // kTune_: a configuration for A/B timing in one run (0 = production; 1 = an earlier one: fp8
 // prefill with H = 64 as in device run 27 (768 threads, two N = 64 banks, four key stages per
 // select step), decode next_n 1 as in run 22, a 16-stage epilogue ring; 2 = decode's key stream
-// alone, kStreamOnly; 3 = the slim prefill with w in registers and two N = 64 banks, kWRegs;
-// 4 and 5 = the slim prefill with w in registers, one N = 128 bank and a setmaxnreg split of
-// 112 / 72 or 104 / 80 registers, kSplitRegs).
+// alone, kStreamOnly; 3 = the slim prefill with w in registers and two N = 64 banks; 4 = the slim
+// prefill reading w from shared memory every stage without a register split, as in runs 35-55;
+// 5, 6 = the slim prefill with other candidate-list / epilogue-ring sizes, kCap below).
 // kSub_: key stages the select warpgroup takes per step (0 = automatic: 4 for fp8 prefill, 2
 // with the other large candidate lists, else 1); one scan barrier per step.
 template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool kProf_ = false,
@@ -117,10 +117,9 @@ struct FlatConfig {
   // The slim CTA (runs 31-35; fp8 prefill with H = 64): 3 math warpgroups (192 keys per stage) with
   // one N = 128 wgmma per k-step (each key tile read from shared memory once, not once per
   // 64-column bank: 25% less operand traffic; the instruction needs 90 registers, which the
-  // 768-thread launch bound does not allow, C7602; kTune 3 tries two N = 64 banks with w in
-  // registers instead, kWRegs below), a producer warp and seven select warps (run
-  // 35; four in runs 31-32, six in run 34): 640 threads, the most that keeps 96 registers, every
-  // warp at the launch's 96 (no setmaxnreg). Runs 29-30 kept four math
+  // 768-thread launch bound does not allow, C7602), a producer warp and seven select warps (run
+  // 35; four in runs 31-32, six in run 34): 640 threads, the most that keeps 96 registers at
+  // launch (split by setmaxnreg since run 56, kSplitRegs below). Runs 29-30 kept four math
   // warpgroups in 640 threads, with three select warps (too few) or no producer warp (the math
   // warps issuing the loads stalled the pipeline). Everything else: 768 threads, four math
   // warpgroups, a select warpgroup and a producer warpgroup.
@@ -146,23 +145,21 @@ struct FlatConfig {
   static constexpr int kWarpSlots = kSelWarps <= 4 ? 4 : 8;  // append count slots per word
   static constexpr int kProdBase = kSlim ? kMathWG * 128 : (kMathWG + 1) * 128;  // producer warp
   static constexpr int kSelBase = kSlim ? kMathWG * 128 + 32 : kMathWG * 128;  // select warps
-  // kTune 3 (run 54: 1-3% slower than production at every prefill length, kept for the A/B of
-  // the next try, N = 128 with w in registers): the slim prefill keeps each math thread's 32
-  // weights in registers for the whole item (run 54;
-  // run 53's probe: the 8 LDS.128 of w per stage are 32 shared-memory wavefronts per warp, and the
-  // math loop ran 1083 cycles per stage with them against 938 without, the wgmma alone 768). The
-  // 64 accumulators of one N = 128 bank leave no room for them under 96 registers, so the two
-  // queries go to two N = 64 banks, each drained before the next is issued (one accumulator set
-  // live; the other two warpgroups' wgmma cover the epilogue).
-  // kTune 4 and 5 (session 7): w in registers with the production's one N = 128 bank (the key
-  // tile read once per stage, run 54's lesson): 64 accumulators + 32 weights do not fit 96
-  // registers, so the CTA's registers are split with setmaxnreg (kSplitRegs): 4 gives the math
-  // warpgroups 112 and the producer and select warps 72 (3 x 128 x 112 + 256 x 72 = 640 x 96;
-  // ptxas: the math code fits, the select warps spill 116 bytes), 5 gives 104 and 80 (math 4
-  // bytes of spill, select 28; 8 registers per thread of the pool left unused). The select code
-  // needs 88 to keep everything in registers, which no split of 640 x 96 affords with 112 or 104.
-  static constexpr bool kWRegs = kSlimPrefill && (kTune == 3 || kTune == 4 || kTune == 5);
-  static constexpr bool kSplitRegs = kSlimPrefill && (kTune == 4 || kTune == 5);
+  // The slim prefill keeps each math thread's 32 weights in registers for the whole item (kWRegs,
+  // production since run 56): run 53's probe showed the 8 LDS.128 of w per stage (32
+  // shared-memory wavefronts per warp, broadcast or not) taking the math loop from 938 to 1083
+  // cycles per stage (the wgmma alone: 768). 64 accumulators of the N = 128 bank plus 32 weights
+  // do not fit the launch's 96 registers, so the CTA's 640 x 96 are split with setmaxnreg
+  // (kSplitRegs): the math warpgroups 104, the producer warp and the seven select warps (which
+  // share two warpgroups, so they take one setmaxnreg.dec together) 80. ptxas: the math code needs
+  // 104 (112 with the scale loads at the top of the stage), the select code 88 to spill nothing
+  // (80: 28 bytes, in the per-item code; 72: 116, in the append loop); run 55 measured 112 / 72
+  // 2-4% slower than 104 / 80 at every length. Variants for same-run A/B: kTune 3 = w in
+  // registers with two N = 64 banks, each drained before the next (the key tile read twice;
+  // run 54: 1-3% slower than w from shared memory); kTune 4 = runs 35-55's production, w read from
+  // shared memory every stage, every warp at 96 (run 55: 4-6% slower than kTune 0).
+  static constexpr bool kWRegs = kSlimPrefill && kTune != 4;
+  static constexpr bool kSplitRegs = kSlimPrefill && kTune != 3 && kTune != 4;
   static constexpr int kBanks = kQRows > 128 ? 4 : (kSlimPrefill && kTune != 3) ? 1 : 2;
   static constexpr int kBankN = kQRows / kBanks;
   using Mma = Wgmma<T, kBankN>;
@@ -170,7 +167,7 @@ struct FlatConfig {
   // Register split (setmaxnreg) of the registers the CTA starts with (kLaunchRegs per thread):
   // the math warpgroups need 96 (fewer serialises wgmma, C7512); the producer and select
   // warpgroups share the rest (more select state with more queries per warpgroup).
-  static constexpr int kMathRegs = !kSplitRegs ? 96 : kTune == 4 ? 112 : 104;
+  static constexpr int kMathRegs = kSplitRegs ? 104 : 96;
   static constexpr int kMaxK = 2048;
   // Several key stages per select step (the append's cost is per step: dependent shared-memory
   // round trips and a barrier): four for the 768-thread fp8 prefill (runs 20-21), seven 192-key
@@ -180,7 +177,12 @@ struct FlatConfig {
   // (more appends). fp8 prefill: 6656 (run 15: 7168 with two key stages beat 5120 with three; run
   // 21 paid 512 of them for a deeper ring); decode next_n 1: 6144 (11264 with three key stages was
   // 13% slower), 7168 in the slim decode.
+  // kTune 5 / 6 (run 56, the slim prefill with w in registers): 7168 with a 30-stage epilogue
+  // ring / 6144 with a 40-stage ring, against production's 6656 and 32 (tuned in runs 15-32 with
+  // the slower math loop).
   static constexpr int kCap = kWriteScores                          ? 0
+                              : kSlimPrefill && kTune == 5          ? 7168
+                              : kSlimPrefill && kTune == 6          ? 6144
                               : kFp8Prefill                         ? 6656
                               : kSlimDecode                         ? 7168
                               : (kElem == 1 && kPaged && kNQ == 1)  ? 6144
@@ -196,7 +198,7 @@ struct FlatConfig {
   // setmaxnreg.inc only takes registers that a setmaxnreg.dec of the CTA released)
   // (kSplitRegs: the producer warp and the select warps share two warpgroups, so they take one
   // setmaxnreg.dec together, to the same count.)
-  static constexpr int kSplitLow = kTune == 4 ? 72 : 80;
+  static constexpr int kSplitLow = 80;
   static constexpr int kProducerRegs =
       kSplitRegs ? kSplitLow : kSlim ? 96 : kNQ <= 2 && kSub < 4 ? 40 : 32;
   static constexpr int kSelectRegs =
@@ -232,14 +234,17 @@ struct FlatConfig {
                                                                              : kHeads == 64 ? 27
                                                                                             : 32)
                                     // slim (run 32): 32 stages of 192 keys (16: less than a cut)
-                                    : kFp8Prefill                         ? (kSlim ? 32 : 16)
+                                    : kFp8Prefill                         ? (!kSlim ? 16
+                                                                             : kTune == 5 ? 30
+                                                                             : kTune == 6 ? 40
+                                                                                          : 32)
                                                                           : 4;
   static constexpr int kQStages =
       kWriteScores || kQBytes < 16384 || (kQBytes == 16384 && kEpiStages <= 4) ? 2 : 1;
   // The slim prefill keeps w in shared memory in the order its math threads read it (run 51):
   // thread class r = lane % 4 reads columns 8j + 2r + {0, 1}, j = 0..15, i.e. 32 floats stored
   // at r * 36 (the 4-float pad puts the four classes' 16-byte loads in different banks): 8
-  // LDS.128 per read (per stage in production, once per item with kWRegs).
+  // LDS.128 per read (once per item with kWRegs, per stage in kTune 4).
   static constexpr bool kWPerm = kSlimPrefill;
   static constexpr int kWStride = kWPerm ? 4 * 36 : kQRows;  // floats of w per q stage
 
@@ -823,17 +828,23 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           continue;
         }
         float scale0 = 1.0f, scale1 = 1.0f;
-        if (p.has_scale) {
-          scale0 = scale_smem[s * kBlockKV + g * 64 + row_in_tile];
-          scale1 = scale_smem[s * kBlockKV + g * 64 + row_in_tile + 8];
-        }
+        const auto load_scales = [&] {
+          if (p.has_scale) {
+            scale0 = scale_smem[s * kBlockKV + g * 64 + row_in_tile];
+            scale1 = scale_smem[s * kBlockKV + g * 64 + row_in_tile + 8];
+          }
+        };
+        // kSplitRegs: loaded once the wgmma is done (before the stage is released), so that they
+        // do not hold two registers across it: at the top of the stage the math code needs 112
+        // (ptxas spilled one register per stage at 104).
+        if constexpr (!Cfg::kSplitRegs) load_scales();
         float sums[kNQ][2], alt[kNQ][2];
 #pragma unroll
         for (int q = 0; q < kNQ; ++q) sums[q][0] = sums[q][1] = alt[q][0] = alt[q][1] = 0.0f;
         if constexpr (Cfg::kWRegs && Cfg::kBanks == 2) {
           // Bank b = query b, columns 8jj + 2r + {0, 1} of the bank = column group j = 8b + jj of
-          // the N = 128 layout: the same FFMA chains in the same order as production, so the
-          // scores are bitwise the same.
+          // the N = 128 layout: the same FFMA chains in the same order as the one-bank kernels,
+          // so the scores are bitwise the same.
 #pragma unroll
           for (int b = 0; b < 2; ++b) {
             issue(acc0, s, qs, b);
@@ -873,6 +884,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           if ((b & 1) == 0) {
 #pragma unroll
             for (int i = 0; i < kR; ++i) fence_operand(acc0[i]);
+            if constexpr (Cfg::kSplitRegs) load_scales();
             if (last) mbar_arrive(&empty_kv[s]);
             accumulate(acc0, wq, b, sums, alt);
           } else {
