@@ -381,351 +381,351 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   const int num_items = p.num_tiles * p.splits;
 
   if (threadIdx.x >= kMathThreads) {
-  // kSplitRegs: the producer warp and the select warps fill two warpgroups (setmaxnreg is executed
-  // by whole warpgroups), so they release their registers here, in one instruction.
-  if constexpr (Cfg::kSplitRegs) setmaxnreg_dec<Cfg::kSelectRegs>();
-  if (threadIdx.x >= Cfg::kProdBase && threadIdx.x < Cfg::kProdBase + (Cfg::kSlim ? 32 : 128)) {
-    // ------------------------------------------------------------------ producer
-    if constexpr (!Cfg::kSlim) setmaxnreg_dec<Cfg::kProducerRegs>();
-    if (threadIdx.x % 128 >= 32) return;
-    if (lane == 0) {
-      tma_prefetch_desc(&map_q);
-      tma_prefetch_desc(&map_k);
-      if (!Cfg::kPaged && p.has_scale) tma_prefetch_desc(&map_scale);
-    }
-    uint32_t q_iter = 0, kv_iter = 0;
-    const bool prof = Cfg::kProf && p.prof && lane == 0;
-    const unsigned c_start = clock();
-    for (int item = blockIdx.x; item < num_items; item += gridDim.x, ++q_iter) {
-      const Item<Cfg> it(p, item);
-      const int qs = q_iter % kQS;
-      unsigned c0 = clock();
-      mbar_wait(&empty_q[qs], ((q_iter / kQS) & 1) ^ 1);
-      if (prof) prof_add(kProfProdWaitQ, clock() - c0);
-      for (int i = lane; i < kQRows; i += 32) {
-        const int64_t r = it.row0 + i / Cfg::kHeads;
-        // (kWPerm: column i = 8j + 2r + e at r * 36 + 2j + e)
-        const int at = Cfg::kWPerm ? (i % 8) / 2 * 36 + i / 8 * 2 + i % 2 : i;
-        w_smem[qs * Cfg::kWStride + at] =
-            r < p.row_end ? p.w[r * Cfg::kHeads + i % Cfg::kHeads] : 0.0f;
-      }
+    // kSplitRegs: the producer warp and the select warps fill two warpgroups (setmaxnreg is
+    // executed by whole warpgroups), so they release their registers here, in one instruction.
+    if constexpr (Cfg::kSplitRegs) setmaxnreg_dec<Cfg::kSelectRegs>();
+    if (threadIdx.x >= Cfg::kProdBase && threadIdx.x < Cfg::kProdBase + (Cfg::kSlim ? 32 : 128)) {
+      // ------------------------------------------------------------------ producer
+      if constexpr (!Cfg::kSlim) setmaxnreg_dec<Cfg::kProducerRegs>();
+      if (threadIdx.x % 128 >= 32) return;
       if (lane == 0) {
-        mbar_arrive_expect_tx(&full_q[qs], Cfg::kQBytes);
-#pragma unroll
-        for (int a = 0; a < Cfg::kAtoms; ++a) {
-          tma_load_2d(q_smem + qs * Cfg::kQBytes + a * kQRows * 128, &map_q, &full_q[qs], a * 64,
-                      int32_t(it.row0 * Cfg::kHeads));
-        }
-      } else {
-        mbar_arrive(&full_q[qs]);
+        tma_prefetch_desc(&map_q);
+        tma_prefetch_desc(&map_k);
+        if (!Cfg::kPaged && p.has_scale) tma_prefetch_desc(&map_scale);
       }
-      if (!Cfg::kPaged && lane != 0) continue;
-      // decode: page ids of 32 consecutive pages (chunk `chunk` of the item's pages) and of the
-      // next 32, one per lane: one coalesced load per 32 pages instead of dependent loads per
-      // stage in front of the copies (run 1: the producer's serial block_table reads capped each
-      // SM at ~20 GB/s); a stage's pages may straddle two chunks (three pages per stage).
-      constexpr int kPPS = Cfg::kPagesPerStage;
-      int32_t ids0 = 0, ids1 = 0;
-      int chunk = -2;
-      const auto load_ids = [&](int c) {
-        const int pg = it.page0 + c * 32 + lane;
-        return pg < it.page1 ? p.block_table[int64_t(it.tile) * p.max_pages + pg] : 0;
-      };
-      for (int blk = 0; blk < it.nblocks; ++blk, ++kv_iter) {
-        int page_id[kPPS];
-        if constexpr (Cfg::kPaged) {
-          const int first = blk * kPPS, c = first >> 5;
-          if (c != chunk) {  // uniform
-            ids0 = c == chunk + 1 ? ids1 : load_ids(c);
-            ids1 = load_ids(c + 1);
-            chunk = c;
-          }
-#pragma unroll
-          for (int i = 0; i < kPPS; ++i) {
-            const int rel = first + i;
-            page_id[i] = __shfl_sync(0xFFFFFFFFu, (rel >> 5) == c ? ids0 : ids1, rel & 31);
-          }
-          if (lane != 0) continue;
-        }
-        const int s = kv_iter % kKS;
-        c0 = clock();
-        mbar_wait(&empty_kv[s], ((kv_iter / kKS) & 1) ^ 1);
-        if (prof) prof_add(kProfProdWaitKV, clock() - c0);
-        uint8_t* dst = kv_smem + s * Cfg::kKVBytes;
-        if constexpr (!Cfg::kPaged) {
-          const int32_t y = int32_t(it.key0 + int64_t(blk) * kBlockKV);
-          mbar_arrive_expect_tx(&full_kv[s], Cfg::kKVBytes + (p.has_scale ? kBlockKV * 4 : 0));
-#pragma unroll
-          for (int a = 0; a < Cfg::kAtoms; ++a)
-            tma_load_2d(dst + a * kBlockKV * 128, &map_k, &full_kv[s], a * 64, y);
-          if (p.has_scale) tma_load_1d(scale_smem + s * kBlockKV, &map_scale, &full_kv[s], y);
-        } else {
-          const int pg = it.page0 + blk * kPPS;
-          const int valid = min(kPPS, it.page1 - pg);
-          mbar_arrive_expect_tx(&full_kv[s], valid * (64 * 128 + 64 * 4));
-          for (int i = 0; i < valid; ++i) {
-            const int page = page_id[i];
-            tma_load_3d(dst + i * 64 * 128, &map_k, &full_kv[s], 0, 0, page);
-            bulk_load(scale_smem + s * kBlockKV + i * 64,
-                      p.kv_cache + int64_t(page) * (64 * 132) + 64 * 128, 64 * 4, &full_kv[s]);
-          }
-        }
-      }
-    }
-    if (prof) prof_add(kProfProdTotal, clock() - c_start);
-  } else if (threadIdx.x >= Cfg::kSelBase && threadIdx.x < Cfg::kSelBase + Cfg::kSelThreads) {
-    // ------------------------------------------------------------------ select warps
-    if constexpr (!Cfg::kSlim) setmaxnreg_dec<Cfg::kSelectRegs>();
-    constexpr int kST = Cfg::kSelThreads;
-    const int t = threadIdx.x - Cfg::kSelBase, ew = t / 32;
-    auto sync = [] { named_barrier(1, Cfg::kSelThreads); };
-    // Radix select over a candidate list whose keys all lie in [thr, max]: the digits start at
-    // the highest bit where thr and the list's maximum differ (the bits above are common), which
-    // saves the passes over the shared leading bits. max_passes 4: exact; 1: one digit.
-    // mx: the largest key this thread appended to the list (the list's maximum survives every cut,
-    // so the running maxima of the append stay valid; run 5 scanned the list for it instead).
-    const auto anchored_cut = [&](int n, const uint32_t* cu, uint32_t mx, uint32_t thr_q,
-                                  int max_passes, int stop_kept) {
-      mx = __reduce_max_sync(0xFFFFFFFFu, mx);
-      // (scan[8, 8 + warps): ordered_compact writes scan only after the passes' barriers)
-      if (lane == 0) scan[8 + ew] = int(mx);
-      sync();
-#pragma unroll
-      for (int w = 0; w < Cfg::kSelWarps; ++w) mx = max(mx, uint32_t(scan[8 + w]));
-      const uint32_t diff = mx ^ thr_q;
-      const int top_bit = diff ? 31 - __clz(diff) : 0;
-      return radix_select<kST>(
-          n, p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist, bcast, sync,
-          mx, top_bit, max_passes, stop_kept);
-    };
-    // Keeps the entries of a list of n that a cut keeps, in order (the new length).
-    const auto compact = [&](int n, const RadixCut& cut, uint32_t* cu, int32_t* cp) {
-      return ordered_compact<kST, 4>(
-          n, cut,
-          [&](int64_t i, uint32_t* uu, int32_t* pp) { return *uu = cu[i], *pp = cp[i], true; },
-          [&](int dst, uint32_t uu, int32_t pp) { cu[dst] = uu, cp[dst] = pp; }, scan, sync);
-    };
-    uint32_t epi_iter = 0;
-    int parity = 0;
-    const bool prof = Cfg::kProf && p.prof && t == 0;
-    const unsigned c_start = clock();
-    for (int item = blockIdx.x; item < num_items; item += gridDim.x) {
-      if (prof) prof_add(kProfItems, 1);
-      const Item<Cfg> it(p, item);
-      // Per query: visible key range inside this item, and the position base.
-      int32_t vis_lo[kNQ], vis_hi[kNQ], rel[kNQ];  // key rows < 2^31
-      int cnt[kNQ];
-      uint32_t thr[kNQ], umax[kNQ];
-#pragma unroll
-      for (int q = 0; q < kNQ; ++q) {
-        cnt[q] = 0;
-        umax[q] = 0;
-        thr[q] = 0;  // every real score has a key above 0
-        vis_lo[q] = 0, vis_hi[q] = 0, rel[q] = 0;
-        const int64_t r = it.row0 + q;
-        if constexpr (!Cfg::kPaged) {
-          if (r < p.row_end) {
-            rel[q] = p.row_ks[r];
-            vis_lo[q] = int32_t(max(int64_t(rel[q]), it.key0));
-            vis_hi[q] = int32_t(min(int64_t(p.row_ke[r]), it.key_hi));
-          }
-        } else {
-          if (q < p.next_n) {
-            const int len = p.seq_lens[it.tile];
-            vis_lo[q] = int32_t(it.key0);
-            vis_hi[q] = int32_t(min(int64_t(len - p.next_n + q + 1), it.key_hi));
-          }
-        }
-      }
-      constexpr int kSub = Cfg::kSub, kH = Cfg::kSlices;  // slices of kST keys per step
-      for (int blk = 0; blk < it.nblocks; blk += kSub) {
+      uint32_t q_iter = 0, kv_iter = 0;
+      const bool prof = Cfg::kProf && p.prof && lane == 0;
+      const unsigned c_start = clock();
+      for (int item = blockIdx.x; item < num_items; item += gridDim.x, ++q_iter) {
+        const Item<Cfg> it(p, item);
+        const int qs = q_iter % kQS;
         unsigned c0 = clock();
-        float v[kNQ][kH];
-        // Slice hh of this step: key hh * kST + t of the step's kSub stages, in stage
-        // (hh * kST + t) / kBlockKV (with 192-key stages that differs within a slice).
-        unsigned have = 0;  // bit hh: slice hh's stage exists
-        if constexpr (kBlockKV % kST == 0) {
-          // Slices within stages (256-key stages): wait, read and release one stage at a time.
-          constexpr int kPer = kBlockKV / kST;
-#pragma unroll
-          for (int j = 0; j < kSub; ++j) {
-            const bool h = blk + j < it.nblocks;  // uniform
-            if (h) {
-              const int es = epi_iter % kES;
-              mbar_wait(&full_epi[es], (epi_iter / kES) & 1);
-              const float* ebuf = epi_smem + es * kNQ * kBlockKV + t;
-#pragma unroll
-              for (int q = 0; q < kNQ; ++q)
-#pragma unroll
-                for (int i = 0; i < kPer; ++i) v[q][kPer * j + i] = ebuf[q * kBlockKV + kST * i];
-              mbar_arrive(&empty_epi[es]);
-              ++epi_iter;
-            } else {
-#pragma unroll
-              for (int q = 0; q < kNQ; ++q)
-#pragma unroll
-                for (int i = 0; i < kPer; ++i) v[q][kPer * j + i] = 0.0f;
-            }
-            if (h) have |= ((1u << kPer) - 1) << (kPer * j);
-          }
-        } else {
-          // Slices across stages (192-key stages): wait for the step's stages, read, release.
-          int got = 0;
-#pragma unroll
-          for (int j = 0; j < kSub; ++j) {
-            if (blk + j < it.nblocks) {  // uniform
-              const uint32_t e = epi_iter + j;
-              mbar_wait(&full_epi[e % kES], (e / kES) & 1);
-              ++got;
-            }
-          }
-#pragma unroll
-          for (int hh = 0; hh < kH; ++hh) {
-            const int kk = hh * kST + t, j = kk / kBlockKV;
-            const bool h = blk + j < it.nblocks;
-            if (h) have |= 1u << hh;
-            const float* ebuf =
-                epi_smem + ((epi_iter + j) % kES) * kNQ * kBlockKV + kk % kBlockKV;
-#pragma unroll
-            for (int q = 0; q < kNQ; ++q) v[q][hh] = h ? ebuf[q * kBlockKV] : 0.0f;
-          }
-#pragma unroll
-          for (int j = 0; j < kSub; ++j)
-            if (j < got) mbar_arrive(&empty_epi[(epi_iter + j) % kES]);
-          epi_iter += got;
+        mbar_wait(&empty_q[qs], ((q_iter / kQS) & 1) ^ 1);
+        if (prof) prof_add(kProfProdWaitQ, clock() - c0);
+        for (int i = lane; i < kQRows; i += 32) {
+          const int64_t r = it.row0 + i / Cfg::kHeads;
+          // (kWPerm: column i = 8j + 2r + e at r * 36 + 2j + e)
+          const int at = Cfg::kWPerm ? (i % 8) / 2 * 36 + i / 8 * 2 + i % 2 : i;
+          w_smem[qs * Cfg::kWStride + at] =
+              r < p.row_end ? p.w[r * Cfg::kHeads + i % Cfg::kHeads] : 0.0f;
         }
-        if (prof) prof_add(kProfSelWaitEpi, clock() - c0), c0 = clock();
-        if (Cfg::kProf && p.debug_mode == 1) continue;
-        // Slice hh of this step covers keys base + kST * hh.
-        const int32_t base = int32_t(it.key0) + blk * kBlockKV + t;
-        if constexpr (Cfg::kWriteScores) {
+        if (lane == 0) {
+          mbar_arrive_expect_tx(&full_q[qs], Cfg::kQBytes);
 #pragma unroll
-          for (int q = 0; q < kNQ; ++q)
-#pragma unroll
-            for (int hh = 0; hh < kH; ++hh) {
-              const int32_t key = base + kST * hh;
-              if (((have >> hh) & 1) && key >= vis_lo[q] && key < vis_hi[q])
-                p.scores[(it.row0 + q - p.row_begin) * p.scores_ld + (key - rel[q])] =
-                    v[q][hh];
-            }
-        } else {
-          // Passing counts of each warp, one byte per slice (<= 32 each, so sums over up to 8
-          // warps fit a byte): a word per 4 slices and (query, warp), read back as one int4 per
-          // 4 warp slots.
-          constexpr int kW = Cfg::kCountWords;
-          constexpr int kWS = Cfg::kWarpSlots;
-          int* ap = append + parity * kNQ * kW * kWS;  // [q][word][warp slot]
-          uint32_t u[kNQ][kH];
-          bool pass[kNQ][kH];
-          int rank[kNQ][kH];
-#pragma unroll
-          for (int q = 0; q < kNQ; ++q) {
-            int packed[kW];
-#pragma unroll
-            for (int w = 0; w < kW; ++w) packed[w] = 0;
-#pragma unroll
-            for (int hh = 0; hh < kH; ++hh) {
-              const int32_t key = base + kST * hh;
-              u[q][hh] = order_key(v[q][hh]);
-              pass[q][hh] =
-                  ((have >> hh) & 1) && key >= vis_lo[q] && key < vis_hi[q] && u[q][hh] > thr[q];
-              const unsigned m = __ballot_sync(0xFFFFFFFFu, pass[q][hh]);
-              rank[q][hh] = __popc(m & ((1u << lane) - 1));
-              packed[hh / 4] |= __popc(m) << (8 * (hh % 4));
-            }
-#pragma unroll
-            for (int w = 0; w < kW; ++w)
-              if (lane == 0) ap[(q * kW + w) * kWS + ew] = packed[w];
+          for (int a = 0; a < Cfg::kAtoms; ++a) {
+            tma_load_2d(q_smem + qs * Cfg::kQBytes + a * kQRows * 128, &map_q, &full_q[qs], a * 64,
+                        int32_t(it.row0 * Cfg::kHeads));
           }
+        } else {
+          mbar_arrive(&full_q[qs]);
+        }
+        if (!Cfg::kPaged && lane != 0) continue;
+        // decode: page ids of 32 consecutive pages (chunk `chunk` of the item's pages) and of the
+        // next 32, one per lane: one coalesced load per 32 pages instead of dependent loads per
+        // stage in front of the copies (run 1: the producer's serial block_table reads capped each
+        // SM at ~20 GB/s); a stage's pages may straddle two chunks (three pages per stage).
+        constexpr int kPPS = Cfg::kPagesPerStage;
+        int32_t ids0 = 0, ids1 = 0;
+        int chunk = -2;
+        const auto load_ids = [&](int c) {
+          const int pg = it.page0 + c * 32 + lane;
+          return pg < it.page1 ? p.block_table[int64_t(it.tile) * p.max_pages + pg] : 0;
+        };
+        for (int blk = 0; blk < it.nblocks; ++blk, ++kv_iter) {
+          int page_id[kPPS];
+          if constexpr (Cfg::kPaged) {
+            const int first = blk * kPPS, c = first >> 5;
+            if (c != chunk) {  // uniform
+              ids0 = c == chunk + 1 ? ids1 : load_ids(c);
+              ids1 = load_ids(c + 1);
+              chunk = c;
+            }
+#pragma unroll
+            for (int i = 0; i < kPPS; ++i) {
+              const int rel = first + i;
+              page_id[i] = __shfl_sync(0xFFFFFFFFu, (rel >> 5) == c ? ids0 : ids1, rel & 31);
+            }
+            if (lane != 0) continue;
+          }
+          const int s = kv_iter % kKS;
+          c0 = clock();
+          mbar_wait(&empty_kv[s], ((kv_iter / kKS) & 1) ^ 1);
+          if (prof) prof_add(kProfProdWaitKV, clock() - c0);
+          uint8_t* dst = kv_smem + s * Cfg::kKVBytes;
+          if constexpr (!Cfg::kPaged) {
+            const int32_t y = int32_t(it.key0 + int64_t(blk) * kBlockKV);
+            mbar_arrive_expect_tx(&full_kv[s], Cfg::kKVBytes + (p.has_scale ? kBlockKV * 4 : 0));
+#pragma unroll
+            for (int a = 0; a < Cfg::kAtoms; ++a)
+              tma_load_2d(dst + a * kBlockKV * 128, &map_k, &full_kv[s], a * 64, y);
+            if (p.has_scale) tma_load_1d(scale_smem + s * kBlockKV, &map_scale, &full_kv[s], y);
+          } else {
+            const int pg = it.page0 + blk * kPPS;
+            const int valid = min(kPPS, it.page1 - pg);
+            mbar_arrive_expect_tx(&full_kv[s], valid * (64 * 128 + 64 * 4));
+            for (int i = 0; i < valid; ++i) {
+              const int page = page_id[i];
+              tma_load_3d(dst + i * 64 * 128, &map_k, &full_kv[s], 0, 0, page);
+              bulk_load(scale_smem + s * kBlockKV + i * 64,
+                        p.kv_cache + int64_t(page) * (64 * 132) + 64 * 128, 64 * 4, &full_kv[s]);
+            }
+          }
+        }
+      }
+      if (prof) prof_add(kProfProdTotal, clock() - c_start);
+    } else if (threadIdx.x >= Cfg::kSelBase && threadIdx.x < Cfg::kSelBase + Cfg::kSelThreads) {
+      // ------------------------------------------------------------------ select warps
+      if constexpr (!Cfg::kSlim) setmaxnreg_dec<Cfg::kSelectRegs>();
+      constexpr int kST = Cfg::kSelThreads;
+      const int t = threadIdx.x - Cfg::kSelBase, ew = t / 32;
+      auto sync = [] { named_barrier(1, Cfg::kSelThreads); };
+      // Radix select over a candidate list whose keys all lie in [thr, max]: the digits start at
+      // the highest bit where thr and the list's maximum differ (the bits above are common), which
+      // saves the passes over the shared leading bits. max_passes 4: exact; 1: one digit.
+      // mx: the largest key this thread appended to the list (the list's maximum survives every
+      // cut, so the running maxima of the append stay valid; run 5 scanned the list for it
+      // instead).
+      const auto anchored_cut = [&](int n, const uint32_t* cu, uint32_t mx, uint32_t thr_q,
+                                    int max_passes, int stop_kept) {
+        mx = __reduce_max_sync(0xFFFFFFFFu, mx);
+        // (scan[8, 8 + warps): ordered_compact writes scan only after the passes' barriers)
+        if (lane == 0) scan[8 + ew] = int(mx);
+        sync();
+#pragma unroll
+        for (int w = 0; w < Cfg::kSelWarps; ++w) mx = max(mx, uint32_t(scan[8 + w]));
+        const uint32_t diff = mx ^ thr_q;
+        const int top_bit = diff ? 31 - __clz(diff) : 0;
+        return radix_select<kST>(
+            n, p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist, bcast,
+            sync, mx, top_bit, max_passes, stop_kept);
+      };
+      // Keeps the entries of a list of n that a cut keeps, in order (the new length).
+      const auto compact = [&](int n, const RadixCut& cut, uint32_t* cu, int32_t* cp) {
+        return ordered_compact<kST, 4>(
+            n, cut,
+            [&](int64_t i, uint32_t* uu, int32_t* pp) { return *uu = cu[i], *pp = cp[i], true; },
+            [&](int dst, uint32_t uu, int32_t pp) { cu[dst] = uu, cp[dst] = pp; }, scan, sync);
+      };
+      uint32_t epi_iter = 0;
+      int parity = 0;
+      const bool prof = Cfg::kProf && p.prof && t == 0;
+      const unsigned c_start = clock();
+      for (int item = blockIdx.x; item < num_items; item += gridDim.x) {
+        if (prof) prof_add(kProfItems, 1);
+        const Item<Cfg> it(p, item);
+        // Per query: visible key range inside this item, and the position base.
+        int32_t vis_lo[kNQ], vis_hi[kNQ], rel[kNQ];  // key rows < 2^31
+        int cnt[kNQ];
+        uint32_t thr[kNQ], umax[kNQ];
+#pragma unroll
+        for (int q = 0; q < kNQ; ++q) {
+          cnt[q] = 0;
+          umax[q] = 0;
+          thr[q] = 0;  // every real score has a key above 0
+          vis_lo[q] = 0, vis_hi[q] = 0, rel[q] = 0;
+          const int64_t r = it.row0 + q;
+          if constexpr (!Cfg::kPaged) {
+            if (r < p.row_end) {
+              rel[q] = p.row_ks[r];
+              vis_lo[q] = int32_t(max(int64_t(rel[q]), it.key0));
+              vis_hi[q] = int32_t(min(int64_t(p.row_ke[r]), it.key_hi));
+            }
+          } else {
+            if (q < p.next_n) {
+              const int len = p.seq_lens[it.tile];
+              vis_lo[q] = int32_t(it.key0);
+              vis_hi[q] = int32_t(min(int64_t(len - p.next_n + q + 1), it.key_hi));
+            }
+          }
+        }
+        constexpr int kSub = Cfg::kSub, kH = Cfg::kSlices;  // slices of kST keys per step
+        for (int blk = 0; blk < it.nblocks; blk += kSub) {
+          unsigned c0 = clock();
+          float v[kNQ][kH];
+          // Slice hh of this step: key hh * kST + t of the step's kSub stages, in stage
+          // (hh * kST + t) / kBlockKV (with 192-key stages that differs within a slice).
+          unsigned have = 0;  // bit hh: slice hh's stage exists
+          if constexpr (kBlockKV % kST == 0) {
+            // Slices within stages (256-key stages): wait, read and release one stage at a time.
+            constexpr int kPer = kBlockKV / kST;
+#pragma unroll
+            for (int j = 0; j < kSub; ++j) {
+              const bool h = blk + j < it.nblocks;  // uniform
+              if (h) {
+                const int es = epi_iter % kES;
+                mbar_wait(&full_epi[es], (epi_iter / kES) & 1);
+                const float* ebuf = epi_smem + es * kNQ * kBlockKV + t;
+#pragma unroll
+                for (int q = 0; q < kNQ; ++q)
+#pragma unroll
+                  for (int i = 0; i < kPer; ++i) v[q][kPer * j + i] = ebuf[q * kBlockKV + kST * i];
+                mbar_arrive(&empty_epi[es]);
+                ++epi_iter;
+              } else {
+#pragma unroll
+                for (int q = 0; q < kNQ; ++q)
+#pragma unroll
+                  for (int i = 0; i < kPer; ++i) v[q][kPer * j + i] = 0.0f;
+              }
+              if (h) have |= ((1u << kPer) - 1) << (kPer * j);
+            }
+          } else {
+            // Slices across stages (192-key stages): wait for the step's stages, read, release.
+            int got = 0;
+#pragma unroll
+            for (int j = 0; j < kSub; ++j) {
+              if (blk + j < it.nblocks) {  // uniform
+                const uint32_t e = epi_iter + j;
+                mbar_wait(&full_epi[e % kES], (e / kES) & 1);
+                ++got;
+              }
+            }
+#pragma unroll
+            for (int hh = 0; hh < kH; ++hh) {
+              const int kk = hh * kST + t, j = kk / kBlockKV;
+              const bool h = blk + j < it.nblocks;
+              if (h) have |= 1u << hh;
+              const float* ebuf =
+                  epi_smem + ((epi_iter + j) % kES) * kNQ * kBlockKV + kk % kBlockKV;
+#pragma unroll
+              for (int q = 0; q < kNQ; ++q) v[q][hh] = h ? ebuf[q * kBlockKV] : 0.0f;
+            }
+#pragma unroll
+            for (int j = 0; j < kSub; ++j)
+              if (j < got) mbar_arrive(&empty_epi[(epi_iter + j) % kES]);
+            epi_iter += got;
+          }
+          if (prof) prof_add(kProfSelWaitEpi, clock() - c0), c0 = clock();
+          if (Cfg::kProf && p.debug_mode == 1) continue;
+          // Slice hh of this step covers keys base + kST * hh.
+          const int32_t base = int32_t(it.key0) + blk * kBlockKV + t;
+          if constexpr (Cfg::kWriteScores) {
+#pragma unroll
+            for (int q = 0; q < kNQ; ++q)
+#pragma unroll
+              for (int hh = 0; hh < kH; ++hh) {
+                const int32_t key = base + kST * hh;
+                if (((have >> hh) & 1) && key >= vis_lo[q] && key < vis_hi[q])
+                  p.scores[(it.row0 + q - p.row_begin) * p.scores_ld + (key - rel[q])] = v[q][hh];
+              }
+          } else {
+            // Passing counts of each warp, one byte per slice (<= 32 each, so sums over up to 8
+            // warps fit a byte): a word per 4 slices and (query, warp), read back as one int4 per
+            // 4 warp slots.
+            constexpr int kW = Cfg::kCountWords;
+            constexpr int kWS = Cfg::kWarpSlots;
+            int* ap = append + parity * kNQ * kW * kWS;  // [q][word][warp slot]
+            uint32_t u[kNQ][kH];
+            bool pass[kNQ][kH];
+            int rank[kNQ][kH];
+#pragma unroll
+            for (int q = 0; q < kNQ; ++q) {
+              int packed[kW];
+#pragma unroll
+              for (int w = 0; w < kW; ++w) packed[w] = 0;
+#pragma unroll
+              for (int hh = 0; hh < kH; ++hh) {
+                const int32_t key = base + kST * hh;
+                u[q][hh] = order_key(v[q][hh]);
+                pass[q][hh] =
+                    ((have >> hh) & 1) && key >= vis_lo[q] && key < vis_hi[q] && u[q][hh] > thr[q];
+                const unsigned m = __ballot_sync(0xFFFFFFFFu, pass[q][hh]);
+                rank[q][hh] = __popc(m & ((1u << lane) - 1));
+                packed[hh / 4] |= __popc(m) << (8 * (hh % 4));
+              }
+#pragma unroll
+              for (int w = 0; w < kW; ++w)
+                if (lane == 0) ap[(q * kW + w) * kWS + ew] = packed[w];
+            }
+            sync();
+#pragma unroll
+            for (int q = 0; q < kNQ; ++q) {
+              int total[kW], mine[kW];
+#pragma unroll
+              for (int w = 0; w < kW; ++w) {
+                const int4 c = *reinterpret_cast<const int4*>(ap + (q * kW + w) * kWS);
+                total[w] = c.x + c.y + c.z + c.w;  // bytewise: no carries (<= 32 per warp, 8 warps)
+                mine[w] = (ew > 0 ? c.x : 0) + (ew > 1 ? c.y : 0) + (ew > 2 ? c.z : 0) +
+                          (ew > 3 ? c.w : 0);
+                if constexpr (kWS == 8) {  // slots of warps that do not exist stay 0
+                  const int4 d = *reinterpret_cast<const int4*>(ap + (q * kW + w) * kWS + 4);
+                  total[w] += d.x + d.y + d.z + d.w;
+                  mine[w] += (ew > 4 ? d.x : 0) + (ew > 5 ? d.y : 0) + (ew > 6 ? d.z : 0);
+                }
+              }
+              int before = 0;  // passing keys of the earlier slices
+#pragma unroll
+              for (int hh = 0; hh < kH; ++hh) {
+                if (pass[q][hh]) {
+                  umax[q] = max(umax[q], u[q][hh]);
+                  const int dst =
+                      cnt[q] + before + ((mine[hh / 4] >> (8 * (hh % 4))) & 0xFF) + rank[q][hh];
+                  cand_u[q * Cfg::kCap + dst] = u[q][hh];
+                  cand_pos[q * Cfg::kCap + dst] = base + kST * hh - rel[q];
+                }
+                before += (total[hh / 4] >> (8 * (hh % 4))) & 0xFF;
+              }
+              cnt[q] += before;
+              if (prof) prof_add(kProfSelAppended, before);
+            }
+            parity ^= 1;
+            if (prof) prof_add(kProfSelAppend, clock() - c0), c0 = clock();
+#pragma unroll
+            for (int q = 0; q < kNQ; ++q) {
+              if (cnt[q] > Cfg::kCap - kSub * kBlockKV) {
+                if (prof) prof_add(kProfSelCompactions, 1);
+                sync();
+                uint32_t* cu = cand_u + q * Cfg::kCap;
+                int32_t* cp = cand_pos + q * Cfg::kCap;
+                // Anchored digit passes until the bucket of the k-th key is small (at most 1/8 of
+                // the slack above k kept with it; run 18: one pass from an anchor at 0 resolves
+                // only sign and exponent, and the lists refilled 5.3 times per item at 128K), then
+                // every bucket below it is dropped and it is kept whole (a lower-bound cut; the
+                // final cut is exact). Cut whole only when it stays within half the list (else many
+                // equal scores: an exact cut, ties by position).
+                constexpr int kRoom = Cfg::kCap - kSub * kBlockKV;
+                RadixCut cut =
+                    anchored_cut(cnt[q], cu, umax[q], thr[q], 4, p.topk + (kRoom - p.topk) / 8);
+                if (cut.kept <= (p.topk + kRoom) / 2) cut.need = 0x7FFFFFFF;
+                cnt[q] = compact(cnt[q], cut, cu, cp);
+                thr[q] = max(thr[q], cut_threshold(cut));
+              }
+            }
+            if (prof) prof_add(kProfSelCompact, clock() - c0);
+          }
+        }
+        if constexpr (!Cfg::kWriteScores) {
+          const unsigned c0 = clock();
           sync();
 #pragma unroll
           for (int q = 0; q < kNQ; ++q) {
-            int total[kW], mine[kW];
-#pragma unroll
-            for (int w = 0; w < kW; ++w) {
-              const int4 c = *reinterpret_cast<const int4*>(ap + (q * kW + w) * kWS);
-              total[w] = c.x + c.y + c.z + c.w;  // bytewise: no carries (<= 32 per warp, 8 warps)
-              mine[w] = (ew > 0 ? c.x : 0) + (ew > 1 ? c.y : 0) + (ew > 2 ? c.z : 0) +
-                        (ew > 3 ? c.w : 0);
-              if constexpr (kWS == 8) {  // slots of warps that do not exist stay 0
-                const int4 d = *reinterpret_cast<const int4*>(ap + (q * kW + w) * kWS + 4);
-                total[w] += d.x + d.y + d.z + d.w;
-                mine[w] += (ew > 4 ? d.x : 0) + (ew > 5 ? d.y : 0) + (ew > 6 ? d.z : 0);
-              }
-            }
-            int before = 0;  // passing keys of the earlier slices
-#pragma unroll
-            for (int hh = 0; hh < kH; ++hh) {
-              if (pass[q][hh]) {
-                umax[q] = max(umax[q], u[q][hh]);
-                const int dst =
-                    cnt[q] + before + ((mine[hh / 4] >> (8 * (hh % 4))) & 0xFF) + rank[q][hh];
-                cand_u[q * Cfg::kCap + dst] = u[q][hh];
-                cand_pos[q * Cfg::kCap + dst] = base + kST * hh - rel[q];
-              }
-              before += (total[hh / 4] >> (8 * (hh % 4))) & 0xFF;
-            }
-            cnt[q] += before;
-            if (prof) prof_add(kProfSelAppended, before);
-          }
-          parity ^= 1;
-          if (prof) prof_add(kProfSelAppend, clock() - c0), c0 = clock();
-#pragma unroll
-          for (int q = 0; q < kNQ; ++q) {
-            if (cnt[q] > Cfg::kCap - kSub * kBlockKV) {
-              if (prof) prof_add(kProfSelCompactions, 1);
-              sync();
-              uint32_t* cu = cand_u + q * Cfg::kCap;
-              int32_t* cp = cand_pos + q * Cfg::kCap;
-              // Anchored digit passes until the bucket of the k-th key is small (at most 1/8 of
-              // the slack above k kept with it; run 18: one pass from an anchor at 0 resolves only
-              // sign and exponent, and the lists refilled 5.3 times per item at 128K), then every
-              // bucket below it is dropped and it is kept whole (a lower-bound cut; the final cut
-              // is exact). Cut whole only when it stays within half the list (else many equal
-              // scores: an exact cut, ties by position).
-              constexpr int kRoom = Cfg::kCap - kSub * kBlockKV;
-              RadixCut cut =
-                  anchored_cut(cnt[q], cu, umax[q], thr[q], 4, p.topk + (kRoom - p.topk) / 8);
-              if (cut.kept <= (p.topk + kRoom) / 2) cut.need = 0x7FFFFFFF;
+            const int64_t r = it.row0 + q;
+            const bool valid = Cfg::kPaged ? q < p.next_n : r < p.row_end;
+            if (!valid) continue;
+            uint32_t* cu = cand_u + q * Cfg::kCap;
+            int32_t* cp = cand_pos + q * Cfg::kCap;
+            if (cnt[q] > p.topk) {
+              const RadixCut cut = anchored_cut(cnt[q], cu, umax[q], thr[q], 4, -1);
               cnt[q] = compact(cnt[q], cut, cu, cp);
-              thr[q] = max(thr[q], cut_threshold(cut));
+            }
+            if (p.splits == 1) {
+              int32_t* out = p.out + r * p.topk;
+              for (int i = t; i < p.topk; i += kST) out[i] = i < cnt[q] ? cp[i] : -1;
+            } else {
+              const int64_t slot = r * p.splits + it.split;
+              for (int i = t; i < cnt[q]; i += kST) {
+                p.part_u[slot * p.topk + i] = cu[i];
+                p.part_pos[slot * p.topk + i] = cp[i];
+              }
+              if (t == 0) p.part_cnt[slot] = cnt[q];
             }
           }
-          if (prof) prof_add(kProfSelCompact, clock() - c0);
+          sync();  // the next item's appends overwrite the lists
+          if (prof) prof_add(kProfSelFinal, clock() - c0);
         }
       }
-      if constexpr (!Cfg::kWriteScores) {
-        const unsigned c0 = clock();
-        sync();
-#pragma unroll
-        for (int q = 0; q < kNQ; ++q) {
-          const int64_t r = it.row0 + q;
-          const bool valid = Cfg::kPaged ? q < p.next_n : r < p.row_end;
-          if (!valid) continue;
-          uint32_t* cu = cand_u + q * Cfg::kCap;
-          int32_t* cp = cand_pos + q * Cfg::kCap;
-          if (cnt[q] > p.topk) {
-            const RadixCut cut = anchored_cut(cnt[q], cu, umax[q], thr[q], 4, -1);
-            cnt[q] = compact(cnt[q], cut, cu, cp);
-          }
-          if (p.splits == 1) {
-            int32_t* out = p.out + r * p.topk;
-            for (int i = t; i < p.topk; i += kST) out[i] = i < cnt[q] ? cp[i] : -1;
-          } else {
-            const int64_t slot = r * p.splits + it.split;
-            for (int i = t; i < cnt[q]; i += kST) {
-              p.part_u[slot * p.topk + i] = cu[i];
-              p.part_pos[slot * p.topk + i] = cp[i];
-            }
-            if (t == 0) p.part_cnt[slot] = cnt[q];
-          }
-        }
-        sync();  // the next item's appends overwrite the lists
-        if (prof) prof_add(kProfSelFinal, clock() - c0);
-      }
+      if (prof) prof_add(kProfSelTotal, clock() - c_start);
     }
-    if (prof) prof_add(kProfSelTotal, clock() - c_start);
-  }
   } else {
     // ------------------------------------------------------------------ math warpgroups
     if constexpr (!Cfg::kSlim || Cfg::kSplitRegs) setmaxnreg_inc<Cfg::kMathRegs>();
