@@ -145,6 +145,9 @@ cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
     if (opt.variant == 6)
       return prof ? launch_flat<kFp8, 64, kNQ, kPaged, false, true, 6, 0>(l)
                   : launch_flat<kFp8, 64, kNQ, kPaged, false, false, 6, 0>(l);
+    if (opt.variant == 7)
+      return prof ? launch_flat<kFp8, 64, kNQ, kPaged, false, true, 7, 0>(l)
+                  : launch_flat<kFp8, 64, kNQ, kPaged, false, false, 7, 0>(l);
   }
   return launch_flat<kFp8, 64, kNQ, kPaged, false, true, 0, 0>(l);
 }
@@ -436,8 +439,8 @@ void prefill_fused(const PrefillInputs& in, int k, int32_t* out, const int32_t* 
   }
   l.grid = int(std::min<int64_t>(tiles * splits, sms));
   l.stream = st;
-  HISA_CHECK(opt.variant >= 0 && opt.variant <= 6 && opt.variant != 2,
-             "prefill: variant must be 0, 1, 3, 4, 5 or 6");
+  HISA_CHECK(opt.variant >= 0 && opt.variant <= 7 && opt.variant != 2,
+             "prefill: variant must be 0, 1 or 3 to 7");
   if (opt.profile || opt.debug_mode || opt.variant) {
     HISA_CHECK(in.dtype == DType::F8E4M3 && in.num_heads == 64,
                "prefill: the measurement hooks and variants exist for fp8, H = 64 only");
