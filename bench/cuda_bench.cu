@@ -274,7 +274,7 @@ const Variant kVariants[] = {
      nullptr, 4, true},
     {"variant 5 (candidate lists 7168, epilogue ring 30 stages)", nullptr, 5, true},
     {"variant 6 (candidate lists 6144, epilogue ring 40 stages)", nullptr, 6, true},
-    {"variant 7 (key scales loaded after the wgmma)", nullptr, 7, true},
+    {"variant 7 (key scales loaded at the top of the stage, run 56's kernel)", nullptr, 7, true},
 };
 
 double copy_ceiling_tbps() {

@@ -83,7 +83,8 @@ struct Options {
   // (device run 54); 4: the slim kernel as in runs 35-55, w read from shared memory every stage
   // and no setmaxnreg register split (run 55: 4-6% slower than the default); 5 and 6: the default
   // with 7168-entry candidate lists and a 30-stage epilogue ring, or 6144 and 40; 7: the default
-  // with the key scales loaded after the wgmma (no spilled register in the math warps).
+  // with the key scales loaded at the top of the stage (device run 56's default: one spilled
+  // register per stage in the math warps; 2% slower at 128K, 2% faster at 8K and 32K).
   int variant = 0;
   // Launch the split-K merge kernel as a programmatic dependent of the fused kernel when the
   // fused grid leaves at least half the SMs free (its CTAs wait there instead of being launched

@@ -4,7 +4,7 @@
 // as in run 27 (768 threads, two N = 64 banks), decode as in run 22 (a 16-stage epilogue ring);
 // the decode key stream alone (2); the prefill with two N = 64 banks (3) and with w read from
 // shared memory every stage (4, runs 35-55's production); other list / ring sizes (5, 6); the
-// key scales loaded after the wgmma (7; sm90_flat_topk.cuh).
+// key scales loaded at the top of the stage (7, run 56's production; sm90_flat_topk.cuh).
 #define HISA_FLAT_DEFINE_LAUNCH
 #include "cuda/flat_launch.cuh"
 

@@ -164,7 +164,7 @@ TEST(CudaPrefill, Variants) {
 // N = 128 bank, a setmaxnreg register split; variant 3: two N = 64 banks) and with w read from
 // shared memory every stage (variant 4, runs 35-55) run the same FFMA chains in the same order:
 // the scores, and so the indices in their order, must be bitwise the same; so must those of the
-// other list / ring sizes (variants 5, 6) and of the late scale loads (variant 7).
+// other list / ring sizes (variants 5, 6) and of the early scale loads (variant 7).
 TEST(CudaPrefill, WeightsInRegistersMatchProduction) {
   SKIP_WITHOUT_GPU();
   const std::string name = "wregs_vs_v3";

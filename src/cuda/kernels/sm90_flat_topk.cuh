@@ -97,7 +97,7 @@ enum ProfSlot : int {
 // alone, kStreamOnly; 3 = the slim prefill with w in registers and two N = 64 banks; 4 = the slim
 // prefill reading w from shared memory every stage without a register split, as in runs 35-55;
 // 5, 6 = the slim prefill with other candidate-list / epilogue-ring sizes, kCap below; 7 = the
-// slim prefill with the key scales loaded after the wgmma, kLateScales).
+// slim prefill with the key scales loaded at the top of the stage, not kLateScales).
 // kSub_: key stages the select warpgroup takes per step (0 = automatic: 4 for fp8 prefill, 2
 // with the other large candidate lists, else 1); one scan barrier per step.
 template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool kProf_ = false,
@@ -153,7 +153,7 @@ struct FlatConfig {
   // do not fit the launch's 96 registers, so the CTA's 640 x 96 are split with setmaxnreg
   // (kSplitRegs): the math warpgroups 104, the producer warp and the seven select warps (which
   // share two warpgroups, so they take one setmaxnreg.dec together) 80. ptxas: the math code needs
-  // 104 (one register spilled per stage; none with kLateScales), the select code 88 to spill nothing
+  // 104 (with kLateScales; one register spilled per stage without), the select code 88 to spill nothing
   // (80: 28 bytes, in the per-item code; 72: 116, in the append loop); run 55 measured 112 / 72
   // 2-4% slower than 104 / 80 at every length. Variants for same-run A/B: kTune 3 = w in
   // registers with two N = 64 banks, each drained before the next (the key tile read twice;
@@ -162,9 +162,12 @@ struct FlatConfig {
   static constexpr bool kWRegs = kSlimPrefill && kTune != 4;
   static constexpr bool kSplitRegs = kSlimPrefill && kTune != 3 && kTune != 4;
   static constexpr int kBanks = kQRows > 128 ? 4 : (kSlimPrefill && kTune != 3) ? 1 : 2;
-  // kTune 7: production with the key scales loaded after the wgmma (below), which removes the math
-  // warps' one spilled register per stage (ptxas: 28 -> 24 bytes of spill stores).
-  static constexpr bool kLateScales = kSplitRegs && kTune == 7;
+  // The split kernel loads the key scales after the wgmma (below), which removes the math warps'
+  // one spilled register per stage (ptxas: 28 -> 24 bytes of spill stores); run 56: 2% faster at
+  // 128K (169.9 vs 173.4 ms; the math loop alone 137 ms), even at 64K, 2% slower at 8K and 32K,
+  // where the selection is the limit. kTune 7: the scales loaded at the top of the stage (run 56's
+  // production, run 55's variant 5).
+  static constexpr bool kLateScales = kSplitRegs && kTune != 7;
   static constexpr int kBankN = kQRows / kBanks;
   using Mma = Wgmma<T, kBankN>;
   static constexpr int kAccRegs = Mma::kRegs;
@@ -840,7 +843,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         };
         // kLateScales: loaded once the wgmma is done (before the stage is released), so that they
         // do not hold two registers across it (ptxas: with the scales loaded here the split
-        // production kernel spills one register per stage, an STL/LDL around the reduce-scatter).
+        // kernel spills one register per stage, an STL/LDL around the reduce-scatter).
         if constexpr (!Cfg::kLateScales) load_scales();
         float sums[kNQ][2], alt[kNQ][2];
 #pragma unroll
