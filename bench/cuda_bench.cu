@@ -272,8 +272,6 @@ const Variant kVariants[] = {
     {"variant 3 (w in registers, two N = 64 banks drained in turn)", nullptr, 3, true},
     {"variant 4 (runs 35-55's kernel: w from shared memory every stage, no register split)",
      nullptr, 4, true},
-    {"variant 5 (candidate lists 7168, epilogue ring 30 stages)", nullptr, 5, true},
-    {"variant 6 (candidate lists 6144, epilogue ring 40 stages)", nullptr, 6, true},
     {"variant 7 (key scales loaded at the top of the stage, run 56's kernel)", nullptr, 7, true},
 };
 

@@ -81,10 +81,9 @@ struct Options {
   // Decode only, 2: the key stream alone (no scoring, no selection; the indices are meaningless).
   // Prefill only, 3: the slim kernel with two N = 64 wgmma banks instead of one N = 128 bank
   // (device run 54); 4: the slim kernel as in runs 35-55, w read from shared memory every stage
-  // and no setmaxnreg register split (run 55: 4-6% slower than the default); 5 and 6: the default
-  // with 7168-entry candidate lists and a 30-stage epilogue ring, or 6144 and 40; 7: the default
+  // and no setmaxnreg register split (runs 56-57: 1-7% slower than the default); 7: the default
   // with the key scales loaded at the top of the stage (device run 56's default: one spilled
-  // register per stage in the math warps; 2% slower at 128K, 2% faster at 8K and 32K).
+  // register per stage in the math warps; 1-2% slower at 128K, 2% faster at 8K and 32K).
   int variant = 0;
   // Launch the split-K merge kernel as a programmatic dependent of the fused kernel when the
   // fused grid leaves at least half the SMs free (its CTAs wait there instead of being launched

@@ -122,32 +122,23 @@ cudaError_t decode_launch(int heads, int next_n, const FlatLaunch& l) {
   return heads == 64 ? decode_launch_n<64>(next_n, l) : decode_launch_n<32>(next_n, l);
 }
 
-// The measurement and A/B instances (fp8, H = 64; prefill: kNQ 2, decode: kNQ 1 paged): variant 1
-// profiled or plain, the production kernel profiled (src/cuda/flat_profiled.cu).
+// The measurement and A/B instances (fp8, H = 64; prefill: kNQ 2, decode: kNQ 1 paged): the
+// variants profiled or plain, the production kernel profiled (src/cuda/flat_profiled.cu).
+template <int kNQ, bool kPaged, int kTune>
+cudaError_t launch_variant(const FlatLaunch& l, bool prof) {
+  return prof ? launch_flat<kFp8, 64, kNQ, kPaged, false, true, kTune, 0>(l)
+              : launch_flat<kFp8, 64, kNQ, kPaged, false, false, kTune, 0>(l);
+}
 template <int kNQ, bool kPaged>
 cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
   const bool prof = opt.profile || opt.debug_mode;
-  if (opt.variant == 1)
-    return prof ? launch_flat<kFp8, 64, kNQ, kPaged, false, true, 1, 0>(l)
-                : launch_flat<kFp8, 64, kNQ, kPaged, false, false, 1, 0>(l);
+  if (opt.variant == 1) return launch_variant<kNQ, kPaged, 1>(l, prof);
   if constexpr (kPaged) {
     if (opt.variant == 2) return launch_flat<kFp8, 64, kNQ, kPaged, false, true, 2, 0>(l);
   } else {
-    if (opt.variant == 3)
-      return prof ? launch_flat<kFp8, 64, kNQ, kPaged, false, true, 3, 0>(l)
-                  : launch_flat<kFp8, 64, kNQ, kPaged, false, false, 3, 0>(l);
-    if (opt.variant == 4)
-      return prof ? launch_flat<kFp8, 64, kNQ, kPaged, false, true, 4, 0>(l)
-                  : launch_flat<kFp8, 64, kNQ, kPaged, false, false, 4, 0>(l);
-    if (opt.variant == 5)
-      return prof ? launch_flat<kFp8, 64, kNQ, kPaged, false, true, 5, 0>(l)
-                  : launch_flat<kFp8, 64, kNQ, kPaged, false, false, 5, 0>(l);
-    if (opt.variant == 6)
-      return prof ? launch_flat<kFp8, 64, kNQ, kPaged, false, true, 6, 0>(l)
-                  : launch_flat<kFp8, 64, kNQ, kPaged, false, false, 6, 0>(l);
-    if (opt.variant == 7)
-      return prof ? launch_flat<kFp8, 64, kNQ, kPaged, false, true, 7, 0>(l)
-                  : launch_flat<kFp8, 64, kNQ, kPaged, false, false, 7, 0>(l);
+    if (opt.variant == 3) return launch_variant<kNQ, kPaged, 3>(l, prof);
+    if (opt.variant == 4) return launch_variant<kNQ, kPaged, 4>(l, prof);
+    if (opt.variant == 7) return launch_variant<kNQ, kPaged, 7>(l, prof);
   }
   return launch_flat<kFp8, 64, kNQ, kPaged, false, true, 0, 0>(l);
 }
@@ -439,8 +430,9 @@ void prefill_fused(const PrefillInputs& in, int k, int32_t* out, const int32_t* 
   }
   l.grid = int(std::min<int64_t>(tiles * splits, sms));
   l.stream = st;
-  HISA_CHECK(opt.variant >= 0 && opt.variant <= 7 && opt.variant != 2,
-             "prefill: variant must be 0, 1 or 3 to 7");
+  HISA_CHECK(opt.variant == 0 || opt.variant == 1 || opt.variant == 3 || opt.variant == 4 ||
+                 opt.variant == 7,
+             "prefill: variant must be 0, 1, 3, 4 or 7");
   if (opt.profile || opt.debug_mode || opt.variant) {
     HISA_CHECK(in.dtype == DType::F8E4M3 && in.num_heads == 64,
                "prefill: the measurement hooks and variants exist for fp8, H = 64 only");

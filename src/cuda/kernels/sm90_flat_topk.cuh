@@ -96,8 +96,8 @@ enum ProfSlot : int {
 // select step), decode next_n 1 as in run 22, a 16-stage epilogue ring; 2 = decode's key stream
 // alone, kStreamOnly; 3 = the slim prefill with w in registers and two N = 64 banks; 4 = the slim
 // prefill reading w from shared memory every stage without a register split, as in runs 35-55;
-// 5, 6 = the slim prefill with other candidate-list / epilogue-ring sizes, kCap below; 7 = the
-// slim prefill with the key scales loaded at the top of the stage, not kLateScales).
+// 7 = the slim prefill with the key scales loaded at the top of the stage, not kLateScales; 5 and 6
+// were list / ring sizes, measured slower in run 56 and removed).
 // kSub_: key stages the select warpgroup takes per step (0 = automatic: 4 for fp8 prefill, 2
 // with the other large candidate lists, else 1); one scan barrier per step.
 template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool kProf_ = false,
@@ -184,12 +184,9 @@ struct FlatConfig {
   // (more appends). fp8 prefill: 6656 (run 15: 7168 with two key stages beat 5120 with three; run
   // 21 paid 512 of them for a deeper ring); decode next_n 1: 6144 (11264 with three key stages was
   // 13% slower), 7168 in the slim decode.
-  // kTune 5 / 6 (run 56, the slim prefill with w in registers): 7168 with a 30-stage epilogue
-  // ring / 6144 with a 40-stage ring, against production's 6656 and 32 (tuned in runs 15-32 with
-  // the slower math loop).
+  // Run 56 re-checked the slim prefill's 6656 / 32-stage ring with w in registers against 7168 /
+  // 30 and 6144 / 40: both 0.5-2% slower at every length.
   static constexpr int kCap = kWriteScores                          ? 0
-                              : kSlimPrefill && kTune == 5          ? 7168
-                              : kSlimPrefill && kTune == 6          ? 6144
                               : kFp8Prefill                         ? 6656
                               : kSlimDecode                         ? 7168
                               : (kElem == 1 && kPaged && kNQ == 1)  ? 6144
@@ -241,10 +238,7 @@ struct FlatConfig {
                                                                              : kHeads == 64 ? 27
                                                                                             : 32)
                                     // slim (run 32): 32 stages of 192 keys (16: less than a cut)
-                                    : kFp8Prefill                         ? (!kSlim ? 16
-                                                                             : kTune == 5 ? 30
-                                                                             : kTune == 6 ? 40
-                                                                                          : 32)
+                                    : kFp8Prefill                         ? (kSlim ? 32 : 16)
                                                                           : 4;
   static constexpr int kQStages =
       kWriteScores || kQBytes < 16384 || (kQBytes == 16384 && kEpiStages <= 4) ? 2 : 1;
