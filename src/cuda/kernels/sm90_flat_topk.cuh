@@ -172,8 +172,9 @@ struct FlatConfig {
   using Mma = Wgmma<T, kBankN>;
   static constexpr int kAccRegs = Mma::kRegs;
   // Register split (setmaxnreg) of the registers the CTA starts with (kLaunchRegs per thread):
-  // the math warpgroups need 96 (fewer serialises wgmma, C7512); the producer and select
-  // warpgroups share the rest (more select state with more queries per warpgroup).
+  // the math warpgroups need 96 (fewer serialises wgmma, C7512; 104 with w in registers,
+  // kSplitRegs); the producer and select warps share the rest (more select state with more queries
+  // per warpgroup).
   static constexpr int kMathRegs = kSplitRegs ? 104 : 96;
   static constexpr int kMaxK = 2048;
   // Several key stages per select step (the append's cost is per step: dependent shared-memory
@@ -197,19 +198,17 @@ struct FlatConfig {
                                            : (kCap >= 4096 && kNQ <= 2 ? 2 : 1);
   // Four stages per step hold twice the scores: 64 registers for the select warpgroup (the
   // prefill producer fits 32).
-  // (slim: every warp keeps the launch's 96 registers, no setmaxnreg. Run 29's first try
-  // gave the math warpgroups 104 without a matching setmaxnreg.dec elsewhere and hung them:
-  // setmaxnreg.inc only takes registers that a setmaxnreg.dec of the CTA released)
-  // (kSplitRegs: the producer warp and the select warps share two warpgroups, so they take one
-  // setmaxnreg.dec together, to the same count.)
-  static constexpr int kSplitLow = 80;
-  static constexpr int kProducerRegs =
-      kSplitRegs ? kSplitLow : kSlim ? 96 : kNQ <= 2 && kSub < 4 ? 40 : 32;
+  // Slim kernels without kSplitRegs (the decode, prefill kTune 3 and 4) keep the launch's 96 in
+  // every warp, no setmaxnreg. With kSplitRegs the producer warp and the select warps share two
+  // warpgroups, so they take one setmaxnreg.dec together, to 80 (run 29's first try gave the math
+  // warpgroups 104 without a matching setmaxnreg.dec elsewhere and hung them: setmaxnreg.inc only
+  // takes registers that a setmaxnreg.dec of the CTA released).
   static constexpr int kSelectRegs =
-      kSplitRegs ? kSplitLow : kSlim ? 96 : kNQ <= 2 && kSub < 4 ? 56 : 64;
+      kSplitRegs ? 80 : kSlim ? 96 : kNQ <= 2 && kSub < 4 ? 56 : 64;
+  static constexpr int kProducerRegs =
+      kSlim ? kSelectRegs : kNQ <= 2 && kSub < 4 ? 40 : 32;
   static_assert(kSlim ? kMathWG * 128 * kMathRegs + (kThreads - kMathWG * 128) * kSelectRegs <=
                                 kThreads * kLaunchRegs &&
-                            kProducerRegs == kSelectRegs &&
                             (kSplitRegs || kMathRegs == kLaunchRegs)
                       : kMathWG * kMathRegs + kProducerRegs + kSelectRegs ==
                             (kMathWG + 2) * kLaunchRegs,
