@@ -3,7 +3,7 @@
 # the in-run PyTorch baseline (bench/torch_baseline.py), the SASS summary, compute-sanitizer on
 # small cases. Binaries are built elsewhere and carried in .carry-cuda/ (with libgomp.so.1;
 # .carry/ holds other sessions' data), ignored through .git/info/exclude.
-# Writes under $OUT: run.log, tests.log, tests.json, bench.json, torch.json, sass.txt,
+# Writes under $OUT: run.log, tests.log, tests.json, bench.json, stream_probe.json, torch.json, sass.txt,
 # sass_prefill_fp8_h64.txt, ncu_*.{txt,csv,log} (Nsight Compute on one prefill launch), sanitizer.log. Each step has its own time limit so that a hang
 # cannot eat the whole lease.
 #
@@ -14,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/hisa_device_out}
 BIN=${HISA_BIN:-.carry-cuda}
-STEPS=${STEPS:-"env tests bench torch sass ncu sanitizer"}  # also: ncu_decode
+STEPS=${STEPS:-"env tests bench probe torch sass ncu sanitizer"}  # also: ncu_decode
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$PWD/$BIN:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
@@ -30,8 +30,8 @@ if has build || [ ! -x "$BIN/hisa_cuda_tests" ] || [ ! -x "$BIN/hisa_cuda_bench"
   step "build: hisa_cuda_tests, hisa_cuda_bench"
   {
     cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DHISA_CUDA=ON -DHISA_PYTHON=OFF &&
-      cmake --build build-cuda --target hisa_cuda_tests hisa_cuda_bench hisa_smem_probe &&
-      mkdir -p "$BIN" && cp build-cuda/hisa_cuda_tests build-cuda/hisa_cuda_bench build-cuda/hisa_smem_probe "$BIN/" &&
+      cmake --build build-cuda --target hisa_cuda_tests hisa_cuda_bench hisa_smem_probe hisa_stream_probe &&
+      mkdir -p "$BIN" && cp build-cuda/hisa_cuda_tests build-cuda/hisa_cuda_bench build-cuda/hisa_smem_probe build-cuda/hisa_stream_probe "$BIN/" &&
       gomp=$(LD_LIBRARY_PATH= ldd build-cuda/hisa_cuda_tests | awk '/libgomp/ {print $3}') &&
       { [ -z "$gomp" ] || cp "$gomp" "$BIN/"; }
   } >"$OUT/build.log" 2>&1
@@ -67,6 +67,12 @@ fi
 if has bench; then
   step "bench: hisa_cuda_bench"
   timeout "${BENCH_TIMEOUT:-150}" "$BIN/hisa_cuda_bench" --json "$OUT/bench.json" 2>&1 | tee -a "$LOG"
+fi
+
+if has probe && [ -x "$BIN/hisa_stream_probe" ]; then
+  step "probe: hisa_stream_probe (decode key-stream load paths)"
+  timeout "${PROBE_TIMEOUT:-60}" "$BIN/hisa_stream_probe" --json "$OUT/stream_probe.json" 2>&1 |
+    tee -a "$LOG"
 fi
 
 if has torch; then

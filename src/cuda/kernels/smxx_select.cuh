@@ -48,12 +48,14 @@ __device__ __forceinline__ uint32_t cut_threshold(const RadixCut& cut) {
 // over bits every key has in common. `max_passes` limits the passes (the result is then a partial
 // cut: need counts within the bucket; `kept` says how many slots keeping the whole bucket keeps).
 // `stop_kept` ends the passes early once keeping the whole bucket keeps at most that many slots
-// (a lower-bound cut of a chosen tightness; -1: never).
+// (a lower-bound cut of a chosen tightness; -1: never). `aggregate` (a compile-time constant at
+// the call sites): equal digits of a warp are counted with one atomic (__match_any_sync) rather
+// than one each.
 template <int kThreads, class Get, class Sync, int kUnroll = 4>
 __device__ __forceinline__ RadixCut radix_select(int64_t n, int k, Get get, int* hist, int* bcast,
                                                  Sync sync, uint32_t start_prefix = 0u,
                                                  int top_bit = 31, int max_passes = 4,
-                                                 int stop_kept = -1) {
+                                                 int stop_kept = -1, bool aggregate = true) {
   static_assert(kThreads % 32 == 0, "whole warps");
   const int tid = threadIdx.x % kThreads;
   const int lane = threadIdx.x % 32;
@@ -82,8 +84,12 @@ __device__ __forceinline__ RadixCut radix_select(int64_t n, int k, Get get, int*
             ok[j] && (u[j] & cut.mask) == cut.prefix ? int((u[j] >> shift) & 0xFF) : 256;
         // Keys of a top-k set share their leading bits: aggregate equal digits of the warp first
         // so that 32 lanes do not serialise on one counter (256: not counted).
-        const unsigned peers = __match_any_sync(0xFFFFFFFFu, digit);
-        if (digit < 256 && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], __popc(peers));
+        if (aggregate) {
+          const unsigned peers = __match_any_sync(0xFFFFFFFFu, digit);
+          if (digit < 256 && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], __popc(peers));
+        } else if (digit < 256) {
+          atomicAdd(&hist[digit], 1);
+        }
       }
     }
     sync();
