@@ -276,6 +276,7 @@ const Variant kVariants[] = {
     {"variant 8 (one stage-barrier arrival per warp)",
      "variant 8 (one stage-barrier arrival per warp)", 8, true},
     {"variant 9 (cut digit counts without match_any)", nullptr, 9, true},
+    {"variant 12 (cut digit counts with 8 loads in flight per thread)", nullptr, 12, true},
 };
 
 double copy_ceiling_tbps() {

@@ -85,7 +85,8 @@ struct Options {
   // with the key scales loaded at the top of the stage (device run 56's default: one spilled
   // register per stage in the math warps; 1-2% slower at 128K, 2% faster at 8K and 32K).
   // Prefill and decode, 8: the stage barriers take one arrival per warp instead of one per
-  // thread; prefill, 9: the cuts count digits without __match_any_sync; decode, 10: the key
+  // thread; prefill, 9: the cuts count digits without __match_any_sync, 12: with 8 list
+  // entries in flight per thread instead of 4; decode, 10: the key
   // stream alone (as 2) with one arrival per warp.
   int variant = 0;
   // Launch the split-K merge kernel as a programmatic dependent of the fused kernel when the

@@ -139,6 +139,7 @@ cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
     if (opt.variant == 10) return launch_flat<kFp8, 64, kNQ, kPaged, false, true, 10, 0>(l);
   } else {
     if (opt.variant == 9) return launch_variant<kNQ, kPaged, 9>(l, prof);
+    if (opt.variant == 12) return launch_variant<kNQ, kPaged, 12>(l, prof);
     if (opt.variant == 3) return launch_variant<kNQ, kPaged, 3>(l, prof);
     if (opt.variant == 4) return launch_variant<kNQ, kPaged, 4>(l, prof);
     if (opt.variant == 7) return launch_variant<kNQ, kPaged, 7>(l, prof);
@@ -434,8 +435,8 @@ void prefill_fused(const PrefillInputs& in, int k, int32_t* out, const int32_t* 
   l.grid = int(std::min<int64_t>(tiles * splits, sms));
   l.stream = st;
   HISA_CHECK(opt.variant == 0 || opt.variant == 1 || opt.variant == 3 || opt.variant == 4 ||
-                 opt.variant == 7 || opt.variant == 8 || opt.variant == 9,
-             "prefill: variant must be 0, 1, 3, 4, 7, 8 or 9");
+                 opt.variant == 7 || opt.variant == 8 || opt.variant == 9 || opt.variant == 12,
+             "prefill: variant must be 0, 1, 3, 4, 7, 8, 9 or 12");
   if (opt.profile || opt.debug_mode || opt.variant) {
     HISA_CHECK(in.dtype == DType::F8E4M3 && in.num_heads == 64,
                "prefill: the measurement hooks and variants exist for fp8, H = 64 only");

@@ -144,7 +144,7 @@ TEST(CudaPrefill, RandomFp8H32Fused) {
 }
 TEST(CudaPrefill, Variants) {
   SKIP_WITHOUT_GPU();
-  for (int v : {1, 3, 4, 7, 8, 9}) {
+  for (int v : {1, 3, 4, 7, 8, 9, 12}) {
     g_variant = v;
     const std::string n = "v" + std::to_string(v) + "_";
     check_prefill({{300, 300}}, 64, DType::F8E4M3, 64, Path::Fused, false, n + "fp8_h64");
@@ -164,7 +164,8 @@ TEST(CudaPrefill, Variants) {
 // N = 128 bank, a setmaxnreg register split; variant 3: two N = 64 banks) and with w read from
 // shared memory every stage (variant 4, runs 35-55) run the same FFMA chains in the same order:
 // the scores, and so the indices in their order, must be bitwise the same; so must those of the
-// early scale loads (variant 7), of the per-warp barrier arrivals (8) and of the cut counts (9).
+// early scale loads (variant 7), of the per-warp barrier arrivals (8) and of the cut counts (9,
+// 12).
 TEST(CudaPrefill, WeightsInRegistersMatchProduction) {
   SKIP_WITHOUT_GPU();
   const std::string name = "wregs_vs_v3";
@@ -175,7 +176,7 @@ TEST(CudaPrefill, WeightsInRegistersMatchProduction) {
       make_prefill({{37, 900}, {0, 3000}, {128, 2500}}, 64, DType::F8E4M3, seed, false);
   g_variant = 0;
   const auto a = run_prefill(c, 512, Path::Fused);
-  for (int v : {3, 4, 7, 8, 9}) {
+  for (int v : {3, 4, 7, 8, 9, 12}) {
     SCOPED_TRACE("variant " + std::to_string(v));
     g_variant = v;
     const auto b = run_prefill(c, 512, Path::Fused);

@@ -176,6 +176,12 @@ struct FlatConfig {
   // __match_any_sync (the anchored digits of a list spread over many bins).
   static constexpr bool kWarpArrive = kTune == 8 || kTune == 10;
   static constexpr bool kCutAggregate = kTune != 9;
+  // kTune 12 (prefill): the cuts' digit counts load 8 list entries per thread and step instead of
+  // 4 (half the dependent shared-memory round trips per pass; a cut is latency-bound, ~1000 cycles
+  // per entry and thread at 128K, run 57).
+  // (8 in the compaction too spills 140 bytes at 80 registers; the count alone spills nothing
+  // more than production.)
+  static constexpr int kCutUnroll = kTune == 12 ? 8 : 4;
   static constexpr int kBankN = kQRows / kBanks;
   using Mma = Wgmma<T, kBankN>;
   static constexpr int kAccRegs = Mma::kRegs;
@@ -516,7 +522,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         for (int w = 0; w < Cfg::kSelWarps; ++w) mx = max(mx, uint32_t(scan[8 + w]));
         const uint32_t diff = mx ^ thr_q;
         const int top_bit = diff ? 31 - __clz(diff) : 0;
-        return radix_select<kST>(
+        return radix_select<kST, Cfg::kCutUnroll>(
             n, p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist, bcast,
             sync, mx, top_bit, max_passes, stop_kept, Cfg::kCutAggregate);
       };

@@ -51,7 +51,7 @@ __device__ __forceinline__ uint32_t cut_threshold(const RadixCut& cut) {
 // (a lower-bound cut of a chosen tightness; -1: never). `aggregate` (a compile-time constant at
 // the call sites): equal digits of a warp are counted with one atomic (__match_any_sync) rather
 // than one each.
-template <int kThreads, class Get, class Sync, int kUnroll = 4>
+template <int kThreads, int kUnroll = 4, class Get, class Sync>
 __device__ __forceinline__ RadixCut radix_select(int64_t n, int k, Get get, int* hist, int* bcast,
                                                  Sync sync, uint32_t start_prefix = 0u,
                                                  int top_bit = 31, int max_passes = 4,
