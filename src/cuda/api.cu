@@ -133,13 +133,12 @@ template <int kNQ, bool kPaged>
 cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
   const bool prof = opt.profile || opt.debug_mode;
   if (opt.variant == 1) return launch_variant<kNQ, kPaged, 1>(l, prof);
-  if (opt.variant == 8) return launch_variant<kNQ, kPaged, 8>(l, prof);
+  if (opt.variant == 9) return launch_variant<kNQ, kPaged, 9>(l, prof);
   if constexpr (kPaged) {
     if (opt.variant == 2) return launch_flat<kFp8, 64, kNQ, kPaged, false, true, 2, 0>(l);
-    if (opt.variant == 10) return launch_flat<kFp8, 64, kNQ, kPaged, false, true, 10, 0>(l);
+    if (opt.variant == 13) return launch_variant<kNQ, kPaged, 13>(l, prof);
+    if (opt.variant == 14) return launch_flat<kFp8, 64, kNQ, kPaged, false, true, 14, 0>(l);
   } else {
-    if (opt.variant == 9) return launch_variant<kNQ, kPaged, 9>(l, prof);
-    if (opt.variant == 12) return launch_variant<kNQ, kPaged, 12>(l, prof);
     if (opt.variant == 3) return launch_variant<kNQ, kPaged, 3>(l, prof);
     if (opt.variant == 4) return launch_variant<kNQ, kPaged, 4>(l, prof);
     if (opt.variant == 7) return launch_variant<kNQ, kPaged, 7>(l, prof);
@@ -435,8 +434,8 @@ void prefill_fused(const PrefillInputs& in, int k, int32_t* out, const int32_t* 
   l.grid = int(std::min<int64_t>(tiles * splits, sms));
   l.stream = st;
   HISA_CHECK(opt.variant == 0 || opt.variant == 1 || opt.variant == 3 || opt.variant == 4 ||
-                 opt.variant == 7 || opt.variant == 8 || opt.variant == 9 || opt.variant == 12,
-             "prefill: variant must be 0, 1, 3, 4, 7, 8, 9 or 12");
+                 opt.variant == 7 || opt.variant == 9,
+             "prefill: variant must be 0, 1, 3, 4, 7 or 9");
   if (opt.profile || opt.debug_mode || opt.variant) {
     HISA_CHECK(in.dtype == DType::F8E4M3 && in.num_heads == 64,
                "prefill: the measurement hooks and variants exist for fp8, H = 64 only");
@@ -566,8 +565,9 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   }
   l.grid = int(std::min<int64_t>(int64_t(in.batch) * splits, sms));
   l.stream = st;
-  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || opt.variant == 8 || opt.variant == 10,
-             "decode: variant must be 0, 1, 2, 8 or 10");
+  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || opt.variant == 9 || opt.variant == 13 ||
+                 opt.variant == 14,
+             "decode: variant must be 0, 1, 2, 9, 13 or 14");
   if (opt.profile || opt.debug_mode || opt.variant) {
     HISA_CHECK(in.num_heads == 64 && in.next_n == 1,
                "decode: the measurement hooks and variants exist for H = 64, next_n = 1 only");

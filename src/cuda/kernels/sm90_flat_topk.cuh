@@ -133,7 +133,7 @@ struct FlatConfig {
   // kTune 2 (measurement only): the production kernel whose math warps skip the wgmma and the
   // epilogue (they wait for each key stage, release it, and hand an unwritten epilogue stage on):
   // the time of the key stream and the barrier protocol alone.
-  static constexpr bool kStreamOnly = kTune == 2 || kTune == 10;
+  static constexpr bool kStreamOnly = kTune == 2 || kTune == 14;
   static constexpr bool kSlim = kSlimPrefill || kSlimDecode;
   static constexpr int kMathWG = kSlim ? 3 : 4;
   static constexpr int kPagesPerStage = kMathWG;  // decode: 64-token pages per key stage
@@ -168,20 +168,16 @@ struct FlatConfig {
   // where the selection is the limit. kTune 7: the scales loaded at the top of the stage (run 56's
   // production, run 55's variant 5).
   static constexpr bool kLateScales = kSplitRegs && kTune != 7;
-  // kTune 8 (prefill and decode; 10: the decode key stream alone, as kTune 2): the epilogue-ring
-  // and key-stage barriers take one arrival per warp (__syncwarp, then lane 0) instead of one per
-  // thread: ~1000 mbarrier arrivals per stage become ~30, if the hardware does not already
-  // combine a warp's arrivals on one barrier (the SASS has one SYNCS.ARRIVE per thread).
-  // kTune 9 (prefill): the cuts' digit counts are plain shared-memory atomics, without
-  // __match_any_sync (the anchored digits of a list spread over many bins).
-  static constexpr bool kWarpArrive = kTune == 8 || kTune == 10;
-  static constexpr bool kCutAggregate = kTune != 9;
-  // kTune 12 (prefill): the cuts' digit counts load 8 list entries per thread and step instead of
-  // 4 (half the dependent shared-memory round trips per pass; a cut is latency-bound, ~1000 cycles
-  // per entry and thread at 128K, run 57).
-  // (8 in the compaction too spills 140 bytes at 80 registers; the count alone spills nothing
-  // more than production.)
-  static constexpr int kCutUnroll = kTune == 12 ? 8 : 4;
+  // The cuts count digits with one shared-memory atomic per key (run 58: an anchored digit spreads
+  // a list over many bins, so __match_any_sync rarely merged lanes, and it sat in every key's
+  // dependent chain: cuts 24.6K -> 17.6K cycles at 128K, prefill 6-19% faster). kTune 9: with
+  // __match_any_sync (runs 1-57). Run 58 also measured, and dropped: one stage-barrier arrival per
+  // warp instead of per thread (prefill 3-6% slower, decode 3% slower, the decode key stream
+  // alone unchanged) and 8 list entries in flight per thread in the counts (no change).
+  static constexpr bool kCutAggregate = kTune == 9;
+  // Decode, kTune 13: four key stages instead of five (hisa_stream_probe, run 58: a ring of four
+  // three-page stages streamed the cache faster than six or eight); kTune 14: its key stream
+  // alone (as kTune 2).
   static constexpr int kBankN = kQRows / kBanks;
   using Mma = Wgmma<T, kBankN>;
   static constexpr int kAccRegs = Mma::kRegs;
@@ -270,7 +266,8 @@ struct FlatConfig {
   static constexpr int kSmemLimit = 232448;  // 227 KB per block on sm_90
   static constexpr int kStageBytes = kKVBytes + kBlockKV * 4;
   static constexpr int kFitStages = (kSmemLimit - kFixed) / kStageBytes;
-  static constexpr int kKVStages = kFitStages > 6 ? 6 : kFitStages;
+  static constexpr int kKVStages =
+      (kTune == 13 || kTune == 14) && kFitStages > 4 ? 4 : kFitStages > 6 ? 6 : kFitStages;
   static_assert(kKVStages >= 2, "shared memory too small for two key stages");
 
   // Shared memory layout (byte offsets from a 1024-aligned base).
@@ -377,29 +374,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 
   const int wg = threadIdx.x / 128;
   const int lane = threadIdx.x % 32;
-  // A stage barrier's arrival: every thread's, or (kWarpArrive) the warp's, after __syncwarp
-  // (which orders the lanes' shared-memory accesses before lane 0's release).
-  const auto stage_arrive = [&](uint64_t* bar) {
-    if constexpr (Cfg::kWarpArrive) {
-      __syncwarp();
-      if (lane == 0) mbar_arrive(bar);
-    } else {
-      mbar_arrive(bar);
-    }
-  };
   constexpr int kMathThreads = Cfg::kMathWG * 128;
 
   // A merge kernel launched after this one as a programmatic dependent may start now: it waits
   // for this grid's completion itself (griddepcontrol.wait).
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   if (threadIdx.x == 0) {
-    constexpr int kPer = Cfg::kWarpArrive ? 32 : 1;  // threads per arrival (stage barriers)
     for (int i = 0; i < kQS; ++i) mbar_init(&full_q[i], 32), mbar_init(&empty_q[i], kMathThreads);
-    for (int i = 0; i < kKS; ++i)
-      mbar_init(&full_kv[i], 1), mbar_init(&empty_kv[i], kMathThreads / kPer);
+    for (int i = 0; i < kKS; ++i) mbar_init(&full_kv[i], 1), mbar_init(&empty_kv[i], kMathThreads);
     for (int i = 0; i < kES; ++i)
-      mbar_init(&full_epi[i], kMathThreads / kPer),
-          mbar_init(&empty_epi[i], Cfg::kSelThreads / kPer);
+      mbar_init(&full_epi[i], kMathThreads), mbar_init(&empty_epi[i], Cfg::kSelThreads);
     for (int i = 0; i < Cfg::kAppendBytes / 4; ++i) append[i] = 0;  // unused warp slots read 0
     fence_barrier_init();
   }
@@ -522,7 +506,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         for (int w = 0; w < Cfg::kSelWarps; ++w) mx = max(mx, uint32_t(scan[8 + w]));
         const uint32_t diff = mx ^ thr_q;
         const int top_bit = diff ? 31 - __clz(diff) : 0;
-        return radix_select<kST, Cfg::kCutUnroll>(
+        return radix_select<kST>(
             n, p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist, bcast,
             sync, mx, top_bit, max_passes, stop_kept, Cfg::kCutAggregate);
       };
@@ -586,7 +570,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                 for (int q = 0; q < kNQ; ++q)
 #pragma unroll
                   for (int i = 0; i < kPer; ++i) v[q][kPer * j + i] = ebuf[q * kBlockKV + kST * i];
-                stage_arrive(&empty_epi[es]);
+                mbar_arrive(&empty_epi[es]);
                 ++epi_iter;
               } else {
 #pragma unroll
@@ -619,7 +603,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
 #pragma unroll
             for (int j = 0; j < kSub; ++j)
-              if (j < got) stage_arrive(&empty_epi[(epi_iter + j) % kES]);
+              if (j < got) mbar_arrive(&empty_epi[(epi_iter + j) % kES]);
             epi_iter += got;
           }
           if (prof) prof_add(kProfSelWaitEpi, clock() - c0), c0 = clock();
@@ -848,10 +832,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         const int s = kv_iter % kKS;
         mbar_wait(&full_kv[s], (kv_iter / kKS) & 1);
         if constexpr (Cfg::kStreamOnly) {
-          stage_arrive(&empty_kv[s]);
+          mbar_arrive(&empty_kv[s]);
           const int es = epi_iter % kES;
           mbar_wait(&empty_epi[es], ((epi_iter / kES) & 1) ^ 1);
-          stage_arrive(&full_epi[es]);
+          mbar_arrive(&full_epi[es]);
           continue;
         }
         float scale0 = 1.0f, scale1 = 1.0f;
@@ -878,7 +862,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             wgmma_wait<0>();
 #pragma unroll
             for (int i = 0; i < kR; ++i) fence_operand(acc0[i]);
-            if (b == 1) stage_arrive(&empty_kv[s]);
+            if (b == 1) mbar_arrive(&empty_kv[s]);
 #pragma unroll
             for (int jj = 0; jj < 8; ++jj) {
               const int j = 8 * b + jj;
@@ -912,12 +896,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #pragma unroll
             for (int i = 0; i < kR; ++i) fence_operand(acc0[i]);
             if constexpr (Cfg::kLateScales) load_scales();
-            if (last) stage_arrive(&empty_kv[s]);
+            if (last) mbar_arrive(&empty_kv[s]);
             accumulate(acc0, wq, b, sums, alt);
           } else {
 #pragma unroll
             for (int i = 0; i < kR; ++i) fence_operand(acc1[i]);
-            if (last) stage_arrive(&empty_kv[s]);
+            if (last) mbar_arrive(&empty_kv[s]);
             accumulate(acc1, wq, b, sums, alt);
           }
           // Pin this bank's epilogue before the next wgmma wait: without it ptxas sank the bank-0
@@ -959,7 +943,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
           }
         }
-        stage_arrive(&full_epi[es]);
+        mbar_arrive(&full_epi[es]);
       }
       mbar_arrive(&empty_q[qs]);
     }
