@@ -275,7 +275,6 @@ const Variant kVariants[] = {
     {"variant 7 (key scales loaded at the top of the stage, run 56's kernel)", nullptr, 7, true},
     {"variant 9 (cut digit counts with match_any, runs 1-58's kernel)",
      "variant 9 (cut digit counts with match_any, runs 1-58's kernel)", 9, true},
-    {nullptr, "variant 13 (four key stages)", 13, true},
 };
 
 double copy_ceiling_tbps() {
@@ -679,11 +678,6 @@ int main(int argc, char** argv) {
                 r["stream_only_us"] = ts.median_ms * 1e3;
                 std::printf("    key stream alone (no scoring, no selection): %.1f us = %.2f TB/s\n",
                             ts.median_ms * 1e3, bytes / (ts.median_ms * 1e-3) / 1e12);
-                so.variant = 14;  // the same with four key stages (variant 13's)
-                const Timing tw = time_decode(so);
-                r["stream_only_4_stages_us"] = tw.median_ms * 1e3;
-                std::printf("    key stream alone, four key stages: %.1f us = %.2f TB/s\n",
-                            tw.median_ms * 1e3, bytes / (tw.median_ms * 1e-3) / 1e12);
                 for (const Variant& v : kVariants) {
                   if (!v.decode_name) continue;
                   hisa::cuda::Options vo = opt;

@@ -85,8 +85,7 @@ struct Options {
   // with the key scales loaded at the top of the stage (device run 56's default: one spilled
   // register per stage in the math warps; 1-2% slower at 128K, 2% faster at 8K and 32K).
   // Prefill and decode, 9: the cuts count digits with __match_any_sync (the default before
-  // device run 59; 6-19% slower prefill in run 58). Decode, 13: four key stages instead of five;
-  // 14: the key stream alone (as 2) with four key stages.
+  // device run 59; in run 59 5-23% slower prefill, 2-6% slower decode).
   int variant = 0;
   // Launch the split-K merge kernel as a programmatic dependent of the fused kernel when the
   // fused grid leaves at least half the SMs free (its CTAs wait there instead of being launched

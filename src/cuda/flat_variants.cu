@@ -1,7 +1,6 @@
 // Same-run A/B instances of session 8 (fp8, H = 64; sm90_flat_topk.cuh, FlatConfig): the cuts'
-// digit counts with __match_any_sync (TUNE 9, runs 1-57's production; prefill and decode) and the
-// decode with four key stages (TUNE 13; 14: its key stream alone). A file of their own so that
-// they compile in parallel with flat_profiled.cu.
+// digit counts with __match_any_sync (TUNE 9, runs 1-58's production; prefill and decode). A file
+// of their own so that they compile in parallel with flat_profiled.cu.
 #define HISA_FLAT_DEFINE_LAUNCH
 #include "cuda/flat_launch.cuh"
 
@@ -10,7 +9,4 @@ HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 2, false, false, 9, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 2, false, true, 9, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, false, 9, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 9, 0)
-HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, false, 13, 0)
-HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 13, 0)
-HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 14, 0)
 }  // namespace hisa::cuda

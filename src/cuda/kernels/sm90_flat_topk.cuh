@@ -133,7 +133,7 @@ struct FlatConfig {
   // kTune 2 (measurement only): the production kernel whose math warps skip the wgmma and the
   // epilogue (they wait for each key stage, release it, and hand an unwritten epilogue stage on):
   // the time of the key stream and the barrier protocol alone.
-  static constexpr bool kStreamOnly = kTune == 2 || kTune == 14;
+  static constexpr bool kStreamOnly = kTune == 2;
   static constexpr bool kSlim = kSlimPrefill || kSlimDecode;
   static constexpr int kMathWG = kSlim ? 3 : 4;
   static constexpr int kPagesPerStage = kMathWG;  // decode: 64-token pages per key stage
@@ -175,9 +175,6 @@ struct FlatConfig {
   // warp instead of per thread (prefill 3-6% slower, decode 3% slower, the decode key stream
   // alone unchanged) and 8 list entries in flight per thread in the counts (no change).
   static constexpr bool kCutAggregate = kTune == 9;
-  // Decode, kTune 13: four key stages instead of five (hisa_stream_probe, run 58: a ring of four
-  // three-page stages streamed the cache faster than six or eight); kTune 14: its key stream
-  // alone (as kTune 2).
   static constexpr int kBankN = kQRows / kBanks;
   using Mma = Wgmma<T, kBankN>;
   static constexpr int kAccRegs = Mma::kRegs;
@@ -266,8 +263,9 @@ struct FlatConfig {
   static constexpr int kSmemLimit = 232448;  // 227 KB per block on sm_90
   static constexpr int kStageBytes = kKVBytes + kBlockKV * 4;
   static constexpr int kFitStages = (kSmemLimit - kFixed) / kStageBytes;
-  static constexpr int kKVStages =
-      (kTune == 13 || kTune == 14) && kFitStages > 4 ? 4 : kFitStages > 6 ? 6 : kFitStages;
+  // (Run 59: the decode with four key stages instead of five streamed and ran as fast, 283 vs
+  // 285 us alone at b64 x 128K.)
+  static constexpr int kKVStages = kFitStages > 6 ? 6 : kFitStages;
   static_assert(kKVStages >= 2, "shared memory too small for two key stages");
 
   // Shared memory layout (byte offsets from a 1024-aligned base).
