@@ -275,6 +275,7 @@ const Variant kVariants[] = {
     {"variant 7 (key scales loaded at the top of the stage, run 56's kernel)", nullptr, 7, true},
     {"variant 9 (cut digit counts with match_any, runs 1-58's kernel)",
      "variant 9 (cut digit counts with match_any, runs 1-58's kernel)", 9, true},
+    {nullptr, "variant 13 (five key stages, L2 promotion 256 B: runs 38-59's decode)", 13, true},
 };
 
 double copy_ceiling_tbps() {

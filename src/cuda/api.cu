@@ -50,14 +50,15 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
 // dims/strides: innermost first; strides (bytes) for dims 1..rank-1.
 CUtensorMap make_map(const void* base, CUtensorMapDataType type, int rank, const uint64_t* dims,
                      const uint64_t* strides, const uint32_t* box, CUtensorMapSwizzle swizzle,
-                     const char* what) {
+                     const char* what,
+                     CUtensorMapL2promotion promo = CU_TENSOR_MAP_L2_PROMOTION_L2_256B) {
   CUtensorMap map;
   std::memset(&map, 0, sizeof(map));
   const uint32_t elem_strides[3] = {1, 1, 1};
   const CUresult r =
       encode_fn()(&map, type, cuuint32_t(rank), const_cast<void*>(base), dims, strides, box,
                   elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
-                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+                  promo, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   HISA_CHECK(r == CUDA_SUCCESS, "cuda backend: cuTensorMapEncodeTiled failed for ", what,
              " (CUresult ", int(r), ")");
   return map;
@@ -83,13 +84,18 @@ CUtensorMap map_scales(const float* base, uint64_t n, uint32_t box_n = 256) {
                   CU_TENSOR_MAP_SWIZZLE_NONE, "k_scale");
 }
 
-// The paged cache as [pages, 64 tokens, 128 bytes] with the page stride of 64 * 132 bytes.
-CUtensorMap map_cache(const uint8_t* base, uint64_t pages) {
+// The paged cache as [pages, 64 tokens, 128 bytes] with the page stride of 64 * 132 bytes. No L2
+// promotion: each page is read once, and hisa_stream_probe (device run 60) streamed the cache's
+// pages with these copies in 263 us without promotion (128 B: 264) against 280 us with the 256 B
+// promotion that the prefill's maps use (where keys are re-read from L2). `l2_256`: the old map
+// (decode variant 13).
+CUtensorMap map_cache(const uint8_t* base, uint64_t pages, bool l2_256 = false) {
   const uint64_t dims[3] = {128, 64, pages};
   const uint64_t strides[2] = {128, 64 * 132};
   const uint32_t box[3] = {128, 64, 1};
   return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, dims, strides, box,
-                  CU_TENSOR_MAP_SWIZZLE_128B, "kv_cache");
+                  CU_TENSOR_MAP_SWIZZLE_128B, "kv_cache",
+                  l2_256 ? CU_TENSOR_MAP_L2_PROMOTION_L2_256B : CU_TENSOR_MAP_L2_PROMOTION_NONE);
 }
 
 // ---------------------------------------------------------------- launch tables
@@ -136,6 +142,7 @@ cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
   if (opt.variant == 9) return launch_variant<kNQ, kPaged, 9>(l, prof);
   if constexpr (kPaged) {
     if (opt.variant == 2) return launch_flat<kFp8, 64, kNQ, kPaged, false, true, 2, 0>(l);
+    if (opt.variant == 13) return launch_variant<kNQ, kPaged, 13>(l, prof);
   } else {
     if (opt.variant == 3) return launch_variant<kNQ, kPaged, 3>(l, prof);
     if (opt.variant == 4) return launch_variant<kNQ, kPaged, 4>(l, prof);
@@ -538,7 +545,7 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   FlatLaunch l;
   l.q = map_rows(in.q, DType::F8E4M3, uint64_t(rows) * in.num_heads,
                  uint32_t(in.next_n * in.num_heads), "q");
-  l.k = map_cache(in.kv_cache, uint64_t(in.num_pages));
+  l.k = map_cache(in.kv_cache, uint64_t(in.num_pages), opt.variant == 13);
   l.scale = l.k;
   sm90::FlatParams& p = l.p;
   p.row_begin = 0;
@@ -563,8 +570,8 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   }
   l.grid = int(std::min<int64_t>(int64_t(in.batch) * splits, sms));
   l.stream = st;
-  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || opt.variant == 9,
-             "decode: variant must be 0, 1, 2 or 9");
+  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || opt.variant == 9 || opt.variant == 13,
+             "decode: variant must be 0, 1, 2, 9 or 13");
   if (opt.profile || opt.debug_mode || opt.variant) {
     HISA_CHECK(in.num_heads == 64 && in.next_n == 1,
                "decode: the measurement hooks and variants exist for H = 64, next_n = 1 only");

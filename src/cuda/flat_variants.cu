@@ -1,6 +1,7 @@
 // Same-run A/B instances of session 8 (fp8, H = 64; sm90_flat_topk.cuh, FlatConfig): the cuts'
-// digit counts with __match_any_sync (TUNE 9, runs 1-58's production; prefill and decode). A file
-// of their own so that they compile in parallel with flat_profiled.cu.
+// digit counts with __match_any_sync (TUNE 9, runs 1-58's production; prefill and decode) and the
+// decode of runs 38-59 (TUNE 13: five key stages; the host gives it the 256 B L2 promotion). A
+// file of their own so that they compile in parallel with flat_profiled.cu.
 #define HISA_FLAT_DEFINE_LAUNCH
 #include "cuda/flat_launch.cuh"
 
@@ -9,4 +10,6 @@ HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 2, false, false, 9, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 2, false, true, 9, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, false, 9, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 9, 0)
+HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, false, 13, 0)
+HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 13, 0)
 }  // namespace hisa::cuda

@@ -263,9 +263,13 @@ struct FlatConfig {
   static constexpr int kSmemLimit = 232448;  // 227 KB per block on sm_90
   static constexpr int kStageBytes = kKVBytes + kBlockKV * 4;
   static constexpr int kFitStages = (kSmemLimit - kFixed) / kStageBytes;
-  // (Run 59: the decode with four key stages instead of five streamed and ran as fast, 283 vs
-  // 285 us alone at b64 x 128K.)
-  static constexpr int kKVStages = kFitStages > 6 ? 6 : kFitStages;
+  // The slim decode keeps four key stages (run 60's hisa_stream_probe: with the cache map's L2
+  // promotion off, its page copies on a four-stage ring streamed the cache in 263 us, on five
+  // 274; in run 59, with the 256 B promotion, four stages alone gained nothing). kTune 13: five
+  // stages (what fits) and the 256 B promotion (the decode of runs 38-59; the map is the host's).
+  static constexpr int kKVStages = kSlimDecode && kTune != 13 && kFitStages > 4 ? 4
+                                   : kFitStages > 6                             ? 6
+                                                                                : kFitStages;
   static_assert(kKVStages >= 2, "shared memory too small for two key stages");
 
   // Shared memory layout (byte offsets from a 1024-aligned base).
