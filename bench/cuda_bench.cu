@@ -276,6 +276,7 @@ const Variant kVariants[] = {
     {"variant 9 (cut digit counts with match_any, runs 1-58's kernel)",
      "variant 9 (cut digit counts with match_any, runs 1-58's kernel)", 9, true},
     {nullptr, "variant 13 (five key stages, L2 promotion 256 B: runs 38-59's decode)", 13, true},
+    {nullptr, "variant 14 (five key stages, no L2 promotion)", 14, true},
 };
 
 double copy_ceiling_tbps() {

@@ -86,7 +86,8 @@ struct Options {
   // register per stage in the math warps; 1-2% slower at 128K, 2% faster at 8K and 32K).
   // Prefill and decode, 9: the cuts count digits with __match_any_sync (the default before
   // device run 59; in run 59 5-23% slower prefill, 2-6% slower decode). Decode, 13: the decode
-  // of runs 38-59 (five key stages, the cache map with the 256 B L2 promotion).
+  // of runs 38-59 (five key stages, the cache map with the 256 B L2 promotion); 14: five key
+  // stages with the default's map (no L2 promotion).
   int variant = 0;
   // Launch the split-K merge kernel as a programmatic dependent of the fused kernel when the
   // fused grid leaves at least half the SMs free (its CTAs wait there instead of being launched

@@ -143,6 +143,7 @@ cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
   if constexpr (kPaged) {
     if (opt.variant == 2) return launch_flat<kFp8, 64, kNQ, kPaged, false, true, 2, 0>(l);
     if (opt.variant == 13) return launch_variant<kNQ, kPaged, 13>(l, prof);
+    if (opt.variant == 14) return launch_variant<kNQ, kPaged, 14>(l, prof);
   } else {
     if (opt.variant == 3) return launch_variant<kNQ, kPaged, 3>(l, prof);
     if (opt.variant == 4) return launch_variant<kNQ, kPaged, 4>(l, prof);
@@ -570,8 +571,9 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   }
   l.grid = int(std::min<int64_t>(int64_t(in.batch) * splits, sms));
   l.stream = st;
-  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || opt.variant == 9 || opt.variant == 13,
-             "decode: variant must be 0, 1, 2, 9 or 13");
+  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || opt.variant == 9 || opt.variant == 13 ||
+                 opt.variant == 14,
+             "decode: variant must be 0, 1, 2, 9, 13 or 14");
   if (opt.profile || opt.debug_mode || opt.variant) {
     HISA_CHECK(in.num_heads == 64 && in.next_n == 1,
                "decode: the measurement hooks and variants exist for H = 64, next_n = 1 only");

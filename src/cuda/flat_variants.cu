@@ -12,4 +12,6 @@ HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, false, 9, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 9, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, false, 13, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 13, 0)
+HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, false, 14, 0)
+HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 14, 0)
 }  // namespace hisa::cuda

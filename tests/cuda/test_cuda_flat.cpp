@@ -358,8 +358,9 @@ TEST(CudaDecode, Variants) {
   g_variant = 1;  // run 22's configuration (16-stage epilogue ring)
   check_decode({9000, 4000, 300}, 1, 64, 2048, Path::Fused, false, "decode_v1_k2048");
   check_decode({20000, 3000}, 1, 64, 100, Path::Fused, true, "decode_v1_exact_k100", 3);
-  // 9: the cuts' counts with __match_any_sync (runs 1-58); 13: five key stages, L2 promotion 256 B
-  for (int v : {9, 13}) {
+  // 9: the cuts' counts with __match_any_sync (runs 1-58); 13: five key stages, L2 promotion 256 B;
+  // 14: five key stages, no L2 promotion
+  for (int v : {9, 13, 14}) {
     g_variant = v;
     const std::string n = "decode_v" + std::to_string(v);
     check_decode({9000, 4000, 300}, 1, 64, 2048, Path::Fused, false, n + "_k2048");

@@ -267,9 +267,12 @@ struct FlatConfig {
   // promotion off, its page copies on a four-stage ring streamed the cache in 263 us, on five
   // 274; in run 59, with the 256 B promotion, four stages alone gained nothing). kTune 13: five
   // stages (what fits) and the 256 B promotion (the decode of runs 38-59; the map is the host's).
-  static constexpr int kKVStages = kSlimDecode && kTune != 13 && kFitStages > 4 ? 4
-                                   : kFitStages > 6                             ? 6
-                                                                                : kFitStages;
+  // kTune 14: five stages with the map of production (run 61: the stream alone 268 us, the
+  // whole decode 310 vs 312, the scoring pipeline 290: does the fifth stage feed the math better?).
+  static constexpr int kKVStages =
+      kSlimDecode && kTune != 13 && kTune != 14 && kFitStages > 4 ? 4
+      : kFitStages > 6                                           ? 6
+                                                                 : kFitStages;
   static_assert(kKVStages >= 2, "shared memory too small for two key stages");
 
   // Shared memory layout (byte offsets from a 1024-aligned base).
