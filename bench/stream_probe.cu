@@ -49,6 +49,10 @@ constexpr int kStageBytes = 25 * 1024;  // 3 records (25344 bytes), 1024-aligned
 constexpr int kScaleOff = kPPS * 64 * 128;  // tensor path: keys, then the pages' scales
 
 enum Path : int { kBulk = 0, kCpAsync = 1, kLdSt = 2, kTensor = 3 };
+// Threads that issue a stage's copies: one lane for the copy-engine paths, else kP whole warps.
+__host__ __device__ constexpr int issuers(int path, int warps) {
+  return path == kBulk || path == kTensor ? 1 : warps * 32;
+}
 
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(dst)), "l"(src)
@@ -71,7 +75,7 @@ __global__ void __launch_bounds__(32 * (kP + 1), 1)
   const int64_t stages = (p1 - p0 + kPPS - 1) / kPPS;
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
-      mbar_init(&full[s], kPath == kBulk || kPath == kTensor ? 1 : kP * 32);
+      mbar_init(&full[s], issuers(kPath, kP));
       mbar_init(&empty[s], 1);
     }
     fence_barrier_init();
@@ -177,7 +181,7 @@ Result run(const char* name, const CUtensorMap& map, const uint8_t* cache, const
   std::sort(ms.begin(), ms.end());
   const double med = ms[ms.size() / 2];
   const double bytes = double(pages) * kPageBytes;
-  Result r{name, kPath == kBulk || kPath == kTensor ? 1 : kP, kStages, med * 1e3,
+  Result r{name, issuers(kPath, kP) == 1 ? 1 : kP, kStages, med * 1e3,
            bytes / (med * 1e-3) / 1e12};
   std::printf("  %-12s producers %d  stages %d (%3d KB ring): %7.1f us  %.2f TB/s\n", r.path,
               r.producers, r.stages, kStages * kStageBytes / 1024, r.us, r.tbps);

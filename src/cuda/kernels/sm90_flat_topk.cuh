@@ -171,7 +171,7 @@ struct FlatConfig {
   // The cuts count digits with one shared-memory atomic per key (run 58: an anchored digit spreads
   // a list over many bins, so __match_any_sync rarely merged lanes, and it sat in every key's
   // dependent chain: cuts 24.6K -> 17.6K cycles at 128K, prefill 6-19% faster). kTune 9: with
-  // __match_any_sync (runs 1-57). Run 58 also measured, and dropped: one stage-barrier arrival per
+  // __match_any_sync (runs 1-58). Run 58 also measured, and dropped: one stage-barrier arrival per
   // warp instead of per thread (prefill 3-6% slower, decode 3% slower, the decode key stream
   // alone unchanged) and 8 list entries in flight per thread in the counts (no change).
   static constexpr bool kCutAggregate = kTune == 9;
@@ -267,8 +267,8 @@ struct FlatConfig {
   // promotion off, its page copies on a four-stage ring streamed the cache in 263 us, on five
   // 274; in run 59, with the 256 B promotion, four stages alone gained nothing). kTune 13: five
   // stages (what fits) and the 256 B promotion (the decode of runs 38-59; the map is the host's).
-  // kTune 14: five stages with the map of production (run 61: the stream alone 268 us, the
-  // whole decode 310 vs 312, the scoring pipeline 290: does the fifth stage feed the math better?).
+  // kTune 14: five stages with production's map (run 62: 310.6 us against production's 316.6,
+  // min 304.7, on a noisy lease: within the spread, not decided).
   static constexpr int kKVStages =
       kSlimDecode && kTune != 13 && kTune != 14 && kFitStages > 4 ? 4
       : kFitStages > 6                                           ? 6
