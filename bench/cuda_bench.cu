@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -189,6 +190,43 @@ Timing time_it(const std::function<void(int)>& f, double budget_s, int min_reps,
   return r;
 }
 
+// Time per call with the calls queued back to back (one event pair around `reps` calls, no host
+// synchronisation in between): the host's per-call work (tensor maps, launches) overlaps the GPU
+// work of the previous call, as in a serving loop, so this is the GPU time per call, kernels and
+// the gaps between them. time_it above synchronises after every call and so also counts the
+// host time from its first event to the first kernel.
+// UTC wall-clock time HH:MM:SS.mmm, to line results up with nvidia-smi samples (device_run.sh).
+std::string utc_now() {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  const int ms = int(std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch())
+                         .count() %
+                     1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%02d:%02d:%02d.%03d", tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+  return buf;
+}
+
+constexpr int kB2BReps = 100;
+double time_back_to_back_ms(const std::function<void(int)>& f, int reps) {
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  f(0);
+  CK(cudaDeviceSynchronize());
+  CK(cudaEventRecord(a));
+  for (int rep = 1; rep <= reps; ++rep) f(rep);
+  CK(cudaEventRecord(b));
+  CK(cudaEventSynchronize(b));
+  float t = 0;
+  CK(cudaEventElapsedTime(&t, a, b));
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return double(t) / reps;
+}
+
 // Judges sampled rows: builds one-row host inputs (the row's q and w, its sequence's keys).
 int check_prefill_rows(const Buf<uint8_t>& q, const Buf<uint8_t>& k, const Buf<float>& ks,
                        const Buf<float>& w, const Buf<int32_t>& out, int64_t L, int H, int topk,
@@ -246,15 +284,18 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
   r["producer_wait_kv_free"] = c[9] / prod;
   r["items"] = c[10];
   r["cycles_per_compaction"] = c[5] ? c[3] / double(c[5]) : 0.0;
+  // The SM clock over the producer warps' lifetimes (clock64 ticks / globaltimer ns).
+  r["sm_clock_ghz"] = c[12] ? double(c[11]) / double(c[12]) : 0.0;
   std::printf(
       "    profile: select idle %.0f%%, append %.0f%%, compact %.0f%% (%.1f per item, %.0f cycles "
       "each), "
-      "final %.0f%%; %.0f candidates appended per item; producer waits for free stages %.0f%%\n",
+      "final %.0f%%; %.0f candidates appended per item; producer waits for free stages %.0f%%; "
+      "SM clock %.2f GHz\n",
       100 * r["select_idle_waiting_for_scores"].get<double>(),
       100 * r["select_append"].get<double>(), 100 * r["select_compact"].get<double>(),
       r["compactions_per_item"].get<double>(), r["cycles_per_compaction"].get<double>(),
       100 * r["select_final"].get<double>(), r["appended_per_item"].get<double>(),
-      100 * r["producer_wait_kv_free"].get<double>());
+      100 * r["producer_wait_kv_free"].get<double>(), r["sm_clock_ghz"].get<double>());
   return r;
 }
 
@@ -264,6 +305,8 @@ struct Variant {
   const char* decode_name;
   int variant;
   bool merge_pdl;
+  bool merge_in_kernel = false;  // decode: Options::merge_in_kernel
+  bool no_select = false;        // decode: also time it without the selection (debug_mode 1)
 };
 const Variant kVariants[] = {
     {"variant 1 (run 27's kernel: 768 threads, two N = 64 banks)",
@@ -277,6 +320,11 @@ const Variant kVariants[] = {
      "variant 9 (cut digit counts with match_any, runs 1-58's kernel)", 9, true},
     {nullptr, "variant 13 (five key stages, L2 promotion 256 B: runs 38-59's decode)", 13, true},
     {nullptr, "variant 14 (five key stages, no L2 promotion)", 14, true},
+    {nullptr, "variant 15 (w in registers)", 15, true, false, true},
+    {nullptr, "variant 16 (w in registers, one N = 64 bank)", 16, true, false, true},
+    {nullptr, "merge in the kernel (by each request's last split)", 0, true, true},
+    {nullptr, "variant 15 + merge in the kernel", 15, true, true},
+    {nullptr, "variant 16 + merge in the kernel", 16, true, true},
 };
 
 double copy_ceiling_tbps() {
@@ -581,7 +629,15 @@ int main(int argc, char** argv) {
                 0.3, 10, 200);
             const double bytes = double(batch) * ctx * 132 + double(batch) * H * (128 + 4);
             const double flops = double(batch) * ctx * H * 128 * 2;
+            const double b2b = time_back_to_back_ms(
+                [&](int rep) {
+                  const int r0 = (rep % groups) * batch;
+                  o.indices = dout.p + size_t(r0) * topk;
+                  hisa::cuda::select_decode(make_in(rep), cfg, o, ws, nullptr, opt);
+                },
+                kB2BReps);
             json r;
+            r["back_to_back_us"] = b2b * 1e3;
             r["kind"] = "decode";
             r["batch"] = batch;
             r["context"] = ctx;
@@ -611,7 +667,7 @@ int main(int argc, char** argv) {
                 100 * r["fraction_of_copy_ceiling"].get<double>(), r["tflops"].get<double>());
             if (r.contains("ratio_to_deepgemm_logits"))
               std::printf("  x%.2f of DG logits", r["ratio_to_deepgemm_logits"].get<double>());
-            std::printf("\n");
+            std::printf("  back to back %.1f us  [%s]\n", b2b * 1e3, utc_now().c_str());
             // Checks 2 rows of the last call against the reference (one-request host inputs).
             const auto check_two = [&](int rep) {
               CK(cudaDeviceSynchronize());
@@ -651,7 +707,7 @@ int main(int argc, char** argv) {
               return bad;
             };
             if (splits == 0) {
-              const int bad = check_two(t.reps);  // the last call's rotation
+              const int bad = check_two(kB2BReps);  // the last call's rotation (back to back)
               r["rows_checked"] = 2;
               r["rows_failed"] = bad;
               if (ctx == 131072) {
@@ -674,29 +730,68 @@ int main(int argc, char** argv) {
                 r["no_select_us"] = td.median_ms * 1e3;
                 std::printf("    without selection: %.1f us = %.2f TB/s\n", td.median_ms * 1e3,
                             bytes / (td.median_ms * 1e-3) / 1e12);
+                r["no_select_profile"] = profile_call([&](hisa::cuda::Options& po) {
+                  po.debug_mode = 1;
+                  o.indices = dout.p;
+                  hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, po);
+                });
                 hisa::cuda::Options so = dbg;
                 so.variant = 2;  // the key stream alone: no scoring either
                 const Timing ts = time_decode(so);
                 r["stream_only_us"] = ts.median_ms * 1e3;
                 std::printf("    key stream alone (no scoring, no selection): %.1f us = %.2f TB/s\n",
                             ts.median_ms * 1e3, bytes / (ts.median_ms * 1e-3) / 1e12);
+                r["stream_only_profile"] = profile_call([&](hisa::cuda::Options& po) {
+                  po.debug_mode = 1, po.variant = 2;
+                  o.indices = dout.p;
+                  hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, po);
+                });
+                {
+                  // The merge kernel alone (debug_mode 2; 128K always splits), over the partial
+                  // lists of one production call.
+                  o.indices = dout.p;
+                  hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, opt);
+                  hisa::cuda::Options mo = opt;
+                  mo.debug_mode = 2;
+                  const Timing tm = time_decode(mo);
+                  r["merge_only_us"] = tm.median_ms * 1e3;
+                  std::printf("    the merge kernel alone: %.1f us\n", tm.median_ms * 1e3);
+                }
                 for (const Variant& v : kVariants) {
                   if (!v.decode_name) continue;
                   hisa::cuda::Options vo = opt;
                   vo.variant = v.variant, vo.merge_pdl = v.merge_pdl;
+                  vo.merge_in_kernel = v.merge_in_kernel;
                   const Timing tv = time_decode(vo);
                   json rv;
                   rv["name"] = v.decode_name, rv["variant"] = v.variant;
+                  rv["merge_in_kernel"] = v.merge_in_kernel;
                   rv["median_us"] = tv.median_ms * 1e3;
-                  rv["rows_failed"] = check_two(tv.reps);
-                  std::printf("    %s: %.1f us = %.2f TB/s%s\n", v.decode_name, tv.median_ms * 1e3,
+                  rv["back_to_back_us"] = 1e3 * time_back_to_back_ms(
+                      [&](int rep) {
+                        o.indices = dout.p + size_t((rep % groups) * batch) * topk;
+                        hisa::cuda::select_decode(make_in(rep), cfg, o, ws, nullptr, vo);
+                      },
+                      kB2BReps);
+                  rv["rows_failed"] = check_two(kB2BReps);  // (the back-to-back calls' last)
+                  std::printf("    %s: %.1f us = %.2f TB/s (back to back %.1f us) [%s]%s\n",
+                              v.decode_name, tv.median_ms * 1e3,
                               bytes / (tv.median_ms * 1e-3) / 1e12,
+                              rv["back_to_back_us"].get<double>(), utc_now().c_str(),
                               rv["rows_failed"].get<int>() ? "  CHECK FAILED" : "");
                   rv["profile"] = profile_call([&](hisa::cuda::Options& po) {
                     po.variant = v.variant, po.merge_pdl = v.merge_pdl;
+                    po.merge_in_kernel = v.merge_in_kernel;
                     o.indices = dout.p;
                     hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, po);
                   });
+                  if (v.no_select) {
+                    hisa::cuda::Options vd = vo;
+                    vd.debug_mode = 1;
+                    const Timing tn = time_decode(vd);
+                    rv["no_select_us"] = tn.median_ms * 1e3;
+                    std::printf("      without selection: %.1f us\n", tn.median_ms * 1e3);
+                  }
                   r["variants"].push_back(rv);
                 }
               }

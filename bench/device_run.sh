@@ -3,7 +3,7 @@
 # the in-run PyTorch baseline (bench/torch_baseline.py), the SASS summary, compute-sanitizer on
 # small cases. Binaries are built elsewhere and carried in .carry-cuda/ (with libgomp.so.1;
 # .carry/ holds other sessions' data), ignored through .git/info/exclude.
-# Writes under $OUT: run.log, tests.log, tests.json, bench.json, stream_probe.json, torch.json, sass.txt,
+# Writes under $OUT: run.log, tests.log, tests.json, bench.json, smi.csv, stream_probe.json, torch.json, sass.txt,
 # sass_prefill_fp8_h64.txt, ncu_*.{txt,csv,log} (Nsight Compute on one prefill launch), sanitizer.log. Each step has its own time limit so that a hang
 # cannot eat the whole lease.
 #
@@ -66,7 +66,20 @@ fi
 
 if has bench; then
   step "bench: hisa_cuda_bench"
-  timeout "${BENCH_TIMEOUT:-150}" "$BIN/hisa_cuda_bench" --json "$OUT/bench.json" 2>&1 | tee -a "$LOG"
+  # SM clock, power and clock-event reasons every 100 ms while it runs (smi.csv; the bench prints
+  # UTC times on its decode lines to line them up).
+  smi_pid=
+  if command -v nvidia-smi >/dev/null; then
+    reasons=clocks_event_reasons.active
+    nvidia-smi --query-gpu=$reasons --format=csv >/dev/null 2>&1 || reasons=clocks_throttle_reasons.active
+    nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,$reasons \
+      --format=csv -lms 100 >"$OUT/smi.csv" 2>&1 &
+    smi_pid=$!
+  fi
+  # BENCH_ARGS: extra arguments (e.g. --no-prefill for a decode-only run)
+  timeout "${BENCH_TIMEOUT:-150}" "$BIN/hisa_cuda_bench" --json "$OUT/bench.json" ${BENCH_ARGS:-} 2>&1 |
+    tee -a "$LOG"
+  if [ -n "$smi_pid" ]; then kill "$smi_pid" 2>/dev/null; wait "$smi_pid" 2>/dev/null; fi
 fi
 
 if has probe && [ -x "$BIN/hisa_stream_probe" ]; then

@@ -35,8 +35,9 @@ class Workspace {
   size_t bytes() const;
   // Frees everything (synchronises the device).
   void release();
-  // Internal: a device buffer of at least `bytes` for `slot` (contents undefined).
-  void* get(int slot, size_t bytes);
+  // Internal: a device buffer of at least `bytes` for `slot` (contents undefined, or zero when
+  // zero_new and the buffer is newly allocated).
+  void* get(int slot, size_t bytes, bool zero_new = false);
 
  private:
   struct Impl;
@@ -70,7 +71,8 @@ struct Options {
   // path): `profile` is a device array of 16 u64 that accumulates the select and producer
   // warpgroups' cycle counters (slots in src/cuda/kernels/sm90_flat_topk.cuh, ProfSlot);
   // debug_mode 1 makes the select warpgroup consume the scores without selecting (the indices are
-  // then meaningless): the bound set by scoring and the pipeline alone.
+  // then meaningless): the bound set by scoring and the pipeline alone. Decode only, debug_mode 2:
+  // only the split-K merge kernel runs, over the partial lists the previous call left.
   unsigned long long* profile = nullptr;
   int debug_mode = 0;
   // Kernel variant for A/B timing (0 = default): 1 runs an earlier configuration. Fused fp8
@@ -87,12 +89,17 @@ struct Options {
   // Prefill and decode, 9: the cuts count digits with __match_any_sync (the default before
   // device run 59; in run 59 5-23% slower prefill, 2-6% slower decode). Decode, 13: the decode
   // of runs 38-59 (five key stages, the cache map with the 256 B L2 promotion); 14: five key
-  // stages with the default's map (no L2 promotion).
+  // stages with the default's map (no L2 promotion); 15: the default with w in registers (no
+  // shared-memory loads of w per key stage); 16: 15 with one N = 64 wgmma bank instead of two
+  // N = 32 banks.
   int variant = 0;
   // Launch the split-K merge kernel as a programmatic dependent of the fused kernel when the
   // fused grid leaves at least half the SMs free (its CTAs wait there instead of being launched
   // after it). false: always after it (for A/B timing).
   bool merge_pdl = true;
+  // Decode: merge the split-K partial lists in the fused kernel, by the last split of each
+  // request to finish (no merge kernel), where splits * k fits its candidate list.
+  bool merge_in_kernel = false;
 };
 
 // Ragged prefill. in: device pointers (q, k, k_scale, w, cu_seqlens or ks/ke). out.indices:

@@ -24,7 +24,15 @@ constexpr int kFusedMaxK = 2048;    // candidate lists of the fused kernel hold 
 constexpr int kTopkThreads = 1024;  // stand-alone top-k / merge: one CTA of 1024 per row
 constexpr int kMergeThreads = 512;
 
-enum Slot : int { kSlotSpans = 0, kSlotPartU, kSlotPartPos, kSlotPartCnt, kSlotScores, kSlotErr };
+enum Slot : int {
+  kSlotSpans = 0,
+  kSlotPartU,
+  kSlotPartPos,
+  kSlotPartCnt,
+  kSlotScores,
+  kSlotErr,
+  kSlotMergeCount
+};
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
@@ -127,6 +135,25 @@ cudaError_t decode_launch_n(int next_n, const FlatLaunch& l) {
 cudaError_t decode_launch(int heads, int next_n, const FlatLaunch& l) {
   return heads == 64 ? decode_launch_n<64>(next_n, l) : decode_launch_n<32>(next_n, l);
 }
+// Candidate-list capacity of the decode instance a launch runs (the in-kernel merge needs
+// splits * k entries of it). The variants share production's capacity (7168).
+template <int H>
+int decode_cap_n(int next_n) {
+  switch (next_n) {
+    case 1:
+      return sm90::FlatConfig<sm90::Fp8, H, 1, true, false>::kCap;
+    case 2:
+      return sm90::FlatConfig<sm90::Fp8, H, 2, true, false>::kCap;
+    case 3:
+      return sm90::FlatConfig<sm90::Fp8, H, 3, true, false>::kCap;
+    default:
+      return sm90::FlatConfig<sm90::Fp8, H, 4, true, false>::kCap;
+  }
+}
+int decode_cap(int heads, int next_n, int variant) {
+  if (variant == 1) return sm90::FlatConfig<sm90::Fp8, 64, 1, true, false, false, 1>::kCap;
+  return heads == 64 ? decode_cap_n<64>(next_n) : decode_cap_n<32>(next_n);
+}
 
 // The measurement and A/B instances (fp8, H = 64; prefill: kNQ 2, decode: kNQ 1 paged): the
 // variants profiled or plain, the production kernel profiled (src/cuda/flat_profiled.cu).
@@ -144,6 +171,8 @@ cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
     if (opt.variant == 2) return launch_flat<kFp8, 64, kNQ, kPaged, false, true, 2, 0>(l);
     if (opt.variant == 13) return launch_variant<kNQ, kPaged, 13>(l, prof);
     if (opt.variant == 14) return launch_variant<kNQ, kPaged, 14>(l, prof);
+    if (opt.variant == 15) return launch_variant<kNQ, kPaged, 15>(l, prof);
+    if (opt.variant == 16) return launch_variant<kNQ, kPaged, 16>(l, prof);
   } else {
     if (opt.variant == 3) return launch_variant<kNQ, kPaged, 3>(l, prof);
     if (opt.variant == 4) return launch_variant<kNQ, kPaged, 4>(l, prof);
@@ -571,9 +600,25 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   }
   l.grid = int(std::min<int64_t>(int64_t(in.batch) * splits, sms));
   l.stream = st;
-  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || opt.variant == 9 || opt.variant == 13 ||
-                 opt.variant == 14,
-             "decode: variant must be 0, 1, 2, 9, 13 or 14");
+  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || opt.variant == 9 ||
+                 (opt.variant >= 13 && opt.variant <= 16),
+             "decode: variant must be 0, 1, 2, 9, 13, 14, 15 or 16");
+  // The merge by the tile's last split (no merge kernel) where the union of the partial lists
+  // fits the kernel's candidate list.
+  const bool merge_in_kernel =
+      splits > 1 && opt.merge_in_kernel &&
+      int64_t(splits) * k <= decode_cap(in.num_heads, in.next_n, opt.variant);
+  if (merge_in_kernel)
+    p.merge_count = static_cast<int*>(
+        ws.get(kSlotMergeCount, size_t(in.batch) * sizeof(int), /*zero_new=*/true));
+  if (opt.debug_mode == 2) {
+    // Measurement: the merge kernel alone, over the partial lists the previous call left.
+    HISA_CHECK(splits > 1 && !merge_in_kernel,
+               "decode: debug_mode 2 times the merge kernel of a split call");
+    launch_merge(PartialLists{p.part_u, p.part_pos, p.part_cnt, splits, k}, rows, k, out, st,
+                 false);
+    return;
+  }
   if (opt.profile || opt.debug_mode || opt.variant) {
     HISA_CHECK(in.num_heads == 64 && in.next_n == 1,
                "decode: the measurement hooks and variants exist for H = 64, next_n = 1 only");
@@ -583,7 +628,7 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   } else {
     HISA_CUDA_CHECK(decode_launch(in.num_heads, in.next_n, l));
   }
-  if (splits > 1)
+  if (splits > 1 && !merge_in_kernel)
     launch_merge(PartialLists{p.part_u, p.part_pos, p.part_cnt, splits, k}, rows, k, out, st,
                  merge_pdl(opt, l.grid, sms));
 }
@@ -655,7 +700,7 @@ void Workspace::release() {
     b = Impl::Buffer{};
   }
 }
-void* Workspace::get(int slot, size_t bytes) {
+void* Workspace::get(int slot, size_t bytes, bool zero_new) {
   if (size_t(slot) >= impl_->slots.size()) impl_->slots.resize(size_t(slot) + 1);
   Impl::Buffer& b = impl_->slots[size_t(slot)];
   bytes = std::max<size_t>(bytes, 256);
@@ -663,6 +708,7 @@ void* Workspace::get(int slot, size_t bytes) {
     if (b.ptr) HISA_CUDA_CHECK(cudaFree(b.ptr));  // synchronises: nothing in flight uses it
     b = Impl::Buffer{};
     HISA_CUDA_CHECK(cudaMalloc(&b.ptr, bytes));
+    if (zero_new) HISA_CUDA_CHECK(cudaMemset(b.ptr, 0, bytes));
     b.bytes = bytes;
   }
   return b.ptr;

@@ -19,6 +19,8 @@ using cuda::Path;
 
 // Kernel variant of the fused calls (Options::variant; set by the variant tests).
 int g_variant = 0;
+// Options::merge_in_kernel of the fused decode calls (set by the merge tests).
+bool g_merge_in_kernel = false;
 
 // Options of the test calls: the path and split count under test, device-side value checks on.
 cuda::Options test_options(Path path, int splits) {
@@ -27,6 +29,7 @@ cuda::Options test_options(Path path, int splits) {
   opt.splits = splits;
   opt.check_values = true;
   opt.variant = g_variant;
+  opt.merge_in_kernel = g_merge_in_kernel;
   return opt;
 }
 
@@ -359,8 +362,8 @@ TEST(CudaDecode, Variants) {
   check_decode({9000, 4000, 300}, 1, 64, 2048, Path::Fused, false, "decode_v1_k2048");
   check_decode({20000, 3000}, 1, 64, 100, Path::Fused, true, "decode_v1_exact_k100", 3);
   // 9: the cuts' counts with __match_any_sync (runs 1-58); 13: five key stages, L2 promotion 256 B;
-  // 14: five key stages, no L2 promotion
-  for (int v : {9, 13, 14}) {
+  // 14: five key stages, no L2 promotion; 15: w in registers; 16: 15 with one N = 64 bank
+  for (int v : {9, 13, 14, 15, 16}) {
     g_variant = v;
     const std::string n = "decode_v" + std::to_string(v);
     check_decode({9000, 4000, 300}, 1, 64, 2048, Path::Fused, false, n + "_k2048");
@@ -372,6 +375,76 @@ TEST(CudaDecode, Variants) {
   for (size_t i = 0; i < many.size(); ++i) many[i] = 64 + int(i * 37 % 3000);
   check_decode(many, 1, 64, 512, Path::Fused, false, "decode_300_requests");
   check_decode(many, 1, 64, 256, Path::Fused, true, "decode_300_requests_exact", 2);
+}
+// The split-K merge done by each request's last split in the fused kernel (Options::
+// merge_in_kernel): against the reference, bitwise equal to the merge kernel's output (the same
+// cut over the same slots in the same order), 20 reruns on one workspace bitwise identical (the
+// arrival counters return to zero), more items than SMs, and the shapes it does not take (the
+// union over the candidate list) going to the merge kernel.
+TEST(CudaDecode, MergeInKernel) {
+  SKIP_WITHOUT_GPU();
+  struct Case {
+    std::vector<int> lens;
+    int next_n, H, k, splits;
+    bool exact;
+    const char* name;
+  };
+  std::vector<int> many(300);
+  for (size_t i = 0; i < many.size(); ++i) many[i] = 700 + int(i * 37 % 5000);
+  const std::vector<Case> cases = {
+      {{9000, 4000, 300}, 1, 64, 2048, 2, false, "mik_k2048_split2"},
+      {{30000, 9000, 2500}, 1, 64, 2048, 3, false, "mik_k2048_split3"},
+      {{20000, 3000}, 1, 64, 100, 8, true, "mik_exact_k100_split8"},
+      {{12000, 5000}, 1, 32, 2048, 2, false, "mik_h32_k2048_split2"},
+      {{6000, 2500, 900}, 2, 64, 256, 4, false, "mik_n2_k256_split4"},
+      {{9000, 4000}, 1, 64, 2048, 4, false, "mik_too_long_for_the_list"},  // merge kernel
+      {many, 1, 64, 512, 2, true, "mik_300_requests_exact"},
+  };
+  for (int v : {0, 15, 16}) {
+    for (const Case& c : cases) {
+      if (v && (c.H != 64 || c.next_n != 1)) continue;
+      g_variant = v;
+      const std::string name = std::string(c.name) + "_v" + std::to_string(v);
+      const uint64_t seed = seed_for(name);
+      SCOPED_TRACE(name + " seed " + std::to_string(seed));
+      std::cout << "[ seed ] " << name << " " << seed << "\n";
+      const DecodeCase dc = make_decode(c.lens, c.next_n, c.H, seed, c.exact);
+      g_merge_in_kernel = false;
+      const auto by_kernel = run_decode(dc, c.k, Path::Fused, c.splits);
+      g_merge_in_kernel = true;
+      const auto in_kernel = run_decode(dc, c.k, Path::Fused, c.splits);
+      g_merge_in_kernel = false;
+      EXPECT_EQ(judge_rows(reference::decode_rows(dc.host()), flat(c.k), in_kernel, DType::F8E4M3,
+                           c.exact),
+                0);
+      EXPECT_TRUE(in_kernel == by_kernel) << "differs from the merge kernel's output";
+    }
+  }
+  g_variant = 0;
+  // Reruns on one workspace: the counters must be zero again after every launch.
+  const DecodeCase dc = make_decode({30000, 12000, 4000}, 1, 64, seed_for("mik_reruns"), false);
+  DecodeDev d(dc);
+  Dev<int32_t> out(3 * size_t(2048));
+  cuda::Workspace ws;
+  SelectOutputs o;
+  o.indices = out.ptr;
+  cuda::Options opt;
+  opt.splits = 2;
+  opt.merge_in_kernel = true;
+  std::vector<int32_t> first;
+  for (int run = 0; run < 20; ++run) {
+    out.poison();
+    cuda::select_decode(d.in, flat(2048), o, ws, nullptr, opt);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const auto got = out.get();
+    if (run == 0) {
+      first = got;
+      EXPECT_EQ(judge_rows(reference::decode_rows(dc.host()), flat(2048), got, DType::F8E4M3,
+                           false),
+                0);
+    }
+    ASSERT_TRUE(got == first) << "run " << run << " differs from run 0";
+  }
 }
 // Long splits (several cuts per split), both decode CTAs, split and unsplit, random and exact
 // integer inputs, reruns bitwise identical.

@@ -63,6 +63,10 @@ struct FlatParams {
   uint32_t* part_u = nullptr;   // [rows, splits, topk] uint32 order keys (splits > 1)
   int32_t* part_pos = nullptr;  // [rows, splits, topk] int32 positions
   int32_t* part_cnt = nullptr;  // [rows, splits] int32 valid entries
+  // Merge in the kernel (splits > 1 and splits * topk <= the candidate list): arrivals per tile,
+  // zero before the launch and left zero after it; the last split of a tile to finish merges the
+  // tile's partial lists into `out` (no merge kernel). nullptr: the merge kernel does it.
+  int* merge_count = nullptr;
   // outputs (score mode)
   float* scores = nullptr;  // [row_end - row_begin, scores_ld] fp32, position p of row r at
   int64_t scores_ld = 0;    // (r - row_begin) * scores_ld + p
@@ -86,6 +90,8 @@ enum ProfSlot : int {
   kProfProdWaitQ,
   kProfProdWaitKV,
   kProfItems /* count */,
+  kProfClkCycles /* SM clock64 ticks of the producer warp's lifetime, summed over CTAs */,
+  kProfClkNs /* %globaltimer ns of the same span: cycles / ns = the SM clock in GHz */,
   kProfSlots
 };
 
@@ -160,8 +166,16 @@ struct FlatConfig {
   // run 54: 1-3% slower than w from shared memory); kTune 4 = runs 35-55's production, w read from
   // shared memory every stage, every warp at 96 (run 55: 4-6% slower than kTune 0).
   static constexpr bool kWRegs = kSlimPrefill && kTune != 4;
+  // The slim decode with w in registers (kTune 15, 16; run 63): 16 per thread (its columns
+  // 8j + 2 (lane % 4) + {0, 1} of the 64 heads), loaded once per item. Run 49's Nsight Compute
+  // profile had the bank-0 FFMA chain waiting on the 8 LDS.64 of w per stage (short_sb, ~15% of
+  // the math warps' samples); the FFMA order is unchanged, so the scores are bitwise the same.
+  // kTune 16 also takes one N = 64 bank (four wgmma per stage instead of eight).
+  static constexpr bool kWRegsDec = kSlimDecode && (kTune == 15 || kTune == 16);
   static constexpr bool kSplitRegs = kSlimPrefill && kTune != 3 && kTune != 4;
-  static constexpr int kBanks = kQRows > 128 ? 4 : (kSlimPrefill && kTune != 3) ? 1 : 2;
+  static constexpr int kBanks = kQRows > 128                                        ? 4
+                               : (kSlimPrefill && kTune != 3) || (kSlimDecode && kTune == 16) ? 1
+                                                                                       : 2;
   // The split kernel loads the key scales after the wgmma (below), which removes the math warps'
   // one spilled register per stage (ptxas: 28 -> 24 bytes of spill stores); run 56: 2% faster at
   // 128K (169.9 vs 173.4 ms; the math loop alone 137 ms), even at 64K, 2% slower at 8K and 32K,
@@ -412,6 +426,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       uint32_t q_iter = 0, kv_iter = 0;
       const bool prof = Cfg::kProf && p.prof && lane == 0;
       const unsigned c_start = clock();
+      long long clk0 = 0;
+      uint64_t ns0 = 0;
+      if (prof) clk0 = clock64(), ns0 = globaltimer_ns();
       for (int item = blockIdx.x; item < num_items; item += gridDim.x, ++q_iter) {
         const Item<Cfg> it(p, item);
         const int qs = q_iter % kQS;
@@ -488,7 +505,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           }
         }
       }
-      if (prof) prof_add(kProfProdTotal, clock() - c_start);
+      if (prof) {
+        prof_add(kProfProdTotal, clock() - c_start);
+        atomicAdd(p.prof + kProfClkCycles, (unsigned long long)(clock64() - clk0));
+        atomicAdd(p.prof + kProfClkNs, (unsigned long long)(globaltimer_ns() - ns0));
+      }
     } else if (threadIdx.x >= Cfg::kSelBase && threadIdx.x < Cfg::kSelBase + Cfg::kSelThreads) {
       // ------------------------------------------------------------------ select warps
       if constexpr (!Cfg::kSlim) setmaxnreg_dec<Cfg::kSelectRegs>();
@@ -736,6 +757,58 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               if (t == 0) p.part_cnt[slot] = cnt[q];
             }
           }
+          if constexpr (Cfg::kPaged) {
+            if (p.splits > 1 && p.merge_count != nullptr) {
+              // Publish this split's lists (every select thread's stores, one fence, one arrival:
+              // CUDA's threadFenceReduction pattern); the tile's last split to arrive merges.
+              sync();
+              if (t == 0) {
+                __threadfence();
+                bcast[3] = atomicAdd(p.merge_count + it.tile, 1);  // radix_select uses [0, 3)
+              }
+              sync();
+              if (bcast[3] == p.splits - 1) {  // uniform
+                __threadfence();
+#pragma unroll 1
+                for (int q = 0; q < kNQ; ++q) {
+                  if (q >= p.next_n) continue;
+                  const int64_t r = it.row0 + q;
+                  // The union of the splits' lists in split order, which is position order (the
+                  // host checked splits * topk <= kCap); keys read past L1 (other SMs wrote them).
+                  uint32_t* cu = cand_u + q * Cfg::kCap;
+                  int32_t* cp = cand_pos + q * Cfg::kCap;
+                  uint32_t mx = 0, mn = 0xFFFFFFFFu;
+                  int n = 0;
+                  for (int sp = 0; sp < p.splits; ++sp) {
+                    const int64_t slot = r * p.splits + sp;
+                    const int c = __ldcg(p.part_cnt + slot);
+                    for (int i = t; i < c; i += kST) {
+                      const uint32_t uu = __ldcg(p.part_u + slot * p.topk + i);
+                      cu[n + i] = uu;
+                      cp[n + i] = __ldcg(p.part_pos + slot * p.topk + i);
+                      mx = max(mx, uu), mn = min(mn, uu);
+                    }
+                    n += c;
+                  }
+                  // The smallest key anchors the cut's digits (every key lies in [mn, mx]).
+                  mn = __reduce_min_sync(0xFFFFFFFFu, mn);
+                  if (lane == 0) scan[ew] = int(mn);
+                  sync();
+#pragma unroll
+                  for (int w = 0; w < Cfg::kSelWarps; ++w) mn = min(mn, uint32_t(scan[w]));
+                  int kept = n;
+                  if (n > p.topk) {
+                    const RadixCut cut = anchored_cut(n, cu, mx, mn, 4, -1);
+                    kept = compact(n, cut, cu, cp);
+                  }
+                  int32_t* out = p.out + r * p.topk;
+                  for (int i = t; i < p.topk; i += kST) out[i] = i < kept ? cp[i] : -1;
+                  sync();
+                }
+                if (t == 0) p.merge_count[it.tile] = 0;  // zero again for the next launch
+              }
+            }
+          }
           sync();  // the next item's appends overwrite the lists
           if (prof) prof_add(kProfSelFinal, clock() - c0);
         }
@@ -752,7 +825,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     using Mma = typename Cfg::Mma;
     constexpr int kBankN = Cfg::kBankN, kR = Cfg::kAccRegs;
     float acc0[kR], acc1[kR];
-    float wreg[Cfg::kWRegs ? 32 : 1];  // kWRegs: w of the thread's 32 columns, wreg[2j + e]
+    // kWRegs: w of the thread's 32 columns, wreg[2j + e]; kWRegsDec: its 16 columns, the same
+    float wreg[Cfg::kWRegs ? 32 : Cfg::kWRegsDec ? 16 : 1];
 
     // Descriptors of the warpgroup's first key tile and of the first q tile; a tile elsewhere is
     // the same descriptor plus its byte offset / 16 (the address field is bits [0, 14) in 16-byte
@@ -807,7 +881,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         for (int j = 0; j < kBankN / 8; ++j) {
           const int col = bank * kBankN + 8 * j;  // first column of the 8-column group
           const int q = col / Cfg::kHeads;
-          const float2 wv = *reinterpret_cast<const float2*>(wq + col + 2 * (lane % 4));
+          float2 wv;
+          if constexpr (Cfg::kWRegsDec)
+            wv = make_float2(wreg[2 * (col / 8)], wreg[2 * (col / 8) + 1]);
+          else
+            wv = *reinterpret_cast<const float2*>(wq + col + 2 * (lane % 4));
           sums[q][0] = fmaf(wv.x, fmaxf(acc[4 * j + 0], 0.0f), sums[q][0]);
           alt[q][0] = fmaf(wv.y, fmaxf(acc[4 * j + 1], 0.0f), alt[q][0]);
           sums[q][1] = fmaf(wv.x, fmaxf(acc[4 * j + 2], 0.0f), sums[q][1]);
@@ -827,6 +905,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         for (int m = 0; m < 8; ++m) {
           const float4 wv = *reinterpret_cast<const float4*>(wq + (lane % 4) * 36 + 4 * m);
           wreg[4 * m] = wv.x, wreg[4 * m + 1] = wv.y, wreg[4 * m + 2] = wv.z, wreg[4 * m + 3] = wv.w;
+        }
+      }
+      if constexpr (Cfg::kWRegsDec) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const float2 wv = *reinterpret_cast<const float2*>(wq + 8 * j + 2 * (lane % 4));
+          wreg[2 * j] = wv.x, wreg[2 * j + 1] = wv.y;
         }
       }
       for (int blk = 0; blk < it.nblocks; ++blk, ++kv_iter, ++epi_iter) {
