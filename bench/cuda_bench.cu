@@ -305,26 +305,24 @@ struct Variant {
   const char* decode_name;
   int variant;
   bool merge_pdl;
-  bool merge_in_kernel = false;  // decode: Options::merge_in_kernel
+  bool merge_in_kernel = true;   // decode: Options::merge_in_kernel
   bool no_select = false;        // decode: also time it without the selection (debug_mode 1)
 };
 const Variant kVariants[] = {
     {"variant 1 (run 27's kernel: 768 threads, two N = 64 banks)",
      "variant 1 (run 22's 16-stage epilogue ring)", 1, true},
-    {nullptr, "merge launched after the fused kernel (no PDL)", 0, false},
+    {nullptr, "the merge kernel instead of the merge in the fused kernel", 0, true, false},
     {"variant 3 (w in registers, two N = 64 banks drained in turn)", nullptr, 3, true},
     {"variant 4 (runs 35-55's kernel: w from shared memory every stage, no register split)",
      nullptr, 4, true},
     {"variant 7 (key scales loaded at the top of the stage, run 56's kernel)", nullptr, 7, true},
-    {"variant 9 (cut digit counts with match_any, runs 1-58's kernel)",
-     "variant 9 (cut digit counts with match_any, runs 1-58's kernel)", 9, true},
-    {nullptr, "variant 13 (five key stages, L2 promotion 256 B: runs 38-59's decode)", 13, true},
-    {nullptr, "variant 14 (five key stages, no L2 promotion)", 14, true},
-    {nullptr, "variant 15 (w in registers)", 15, true, false, true},
-    {nullptr, "variant 16 (w in registers, one N = 64 bank)", 16, true, false, true},
-    {nullptr, "merge in the kernel (by each request's last split)", 0, true, true},
-    {nullptr, "variant 15 + merge in the kernel", 15, true, true},
-    {nullptr, "variant 16 + merge in the kernel", 16, true, true},
+    {"variant 9 (cut digit counts with match_any, runs 1-58's kernel)", nullptr, 9, true},
+    {nullptr, "variant 14 (five key stages)", 14, true},
+    {nullptr, "variant 15 (two N = 32 banks)", 15, true, true, true},
+    {nullptr, "variant 16 (runs 61-63's decode: w from shared memory, two banks)", 16, true, true,
+     true},
+    {nullptr, "variant 16 with the merge kernel (runs 61-63's decode as it was)", 16, true, false},
+    {nullptr, "variant 17 (the last item finished by all 640 threads)", 17, true, true, true},
 };
 
 double copy_ceiling_tbps() {
@@ -752,7 +750,7 @@ int main(int argc, char** argv) {
                   o.indices = dout.p;
                   hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, opt);
                   hisa::cuda::Options mo = opt;
-                  mo.debug_mode = 2;
+                  mo.debug_mode = 2, mo.merge_in_kernel = false;
                   const Timing tm = time_decode(mo);
                   r["merge_only_us"] = tm.median_ms * 1e3;
                   std::printf("    the merge kernel alone: %.1f us\n", tm.median_ms * 1e3);

@@ -86,20 +86,20 @@ struct Options {
   // and no setmaxnreg register split (runs 56-57: 1-7% slower than the default); 7: the default
   // with the key scales loaded at the top of the stage (device run 56's default: one spilled
   // register per stage in the math warps; 1-2% slower at 128K, 2% faster at 8K and 32K).
-  // Prefill and decode, 9: the cuts count digits with __match_any_sync (the default before
-  // device run 59; in run 59 5-23% slower prefill, 2-6% slower decode). Decode, 13: the decode
-  // of runs 38-59 (five key stages, the cache map with the 256 B L2 promotion); 14: five key
-  // stages with the default's map (no L2 promotion); 15: the default with w in registers (no
-  // shared-memory loads of w per key stage); 16: 15 with one N = 64 wgmma bank instead of two
-  // N = 32 banks.
+  // Prefill, 9: the cuts count digits with __match_any_sync (the default before device run 59;
+  // in run 59 5-23% slower). Decode: 14: five key stages instead of four; 15: w in registers with
+  // two N = 32 wgmma banks instead of one N = 64 bank; 16: the decode of device runs 61-63 (w read
+  // from shared memory every key stage, two N = 32 banks); 17: the CTA's last item finished (the
+  // final cut and the merge) by all 640 threads instead of the seven select warps.
   int variant = 0;
   // Launch the split-K merge kernel as a programmatic dependent of the fused kernel when the
   // fused grid leaves at least half the SMs free (its CTAs wait there instead of being launched
   // after it). false: always after it (for A/B timing).
   bool merge_pdl = true;
   // Decode: merge the split-K partial lists in the fused kernel, by the last split of each
-  // request to finish (no merge kernel), where splits * k fits its candidate list.
-  bool merge_in_kernel = false;
+  // request to finish (no merge kernel), where splits * k fits its candidate list (batch 64 at
+  // 128K: two splits of k = 2048). false: the merge kernel (device run 63: ~20 us more at b64).
+  bool merge_in_kernel = true;
 };
 
 // Ragged prefill. in: device pointers (q, k, k_scale, w, cu_seqlens or ks/ke). out.indices:

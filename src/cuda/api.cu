@@ -95,15 +95,14 @@ CUtensorMap map_scales(const float* base, uint64_t n, uint32_t box_n = 256) {
 // The paged cache as [pages, 64 tokens, 128 bytes] with the page stride of 64 * 132 bytes. No L2
 // promotion: each page is read once, and hisa_stream_probe (device run 60) streamed the cache's
 // pages with these copies in 263 us without promotion (128 B: 264) against 280 us with the 256 B
-// promotion that the prefill's maps use (where keys are re-read from L2). `l2_256`: the old map
-// (decode variant 13).
-CUtensorMap map_cache(const uint8_t* base, uint64_t pages, bool l2_256 = false) {
+// promotion that the prefill's maps use (where keys are re-read from L2).
+CUtensorMap map_cache(const uint8_t* base, uint64_t pages) {
   const uint64_t dims[3] = {128, 64, pages};
   const uint64_t strides[2] = {128, 64 * 132};
   const uint32_t box[3] = {128, 64, 1};
   return make_map(base, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, dims, strides, box,
                   CU_TENSOR_MAP_SWIZZLE_128B, "kv_cache",
-                  l2_256 ? CU_TENSOR_MAP_L2_PROMOTION_L2_256B : CU_TENSOR_MAP_L2_PROMOTION_NONE);
+                  CU_TENSOR_MAP_L2_PROMOTION_NONE);
 }
 
 // ---------------------------------------------------------------- launch tables
@@ -166,14 +165,14 @@ template <int kNQ, bool kPaged>
 cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
   const bool prof = opt.profile || opt.debug_mode;
   if (opt.variant == 1) return launch_variant<kNQ, kPaged, 1>(l, prof);
-  if (opt.variant == 9) return launch_variant<kNQ, kPaged, 9>(l, prof);
   if constexpr (kPaged) {
     if (opt.variant == 2) return launch_flat<kFp8, 64, kNQ, kPaged, false, true, 2, 0>(l);
-    if (opt.variant == 13) return launch_variant<kNQ, kPaged, 13>(l, prof);
     if (opt.variant == 14) return launch_variant<kNQ, kPaged, 14>(l, prof);
     if (opt.variant == 15) return launch_variant<kNQ, kPaged, 15>(l, prof);
     if (opt.variant == 16) return launch_variant<kNQ, kPaged, 16>(l, prof);
+    if (opt.variant == 17) return launch_variant<kNQ, kPaged, 17>(l, prof);
   } else {
+    if (opt.variant == 9) return launch_variant<kNQ, kPaged, 9>(l, prof);
     if (opt.variant == 3) return launch_variant<kNQ, kPaged, 3>(l, prof);
     if (opt.variant == 4) return launch_variant<kNQ, kPaged, 4>(l, prof);
     if (opt.variant == 7) return launch_variant<kNQ, kPaged, 7>(l, prof);
@@ -575,7 +574,7 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   FlatLaunch l;
   l.q = map_rows(in.q, DType::F8E4M3, uint64_t(rows) * in.num_heads,
                  uint32_t(in.next_n * in.num_heads), "q");
-  l.k = map_cache(in.kv_cache, uint64_t(in.num_pages), opt.variant == 13);
+  l.k = map_cache(in.kv_cache, uint64_t(in.num_pages));
   l.scale = l.k;
   sm90::FlatParams& p = l.p;
   p.row_begin = 0;
@@ -600,9 +599,8 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   }
   l.grid = int(std::min<int64_t>(int64_t(in.batch) * splits, sms));
   l.stream = st;
-  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || opt.variant == 9 ||
-                 (opt.variant >= 13 && opt.variant <= 16),
-             "decode: variant must be 0, 1, 2, 9, 13, 14, 15 or 16");
+  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || (opt.variant >= 14 && opt.variant <= 17),
+             "decode: variant must be 0, 1, 2, 14, 15, 16 or 17");
   // The merge by the tile's last split (no merge kernel) where the union of the partial lists
   // fits the kernel's candidate list.
   const bool merge_in_kernel =

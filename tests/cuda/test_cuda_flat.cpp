@@ -19,8 +19,8 @@ using cuda::Path;
 
 // Kernel variant of the fused calls (Options::variant; set by the variant tests).
 int g_variant = 0;
-// Options::merge_in_kernel of the fused decode calls (set by the merge tests).
-bool g_merge_in_kernel = false;
+// Options::merge_in_kernel of the fused decode calls (the default; set by the merge tests).
+bool g_merge_in_kernel = cuda::Options{}.merge_in_kernel;
 
 // Options of the test calls: the path and split count under test, device-side value checks on.
 cuda::Options test_options(Path path, int splits) {
@@ -361,9 +361,9 @@ TEST(CudaDecode, Variants) {
   g_variant = 1;  // run 22's configuration (16-stage epilogue ring)
   check_decode({9000, 4000, 300}, 1, 64, 2048, Path::Fused, false, "decode_v1_k2048");
   check_decode({20000, 3000}, 1, 64, 100, Path::Fused, true, "decode_v1_exact_k100", 3);
-  // 9: the cuts' counts with __match_any_sync (runs 1-58); 13: five key stages, L2 promotion 256 B;
-  // 14: five key stages, no L2 promotion; 15: w in registers; 16: 15 with one N = 64 bank
-  for (int v : {9, 13, 14, 15, 16}) {
+  // 14: five key stages; 15: two N = 32 banks; 16: runs 61-63's decode (w from shared memory);
+  // 17: the CTA's last item finished by all its threads
+  for (int v : {14, 15, 16, 17}) {
     g_variant = v;
     const std::string n = "decode_v" + std::to_string(v);
     check_decode({9000, 4000, 300}, 1, 64, 2048, Path::Fused, false, n + "_k2048");
@@ -400,7 +400,7 @@ TEST(CudaDecode, MergeInKernel) {
       {{9000, 4000}, 1, 64, 2048, 4, false, "mik_too_long_for_the_list"},  // merge kernel
       {many, 1, 64, 512, 2, true, "mik_300_requests_exact"},
   };
-  for (int v : {0, 15, 16}) {
+  for (int v : {0, 16, 17}) {
     for (const Case& c : cases) {
       if (v && (c.H != 64 || c.next_n != 1)) continue;
       g_variant = v;
@@ -413,7 +413,7 @@ TEST(CudaDecode, MergeInKernel) {
       const auto by_kernel = run_decode(dc, c.k, Path::Fused, c.splits);
       g_merge_in_kernel = true;
       const auto in_kernel = run_decode(dc, c.k, Path::Fused, c.splits);
-      g_merge_in_kernel = false;
+      g_merge_in_kernel = cuda::Options{}.merge_in_kernel;
       EXPECT_EQ(judge_rows(reference::decode_rows(dc.host()), flat(c.k), in_kernel, DType::F8E4M3,
                            c.exact),
                 0);

@@ -102,8 +102,11 @@ enum ProfSlot : int {
 // select step), decode next_n 1 as in run 22, a 16-stage epilogue ring; 2 = decode's key stream
 // alone, kStreamOnly; 3 = the slim prefill with w in registers and two N = 64 banks; 4 = the slim
 // prefill reading w from shared memory every stage without a register split, as in runs 35-55;
-// 7 = the slim prefill with the key scales loaded at the top of the stage, not kLateScales; 5 and 6
-// were list / ring sizes, measured slower in run 56 and removed).
+// 7 = the slim prefill with the key scales loaded at the top of the stage, not kLateScales; 9 =
+// the cuts' digit counts with __match_any_sync (prefill); decode next_n 1 with H = 64: 14 = five
+// key stages, 15 = w in registers with two N = 32 banks, 16 = runs 61-63's decode (w from shared
+// memory, two banks), 17 = the CTA's last item finished by all its threads (kWideTail); 5, 6 were
+// list / ring sizes (slower, run 56), 13 runs 38-59's decode (slower, runs 61-63): removed).
 // kSub_: key stages the select warpgroup takes per step (0 = automatic: 4 for fp8 prefill, 2
 // with the other large candidate lists, else 1); one scan barrier per step.
 template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool kProf_ = false,
@@ -166,16 +169,24 @@ struct FlatConfig {
   // run 54: 1-3% slower than w from shared memory); kTune 4 = runs 35-55's production, w read from
   // shared memory every stage, every warp at 96 (run 55: 4-6% slower than kTune 0).
   static constexpr bool kWRegs = kSlimPrefill && kTune != 4;
-  // The slim decode with w in registers (kTune 15, 16; run 63): 16 per thread (its columns
-  // 8j + 2 (lane % 4) + {0, 1} of the 64 heads), loaded once per item. Run 49's Nsight Compute
-  // profile had the bank-0 FFMA chain waiting on the 8 LDS.64 of w per stage (short_sb, ~15% of
-  // the math warps' samples); the FFMA order is unchanged, so the scores are bitwise the same.
-  // kTune 16 also takes one N = 64 bank (four wgmma per stage instead of eight).
-  static constexpr bool kWRegsDec = kSlimDecode && (kTune == 15 || kTune == 16);
+  // The slim decode keeps w in registers and takes one N = 64 wgmma bank (production since run
+  // 64): 16 weights per thread (its columns 8j + 2 (lane % 4) + {0, 1} of the 64 heads), loaded
+  // once per item, and four wgmma per stage instead of eight (the key tile read once). Run 49's
+  // Nsight Compute profile had the math warps, not the key stream, bounding the decode, their
+  // bank-0 FFMA chain waiting on the 8 LDS.64 of w per stage (short_sb, ~15% of their samples).
+  // The FFMA order is unchanged, so the scores are bitwise the same. Run 63 (b64 x 128K, with the
+  // merge in the kernel): 288 us against 311 for runs 61-63's decode. kTune 15: w in registers
+  // with two N = 32 banks; kTune 16: runs 61-63's decode (w from shared memory, two banks).
+  static constexpr bool kWRegsDec = kSlimDecode && kTune != 16;
+  // The slim decode ends the CTA's last item with all 640 threads (kTune 17, run 64): its final
+  // cut and the merge are the part of the decode no key stream overlaps.
+  static constexpr bool kWideTail = kSlimDecode && kTune == 17;
   static constexpr bool kSplitRegs = kSlimPrefill && kTune != 3 && kTune != 4;
   static constexpr int kBanks = kQRows > 128                                        ? 4
-                               : (kSlimPrefill && kTune != 3) || (kSlimDecode && kTune == 16) ? 1
-                                                                                       : 2;
+                               : (kSlimPrefill && kTune != 3) ||
+                                         (kSlimDecode && kTune != 15 && kTune != 16)
+                                     ? 1
+                                     : 2;
   // The split kernel loads the key scales after the wgmma (below), which removes the math warps'
   // one spilled register per stage (ptxas: 28 -> 24 bytes of spill stores); run 56: 2% faster at
   // 128K (169.9 vs 173.4 ms; the math loop alone 137 ms), even at 64K, 2% slower at 8K and 32K,
@@ -269,22 +280,25 @@ struct FlatConfig {
   static constexpr bool kWPerm = kSlimPrefill;
   static constexpr int kWStride = kWPerm ? 4 * 36 : kQRows;  // floats of w per q stage
 
+  // Scan space of the selection (ordered_compact: two ints per warp of the cutting threads) and
+  // the last item's list state handed to the CTA-wide tail ([kNQ] counts, [kNQ] thresholds,
+  // [kNQ][select warps] maxima).
+  static constexpr int kScanInts = kWideTail ? 2 * kThreads / 32 : 16;
+  static constexpr int kTailBytes = kWideTail ? ((2 + kSelWarps) * kNQ * 4 + 15) / 16 * 16 : 0;
   // Everything but the key stages, then as many key stages as fit (2 to 6).
   static constexpr int kFixed = kQStages * kQBytes + kQStages * kWStride * 4 +
                                 kEpiStages * kNQ * kBlockKV * 4 + kNQ * kCap * 8 +
-                                4 * (256 + 16 + 4) + kAppendBytes +
+                                4 * (256 + kScanInts + 4) + kTailBytes + kAppendBytes +
                                 1024 /* barriers */ + 1024 /* alignment */;
   static constexpr int kSmemLimit = 232448;  // 227 KB per block on sm_90
   static constexpr int kStageBytes = kKVBytes + kBlockKV * 4;
   static constexpr int kFitStages = (kSmemLimit - kFixed) / kStageBytes;
   // The slim decode keeps four key stages (run 60's hisa_stream_probe: with the cache map's L2
   // promotion off, its page copies on a four-stage ring streamed the cache in 263 us, on five
-  // 274; in run 59, with the 256 B promotion, four stages alone gained nothing). kTune 13: five
-  // stages (what fits) and the 256 B promotion (the decode of runs 38-59; the map is the host's).
-  // kTune 14: five stages with production's map (run 62: 310.6 us against production's 316.6,
-  // min 304.7, on a noisy lease: within the spread, not decided).
+  // 274; in run 59, with the 256 B promotion, four stages alone gained nothing). kTune 14: five
+  // stages (runs 62-63 with runs 61-63's math: 6-8 us faster than four, inside the spread).
   static constexpr int kKVStages =
-      kSlimDecode && kTune != 13 && kTune != 14 && kFitStages > 4 ? 4
+      kSlimDecode && kTune != 14 && kFitStages > 4 ? 4
       : kFitStages > 6                                           ? 6
                                                                  : kFitStages;
   static_assert(kKVStages >= 2, "shared memory too small for two key stages");
@@ -299,12 +313,14 @@ struct FlatConfig {
   static constexpr int kOffCandPos = kOffCandU + kNQ * kCap * 4;
   static constexpr int kOffHist = kOffCandPos + kNQ * kCap * 4;
   static constexpr int kOffScan = kOffHist + 256 * 4;
-  static constexpr int kOffBcast = kOffScan + 16 * 4;
-  static constexpr int kOffAppend = kOffBcast + 4 * 4;
+  static constexpr int kOffBcast = kOffScan + kScanInts * 4;
+  static constexpr int kOffTail = kOffBcast + 4 * 4;
+  static constexpr int kOffAppend = kOffTail + kTailBytes;
   static constexpr int kOffBar = (kOffAppend + kAppendBytes + 7) / 8 * 8;
   static constexpr int kNumBars = 2 * (kQStages + kKVStages + kEpiStages);
   static constexpr int kSmemBytes = kOffBar + kNumBars * 8 + 1024;
   static_assert(kSmemBytes <= kSmemLimit, "shared memory over the sm_90 limit");
+  static_assert(kOffAppend % 16 == 0, "the append counts are read as int4");
   static_assert(kQBytes % 1024 == 0 && kKVBytes % 1024 == 0,
                 "swizzled tiles must stay 1024-aligned");
   static_assert(kQRows <= 256, "one TMA box holds at most 256 rows");
@@ -354,6 +370,124 @@ struct Item {
   }
 };
 
+// The end of an item, with kT threads (tid: 0 .. kT - 1; `sync` is their barrier): each
+// query's list cut to exactly k (an anchored radix select, ties by position), then the sorted
+// output (one split) or the partial lists; with p.merge_count (decode), the tile's last split to
+// finish merges the tile's partial lists into the output. cnt, thr: uniform; umax: this thread's
+// maxima of the lists (reduced here). scan: 2 * kT / 32 ints, and [kMx, kMx + kT / 32).
+template <class Cfg, int kT, class Sync>
+__device__ __forceinline__ void finish_item(const FlatParams& p, const Item<Cfg>& it,
+                                            const int (&cnt_in)[Cfg::kNQ],
+                                            const uint32_t (&umax)[Cfg::kNQ],
+                                            const uint32_t (&thr)[Cfg::kNQ], uint32_t* cand_u,
+                                            int32_t* cand_pos, int* hist, int* scan, int* bcast,
+                                            Sync sync, int tid) {
+  constexpr int kNQ = Cfg::kNQ, kWarps = kT / 32;
+  // Maxima at scan[kMx, kMx + kWarps) (the select warps: [8, 15), as in their cuts), minima at
+  // [0, kWarps): ordered_compact writes scan only after the passes' barriers.
+  constexpr int kMx = kT == Cfg::kSelThreads ? 8 : kWarps;
+  static_assert(kMx + kWarps <= Cfg::kScanInts && 2 * kWarps <= Cfg::kScanInts, "scan space");
+  const int w = tid / 32, lane = threadIdx.x % 32;
+  // Exact cut of a list whose keys all lie in [lo, max]: the digits start at the highest bit
+  // where lo and the maximum differ.
+  const auto cut_exact = [&](int n, const uint32_t* cu, uint32_t mx, uint32_t lo) {
+    mx = __reduce_max_sync(0xFFFFFFFFu, mx);
+    if (lane == 0) scan[kMx + w] = int(mx);
+    sync();
+#pragma unroll
+    for (int i = 0; i < kWarps; ++i) mx = max(mx, uint32_t(scan[kMx + i]));
+    const uint32_t diff = mx ^ lo;
+    const int top_bit = diff ? 31 - __clz(diff) : 0;
+    return radix_select<kT>(
+        n, p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist, bcast, sync,
+        mx, top_bit, 4, -1, Cfg::kCutAggregate);
+  };
+  const auto compact = [&](int n, const RadixCut& cut, uint32_t* cu, int32_t* cp) {
+    return ordered_compact<kT, 4>(
+        n, cut,
+        [&](int64_t i, uint32_t* uu, int32_t* pp) { return *uu = cu[i], *pp = cp[i], true; },
+        [&](int dst, uint32_t uu, int32_t pp) { cu[dst] = uu, cp[dst] = pp; }, scan, sync);
+  };
+  sync();
+#pragma unroll
+  for (int q = 0; q < kNQ; ++q) {
+    const int64_t r = it.row0 + q;
+    const bool valid = Cfg::kPaged ? q < p.next_n : r < p.row_end;
+    if (!valid) continue;
+    uint32_t* cu = cand_u + q * Cfg::kCap;
+    int32_t* cp = cand_pos + q * Cfg::kCap;
+    int cnt = cnt_in[q];
+    if (cnt > p.topk) {
+      const RadixCut cut = cut_exact(cnt, cu, umax[q], thr[q]);
+      cnt = compact(cnt, cut, cu, cp);
+    }
+    if (p.splits == 1) {
+      int32_t* out = p.out + r * p.topk;
+      for (int i = tid; i < p.topk; i += kT) out[i] = i < cnt ? cp[i] : -1;
+    } else {
+      const int64_t slot = r * p.splits + it.split;
+      for (int i = tid; i < cnt; i += kT) {
+        p.part_u[slot * p.topk + i] = cu[i];
+        p.part_pos[slot * p.topk + i] = cp[i];
+      }
+      if (tid == 0) p.part_cnt[slot] = cnt;
+    }
+  }
+  if constexpr (Cfg::kPaged) {
+    if (p.splits > 1 && p.merge_count != nullptr) {
+      // Publish this split's lists (every thread's stores, one fence, one arrival: CUDA's
+      // threadFenceReduction pattern); the tile's last split to arrive merges.
+      sync();
+      if (tid == 0) {
+        __threadfence();
+        bcast[3] = atomicAdd(p.merge_count + it.tile, 1);  // radix_select uses [0, 3)
+      }
+      sync();
+      if (bcast[3] == p.splits - 1) {  // uniform
+        __threadfence();
+#pragma unroll 1
+        for (int q = 0; q < kNQ; ++q) {
+          if (q >= p.next_n) continue;
+          const int64_t r = it.row0 + q;
+          // The union of the splits' lists in split order, which is position order (the host
+          // checked splits * topk <= kCap); read past L1 (other SMs wrote them).
+          uint32_t* cu = cand_u + q * Cfg::kCap;
+          int32_t* cp = cand_pos + q * Cfg::kCap;
+          uint32_t mx = 0, mn = 0xFFFFFFFFu;
+          int n = 0;
+          for (int sp = 0; sp < p.splits; ++sp) {
+            const int64_t slot = r * p.splits + sp;
+            const int c = __ldcg(p.part_cnt + slot);
+            for (int i = tid; i < c; i += kT) {
+              const uint32_t uu = __ldcg(p.part_u + slot * p.topk + i);
+              cu[n + i] = uu;
+              cp[n + i] = __ldcg(p.part_pos + slot * p.topk + i);
+              mx = max(mx, uu), mn = min(mn, uu);
+            }
+            n += c;
+          }
+          // The smallest key anchors the cut's digits (every key lies in [mn, mx]).
+          mn = __reduce_min_sync(0xFFFFFFFFu, mn);
+          if (lane == 0) scan[w] = int(mn);
+          sync();
+#pragma unroll
+          for (int i = 0; i < kWarps; ++i) mn = min(mn, uint32_t(scan[i]));
+          int kept = n;
+          if (n > p.topk) {
+            const RadixCut cut = cut_exact(n, cu, mx, mn);
+            kept = compact(n, cut, cu, cp);
+          }
+          int32_t* out = p.out + r * p.topk;
+          for (int i = tid; i < p.topk; i += kT) out[i] = i < kept ? cp[i] : -1;
+          sync();
+        }
+        if (tid == 0) p.merge_count[it.tile] = 0;  // zero again for the next launch
+      }
+    }
+  }
+  sync();  // the next item's appends overwrite the lists
+}
+
 template <class Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads, 1)
     sm90_flat_topk_kernel(const __grid_constant__ CUtensorMap map_q,
@@ -379,6 +513,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   int* scan = reinterpret_cast<int*>(smem + Cfg::kOffScan);
   int* bcast = reinterpret_cast<int*>(smem + Cfg::kOffBcast);
   int* append = reinterpret_cast<int*>(smem + Cfg::kOffAppend);  // [2][kNQ][words][4]
+  int* tail = reinterpret_cast<int*>(smem + Cfg::kOffTail);  // kWideTail: the last item's state
   uint64_t* bars = reinterpret_cast<uint64_t*>(smem + Cfg::kOffBar);
   // Measurement: fire-and-forget global reductions (no registers held across the loops).
   const auto prof_add = [&](int slot, unsigned delta) {
@@ -733,83 +868,47 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         }
         if constexpr (!Cfg::kWriteScores) {
           const unsigned c0 = clock();
-          sync();
+          if constexpr (!Cfg::kPaged) {
+            // Prefill: each query's list cut to exactly k, then the sorted output or the partial
+            // lists for the merge kernel (as finish_item without the merge; kept inline: through
+            // finish_item ptxas spills 16 bytes more in the prefill's select code).
+            sync();
 #pragma unroll
-          for (int q = 0; q < kNQ; ++q) {
-            const int64_t r = it.row0 + q;
-            const bool valid = Cfg::kPaged ? q < p.next_n : r < p.row_end;
-            if (!valid) continue;
-            uint32_t* cu = cand_u + q * Cfg::kCap;
-            int32_t* cp = cand_pos + q * Cfg::kCap;
-            if (cnt[q] > p.topk) {
-              const RadixCut cut = anchored_cut(cnt[q], cu, umax[q], thr[q], 4, -1);
-              cnt[q] = compact(cnt[q], cut, cu, cp);
-            }
-            if (p.splits == 1) {
-              int32_t* out = p.out + r * p.topk;
-              for (int i = t; i < p.topk; i += kST) out[i] = i < cnt[q] ? cp[i] : -1;
-            } else {
-              const int64_t slot = r * p.splits + it.split;
-              for (int i = t; i < cnt[q]; i += kST) {
-                p.part_u[slot * p.topk + i] = cu[i];
-                p.part_pos[slot * p.topk + i] = cp[i];
+            for (int q = 0; q < kNQ; ++q) {
+              const int64_t r = it.row0 + q;
+              if (r >= p.row_end) continue;
+              uint32_t* cu = cand_u + q * Cfg::kCap;
+              int32_t* cp = cand_pos + q * Cfg::kCap;
+              if (cnt[q] > p.topk) {
+                const RadixCut cut = anchored_cut(cnt[q], cu, umax[q], thr[q], 4, -1);
+                cnt[q] = compact(cnt[q], cut, cu, cp);
               }
-              if (t == 0) p.part_cnt[slot] = cnt[q];
-            }
-          }
-          if constexpr (Cfg::kPaged) {
-            if (p.splits > 1 && p.merge_count != nullptr) {
-              // Publish this split's lists (every select thread's stores, one fence, one arrival:
-              // CUDA's threadFenceReduction pattern); the tile's last split to arrive merges.
-              sync();
-              if (t == 0) {
-                __threadfence();
-                bcast[3] = atomicAdd(p.merge_count + it.tile, 1);  // radix_select uses [0, 3)
-              }
-              sync();
-              if (bcast[3] == p.splits - 1) {  // uniform
-                __threadfence();
-#pragma unroll 1
-                for (int q = 0; q < kNQ; ++q) {
-                  if (q >= p.next_n) continue;
-                  const int64_t r = it.row0 + q;
-                  // The union of the splits' lists in split order, which is position order (the
-                  // host checked splits * topk <= kCap); keys read past L1 (other SMs wrote them).
-                  uint32_t* cu = cand_u + q * Cfg::kCap;
-                  int32_t* cp = cand_pos + q * Cfg::kCap;
-                  uint32_t mx = 0, mn = 0xFFFFFFFFu;
-                  int n = 0;
-                  for (int sp = 0; sp < p.splits; ++sp) {
-                    const int64_t slot = r * p.splits + sp;
-                    const int c = __ldcg(p.part_cnt + slot);
-                    for (int i = t; i < c; i += kST) {
-                      const uint32_t uu = __ldcg(p.part_u + slot * p.topk + i);
-                      cu[n + i] = uu;
-                      cp[n + i] = __ldcg(p.part_pos + slot * p.topk + i);
-                      mx = max(mx, uu), mn = min(mn, uu);
-                    }
-                    n += c;
-                  }
-                  // The smallest key anchors the cut's digits (every key lies in [mn, mx]).
-                  mn = __reduce_min_sync(0xFFFFFFFFu, mn);
-                  if (lane == 0) scan[ew] = int(mn);
-                  sync();
-#pragma unroll
-                  for (int w = 0; w < Cfg::kSelWarps; ++w) mn = min(mn, uint32_t(scan[w]));
-                  int kept = n;
-                  if (n > p.topk) {
-                    const RadixCut cut = anchored_cut(n, cu, mx, mn, 4, -1);
-                    kept = compact(n, cut, cu, cp);
-                  }
-                  int32_t* out = p.out + r * p.topk;
-                  for (int i = t; i < p.topk; i += kST) out[i] = i < kept ? cp[i] : -1;
-                  sync();
+              if (p.splits == 1) {
+                int32_t* out = p.out + r * p.topk;
+                for (int i = t; i < p.topk; i += kST) out[i] = i < cnt[q] ? cp[i] : -1;
+              } else {
+                const int64_t slot = r * p.splits + it.split;
+                for (int i = t; i < cnt[q]; i += kST) {
+                  p.part_u[slot * p.topk + i] = cu[i];
+                  p.part_pos[slot * p.topk + i] = cp[i];
                 }
-                if (t == 0) p.merge_count[it.tile] = 0;  // zero again for the next launch
+                if (t == 0) p.part_cnt[slot] = cnt[q];
               }
             }
+            sync();  // the next item's appends overwrite the lists
+          } else if (Cfg::kWideTail && item + gridDim.x >= num_items) {
+            // The CTA's last item ends after the roles, with every thread (below): hand over the
+            // lists' state (the lists themselves stay in shared memory).
+#pragma unroll
+            for (int q = 0; q < kNQ; ++q) {
+              const uint32_t m = __reduce_max_sync(0xFFFFFFFFu, umax[q]);
+              if (lane == 0) tail[2 * kNQ + q * Cfg::kSelWarps + ew] = int(m);
+              if (t == 0) tail[q] = cnt[q], tail[kNQ + q] = int(thr[q]);
+            }
+          } else {
+            finish_item<Cfg, kST>(p, it, cnt, umax, thr, cand_u, cand_pos, hist, scan, bcast, sync,
+                                  t);
           }
-          sync();  // the next item's appends overwrite the lists
           if (prof) prof_add(kProfSelFinal, clock() - c0);
         }
       }
@@ -1036,6 +1135,29 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         mbar_arrive(&full_epi[es]);
       }
       mbar_arrive(&empty_q[qs]);
+    }
+  }
+  if constexpr (Cfg::kWideTail) {
+    // The CTA's last item ends here with all 640 threads: the math, producer and select warps
+    // are done, so its final cut and the merge of its tile run on 20 warps instead of the seven
+    // select warps (the end of the last item is the one part of a decode no stream overlaps).
+    __syncthreads();
+    if (blockIdx.x < num_items) {
+      const unsigned c0 = clock();
+      const Item<Cfg> it(p, blockIdx.x + (num_items - 1 - blockIdx.x) / gridDim.x * gridDim.x);
+      int cnt[kNQ];
+      uint32_t umax[kNQ], thr[kNQ];
+#pragma unroll
+      for (int q = 0; q < kNQ; ++q) {
+        cnt[q] = tail[q], thr[q] = uint32_t(tail[kNQ + q]), umax[q] = 0;
+#pragma unroll
+        for (int w = 0; w < Cfg::kSelWarps; ++w)
+          umax[q] = max(umax[q], uint32_t(tail[2 * kNQ + q * Cfg::kSelWarps + w]));
+      }
+      finish_item<Cfg, Cfg::kThreads>(p, it, cnt, umax, thr, cand_u, cand_pos, hist, scan, bcast,
+                                      [] { __syncthreads(); }, int(threadIdx.x));
+      if (Cfg::kProf && p.prof && threadIdx.x == Cfg::kSelBase)
+        atomicAdd(p.prof + kProfSelFinal, (unsigned long long)(clock() - c0));
     }
   }
 #endif
