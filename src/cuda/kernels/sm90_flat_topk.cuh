@@ -104,9 +104,10 @@ enum ProfSlot : int {
 // prefill reading w from shared memory every stage without a register split, as in runs 35-55;
 // 7 = the slim prefill with the key scales loaded at the top of the stage, not kLateScales; 9 =
 // the cuts' digit counts with __match_any_sync (prefill); decode next_n 1 with H = 64: 14 = five
-// key stages, 15 = w in registers with two N = 32 banks, 16 = runs 61-63's decode (w from shared
-// memory, two banks), 17 = the CTA's last item finished by all its threads (kWideTail); 5, 6 were
-// list / ring sizes (slower, run 56), 13 runs 38-59's decode (slower, runs 61-63): removed).
+// key stages (runs 61-64), 15 = two N = 32 banks, 16 = runs 61-63's decode (w from shared
+// memory, two banks, four key stages, the select warps finishing every item), 17 = the select
+// warps finishing the CTA's last item too (no kWideTail); 5, 6 were list / ring sizes (slower,
+// run 56), 13 runs 38-59's decode (slower, runs 61-63): removed).
 // kSub_: key stages the select warpgroup takes per step (0 = automatic: 4 for fp8 prefill, 2
 // with the other large candidate lists, else 1); one scan barrier per step.
 template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool kProf_ = false,
@@ -178,9 +179,10 @@ struct FlatConfig {
   // merge in the kernel): 288 us against 311 for runs 61-63's decode. kTune 15: w in registers
   // with two N = 32 banks; kTune 16: runs 61-63's decode (w from shared memory, two banks).
   static constexpr bool kWRegsDec = kSlimDecode && kTune != 16;
-  // The slim decode ends the CTA's last item with all 640 threads (kTune 17, run 64): its final
-  // cut and the merge are the part of the decode no key stream overlaps.
-  static constexpr bool kWideTail = kSlimDecode && kTune == 17;
+  // The slim decode ends the CTA's last item with all 640 threads (production since run 65; run
+  // 64: 283.2 against 288.0 us): its final cut and the merge are the part of the decode no key
+  // stream overlaps. kTune 17: the select warps finish it, as every other item.
+  static constexpr bool kWideTail = kSlimDecode && kTune != 16 && kTune != 17;
   static constexpr bool kSplitRegs = kSlimPrefill && kTune != 3 && kTune != 4;
   static constexpr int kBanks = kQRows > 128                                        ? 4
                                : (kSlimPrefill && kTune != 3) ||
@@ -293,15 +295,17 @@ struct FlatConfig {
   static constexpr int kSmemLimit = 232448;  // 227 KB per block on sm_90
   static constexpr int kStageBytes = kKVBytes + kBlockKV * 4;
   static constexpr int kFitStages = (kSmemLimit - kFixed) / kStageBytes;
-  // The slim decode keeps four key stages (run 60's hisa_stream_probe: with the cache map's L2
-  // promotion off, its page copies on a four-stage ring streamed the cache in 263 us, on five
-  // 274; in run 59, with the 256 B promotion, four stages alone gained nothing). kTune 14: five
-  // stages (runs 62-63 with runs 61-63's math: 6-8 us faster than four, inside the spread).
+  // Key stages: as many as fit, at most 6; the slim decode five (production since run 65): runs
+  // 62-64 measured five 5-8 us faster than four at b64 x 128K with the math running, though the
+  // key stream alone prefers four (run 60's hisa_stream_probe: 263 us on four, 274 on five).
+  // kTune 14 and 16: four (runs 61-64's ring).
   static constexpr int kKVStages =
-      kSlimDecode && kTune != 14 && kFitStages > 4 ? 4
+      kSlimDecode && (kTune == 14 || kTune == 16) && kFitStages > 4 ? 4
       : kFitStages > 6                                           ? 6
                                                                  : kFitStages;
   static_assert(kKVStages >= 2, "shared memory too small for two key stages");
+  static_assert(!kSlimDecode || kTune == 14 || kTune == 16 || kKVStages == 5,
+                "the slim decode's five key stages");
 
   // Shared memory layout (byte offsets from a 1024-aligned base).
   static constexpr int kOffQ = 0;
@@ -1157,7 +1161,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       finish_item<Cfg, Cfg::kThreads>(p, it, cnt, umax, thr, cand_u, cand_pos, hist, scan, bcast,
                                       [] { __syncthreads(); }, int(threadIdx.x));
       if (Cfg::kProf && p.prof && threadIdx.x == Cfg::kSelBase)
-        atomicAdd(p.prof + kProfSelFinal, (unsigned long long)(clock() - c0));
+        atomicAdd(p.prof + kProfSelFinal, (unsigned long long)(unsigned(clock()) - c0));
     }
   }
 #endif
