@@ -352,6 +352,8 @@ const Variant kVariants[] = {
     {nullptr, "variant 15 (two N = 32 banks)", 15, true},
     {nullptr, "variant 16 with the merge kernel (runs 61-63's decode)", 16, true, false, true},
     {nullptr, "variant 17 (the select warps finish the last item too)", 17, true},
+    {nullptr, "variant 18 (select warps poll with 200 ns sleeps)", 18, true},
+    {nullptr, "variant 19 (select, producer and math warps poll with sleeps)", 19, true},
 };
 
 double copy_ceiling_tbps() {

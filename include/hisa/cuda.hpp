@@ -87,10 +87,12 @@ struct Options {
   // with the key scales loaded at the top of the stage (device run 56's default: one spilled
   // register per stage in the math warps; 1-2% slower at 128K, 2% faster at 8K and 32K).
   // Prefill, 9: the cuts count digits with __match_any_sync (the default before device run 59;
-  // in run 59 5-23% slower). Decode: 14: five key stages instead of four; 15: w in registers with
-  // two N = 32 wgmma banks instead of one N = 64 bank; 16: the decode of device runs 61-63 (w read
-  // from shared memory every key stage, two N = 32 banks); 17: the CTA's last item finished (the
-  // final cut and the merge) by all 640 threads instead of the seven select warps.
+  // in run 59 5-23% slower). Decode: 14: four key stages instead of five; 15: two N = 32 wgmma
+  // banks instead of one N = 64 bank; 16: the decode of device runs 61-63 (w read from shared
+  // memory every key stage, two N = 32 banks, four key stages, the select warps' tail); 17: the
+  // CTA's last item finished (the final cut and the merge) by the seven select warps instead of
+  // all 640 threads; 18: the select warps poll for scores with 200 ns sleeps instead of suspended
+  // try-waits; 19: 18, and the producer (200 ns) and math warps (50 ns) too.
   int variant = 0;
   // Launch the split-K merge kernel as a programmatic dependent of the fused kernel when the
   // fused grid leaves at least half the SMs free (its CTAs wait there instead of being launched

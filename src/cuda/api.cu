@@ -171,6 +171,8 @@ cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
     if (opt.variant == 15) return launch_variant<kNQ, kPaged, 15>(l, prof);
     if (opt.variant == 16) return launch_variant<kNQ, kPaged, 16>(l, prof);
     if (opt.variant == 17) return launch_variant<kNQ, kPaged, 17>(l, prof);
+    if (opt.variant == 18) return launch_variant<kNQ, kPaged, 18>(l, prof);
+    if (opt.variant == 19) return launch_variant<kNQ, kPaged, 19>(l, prof);
   } else {
     if (opt.variant == 9) return launch_variant<kNQ, kPaged, 9>(l, prof);
     if (opt.variant == 3) return launch_variant<kNQ, kPaged, 3>(l, prof);
@@ -599,8 +601,8 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   }
   l.grid = int(std::min<int64_t>(int64_t(in.batch) * splits, sms));
   l.stream = st;
-  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || (opt.variant >= 14 && opt.variant <= 17),
-             "decode: variant must be 0, 1, 2, 14, 15, 16 or 17");
+  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || (opt.variant >= 14 && opt.variant <= 19),
+             "decode: variant must be 0, 1, 2 or 14 to 19");
   // The merge by the tile's last split (no merge kernel) where the union of the partial lists
   // fits the kernel's candidate list.
   const bool merge_in_kernel =

@@ -361,9 +361,9 @@ TEST(CudaDecode, Variants) {
   g_variant = 1;  // run 22's configuration (16-stage epilogue ring)
   check_decode({9000, 4000, 300}, 1, 64, 2048, Path::Fused, false, "decode_v1_k2048");
   check_decode({20000, 3000}, 1, 64, 100, Path::Fused, true, "decode_v1_exact_k100", 3);
-  // 14: five key stages; 15: two N = 32 banks; 16: runs 61-63's decode (w from shared memory);
-  // 17: the CTA's last item finished by all its threads
-  for (int v : {14, 15, 16, 17}) {
+  // 14: four key stages; 15: two N = 32 banks; 16: runs 61-63's decode (w from shared memory);
+  // 17: the select warps finish the CTA's last item; 18, 19: sleeping polls
+  for (int v : {14, 15, 16, 17, 18, 19}) {
     g_variant = v;
     const std::string n = "decode_v" + std::to_string(v);
     check_decode({9000, 4000, 300}, 1, 64, 2048, Path::Fused, false, n + "_k2048");

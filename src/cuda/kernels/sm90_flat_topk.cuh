@@ -106,7 +106,8 @@ enum ProfSlot : int {
 // the cuts' digit counts with __match_any_sync (prefill); decode next_n 1 with H = 64: 14 = five
 // key stages (runs 61-64), 15 = two N = 32 banks, 16 = runs 61-63's decode (w from shared
 // memory, two banks, four key stages, the select warps finishing every item), 17 = the select
-// warps finishing the CTA's last item too (no kWideTail); 5, 6 were list / ring sizes (slower,
+// warps finishing the CTA's last item too (no kWideTail), 18 and 19 = sleeping polls
+// (kSleepSelect, kSleepProducer, kSleepMath); 5, 6 were list / ring sizes (slower,
 // run 56), 13 runs 38-59's decode (slower, runs 61-63): removed).
 // kSub_: key stages the select warpgroup takes per step (0 = automatic: 4 for fp8 prefill, 2
 // with the other large candidate lists, else 1); one scan barrier per step.
@@ -183,6 +184,14 @@ struct FlatConfig {
   // 64: 283.2 against 288.0 us): its final cut and the merge are the part of the decode no key
   // stream overlaps. kTune 17: the select warps finish it, as every other item.
   static constexpr bool kWideTail = kSlimDecode && kTune != 16 && kTune != 17;
+  // Sleeping polls (mbar_wait_sleep) instead of suspended try-waits, for warps with slack (run
+  // 66's question: the decode runs under the SW power cap at ~1.71 GHz, and a suspended try-wait
+  // wakes on every barrier event of the CTA): kTune 18, the select warps waiting for scores
+  // (200 ns); kTune 19, also the producer waiting for free key stages (200 ns) and the math warps
+  // waiting for keys (50 ns).
+  static constexpr int kSleepSelect = kSlimDecode && (kTune == 18 || kTune == 19) ? 200 : 0;
+  static constexpr int kSleepProducer = kSlimDecode && kTune == 19 ? 200 : 0;
+  static constexpr int kSleepMath = kSlimDecode && kTune == 19 ? 50 : 0;
   static constexpr bool kSplitRegs = kSlimPrefill && kTune != 3 && kTune != 4;
   static constexpr int kBanks = kQRows > 128                                        ? 4
                                : (kSlimPrefill && kTune != 3) ||
@@ -621,7 +630,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           }
           const int s = kv_iter % kKS;
           c0 = clock();
-          mbar_wait(&empty_kv[s], ((kv_iter / kKS) & 1) ^ 1);
+          if constexpr (Cfg::kSleepProducer > 0)
+            mbar_wait_sleep(&empty_kv[s], ((kv_iter / kKS) & 1) ^ 1, Cfg::kSleepProducer);
+          else
+            mbar_wait(&empty_kv[s], ((kv_iter / kKS) & 1) ^ 1);
           if (prof) prof_add(kProfProdWaitKV, clock() - c0);
           uint8_t* dst = kv_smem + s * Cfg::kKVBytes;
           if constexpr (!Cfg::kPaged) {
@@ -729,7 +741,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               const bool h = blk + j < it.nblocks;  // uniform
               if (h) {
                 const int es = epi_iter % kES;
-                mbar_wait(&full_epi[es], (epi_iter / kES) & 1);
+                if constexpr (Cfg::kSleepSelect > 0)
+                  mbar_wait_sleep(&full_epi[es], (epi_iter / kES) & 1, Cfg::kSleepSelect);
+                else
+                  mbar_wait(&full_epi[es], (epi_iter / kES) & 1);
                 const float* ebuf = epi_smem + es * kNQ * kBlockKV + t;
 #pragma unroll
                 for (int q = 0; q < kNQ; ++q)
@@ -752,7 +767,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             for (int j = 0; j < kSub; ++j) {
               if (blk + j < it.nblocks) {  // uniform
                 const uint32_t e = epi_iter + j;
-                mbar_wait(&full_epi[e % kES], (e / kES) & 1);
+                if constexpr (Cfg::kSleepSelect > 0)
+                  mbar_wait_sleep(&full_epi[e % kES], (e / kES) & 1, Cfg::kSleepSelect);
+                else
+                  mbar_wait(&full_epi[e % kES], (e / kES) & 1);
                 ++got;
               }
             }
@@ -1023,7 +1041,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         // different issue sites are pending at a control-flow merge (C7514); the other three
         // warpgroups' wgmma cover this warpgroup's last epilogue instead.
         const int s = kv_iter % kKS;
-        mbar_wait(&full_kv[s], (kv_iter / kKS) & 1);
+        if constexpr (Cfg::kSleepMath > 0)
+          mbar_wait_sleep(&full_kv[s], (kv_iter / kKS) & 1, Cfg::kSleepMath);
+        else
+          mbar_wait(&full_kv[s], (kv_iter / kKS) & 1);
         if constexpr (Cfg::kStreamOnly) {
           mbar_arrive(&empty_kv[s]);
           const int es = epi_iter % kES;

@@ -80,6 +80,19 @@ __device__ __forceinline__ uint64_t globaltimer_ns() {
   return t;
 }
 
+// Like mbar_wait, but a miss sleeps `ns` nanoseconds before the next poll (no suspend: a suspended
+// try_wait wakes on every barrier event of the CTA). For warps with slack (decode variants 18-19,
+// run 66: fewer polls, less power under the power cap).
+__device__ __forceinline__ void mbar_wait_sleep(uint64_t* bar, uint32_t parity, unsigned ns) {
+  if (mbar_try_wait(bar, parity)) return;
+  const long long t0 = clock64();
+  for (uint32_t polls = 1;; ++polls) {
+    __nanosleep(ns);
+    if (mbar_try_wait(bar, parity)) return;
+    if ((polls & 15) == 0 && clock64() - t0 > 40000000000ll) __trap();
+  }
+}
+
 // ---- TMA (bulk tensor copies global -> shared, completing on an mbarrier) ----
 __device__ __forceinline__ void tma_prefetch_desc(const CUtensorMap* map) {
   asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
