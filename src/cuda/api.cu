@@ -389,7 +389,7 @@ bool merge_pdl(const Options& opt, int grid, int sms) { return opt.merge_pdl && 
 void launch_merge(const PartialLists& src, int64_t rows, int k, int32_t* out, cudaStream_t st,
                   bool pdl) {
   const size_t staged = size_t(src.splits) * size_t(k) * 4;
-  if (staged <= size_t(160) << 10) {
+  if (staged <= size_t(160) << 10 && src.splits <= 64) {  // (64: the kernel's count array)
     HISA_CUDA_CHECK(cudaFuncSetAttribute(smxx_merge_smem_kernel<kTopkThreads>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(staged)));
     // Programmatic dependent launch (run 41): the fused kernel lets it start at once, its CTAs
@@ -606,7 +606,7 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   // The merge by the tile's last split (no merge kernel) where the union of the partial lists
   // fits the kernel's candidate list.
   const bool merge_in_kernel =
-      splits > 1 && opt.merge_in_kernel &&
+      splits > 1 && splits <= 64 && opt.merge_in_kernel &&
       int64_t(splits) * k <= decode_cap(in.num_heads, in.next_n, opt.variant);
   if (merge_in_kernel)
     p.merge_count = static_cast<int*>(

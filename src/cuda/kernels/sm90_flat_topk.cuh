@@ -467,17 +467,27 @@ __device__ __forceinline__ void finish_item(const FlatParams& p, const Item<Cfg>
           uint32_t* cu = cand_u + q * Cfg::kCap;
           int32_t* cp = cand_pos + q * Cfg::kCap;
           uint32_t mx = 0, mn = 0xFFFFFFFFu;
-          int n = 0;
-          for (int sp = 0; sp < p.splits; ++sp) {
-            const int64_t slot = r * p.splits + sp;
-            const int c = __ldcg(p.part_cnt + slot);
-            for (int i = tid; i < c; i += kT) {
-              const uint32_t uu = __ldcg(p.part_u + slot * p.topk + i);
-              cu[n + i] = uu;
-              cp[n + i] = __ldcg(p.part_pos + slot * p.topk + i);
-              mx = max(mx, uu), mn = min(mn, uu);
-            }
-            n += c;
+          // Offsets of the splits' lists in the union (hist[0, splits], from the counts at
+          // hist[128, 128 + splits); the host keeps splits <= 64, and the cut's passes clear hist
+          // first), then the union with four independent loads in flight per thread.
+          if (tid < p.splits) hist[128 + tid] = __ldcg(p.part_cnt + r * p.splits + tid);
+          sync();
+          if (tid == 0) {
+            int off = 0;
+            for (int sp = 0; sp < p.splits; ++sp) hist[sp] = off, off += hist[128 + sp];
+            hist[p.splits] = off;
+          }
+          sync();
+          const int n = hist[p.splits];
+#pragma unroll 4
+          for (int j = tid; j < n; j += kT) {
+            int sp = 0;
+            for (int t = 1; t < p.splits; ++t) sp += j >= hist[t];
+            const int64_t at = (r * p.splits + sp) * p.topk + (j - hist[sp]);
+            const uint32_t uu = __ldcg(p.part_u + at);
+            cu[j] = uu;
+            cp[j] = __ldcg(p.part_pos + at);
+            mx = max(mx, uu), mn = min(mn, uu);
           }
           // The smallest key anchors the cut's digits (every key lies in [mn, mx]).
           mn = __reduce_min_sync(0xFFFFFFFFu, mn);
