@@ -92,7 +92,9 @@ struct Options {
   // memory every key stage, two N = 32 banks, four key stages, the select warps' tail); 17: the
   // CTA's last item finished (the final cut and the merge) by the seven select warps instead of
   // all 640 threads; 18: the select warps poll for scores with 200 ns sleeps instead of suspended
-  // try-waits; 19: 18, and the producer (200 ns) and math warps (50 ns) too.
+  // try-waits; 19: 18, and the producer (200 ns) and math warps (50 ns) too; 20: a split the
+  // kernel merges cuts its list exactly some 28 key stages before its end and publishes it uncut
+  // (the merge's one cut covers the union).
   int variant = 0;
   // Launch the split-K merge kernel as a programmatic dependent of the fused kernel when the
   // fused grid leaves at least half the SMs free (its CTAs wait there instead of being launched

@@ -173,6 +173,7 @@ cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
     if (opt.variant == 17) return launch_variant<kNQ, kPaged, 17>(l, prof);
     if (opt.variant == 18) return launch_variant<kNQ, kPaged, 18>(l, prof);
     if (opt.variant == 19) return launch_variant<kNQ, kPaged, 19>(l, prof);
+    if (opt.variant == 20) return launch_variant<kNQ, kPaged, 20>(l, prof);
   } else {
     if (opt.variant == 9) return launch_variant<kNQ, kPaged, 9>(l, prof);
     if (opt.variant == 3) return launch_variant<kNQ, kPaged, 3>(l, prof);
@@ -461,6 +462,7 @@ void prefill_fused(const PrefillInputs& in, int k, int32_t* out, const int32_t* 
   p.row_ke = row_ke;
   p.w = in.w;
   p.out = out;
+  p.part_stride = k;
   if (splits > 1) {
     const size_t n = size_t(in.num_q) * splits * k;
     p.part_u = static_cast<uint32_t*>(ws.get(kSlotPartU, n * 4));
@@ -593,21 +595,22 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   p.kv_cache = in.kv_cache;
   p.w = in.w;
   p.out = out;
+  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || (opt.variant >= 14 && opt.variant <= 20),
+             "decode: variant must be 0, 1, 2 or 14 to 20");
+  // The merge by the tile's last split (no merge kernel) where the union of the partial lists
+  // fits the kernel's candidate list. Variant 20 publishes lists uncut up to cap / splits entries.
+  const int cap = decode_cap(in.num_heads, in.next_n, opt.variant);
+  const bool merge_in_kernel =
+      splits > 1 && splits <= 64 && opt.merge_in_kernel && int64_t(splits) * k <= cap;
+  p.part_stride = merge_in_kernel && opt.variant == 20 ? std::max(k, cap / splits) : k;
   if (splits > 1) {
-    const size_t n = size_t(rows) * splits * k;
+    const size_t n = size_t(rows) * splits * p.part_stride;
     p.part_u = static_cast<uint32_t*>(ws.get(kSlotPartU, n * 4));
     p.part_pos = static_cast<int32_t*>(ws.get(kSlotPartPos, n * 4));
     p.part_cnt = static_cast<int32_t*>(ws.get(kSlotPartCnt, size_t(rows) * splits * 4));
   }
   l.grid = int(std::min<int64_t>(int64_t(in.batch) * splits, sms));
   l.stream = st;
-  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || (opt.variant >= 14 && opt.variant <= 19),
-             "decode: variant must be 0, 1, 2 or 14 to 19");
-  // The merge by the tile's last split (no merge kernel) where the union of the partial lists
-  // fits the kernel's candidate list.
-  const bool merge_in_kernel =
-      splits > 1 && splits <= 64 && opt.merge_in_kernel &&
-      int64_t(splits) * k <= decode_cap(in.num_heads, in.next_n, opt.variant);
   if (merge_in_kernel)
     p.merge_count = static_cast<int*>(
         ws.get(kSlotMergeCount, size_t(in.batch) * sizeof(int), /*zero_new=*/true));

@@ -67,6 +67,9 @@ struct FlatParams {
   // zero before the launch and left zero after it; the last split of a tile to finish merges the
   // tile's partial lists into `out` (no merge kernel). nullptr: the merge kernel does it.
   int* merge_count = nullptr;
+  // Entries per partial-list slot (>= topk): the decode's split lists are [rows, splits,
+  // part_stride]; larger than topk where they go out uncut (kEarlyCut).
+  int part_stride = 0;
   // outputs (score mode)
   float* scores = nullptr;  // [row_end - row_begin, scores_ld] fp32, position p of row r at
   int64_t scores_ld = 0;    // (r - row_begin) * scores_ld + p
@@ -184,6 +187,12 @@ struct FlatConfig {
   // 64: 283.2 against 288.0 us): its final cut and the merge are the part of the decode no key
   // stream overlaps. kTune 17: the select warps finish it, as every other item.
   static constexpr bool kWideTail = kSlimDecode && kTune != 16 && kTune != 17;
+  // kTune 20 (run 69): a split item that the kernel merges cuts its list exactly once, some
+  // kEarlyStages key stages before its end (overlapped with the stream), and then publishes its
+  // list uncut (at most part_stride entries; else cut first): the end of the item loses the final
+  // cut, and the merge's one cut covers the union.
+  static constexpr bool kEarlyCut = kSlimDecode && kTune == 20;
+  static constexpr int kEarlyStages = 28;
   // Sleeping polls (mbar_wait_sleep) instead of suspended try-waits, for warps with slack (run
   // 66's question: the decode runs under the SW power cap at ~1.71 GHz, and a suspended try-wait
   // wakes on every barrier event of the CTA): kTune 18, the select warps waiting for scores
@@ -347,11 +356,13 @@ struct Item {
   int64_t key_hi;  // end of the item's key range
   int nblocks;     // key stages
   int tile, split;
+  int nseg;          // key ranges of the tile (its partial lists; 1: the item writes the output)
   int page0, page1;  // decode: logical pages [page0, page1)
 
   __device__ __forceinline__ Item(const FlatParams& p, int item) {
     tile = item / p.splits;
     split = item - tile * p.splits;
+    nseg = p.splits;
     page0 = page1 = 0;
     if constexpr (!Cfg::kPaged) {
       tile = p.num_tiles - 1 - tile;  // causal prefill: later rows see more keys; start with them
@@ -430,24 +441,27 @@ __device__ __forceinline__ void finish_item(const FlatParams& p, const Item<Cfg>
     uint32_t* cu = cand_u + q * Cfg::kCap;
     int32_t* cp = cand_pos + q * Cfg::kCap;
     int cnt = cnt_in[q];
-    if (cnt > p.topk) {
+    // kEarlyCut: a list the kernel merges goes out uncut when it fits its slot.
+    const bool uncut = Cfg::kEarlyCut && it.nseg > 1 && p.merge_count != nullptr &&
+                       cnt <= p.part_stride;
+    if (cnt > p.topk && !uncut) {
       const RadixCut cut = cut_exact(cnt, cu, umax[q], thr[q]);
       cnt = compact(cnt, cut, cu, cp);
     }
-    if (p.splits == 1) {
+    if (it.nseg == 1) {
       int32_t* out = p.out + r * p.topk;
       for (int i = tid; i < p.topk; i += kT) out[i] = i < cnt ? cp[i] : -1;
     } else {
       const int64_t slot = r * p.splits + it.split;
       for (int i = tid; i < cnt; i += kT) {
-        p.part_u[slot * p.topk + i] = cu[i];
-        p.part_pos[slot * p.topk + i] = cp[i];
+        p.part_u[slot * p.part_stride + i] = cu[i];
+        p.part_pos[slot * p.part_stride + i] = cp[i];
       }
       if (tid == 0) p.part_cnt[slot] = cnt;
     }
   }
   if constexpr (Cfg::kPaged) {
-    if (p.splits > 1 && p.merge_count != nullptr) {
+    if (it.nseg > 1 && p.merge_count != nullptr) {
       // Publish this split's lists (every thread's stores, one fence, one arrival: CUDA's
       // threadFenceReduction pattern); the tile's last split to arrive merges.
       sync();
@@ -456,14 +470,14 @@ __device__ __forceinline__ void finish_item(const FlatParams& p, const Item<Cfg>
         bcast[3] = atomicAdd(p.merge_count + it.tile, 1);  // radix_select uses [0, 3)
       }
       sync();
-      if (bcast[3] == p.splits - 1) {  // uniform
+      if (bcast[3] == it.nseg - 1) {  // uniform
         __threadfence();
 #pragma unroll 1
         for (int q = 0; q < kNQ; ++q) {
           if (q >= p.next_n) continue;
           const int64_t r = it.row0 + q;
           // The union of the splits' lists in split order, which is position order (the host
-          // checked splits * topk <= kCap); read past L1 (other SMs wrote them).
+          // checked splits * part_stride <= kCap); read past L1 (other SMs wrote them).
           uint32_t* cu = cand_u + q * Cfg::kCap;
           int32_t* cp = cand_pos + q * Cfg::kCap;
           uint32_t mx = 0, mn = 0xFFFFFFFFu;
@@ -483,7 +497,7 @@ __device__ __forceinline__ void finish_item(const FlatParams& p, const Item<Cfg>
           for (int j = tid; j < n; j += kT) {
             int sp = 0;
             for (int t = 1; t < p.splits; ++t) sp += j >= hist[t];
-            const int64_t at = (r * p.splits + sp) * p.topk + (j - hist[sp]);
+            const int64_t at = (r * p.splits + sp) * p.part_stride + (j - hist[sp]);
             const uint32_t uu = __ldcg(p.part_u + at);
             cu[j] = uu;
             cp[j] = __ldcg(p.part_pos + at);
@@ -715,6 +729,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         int32_t vis_lo[kNQ], vis_hi[kNQ], rel[kNQ];  // key rows < 2^31
         int cnt[kNQ];
         uint32_t thr[kNQ], umax[kNQ];
+        bool early_done = false;  // kEarlyCut: the item's exact cut before its end is done
 #pragma unroll
         for (int q = 0; q < kNQ; ++q) {
           cnt[q] = 0;
@@ -874,9 +889,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
             parity ^= 1;
             if (prof) prof_add(kProfSelAppend, clock() - c0), c0 = clock();
+            // kEarlyCut: once, when at most kEarlyStages stages of the item are left.
+            const bool early = Cfg::kEarlyCut && !early_done && p.merge_count != nullptr &&
+                               it.nseg > 1 && blk + kSub < it.nblocks &&
+                               blk + kSub + Cfg::kEarlyStages >= it.nblocks;
 #pragma unroll
             for (int q = 0; q < kNQ; ++q) {
-              if (cnt[q] > Cfg::kCap - kSub * kBlockKV) {
+              const bool early_q = early && cnt[q] > p.topk;
+              if (cnt[q] > Cfg::kCap - kSub * kBlockKV || early_q) {
                 if (prof) prof_add(kProfSelCompactions, 1);
                 sync();
                 uint32_t* cu = cand_u + q * Cfg::kCap;
@@ -888,13 +908,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                 // final cut is exact). Cut whole only when it stays within half the list (else many
                 // equal scores: an exact cut, ties by position).
                 constexpr int kRoom = Cfg::kCap - kSub * kBlockKV;
-                RadixCut cut =
-                    anchored_cut(cnt[q], cu, umax[q], thr[q], 4, p.topk + (kRoom - p.topk) / 8);
-                if (cut.kept <= (p.topk + kRoom) / 2) cut.need = 0x7FFFFFFF;
+                RadixCut cut = anchored_cut(cnt[q], cu, umax[q], thr[q], 4,
+                                            early_q ? -1 : p.topk + (kRoom - p.topk) / 8);
+                if (!early_q && cut.kept <= (p.topk + kRoom) / 2) cut.need = 0x7FFFFFFF;
                 cnt[q] = compact(cnt[q], cut, cu, cp);
                 thr[q] = max(thr[q], cut_threshold(cut));
               }
             }
+            if (early) early_done = true;
             if (prof) prof_add(kProfSelCompact, clock() - c0);
           }
         }
