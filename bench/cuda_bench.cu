@@ -161,27 +161,39 @@ struct Timing {
   int reps = 0;
 };
 
-// Warm-up once, then repeat until `budget_s` or max_reps; f(rep) launches one call.
-Timing time_it(const std::function<void(int)>& f, double budget_s, int min_reps, int max_reps) {
+// f(rep) between two stream events, then a synchronisation: its time in ms.
+struct CallTimer {
   cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  f(0);
-  CK(cudaDeviceSynchronize());
-  std::vector<double> ms;
-  double total = 0;
-  for (int rep = 1; rep <= max_reps && (rep <= min_reps || total < budget_s * 1e3); ++rep) {
+  CallTimer() {
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+  }
+  ~CallTimer() {
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+  }
+  double operator()(const std::function<void(int)>& f, int rep) {
     CK(cudaEventRecord(a));
     f(rep);
     CK(cudaEventRecord(b));
     CK(cudaEventSynchronize(b));
     float t = 0;
     CK(cudaEventElapsedTime(&t, a, b));
-    ms.push_back(t);
-    total += t;
+    return t;
   }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
+};
+
+// Warm-up once, then repeat until `budget_s` or max_reps; f(rep) launches one call.
+Timing time_it(const std::function<void(int)>& f, double budget_s, int min_reps, int max_reps) {
+  CallTimer timer;
+  f(0);
+  CK(cudaDeviceSynchronize());
+  std::vector<double> ms;
+  double total = 0;
+  for (int rep = 1; rep <= max_reps && (rep <= min_reps || total < budget_s * 1e3); ++rep) {
+    ms.push_back(timer(f, rep));
+    total += ms.back();
+  }
   std::sort(ms.begin(), ms.end());
   Timing r;
   r.median_ms = ms[ms.size() / 2];
@@ -190,37 +202,19 @@ Timing time_it(const std::function<void(int)>& f, double budget_s, int min_reps,
   return r;
 }
 
-// Time per call with the calls queued back to back (one event pair around `reps` calls, no host
-// synchronisation in between): the host's per-call work (tensor maps, launches) overlaps the GPU
-// work of the previous call, as in a serving loop, so this is the GPU time per call, kernels and
-// the gaps between them. time_it above synchronises after every call and so also counts the
-// host time from its first event to the first kernel.
-// Same-run A/B that shares the drift of clock and power between the two: `rounds` rounds of
-// `per` synchronised calls of a, then of b; the medians over all calls of each (ms).
+// Same-run A/B that shares the drift of clock and power between the two: kABRounds rounds of
+// kABPer synchronised calls of a, then of b; the medians over all calls of each (ms).
+constexpr int kABRounds = 8, kABPer = 25;
 std::pair<double, double> time_interleaved(const std::function<void(int)>& a,
-                                           const std::function<void(int)>& b, int rounds = 8,
-                                           int per = 25) {
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
+                                           const std::function<void(int)>& b) {
+  CallTimer timer;
   a(0), b(0);
   CK(cudaDeviceSynchronize());
   std::vector<double> ta, tb;
-  for (int r = 0; r < rounds; ++r) {
-    for (int side = 0; side < 2; ++side) {
-      for (int i = 1; i <= per; ++i) {
-        CK(cudaEventRecord(e0));
-        (side ? b : a)(r * per + i);
-        CK(cudaEventRecord(e1));
-        CK(cudaEventSynchronize(e1));
-        float t = 0;
-        CK(cudaEventElapsedTime(&t, e0, e1));
-        (side ? tb : ta).push_back(t);
-      }
-    }
+  for (int r = 0; r < kABRounds; ++r) {
+    for (int i = 1; i <= kABPer; ++i) ta.push_back(timer(a, r * kABPer + i));
+    for (int i = 1; i <= kABPer; ++i) tb.push_back(timer(b, r * kABPer + i));
   }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
   std::sort(ta.begin(), ta.end());
   std::sort(tb.begin(), tb.end());
   return {ta[ta.size() / 2], tb[tb.size() / 2]};
@@ -240,22 +234,19 @@ std::string utc_now() {
   return buf;
 }
 
+// Time per call with the calls queued back to back (one event pair around `reps` calls, no host
+// synchronisation in between): the host's per-call work (tensor maps, launches) overlaps the GPU
+// work of the previous call, as in a serving loop, so this is the GPU time per call, kernels and
+// the gaps between them. time_it above synchronises after every call and so also counts the
+// host time from its first event to the first kernel.
 constexpr int kB2BReps = 100;
 double time_back_to_back_ms(const std::function<void(int)>& f, int reps) {
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
+  CallTimer timer;
   f(0);
   CK(cudaDeviceSynchronize());
-  CK(cudaEventRecord(a));
-  for (int rep = 1; rep <= reps; ++rep) f(rep);
-  CK(cudaEventRecord(b));
-  CK(cudaEventSynchronize(b));
-  float t = 0;
-  CK(cudaEventElapsedTime(&t, a, b));
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return double(t) / reps;
+  return timer([&](int) {
+           for (int rep = 1; rep <= reps; ++rep) f(rep);
+         }, 0) / reps;
 }
 
 // Judges sampled rows: builds one-row host inputs (the row's q and w, its sequence's keys).
@@ -806,7 +797,7 @@ int main(int argc, char** argv) {
                   rv["merge_in_kernel"] = v.merge_in_kernel;
                   rv["median_us"] = ab.second * 1e3;
                   rv["production_interleaved_us"] = ab.first * 1e3;
-                  rv["rows_failed"] = check_two(8 * 25);  // the variant's last call
+                  rv["rows_failed"] = check_two(kABRounds * kABPer);  // its last call
                   std::printf(
                       "    %s: %.1f us = %.2f TB/s; production interleaved %.1f us (x%.3f) "
                       "[%s]%s\n",

@@ -23,6 +23,9 @@ namespace {
 constexpr int kFusedMaxK = 2048;    // candidate lists of the fused kernel hold 3072 per query
 constexpr int kTopkThreads = 1024;  // stand-alone top-k / merge: one CTA of 1024 per row
 constexpr int kMergeThreads = 512;
+// The most split lists either merge takes (the merge kernel's count array; the fused kernel keeps
+// the lists' offsets in its histogram).
+constexpr int kMaxMergeSplits = 64;
 
 enum Slot : int {
   kSlotSpans = 0,
@@ -390,7 +393,7 @@ bool merge_pdl(const Options& opt, int grid, int sms) { return opt.merge_pdl && 
 void launch_merge(const PartialLists& src, int64_t rows, int k, int32_t* out, cudaStream_t st,
                   bool pdl) {
   const size_t staged = size_t(src.splits) * size_t(k) * 4;
-  if (staged <= size_t(160) << 10 && src.splits <= 64) {  // (64: the kernel's count array)
+  if (staged <= size_t(160) << 10 && src.splits <= kMaxMergeSplits) {
     HISA_CUDA_CHECK(cudaFuncSetAttribute(smxx_merge_smem_kernel<kTopkThreads>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(staged)));
     // Programmatic dependent launch (run 41): the fused kernel lets it start at once, its CTAs
@@ -601,7 +604,8 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   // fits the kernel's candidate list. Variant 20 publishes lists uncut up to cap / splits entries.
   const int cap = decode_cap(in.num_heads, in.next_n, opt.variant);
   const bool merge_in_kernel =
-      splits > 1 && splits <= 64 && opt.merge_in_kernel && int64_t(splits) * k <= cap;
+      splits > 1 && splits <= kMaxMergeSplits && opt.merge_in_kernel &&
+      int64_t(splits) * k <= cap;
   p.part_stride = merge_in_kernel && opt.variant == 20 ? std::max(k, cap / splits) : k;
   if (splits > 1) {
     const size_t n = size_t(rows) * splits * p.part_stride;

@@ -110,8 +110,9 @@ enum ProfSlot : int {
 // key stages (runs 61-64), 15 = two N = 32 banks, 16 = runs 61-63's decode (w from shared
 // memory, two banks, four key stages, the select warps finishing every item), 17 = the select
 // warps finishing the CTA's last item too (no kWideTail), 18 and 19 = sleeping polls
-// (kSleepSelect, kSleepProducer, kSleepMath); 5, 6 were list / ring sizes (slower,
-// run 56), 13 runs 38-59's decode (slower, runs 61-63): removed).
+// (kSleepSelect, kSleepProducer, kSleepMath), 20 = the exact cut before the end with the split
+// lists published uncut (kEarlyCut). Removed: 5, 6 (list / ring sizes, slower in run 56), 13
+// (runs 38-59's decode, slower in runs 61-63).
 // kSub_: key stages the select warpgroup takes per step (0 = automatic: 4 for fp8 prefill, 2
 // with the other large candidate lists, else 1); one scan barrier per step.
 template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool kProf_ = false,
@@ -193,14 +194,14 @@ struct FlatConfig {
   // cut, and the merge's one cut covers the union.
   static constexpr bool kEarlyCut = kSlimDecode && kTune == 20;
   static constexpr int kEarlyStages = 28;
-  // Sleeping polls (mbar_wait_sleep) instead of suspended try-waits, for warps with slack (run
+  // Sleeping polls (mbar_wait<ns>) instead of suspended try-waits, for warps with slack (run
   // 66's question: the decode runs under the SW power cap at ~1.71 GHz, and a suspended try-wait
   // wakes on every barrier event of the CTA): kTune 18, the select warps waiting for scores
   // (200 ns); kTune 19, also the producer waiting for free key stages (200 ns) and the math warps
   // waiting for keys (50 ns).
-  static constexpr int kSleepSelect = kSlimDecode && (kTune == 18 || kTune == 19) ? 200 : 0;
-  static constexpr int kSleepProducer = kSlimDecode && kTune == 19 ? 200 : 0;
-  static constexpr int kSleepMath = kSlimDecode && kTune == 19 ? 50 : 0;
+  static constexpr unsigned kSleepSelect = kSlimDecode && (kTune == 18 || kTune == 19) ? 200 : 0;
+  static constexpr unsigned kSleepProducer = kSlimDecode && kTune == 19 ? 200 : 0;
+  static constexpr unsigned kSleepMath = kSlimDecode && kTune == 19 ? 50 : 0;
   static constexpr bool kSplitRegs = kSlimPrefill && kTune != 3 && kTune != 4;
   static constexpr int kBanks = kQRows > 128                                        ? 4
                                : (kSlimPrefill && kTune != 3) ||
@@ -356,13 +357,11 @@ struct Item {
   int64_t key_hi;  // end of the item's key range
   int nblocks;     // key stages
   int tile, split;
-  int nseg;          // key ranges of the tile (its partial lists; 1: the item writes the output)
   int page0, page1;  // decode: logical pages [page0, page1)
 
   __device__ __forceinline__ Item(const FlatParams& p, int item) {
     tile = item / p.splits;
     split = item - tile * p.splits;
-    nseg = p.splits;
     page0 = page1 = 0;
     if constexpr (!Cfg::kPaged) {
       tile = p.num_tiles - 1 - tile;  // causal prefill: later rows see more keys; start with them
@@ -442,13 +441,13 @@ __device__ __forceinline__ void finish_item(const FlatParams& p, const Item<Cfg>
     int32_t* cp = cand_pos + q * Cfg::kCap;
     int cnt = cnt_in[q];
     // kEarlyCut: a list the kernel merges goes out uncut when it fits its slot.
-    const bool uncut = Cfg::kEarlyCut && it.nseg > 1 && p.merge_count != nullptr &&
+    const bool uncut = Cfg::kEarlyCut && p.splits > 1 && p.merge_count != nullptr &&
                        cnt <= p.part_stride;
     if (cnt > p.topk && !uncut) {
       const RadixCut cut = cut_exact(cnt, cu, umax[q], thr[q]);
       cnt = compact(cnt, cut, cu, cp);
     }
-    if (it.nseg == 1) {
+    if (p.splits == 1) {
       int32_t* out = p.out + r * p.topk;
       for (int i = tid; i < p.topk; i += kT) out[i] = i < cnt ? cp[i] : -1;
     } else {
@@ -461,7 +460,7 @@ __device__ __forceinline__ void finish_item(const FlatParams& p, const Item<Cfg>
     }
   }
   if constexpr (Cfg::kPaged) {
-    if (it.nseg > 1 && p.merge_count != nullptr) {
+    if (p.splits > 1 && p.merge_count != nullptr) {
       // Publish this split's lists (every thread's stores, one fence, one arrival: CUDA's
       // threadFenceReduction pattern); the tile's last split to arrive merges.
       sync();
@@ -470,7 +469,7 @@ __device__ __forceinline__ void finish_item(const FlatParams& p, const Item<Cfg>
         bcast[3] = atomicAdd(p.merge_count + it.tile, 1);  // radix_select uses [0, 3)
       }
       sync();
-      if (bcast[3] == it.nseg - 1) {  // uniform
+      if (bcast[3] == p.splits - 1) {  // uniform
         __threadfence();
 #pragma unroll 1
         for (int q = 0; q < kNQ; ++q) {
@@ -581,6 +580,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   __syncthreads();
 
   const int num_items = p.num_tiles * p.splits;
+  // The CTA's last item (items are strided over the CTAs); valid when blockIdx.x < num_items.
+  const int last_item =
+      int(blockIdx.x) + (num_items - 1 - int(blockIdx.x)) / int(gridDim.x) * int(gridDim.x);
 
   if (threadIdx.x >= kMathThreads) {
     // kSplitRegs: the producer warp and the select warps fill two warpgroups (setmaxnreg is
@@ -654,10 +656,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           }
           const int s = kv_iter % kKS;
           c0 = clock();
-          if constexpr (Cfg::kSleepProducer > 0)
-            mbar_wait_sleep(&empty_kv[s], ((kv_iter / kKS) & 1) ^ 1, Cfg::kSleepProducer);
-          else
-            mbar_wait(&empty_kv[s], ((kv_iter / kKS) & 1) ^ 1);
+          mbar_wait<Cfg::kSleepProducer>(&empty_kv[s], ((kv_iter / kKS) & 1) ^ 1);
           if (prof) prof_add(kProfProdWaitKV, clock() - c0);
           uint8_t* dst = kv_smem + s * Cfg::kKVBytes;
           if constexpr (!Cfg::kPaged) {
@@ -766,10 +765,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               const bool h = blk + j < it.nblocks;  // uniform
               if (h) {
                 const int es = epi_iter % kES;
-                if constexpr (Cfg::kSleepSelect > 0)
-                  mbar_wait_sleep(&full_epi[es], (epi_iter / kES) & 1, Cfg::kSleepSelect);
-                else
-                  mbar_wait(&full_epi[es], (epi_iter / kES) & 1);
+                mbar_wait<Cfg::kSleepSelect>(&full_epi[es], (epi_iter / kES) & 1);
                 const float* ebuf = epi_smem + es * kNQ * kBlockKV + t;
 #pragma unroll
                 for (int q = 0; q < kNQ; ++q)
@@ -792,10 +788,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             for (int j = 0; j < kSub; ++j) {
               if (blk + j < it.nblocks) {  // uniform
                 const uint32_t e = epi_iter + j;
-                if constexpr (Cfg::kSleepSelect > 0)
-                  mbar_wait_sleep(&full_epi[e % kES], (e / kES) & 1, Cfg::kSleepSelect);
-                else
-                  mbar_wait(&full_epi[e % kES], (e / kES) & 1);
+                mbar_wait<Cfg::kSleepSelect>(&full_epi[e % kES], (e / kES) & 1);
                 ++got;
               }
             }
@@ -891,7 +884,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             if (prof) prof_add(kProfSelAppend, clock() - c0), c0 = clock();
             // kEarlyCut: once, when at most kEarlyStages stages of the item are left.
             const bool early = Cfg::kEarlyCut && !early_done && p.merge_count != nullptr &&
-                               it.nseg > 1 && blk + kSub < it.nblocks &&
+                               p.splits > 1 && blk + kSub < it.nblocks &&
                                blk + kSub + Cfg::kEarlyStages >= it.nblocks;
 #pragma unroll
             for (int q = 0; q < kNQ; ++q) {
@@ -949,7 +942,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               }
             }
             sync();  // the next item's appends overwrite the lists
-          } else if (Cfg::kWideTail && item + gridDim.x >= num_items) {
+          } else if (Cfg::kWideTail && item == last_item) {
             // The CTA's last item ends after the roles, with every thread (below): hand over the
             // lists' state (the lists themselves stay in shared memory).
 #pragma unroll
@@ -1072,10 +1065,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         // different issue sites are pending at a control-flow merge (C7514); the other three
         // warpgroups' wgmma cover this warpgroup's last epilogue instead.
         const int s = kv_iter % kKS;
-        if constexpr (Cfg::kSleepMath > 0)
-          mbar_wait_sleep(&full_kv[s], (kv_iter / kKS) & 1, Cfg::kSleepMath);
-        else
-          mbar_wait(&full_kv[s], (kv_iter / kKS) & 1);
+        mbar_wait<Cfg::kSleepMath>(&full_kv[s], (kv_iter / kKS) & 1);
         if constexpr (Cfg::kStreamOnly) {
           mbar_arrive(&empty_kv[s]);
           const int es = epi_iter % kES;
@@ -1200,7 +1190,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     __syncthreads();
     if (blockIdx.x < num_items) {
       const unsigned c0 = clock();
-      const Item<Cfg> it(p, blockIdx.x + (num_items - 1 - blockIdx.x) / gridDim.x * gridDim.x);
+      const Item<Cfg> it(p, last_item);
       int cnt[kNQ];
       uint32_t umax[kNQ], thr[kNQ];
 #pragma unroll

@@ -64,11 +64,20 @@ __device__ __forceinline__ bool mbar_try_wait_suspend(uint64_t* bar, uint32_t pa
 // instead of hanging the device (the launch then fails with an illegal-instruction error; no
 // printf: a call inside the wgmma loop makes ptxas serialise every wgmma). The cycle counter is
 // read once per 16 polls: reading %globaltimer on every poll delayed each wake-up (run 1).
+// kSleepNs > 0: a miss sleeps that many nanoseconds before the next plain poll instead of a
+// suspended try-wait (which wakes on every barrier event of the CTA), for warps with slack (decode
+// variants 18-19, runs 66-67: no measurable gain).
+template <unsigned kSleepNs = 0>
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
   if (mbar_try_wait(bar, parity)) return;
   const long long t0 = clock64();
   for (uint32_t polls = 1;; ++polls) {
-    if (mbar_try_wait_suspend(bar, parity)) return;
+    if constexpr (kSleepNs > 0) {
+      __nanosleep(kSleepNs);
+      if (mbar_try_wait(bar, parity)) return;
+    } else {
+      if (mbar_try_wait_suspend(bar, parity)) return;
+    }
     if ((polls & 15) == 0 && clock64() - t0 > 40000000000ll) __trap();
   }
 }
@@ -78,19 +87,6 @@ __device__ __forceinline__ uint64_t globaltimer_ns() {
   uint64_t t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
-}
-
-// Like mbar_wait, but a miss sleeps `ns` nanoseconds before the next poll (no suspend: a suspended
-// try_wait wakes on every barrier event of the CTA). For warps with slack (decode variants 18-19,
-// run 66: fewer polls, less power under the power cap).
-__device__ __forceinline__ void mbar_wait_sleep(uint64_t* bar, uint32_t parity, unsigned ns) {
-  if (mbar_try_wait(bar, parity)) return;
-  const long long t0 = clock64();
-  for (uint32_t polls = 1;; ++polls) {
-    __nanosleep(ns);
-    if (mbar_try_wait(bar, parity)) return;
-    if ((polls & 15) == 0 && clock64() - t0 > 40000000000ll) __trap();
-  }
 }
 
 // ---- TMA (bulk tensor copies global -> shared, completing on an mbarrier) ----
