@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/kernels/flat_timeline.hpp"
 #include "hisa/cuda.hpp"
 #include "hisa/judge.hpp"
 #include "hisa/reference.hpp"
@@ -280,13 +281,25 @@ int check_prefill_rows(const Buf<uint8_t>& q, const Buf<uint8_t>& k, const Buf<f
   return bad;
 }
 
+std::string fmt_us(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1f", v);
+  return b;
+}
+
 // One profiled call: the select and producer warpgroups' cycle breakdown (ProfSlot order).
 json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
   Buf<unsigned long long> prof(16);
   CK(cudaMemset(prof.p, 0, 16 * 8));
+  int sms = 0;
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  constexpr int kEv = hisa::cuda::sm90::kTimelineEvents;
+  Buf<unsigned long long> tl(size_t(sms) * kEv);
+  CK(cudaMemset(tl.p, 0, size_t(sms) * kEv * 8));
   hisa::cuda::Options opt;
   opt.validate = false;
   opt.profile = prof.p;
+  opt.timeline = tl.p;
   call(opt);
   CK(cudaDeviceSynchronize());
   const auto c = prof.get(0, 16);
@@ -318,6 +331,54 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
       r["compactions_per_item"].get<double>(), r["cycles_per_compaction"].get<double>(),
       100 * r["select_final"].get<double>(), r["appended_per_item"].get<double>(),
       100 * r["producer_wait_kv_free"].get<double>(), r["sm_clock_ghz"].get<double>());
+  // Timeline of the CTAs' last items (decode's wide tail), in us after the first CTA's start.
+  const auto t = tl.get(0, size_t(sms) * kEv);
+  using namespace hisa::cuda::sm90;
+  unsigned long long t0 = ~0ull;
+  for (int b = 0; b < sms; ++b)
+    if (t[b * kEv + kTlStart]) t0 = std::min(t0, t[b * kEv + kTlStart]);
+  std::vector<double> consumed, tail_wait, publish, merge, end;
+  for (int b = 0; b < sms; ++b) {
+    const unsigned long long* e = &t[size_t(b) * kEv];
+    if (!e[kTlStart] || !e[kTlConsumed] || !e[kTlTail] || !e[kTlEnd]) continue;
+    consumed.push_back((e[kTlConsumed] - t0) * 1e-3);
+    tail_wait.push_back((double(e[kTlTail]) - double(e[kTlConsumed])) * 1e-3);
+    end.push_back((e[kTlEnd] - t0) * 1e-3);
+    if (e[kTlArrived]) {
+      publish.push_back((double(e[kTlArrived]) - double(e[kTlTail])) * 1e-3);
+      if (e[kTlMerged]) merge.push_back((double(e[kTlEnd]) - double(e[kTlArrived])) * 1e-3);
+    } else {
+      publish.push_back((double(e[kTlEnd]) - double(e[kTlTail])) * 1e-3);
+    }
+  }
+  if (!consumed.empty()) {
+    const auto stats = [](std::vector<double> v) {
+      json j;
+      if (v.empty()) return j;
+      std::sort(v.begin(), v.end());
+      j["min"] = v.front(), j["median"] = v[v.size() / 2], j["max"] = v.back();
+      j["n"] = v.size();
+      return j;
+    };
+    json tj;
+    tj["stream_done"] = stats(consumed);
+    tj["roles_to_tail"] = stats(tail_wait);
+    tj["cut_and_publish"] = stats(publish);
+    tj["merge"] = stats(merge);
+    tj["end"] = stats(end);
+    r["timeline_us"] = tj;
+    const auto s3 = [&](const char* k) {
+      const json& j = tj[k];
+      return j.is_null() ? std::string("-")
+                         : fmt_us(j["min"].get<double>()) + "/" + fmt_us(j["median"].get<double>()) +
+                               "/" + fmt_us(j["max"].get<double>());
+    };
+    std::printf(
+        "    timeline (us, min/median/max over %zu CTAs): stream done %s; roles -> tail %s; cut + "
+        "publish %s; merge %s; end %s\n",
+        consumed.size(), s3("stream_done").c_str(), s3("roles_to_tail").c_str(),
+        s3("cut_and_publish").c_str(), s3("merge").c_str(), s3("end").c_str());
+  }
   return r;
 }
 

@@ -75,6 +75,9 @@ struct Options {
   // only the split-K merge kernel runs, over the partial lists the previous call left.
   unsigned long long* profile = nullptr;
   int debug_mode = 0;
+  // Measurement (with `profile`): a device array of 8 u64 per CTA (one CTA per SM) that receives
+  // %globaltimer stamps of the CTA's last item (TimelineEvent in sm90_flat_topk.cuh).
+  unsigned long long* timeline = nullptr;
   // Kernel variant for A/B timing (0 = default): 1 runs an earlier configuration. Fused fp8
   // prefill with H = 64: device run 27's kernel (768 threads, four math warpgroups with two N = 64
   // wgmma banks) instead of the slim one (640 threads, three math warpgroups with one N = 128

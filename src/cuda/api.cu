@@ -481,6 +481,7 @@ void prefill_fused(const PrefillInputs& in, int k, int32_t* out, const int32_t* 
     HISA_CHECK(in.dtype == DType::F8E4M3 && in.num_heads == 64,
                "prefill: the measurement hooks and variants exist for fp8, H = 64 only");
     p.prof = opt.profile;
+    p.timeline = opt.timeline;
     p.debug_mode = opt.debug_mode;
     HISA_CUDA_CHECK((launch_measured<2, false>(l, opt)));
   } else {
@@ -630,6 +631,7 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
     HISA_CHECK(in.num_heads == 64 && in.next_n == 1,
                "decode: the measurement hooks and variants exist for H = 64, next_n = 1 only");
     p.prof = opt.profile;
+    p.timeline = opt.timeline;
     p.debug_mode = opt.debug_mode;
     HISA_CUDA_CHECK((launch_measured<1, true>(l, opt)));
   } else {

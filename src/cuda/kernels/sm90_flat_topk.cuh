@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda/kernels/flat_timeline.hpp"
 #include "cuda/kernels/sm90_ptx.cuh"
 #include "cuda/kernels/sm90_wgmma.cuh"
 #include "cuda/kernels/smxx_select.cuh"
@@ -78,6 +79,9 @@ struct FlatParams {
   // debug_mode 1 = the select warpgroup consumes the scores without selecting (pipeline bound).
   unsigned long long* prof = nullptr;
   int debug_mode = 0;
+  // Measurement only (the kProf instances): per CTA kTimelineEvents %globaltimer stamps in ns
+  // (TimelineEvent order; 0 = not reached), nullptr = off.
+  unsigned long long* timeline = nullptr;
 };
 
 // Slots of FlatParams::prof (cycles unless noted; one thread per role counts).
@@ -467,6 +471,10 @@ __device__ __forceinline__ void finish_item(const FlatParams& p, const Item<Cfg>
       if (tid == 0) {
         __threadfence();
         bcast[3] = atomicAdd(p.merge_count + it.tile, 1);  // radix_select uses [0, 3)
+        if (Cfg::kProf && p.timeline) {
+          p.timeline[blockIdx.x * kTimelineEvents + kTlArrived] = globaltimer_ns();
+          if (bcast[3] == p.splits - 1) p.timeline[blockIdx.x * kTimelineEvents + kTlMerged] = 1;
+        }
       }
       sync();
       if (bcast[3] == p.splits - 1) {  // uniform
@@ -603,6 +611,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       long long clk0 = 0;
       uint64_t ns0 = 0;
       if (prof) clk0 = clock64(), ns0 = globaltimer_ns();
+      const auto stamp = [&](int ev) {
+        if (Cfg::kProf && p.timeline && lane == 0)
+          p.timeline[blockIdx.x * kTimelineEvents + ev] = globaltimer_ns();
+      };
+      stamp(kTlStart);
       for (int item = blockIdx.x; item < num_items; item += gridDim.x, ++q_iter) {
         const Item<Cfg> it(p, item);
         const int qs = q_iter % kQS;
@@ -679,6 +692,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           }
         }
       }
+      stamp(kTlIssued);
       if (prof) {
         prof_add(kProfProdTotal, clock() - c_start);
         atomicAdd(p.prof + kProfClkCycles, (unsigned long long)(clock64() - clk0));
@@ -912,6 +926,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             if (prof) prof_add(kProfSelCompact, clock() - c0);
           }
         }
+        if (Cfg::kProf && p.timeline && t == 0)
+          p.timeline[blockIdx.x * kTimelineEvents + kTlConsumed] = globaltimer_ns();
         if constexpr (!Cfg::kWriteScores) {
           const unsigned c0 = clock();
           if constexpr (!Cfg::kPaged) {
@@ -1200,8 +1216,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         for (int w = 0; w < Cfg::kSelWarps; ++w)
           umax[q] = max(umax[q], uint32_t(tail[2 * kNQ + q * Cfg::kSelWarps + w]));
       }
+      if (Cfg::kProf && p.timeline && threadIdx.x == 0)
+        p.timeline[blockIdx.x * kTimelineEvents + kTlTail] = globaltimer_ns();
       finish_item<Cfg, Cfg::kThreads>(p, it, cnt, umax, thr, cand_u, cand_pos, hist, scan, bcast,
                                       [] { __syncthreads(); }, int(threadIdx.x));
+      if (Cfg::kProf && p.timeline && threadIdx.x == 0)
+        p.timeline[blockIdx.x * kTimelineEvents + kTlEnd] = globaltimer_ns();
       if (Cfg::kProf && p.prof && threadIdx.x == Cfg::kSelBase)
         atomicAdd(p.prof + kProfSelFinal, (unsigned long long)(unsigned(clock()) - c0));
     }

@@ -1,0 +1,19 @@
+// Measurement only: the events the fused kernel's kProf instances stamp per CTA into
+// FlatParams::timeline (hisa::cuda::Options::timeline), read back by the benchmark.
+#pragma once
+
+namespace hisa::cuda::sm90 {
+
+// Events of FlatParams::timeline, per CTA (the CTA's last item; decode's wide tail).
+enum TimelineEvent : int {
+  kTlStart = 0,    // the producer warp starts
+  kTlIssued,       // the producer has issued its last key stage
+  kTlConsumed,     // the select warps have taken the last stage's scores (the stream is done)
+  kTlTail,         // the wide tail starts (every role done, __syncthreads passed)
+  kTlArrived,      // the item's lists are cut and published, the arrival counted
+  kTlEnd,          // the end of the item (after the merge where this CTA merged)
+  kTlMerged,       // 1 where this CTA merged its tile's lists
+  kTimelineEvents = 8
+};
+
+}  // namespace hisa::cuda::sm90
