@@ -337,7 +337,7 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
   unsigned long long t0 = ~0ull;
   for (int b = 0; b < sms; ++b)
     if (t[b * kEv + kTlStart]) t0 = std::min(t0, t[b * kEv + kTlStart]);
-  std::vector<double> consumed, tail_wait, publish, merge, end;
+  std::vector<double> consumed, tail_wait, publish, merge, merge_load, merge_cut, merge_out, end;
   for (int b = 0; b < sms; ++b) {
     const unsigned long long* e = &t[size_t(b) * kEv];
     if (!e[kTlStart] || !e[kTlConsumed] || !e[kTlTail] || !e[kTlEnd]) continue;
@@ -346,7 +346,14 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
     end.push_back((e[kTlEnd] - t0) * 1e-3);
     if (e[kTlArrived]) {
       publish.push_back((double(e[kTlArrived]) - double(e[kTlTail])) * 1e-3);
-      if (e[kTlMerged]) merge.push_back((double(e[kTlEnd]) - double(e[kTlArrived])) * 1e-3);
+      if (e[kTlMerged]) {
+        merge.push_back((double(e[kTlEnd]) - double(e[kTlArrived])) * 1e-3);
+        if (e[kTlMergeLoaded] && e[kTlMergeCut]) {
+          merge_load.push_back((double(e[kTlMergeLoaded]) - double(e[kTlArrived])) * 1e-3);
+          merge_cut.push_back((double(e[kTlMergeCut]) - double(e[kTlMergeLoaded])) * 1e-3);
+          merge_out.push_back((double(e[kTlEnd]) - double(e[kTlMergeCut])) * 1e-3);
+        }
+      }
     } else {
       publish.push_back((double(e[kTlEnd]) - double(e[kTlTail])) * 1e-3);
     }
@@ -365,6 +372,9 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
     tj["roles_to_tail"] = stats(tail_wait);
     tj["cut_and_publish"] = stats(publish);
     tj["merge"] = stats(merge);
+    tj["merge_load"] = stats(merge_load);
+    tj["merge_cut"] = stats(merge_cut);
+    tj["merge_output"] = stats(merge_out);
     tj["end"] = stats(end);
     r["timeline_us"] = tj;
     const auto s3 = [&](const char* k) {
@@ -375,9 +385,10 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
     };
     std::printf(
         "    timeline (us, min/median/max over %zu CTAs): stream done %s; roles -> tail %s; cut + "
-        "publish %s; merge %s; end %s\n",
+        "publish %s; merge %s (load %s, cut %s, output %s); end %s\n",
         consumed.size(), s3("stream_done").c_str(), s3("roles_to_tail").c_str(),
-        s3("cut_and_publish").c_str(), s3("merge").c_str(), s3("end").c_str());
+        s3("cut_and_publish").c_str(), s3("merge").c_str(), s3("merge_load").c_str(),
+        s3("merge_cut").c_str(), s3("merge_output").c_str(), s3("end").c_str());
   }
   return r;
 }
@@ -407,6 +418,7 @@ const Variant kVariants[] = {
     {nullptr, "variant 18 (select warps poll with 200 ns sleeps)", 18, true},
     {nullptr, "variant 19 (select, producer and math warps poll with sleeps)", 19, true},
     {nullptr, "variant 20 (exact cut 28 stages before the end, lists published uncut)", 20, true},
+    {nullptr, "variant 21 (the merge keeps its own list in shared memory, one fence)", 21, true},
 };
 
 double copy_ceiling_tbps() {

@@ -177,6 +177,7 @@ cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
     if (opt.variant == 18) return launch_variant<kNQ, kPaged, 18>(l, prof);
     if (opt.variant == 19) return launch_variant<kNQ, kPaged, 19>(l, prof);
     if (opt.variant == 20) return launch_variant<kNQ, kPaged, 20>(l, prof);
+    if (opt.variant == 21) return launch_variant<kNQ, kPaged, 21>(l, prof);
   } else {
     if (opt.variant == 9) return launch_variant<kNQ, kPaged, 9>(l, prof);
     if (opt.variant == 3) return launch_variant<kNQ, kPaged, 3>(l, prof);
@@ -599,8 +600,8 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   p.kv_cache = in.kv_cache;
   p.w = in.w;
   p.out = out;
-  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || (opt.variant >= 14 && opt.variant <= 20),
-             "decode: variant must be 0, 1, 2 or 14 to 20");
+  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || (opt.variant >= 14 && opt.variant <= 21),
+             "decode: variant must be 0, 1, 2 or 14 to 21");
   // The merge by the tile's last split (no merge kernel) where the union of the partial lists
   // fits the kernel's candidate list. Variant 20 publishes lists uncut up to cap / splits entries.
   const int cap = decode_cap(in.num_heads, in.next_n, opt.variant);

@@ -363,8 +363,8 @@ TEST(CudaDecode, Variants) {
   check_decode({20000, 3000}, 1, 64, 100, Path::Fused, true, "decode_v1_exact_k100", 3);
   // 14: four key stages; 15: two N = 32 banks; 16: runs 61-63's decode (w from shared memory);
   // 17: the select warps finish the CTA's last item; 18, 19: sleeping polls; 20: exact cut before
-  // the end, lists published uncut
-  for (int v : {14, 15, 16, 17, 18, 19, 20}) {
+  // the end, lists published uncut; 21: the merging split's own list stays in shared memory
+  for (int v : {14, 15, 16, 17, 18, 19, 20, 21}) {
     g_variant = v;
     const std::string n = "decode_v" + std::to_string(v);
     check_decode({9000, 4000, 300}, 1, 64, 2048, Path::Fused, false, n + "_k2048");
@@ -401,7 +401,7 @@ TEST(CudaDecode, MergeInKernel) {
       {{9000, 4000}, 1, 64, 2048, 4, false, "mik_too_long_for_the_list"},  // merge kernel
       {many, 1, 64, 512, 2, true, "mik_300_requests_exact"},
   };
-  for (int v : {0, 16, 17, 20}) {
+  for (int v : {0, 16, 17, 20, 21}) {
     for (const Case& c : cases) {
       if (v && (c.H != 64 || c.next_n != 1)) continue;
       g_variant = v;

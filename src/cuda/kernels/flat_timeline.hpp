@@ -13,7 +13,9 @@ enum TimelineEvent : int {
   kTlArrived,      // the item's lists are cut and published, the arrival counted
   kTlEnd,          // the end of the item (after the merge where this CTA merged)
   kTlMerged,       // 1 where this CTA merged its tile's lists
-  kTimelineEvents = 8
+  kTlMergeLoaded,  // the merge has the union of the lists in shared memory (last query)
+  kTlMergeCut,     // the merge's cut is done (last query)
+  kTimelineEvents = 10
 };
 
 }  // namespace hisa::cuda::sm90

@@ -198,6 +198,11 @@ struct FlatConfig {
   // cut, and the merge's one cut covers the union.
   static constexpr bool kEarlyCut = kSlimDecode && kTune == 20;
   static constexpr int kEarlyStages = 28;
+  // kTune 21 (run 72): the merging split keeps its own (cut) list in shared memory and loads
+  // only the other splits' lists; one thread fences after the arrival instead of all of them
+  // (run 71's timeline: the merge took ~10 us after the arrival, twice the split's own cut).
+  static constexpr bool kMergeLocal = kSlimDecode && kTune == 21;
+  static_assert(!(kMergeLocal && kEarlyCut), "a local merge needs lists cut to k");
   // Sleeping polls (mbar_wait<ns>) instead of suspended try-waits, for warps with slack (run
   // 66's question: the decode runs under the SW power cap at ~1.71 GHz, and a suspended try-wait
   // wakes on every barrier event of the CTA): kTune 18, the select warps waiting for scores
@@ -436,8 +441,10 @@ __device__ __forceinline__ void finish_item(const FlatParams& p, const Item<Cfg>
         [&](int dst, uint32_t uu, int32_t pp) { cu[dst] = uu, cp[dst] = pp; }, scan, sync);
   };
   sync();
+  int own_cnt[kNQ];  // kMergeLocal: each query's list after its cut
 #pragma unroll
   for (int q = 0; q < kNQ; ++q) {
+    own_cnt[q] = 0;
     const int64_t r = it.row0 + q;
     const bool valid = Cfg::kPaged ? q < p.next_n : r < p.row_end;
     if (!valid) continue;
@@ -451,6 +458,7 @@ __device__ __forceinline__ void finish_item(const FlatParams& p, const Item<Cfg>
       const RadixCut cut = cut_exact(cnt, cu, umax[q], thr[q]);
       cnt = compact(cnt, cut, cu, cp);
     }
+    own_cnt[q] = cnt;
     if (p.splits == 1) {
       int32_t* out = p.out + r * p.topk;
       for (int i = tid; i < p.topk; i += kT) out[i] = i < cnt ? cp[i] : -1;
@@ -470,7 +478,11 @@ __device__ __forceinline__ void finish_item(const FlatParams& p, const Item<Cfg>
       sync();
       if (tid == 0) {
         __threadfence();
-        bcast[3] = atomicAdd(p.merge_count + it.tile, 1);  // radix_select uses [0, 3)
+        const int ticket = atomicAdd(p.merge_count + it.tile, 1);
+        // kMergeLocal: the acquire side of the last arrival, once (the barrier below orders the
+        // other threads' loads after it).
+        if (Cfg::kMergeLocal && ticket == p.splits - 1) __threadfence();
+        bcast[3] = ticket;  // radix_select uses [0, 3)
         if (Cfg::kProf && p.timeline) {
           p.timeline[blockIdx.x * kTimelineEvents + kTlArrived] = globaltimer_ns();
           if (bcast[3] == p.splits - 1) p.timeline[blockIdx.x * kTimelineEvents + kTlMerged] = 1;
@@ -478,7 +490,11 @@ __device__ __forceinline__ void finish_item(const FlatParams& p, const Item<Cfg>
       }
       sync();
       if (bcast[3] == p.splits - 1) {  // uniform
-        __threadfence();
+        if constexpr (!Cfg::kMergeLocal) __threadfence();
+        const auto stamp = [&](int ev) {
+          if (Cfg::kProf && p.timeline && tid == 0)
+            p.timeline[blockIdx.x * kTimelineEvents + ev] = globaltimer_ns();
+        };
 #pragma unroll 1
         for (int q = 0; q < kNQ; ++q) {
           if (q >= p.next_n) continue;
@@ -491,7 +507,12 @@ __device__ __forceinline__ void finish_item(const FlatParams& p, const Item<Cfg>
           // Offsets of the splits' lists in the union (hist[0, splits], from the counts at
           // hist[128, 128 + splits); the host keeps splits <= 64, and the cut's passes clear hist
           // first), then the union with four independent loads in flight per thread.
-          if (tid < p.splits) hist[128 + tid] = __ldcg(p.part_cnt + r * p.splits + tid);
+          int own = 0;  // kMergeLocal: this split's list, [0, own) in shared memory
+#pragma unroll
+          for (int qq = 0; qq < kNQ; ++qq) own = qq == q ? own_cnt[qq] : own;
+          const int me = Cfg::kMergeLocal ? it.split : -1;
+          if (tid < p.splits)
+            hist[128 + tid] = tid == me ? own : __ldcg(p.part_cnt + r * p.splits + tid);
           sync();
           if (tid == 0) {
             int off = 0;
@@ -500,8 +521,32 @@ __device__ __forceinline__ void finish_item(const FlatParams& p, const Item<Cfg>
           }
           sync();
           const int n = hist[p.splits];
+          int lo_me = 0, hi_me = 0;  // kMergeLocal: the own list's place in the union
+          if constexpr (Cfg::kMergeLocal) {
+            // Move the own list (<= topk <= 2048 entries) to its place in split order: all of it
+            // read into registers before any of it is written (the ranges may overlap).
+            constexpr int kPer = (2048 + kT - 1) / kT;
+            lo_me = hist[me], hi_me = lo_me + own;
+            uint32_t tu[kPer];
+            int32_t tp[kPer];
+#pragma unroll
+            for (int i = 0; i < kPer; ++i) {
+              const int j = tid + i * kT;
+              tu[i] = j < own ? cu[j] : 0u, tp[i] = j < own ? cp[j] : 0;
+              if (j < own) mx = max(mx, tu[i]), mn = min(mn, tu[i]);
+            }
+            if (lo_me > 0) {
+              sync();
+#pragma unroll
+              for (int i = 0; i < kPer; ++i) {
+                const int j = tid + i * kT;
+                if (j < own) cu[lo_me + j] = tu[i], cp[lo_me + j] = tp[i];
+              }
+            }
+          }
 #pragma unroll 4
           for (int j = tid; j < n; j += kT) {
+            if (Cfg::kMergeLocal && j >= lo_me && j < hi_me) continue;
             int sp = 0;
             for (int t = 1; t < p.splits; ++t) sp += j >= hist[t];
             const int64_t at = (r * p.splits + sp) * p.part_stride + (j - hist[sp]);
@@ -516,11 +561,13 @@ __device__ __forceinline__ void finish_item(const FlatParams& p, const Item<Cfg>
           sync();
 #pragma unroll
           for (int i = 0; i < kWarps; ++i) mn = min(mn, uint32_t(scan[i]));
+          stamp(kTlMergeLoaded);
           int kept = n;
           if (n > p.topk) {
             const RadixCut cut = cut_exact(n, cu, mx, mn);
             kept = compact(n, cut, cu, cp);
           }
+          stamp(kTlMergeCut);
           int32_t* out = p.out + r * p.topk;
           for (int i = tid; i < p.topk; i += kT) out[i] = i < kept ? cp[i] : -1;
           sync();
