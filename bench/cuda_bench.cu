@@ -203,22 +203,33 @@ Timing time_it(const std::function<void(int)>& f, double budget_s, int min_reps,
   return r;
 }
 
-// Same-run A/B that shares the drift of clock and power between the two: kABRounds rounds of
-// kABPer synchronised calls of a, then of b; the medians over all calls of each (ms).
-constexpr int kABRounds = 8, kABPer = 25;
+// Same-run A/B that shares the drift of clock and power between the two: g_ab_rounds rounds of
+// kABPer synchronised calls of a and of b (in turn a or b first; the last round ends with b); the
+// medians over all calls of each (ms).
+constexpr int kABPer = 25;
+int g_ab_rounds = 8;              // --ab-rounds
+std::vector<int> g_only_variants;  // --variants: the A/B variants to run (empty: all)
 std::pair<double, double> time_interleaved(const std::function<void(int)>& a,
                                            const std::function<void(int)>& b) {
   CallTimer timer;
   a(0), b(0);
   CK(cudaDeviceSynchronize());
   std::vector<double> ta, tb;
-  for (int r = 0; r < kABRounds; ++r) {
-    for (int i = 1; i <= kABPer; ++i) ta.push_back(timer(a, r * kABPer + i));
-    for (int i = 1; i <= kABPer; ++i) tb.push_back(timer(b, r * kABPer + i));
+  for (int r = 0; r < g_ab_rounds; ++r) {
+    for (int h = 0; h < 2; ++h) {
+      const bool first_a = ((g_ab_rounds - 1 - r) % 2 == 0) == (h == 0);  // b ends
+      for (int i = 1; i <= kABPer; ++i)
+        (first_a ? ta : tb).push_back(timer(first_a ? a : b, r * kABPer + i));
+    }
   }
   std::sort(ta.begin(), ta.end());
   std::sort(tb.begin(), tb.end());
   return {ta[ta.size() / 2], tb[tb.size() / 2]};
+}
+
+bool variant_wanted(int v) {
+  return g_only_variants.empty() ||
+         std::find(g_only_variants.begin(), g_only_variants.end(), v) != g_only_variants.end();
 }
 
 // UTC wall-clock time HH:MM:SS.mmm, to line results up with nvidia-smi samples (device_run.sh).
@@ -419,6 +430,7 @@ const Variant kVariants[] = {
     {nullptr, "variant 19 (select, producer and math warps poll with sleeps)", 19, true},
     {nullptr, "variant 20 (exact cut 28 stages before the end, lists published uncut)", 20, true},
     {nullptr, "variant 21 (the merge keeps its own list in shared memory, one fence)", 21, true},
+    {nullptr, "variant 22 (2-CTA clusters cut the union of the two lists together)", 22, true},
 };
 
 double copy_ceiling_tbps() {
@@ -455,10 +467,20 @@ int main(int argc, char** argv) {
       light = true;
     else if (a == "--decode-case" && i + 1 < argc)
       decode_case = argv[++i];
-    else {
+    else if (a == "--ab-rounds" && i + 1 < argc)
+      g_ab_rounds = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--variants" && i + 1 < argc) {
+      std::string list = argv[++i];
+      for (size_t at = 0; at < list.size();) {
+        const size_t comma = std::min(list.find(',', at), list.size());
+        g_only_variants.push_back(std::atoi(list.substr(at, comma - at).c_str()));
+        at = comma + 1;
+      }
+    } else {
       std::fprintf(stderr,
                    "usage: hisa_cuda_bench [--json F] [--quick] [--prefill-sizes L,L] "
-                   "[--no-decode] [--no-prefill] [--light] [--decode-case 64x131072]\n");
+                   "[--no-decode] [--no-prefill] [--light] [--decode-case 64x131072] "
+                   "[--variants 0,21] [--ab-rounds 8]\n");
       return 2;
     }
   }
@@ -852,7 +874,7 @@ int main(int argc, char** argv) {
                   std::printf("    the merge kernel alone: %.1f us\n", tm.median_ms * 1e3);
                 }
                 for (const Variant& v : kVariants) {
-                  if (!v.decode_name) continue;
+                  if (!v.decode_name || !variant_wanted(v.variant)) continue;
                   hisa::cuda::Options vo = opt;
                   vo.variant = v.variant, vo.merge_pdl = v.merge_pdl;
                   vo.merge_in_kernel = v.merge_in_kernel;
@@ -870,7 +892,7 @@ int main(int argc, char** argv) {
                   rv["merge_in_kernel"] = v.merge_in_kernel;
                   rv["median_us"] = ab.second * 1e3;
                   rv["production_interleaved_us"] = ab.first * 1e3;
-                  rv["rows_failed"] = check_two(kABRounds * kABPer);  // its last call
+                  rv["rows_failed"] = check_two(g_ab_rounds * kABPer);  // its last call
                   std::printf(
                       "    %s: %.1f us = %.2f TB/s; production interleaved %.1f us (x%.3f) "
                       "[%s]%s\n",

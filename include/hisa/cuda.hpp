@@ -98,7 +98,9 @@ struct Options {
   // try-waits; 19: 18, and the producer (200 ns) and math warps (50 ns) too; 20: a split the
   // kernel merges cuts its list exactly some 28 key stages before its end and publishes it uncut
   // (the merge's one cut covers the union); 21: the merging split keeps its own list in shared
-  // memory (only the other splits' lists are loaded) and one thread fences after the arrival.
+  // memory (only the other splits' lists are loaded) and one thread fences after the arrival;
+  // 22: a request's two splits run as one 2-CTA cluster that cuts the union of their lists
+  // together through distributed shared memory (needs 2 splits and batch <= SMs / 2).
   int variant = 0;
   // Launch the split-K merge kernel as a programmatic dependent of the fused kernel when the
   // fused grid leaves at least half the SMs free (its CTAs wait there instead of being launched

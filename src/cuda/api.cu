@@ -178,6 +178,7 @@ cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
     if (opt.variant == 19) return launch_variant<kNQ, kPaged, 19>(l, prof);
     if (opt.variant == 20) return launch_variant<kNQ, kPaged, 20>(l, prof);
     if (opt.variant == 21) return launch_variant<kNQ, kPaged, 21>(l, prof);
+    if (opt.variant == 22) return launch_variant<kNQ, kPaged, 22>(l, prof);
   } else {
     if (opt.variant == 9) return launch_variant<kNQ, kPaged, 9>(l, prof);
     if (opt.variant == 3) return launch_variant<kNQ, kPaged, 3>(l, prof);
@@ -600,16 +601,22 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   p.kv_cache = in.kv_cache;
   p.w = in.w;
   p.out = out;
-  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || (opt.variant >= 14 && opt.variant <= 21),
-             "decode: variant must be 0, 1, 2 or 14 to 21");
+  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || (opt.variant >= 14 && opt.variant <= 22),
+             "decode: variant must be 0, 1, 2 or 14 to 22");
   // The merge by the tile's last split (no merge kernel) where the union of the partial lists
   // fits the kernel's candidate list. Variant 20 publishes lists uncut up to cap / splits entries.
   const int cap = decode_cap(in.num_heads, in.next_n, opt.variant);
+  // Variant 22: a request's two splits as one 2-CTA cluster that cuts the union of their lists
+  // (one item per CTA: no partial lists, no merge).
+  const bool pair = opt.variant == 22;
+  HISA_CHECK(!pair || (splits == 2 && int64_t(in.batch) * 2 <= sms),
+             "decode: variant 22 (2-CTA clusters) needs 2 splits and at most one request per two "
+             "SMs; got splits = ", splits, ", batch = ", in.batch);
   const bool merge_in_kernel =
-      splits > 1 && splits <= kMaxMergeSplits && opt.merge_in_kernel &&
+      !pair && splits > 1 && splits <= kMaxMergeSplits && opt.merge_in_kernel &&
       int64_t(splits) * k <= cap;
   p.part_stride = merge_in_kernel && opt.variant == 20 ? std::max(k, cap / splits) : k;
-  if (splits > 1) {
+  if (splits > 1 && !pair) {
     const size_t n = size_t(rows) * splits * p.part_stride;
     p.part_u = static_cast<uint32_t*>(ws.get(kSlotPartU, n * 4));
     p.part_pos = static_cast<int32_t*>(ws.get(kSlotPartPos, n * 4));
@@ -622,7 +629,7 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
         ws.get(kSlotMergeCount, size_t(in.batch) * sizeof(int), /*zero_new=*/true));
   if (opt.debug_mode == 2) {
     // Measurement: the merge kernel alone, over the partial lists the previous call left.
-    HISA_CHECK(splits > 1 && !merge_in_kernel,
+    HISA_CHECK(splits > 1 && !merge_in_kernel && !pair,
                "decode: debug_mode 2 times the merge kernel of a split call");
     launch_merge(PartialLists{p.part_u, p.part_pos, p.part_cnt, splits, k}, rows, k, out, st,
                  false);
@@ -638,7 +645,7 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   } else {
     HISA_CUDA_CHECK(decode_launch(in.num_heads, in.next_n, l));
   }
-  if (splits > 1 && !merge_in_kernel)
+  if (splits > 1 && !merge_in_kernel && !pair)
     launch_merge(PartialLists{p.part_u, p.part_pos, p.part_cnt, splits, k}, rows, k, out, st,
                  merge_pdl(opt, l.grid, sms));
 }

@@ -36,8 +36,23 @@ cudaError_t launch_flat(const FlatLaunch& l) {
   cudaError_t e =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (e != cudaSuccess) return e;
-  kernel<<<l.grid, Cfg::kThreads, Cfg::kSmemBytes, l.stream>>>(l.q, l.k, l.scale, l.p);
-  return cudaGetLastError();
+  if constexpr (Cfg::kPairTail) {
+    // A request's two splits as one 2-CTA cluster (CTAs 2t and 2t + 1: item = CTA).
+    cudaLaunchConfig_t c = {};
+    c.gridDim = dim3(l.grid);
+    c.blockDim = dim3(Cfg::kThreads);
+    c.dynamicSmemBytes = Cfg::kSmemBytes;
+    c.stream = l.stream;
+    cudaLaunchAttribute a[1];
+    a[0].id = cudaLaunchAttributeClusterDimension;
+    a[0].val.clusterDim.x = 2, a[0].val.clusterDim.y = 1, a[0].val.clusterDim.z = 1;
+    c.attrs = a;
+    c.numAttrs = 1;
+    return cudaLaunchKernelEx(&c, kernel, l.q, l.k, l.scale, l.p);
+  } else {
+    kernel<<<l.grid, Cfg::kThreads, Cfg::kSmemBytes, l.stream>>>(l.q, l.k, l.scale, l.p);
+    return cudaGetLastError();
+  }
 }
 #define HISA_FLAT_INSTANCE(E, H, NQ, PAGED, SCORES) \
   template cudaError_t launch_flat<E, H, NQ, PAGED, SCORES, false, 0, 0>(const FlatLaunch&);

@@ -447,6 +447,71 @@ TEST(CudaDecode, MergeInKernel) {
     ASSERT_TRUE(got == first) << "run " << run << " differs from run 0";
   }
 }
+// Variant 22: a request's two splits as one 2-CTA cluster that cuts the union of their lists
+// together (digit counts exchanged through distributed shared memory, ties across the pair in
+// position order). Against the reference, bitwise equal to the merge kernel's output, exact
+// integer inputs with many ties, an empty second split, unions shorter than k, 20 reruns
+// bitwise identical; shapes it does not take are refused.
+TEST(CudaDecode, PairTail) {
+  SKIP_WITHOUT_GPU();
+  struct Case {
+    std::vector<int> lens;
+    int k;
+    bool exact;
+    const char* name;
+  };
+  std::vector<int> many(60);
+  for (size_t i = 0; i < many.size(); ++i) many[i] = 40 + int(i * 977 % 20000);
+  const std::vector<Case> cases = {
+      {{9000, 4000, 300}, 2048, false, "pair_k2048"},
+      {{30000, 9000, 2500}, 2048, false, "pair_long_k2048"},
+      {{20000, 3000}, 100, true, "pair_exact_k100"},
+      {{12000, 5000, 64}, 300, true, "pair_exact_k300"},
+      {{9000, 50, 1500}, 2048, false, "pair_short_requests"},  // split 1 empty; unions < k
+      {many, 512, true, "pair_60_requests_exact"},
+  };
+  for (const Case& c : cases) {
+    const std::string name = c.name;
+    const uint64_t seed = seed_for(name);
+    SCOPED_TRACE(name + " seed " + std::to_string(seed));
+    std::cout << "[ seed ] " << name << " " << seed << "\n";
+    const DecodeCase dc = make_decode(c.lens, 1, 64, seed, c.exact);
+    g_variant = 0;
+    g_merge_in_kernel = false;
+    const auto by_kernel = run_decode(dc, c.k, Path::Fused, 2);
+    g_merge_in_kernel = cuda::Options{}.merge_in_kernel;
+    g_variant = 22;
+    const auto pair = run_decode(dc, c.k, Path::Fused, 2);
+    g_variant = 0;
+    EXPECT_EQ(judge_rows(reference::decode_rows(dc.host()), flat(c.k), pair, DType::F8E4M3,
+                         c.exact),
+              0);
+    EXPECT_TRUE(pair == by_kernel) << "differs from the merge kernel's output";
+  }
+  // Reruns bitwise identical.
+  const DecodeCase dc = make_decode({30000, 12000, 4000}, 1, 64, seed_for("pair_reruns"), false);
+  DecodeDev d(dc);
+  Dev<int32_t> out(3 * size_t(2048));
+  cuda::Workspace ws;
+  SelectOutputs o;
+  o.indices = out.ptr;
+  cuda::Options opt;
+  opt.splits = 2;
+  opt.variant = 22;
+  std::vector<int32_t> first;
+  for (int run = 0; run < 20; ++run) {
+    out.poison();
+    cuda::select_decode(d.in, flat(2048), o, ws, nullptr, opt);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const auto got = out.get();
+    if (run == 0) first = got;
+    ASSERT_TRUE(got == first) << "run " << run << " differs from run 0";
+  }
+  // Not two splits: refused with a clear error, not run some other way.
+  opt.splits = 3;
+  EXPECT_THROW(cuda::select_decode(d.in, flat(2048), o, ws, nullptr, opt), Error);
+}
+
 // Long splits (several cuts per split), both decode CTAs, split and unsplit, random and exact
 // integer inputs, reruns bitwise identical.
 TEST(CudaDecode, LongSplitsAndReruns) {

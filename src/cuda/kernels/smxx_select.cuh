@@ -37,6 +37,15 @@ __device__ __forceinline__ uint32_t cut_threshold(const RadixCut& cut) {
   return cut.prefix ? cut.prefix - 1 : 0;
 }
 
+// A single CTA's cut: nothing to combine. A Peer adds a partner's digit counts to each pass
+// (the decode's 2-CTA cluster cuts the union of two lists: PairPeer in sm90_flat_topk.cuh):
+// exchange(hist, pass) is called by every thread after the pass's counts are complete and must
+// leave the partner's counts of that pass readable through other(bin, pass) in both CTAs.
+struct NoPeer {
+  __device__ __forceinline__ void exchange(const int*, int) const {}
+  __device__ __forceinline__ int other(int, int) const { return 0; }
+};
+
 // get(i, &u) -> bool valid. Slots [0, n). hist: 256 ints; bcast: 4 ints (shared memory).
 // When at most k slots are valid (or counted), every counted slot is kept (need = INT_MAX).
 // kUnroll slots per thread and step, loaded before they are counted: several loads in flight
@@ -54,11 +63,12 @@ __device__ __forceinline__ uint32_t cut_threshold(const RadixCut& cut) {
 // lists of many equal scores), a loss on anchored passes over spread-out keys, where the MATCH
 // sits in every key's dependent chain (the fused kernel's cuts: 24.6K -> 17.6K cycles without
 // it, device run 58).
-template <int kThreads, int kUnroll = 4, class Get, class Sync>
+template <int kThreads, int kUnroll = 4, class Get, class Sync, class Peer = NoPeer>
 __device__ __forceinline__ RadixCut radix_select(int64_t n, int k, Get get, int* hist, int* bcast,
                                                  Sync sync, uint32_t start_prefix = 0u,
                                                  int top_bit = 31, int max_passes = 4,
-                                                 int stop_kept = -1, bool aggregate = true) {
+                                                 int stop_kept = -1, bool aggregate = true,
+                                                 Peer peer = Peer{}) {
   static_assert(kThreads % 32 == 0, "whole warps");
   const int tid = threadIdx.x % kThreads;
   const int lane = threadIdx.x % 32;
@@ -96,11 +106,15 @@ __device__ __forceinline__ RadixCut radix_select(int64_t n, int k, Get get, int*
       }
     }
     sync();
+    peer.exchange(hist, pass);
     if (tid < 32) {
       // Lane L owns bins 255 - 8L down to 248 - 8L: a scan over lanes walks keys from the top.
       int c[8], s = 0;
 #pragma unroll
-      for (int j = 0; j < 8; ++j) s += (c[j] = hist[255 - 8 * lane - j]);
+      for (int j = 0; j < 8; ++j) {
+        const int bin = 255 - 8 * lane - j;
+        s += (c[j] = hist[bin] + peer.other(bin, pass));
+      }
       int incl = s;
 #pragma unroll
       for (int o = 1; o < 32; o <<= 1) {
