@@ -412,11 +412,14 @@ struct Variant {
   bool merge_pdl;
   bool merge_in_kernel = true;   // decode: Options::merge_in_kernel
   bool no_select = false;        // decode: also time it without the selection (debug_mode 1)
+  bool pair_tail = true;         // decode: Options::pair_tail
 };
 const Variant kVariants[] = {
     {"variant 1 (run 27's kernel: 768 threads, two N = 64 banks)",
      "variant 1 (run 22's 16-stage epilogue ring)", 1, true},
-    {nullptr, "the merge kernel instead of the merge in the fused kernel", 0, true, false},
+    {nullptr, "the merge in the fused kernel instead of the pair tail (runs 65-72)", 0, true, true,
+     false, false},
+    {nullptr, "the merge kernel instead of the pair tail", 0, true, false, false, false},
     {"variant 3 (w in registers, two N = 64 banks drained in turn)", nullptr, 3, true},
     {"variant 4 (runs 35-55's kernel: w from shared memory every stage, no register split)",
      nullptr, 4, true},
@@ -428,9 +431,10 @@ const Variant kVariants[] = {
     {nullptr, "variant 17 (the select warps finish the last item too)", 17, true},
     {nullptr, "variant 18 (select warps poll with 200 ns sleeps)", 18, true},
     {nullptr, "variant 19 (select, producer and math warps poll with sleeps)", 19, true},
-    {nullptr, "variant 20 (exact cut 28 stages before the end, lists published uncut)", 20, true},
-    {nullptr, "variant 21 (the merge keeps its own list in shared memory, one fence)", 21, true},
-    {nullptr, "variant 22 (2-CTA clusters cut the union of the two lists together)", 22, true},
+    {nullptr, "variant 20 without the pair tail (exact cut 28 stages before the end, lists "
+              "published uncut)", 20, true, true, false, false},
+    {nullptr, "variant 21 without the pair tail (the merge keeps its own list in shared memory)",
+     21, true, true, false, false},
 };
 
 double copy_ceiling_tbps() {
@@ -865,10 +869,12 @@ int main(int argc, char** argv) {
                 {
                   // The merge kernel alone (debug_mode 2; 128K always splits), over the partial
                   // lists of one production call.
+                  hisa::cuda::Options lo = opt;  // a call that leaves partial lists
+                  lo.pair_tail = false, lo.merge_in_kernel = false;
                   o.indices = dout.p;
-                  hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, opt);
-                  hisa::cuda::Options mo = opt;
-                  mo.debug_mode = 2, mo.merge_in_kernel = false;
+                  hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, lo);
+                  hisa::cuda::Options mo = lo;
+                  mo.debug_mode = 2;
                   const Timing tm = time_decode(mo);
                   r["merge_only_us"] = tm.median_ms * 1e3;
                   std::printf("    the merge kernel alone: %.1f us\n", tm.median_ms * 1e3);
@@ -877,7 +883,7 @@ int main(int argc, char** argv) {
                   if (!v.decode_name || !variant_wanted(v.variant)) continue;
                   hisa::cuda::Options vo = opt;
                   vo.variant = v.variant, vo.merge_pdl = v.merge_pdl;
-                  vo.merge_in_kernel = v.merge_in_kernel;
+                  vo.merge_in_kernel = v.merge_in_kernel, vo.pair_tail = v.pair_tail;
                   // Interleaved with production (rounds of 25 calls each), so that both see the
                   // same drift of clock and power; the variant's last call is checked.
                   const auto call_with = [&](const hisa::cuda::Options& co) {
@@ -890,6 +896,7 @@ int main(int argc, char** argv) {
                   json rv;
                   rv["name"] = v.decode_name, rv["variant"] = v.variant;
                   rv["merge_in_kernel"] = v.merge_in_kernel;
+                  rv["pair_tail"] = v.pair_tail;
                   rv["median_us"] = ab.second * 1e3;
                   rv["production_interleaved_us"] = ab.first * 1e3;
                   rv["rows_failed"] = check_two(g_ab_rounds * kABPer);  // its last call
@@ -901,7 +908,7 @@ int main(int argc, char** argv) {
                       rv["rows_failed"].get<int>() ? "  CHECK FAILED" : "");
                   rv["profile"] = profile_call([&](hisa::cuda::Options& po) {
                     po.variant = v.variant, po.merge_pdl = v.merge_pdl;
-                    po.merge_in_kernel = v.merge_in_kernel;
+                    po.merge_in_kernel = v.merge_in_kernel, po.pair_tail = v.pair_tail;
                     o.indices = dout.p;
                     hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, po);
                   });

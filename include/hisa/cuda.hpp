@@ -98,9 +98,8 @@ struct Options {
   // try-waits; 19: 18, and the producer (200 ns) and math warps (50 ns) too; 20: a split the
   // kernel merges cuts its list exactly some 28 key stages before its end and publishes it uncut
   // (the merge's one cut covers the union); 21: the merging split keeps its own list in shared
-  // memory (only the other splits' lists are loaded) and one thread fences after the arrival;
-  // 22: a request's two splits run as one 2-CTA cluster that cuts the union of their lists
-  // together through distributed shared memory (needs 2 splits and batch <= SMs / 2).
+  // memory (only the other splits' lists are loaded) and one thread fences after the arrival
+  // (20 and 21 act where the lists are merged in the kernel: with pair_tail = false).
   int variant = 0;
   // Launch the split-K merge kernel as a programmatic dependent of the fused kernel when the
   // fused grid leaves at least half the SMs free (its CTAs wait there instead of being launched
@@ -110,6 +109,11 @@ struct Options {
   // request to finish (no merge kernel), where splits * k fits its candidate list (batch 64 at
   // 128K: two splits of k = 2048). false: the merge kernel (device run 63: ~20 us more at b64).
   bool merge_in_kernel = true;
+  // Decode with H = 64, next_n = 1, two splits and batch <= SMs / 2 (batch 64 at 128K): run a
+  // request's two splits as one 2-CTA cluster that cuts the union of their candidate lists
+  // together through distributed shared memory (no partial lists, no merge; device run 73: the
+  // end of the decode ~6 us instead of ~14). false: the lists merged as merge_in_kernel says.
+  bool pair_tail = true;
 };
 
 // Ragged prefill. in: device pointers (q, k, k_scale, w, cu_seqlens or ks/ke). out.indices:

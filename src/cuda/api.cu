@@ -178,7 +178,6 @@ cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
     if (opt.variant == 19) return launch_variant<kNQ, kPaged, 19>(l, prof);
     if (opt.variant == 20) return launch_variant<kNQ, kPaged, 20>(l, prof);
     if (opt.variant == 21) return launch_variant<kNQ, kPaged, 21>(l, prof);
-    if (opt.variant == 22) return launch_variant<kNQ, kPaged, 22>(l, prof);
   } else {
     if (opt.variant == 9) return launch_variant<kNQ, kPaged, 9>(l, prof);
     if (opt.variant == 3) return launch_variant<kNQ, kPaged, 3>(l, prof);
@@ -601,17 +600,18 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   p.kv_cache = in.kv_cache;
   p.w = in.w;
   p.out = out;
-  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || (opt.variant >= 14 && opt.variant <= 22),
-             "decode: variant must be 0, 1, 2 or 14 to 22");
+  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || (opt.variant >= 14 && opt.variant <= 21),
+             "decode: variant must be 0, 1, 2 or 14 to 21");
   // The merge by the tile's last split (no merge kernel) where the union of the partial lists
   // fits the kernel's candidate list. Variant 20 publishes lists uncut up to cap / splits entries.
   const int cap = decode_cap(in.num_heads, in.next_n, opt.variant);
-  // Variant 22: a request's two splits as one 2-CTA cluster that cuts the union of their lists
-  // (one item per CTA: no partial lists, no merge).
-  const bool pair = opt.variant == 22;
-  HISA_CHECK(!pair || (splits == 2 && int64_t(in.batch) * 2 <= sms),
-             "decode: variant 22 (2-CTA clusters) needs 2 splits and at most one request per two "
-             "SMs; got splits = ", splits, ", batch = ", in.batch);
+  // The pair tail (Options::pair_tail): a request's two splits as one 2-CTA cluster that cuts the
+  // union of their lists (one item per CTA: no partial lists, no merge). The slim decode (H 64,
+  // next_n 1) has it, not variants 1, 16 and 17 (no CTA-wide tail).
+  const bool pair = opt.pair_tail && splits == 2 && int64_t(in.batch) * 2 <= sms &&
+                    in.num_heads == 64 && in.next_n == 1 && opt.variant != 1 &&
+                    opt.variant != 16 && opt.variant != 17;
+  p.pair_tail = pair ? 1 : 0;
   const bool merge_in_kernel =
       !pair && splits > 1 && splits <= kMaxMergeSplits && opt.merge_in_kernel &&
       int64_t(splits) * k <= cap;
@@ -623,6 +623,7 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
     p.part_cnt = static_cast<int32_t*>(ws.get(kSlotPartCnt, size_t(rows) * splits * 4));
   }
   l.grid = int(std::min<int64_t>(int64_t(in.batch) * splits, sms));
+  l.cluster = pair ? 2 : 1;
   l.stream = st;
   if (merge_in_kernel)
     p.merge_count = static_cast<int*>(

@@ -20,6 +20,7 @@ struct FlatLaunch {
   sm90::FlatParams p;
   int grid = 0;
   cudaStream_t stream = nullptr;
+  int cluster = 1;  // 2: 2-CTA clusters (the decode's pair tail, p.pair_tail)
 };
 
 template <int kElem, int kHeads, int kNQ, bool kPaged, bool kScores, bool kProf = false,
@@ -36,7 +37,9 @@ cudaError_t launch_flat(const FlatLaunch& l) {
   cudaError_t e =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (e != cudaSuccess) return e;
-  if constexpr (Cfg::kPairTail) {
+  if (l.cluster != 1 && !(Cfg::kPairTail && l.cluster == 2 && l.p.pair_tail))
+    return cudaErrorInvalidConfiguration;  // no other cluster shape is implemented
+  if (l.cluster == 2) {
     // A request's two splits as one 2-CTA cluster (CTAs 2t and 2t + 1: item = CTA).
     cudaLaunchConfig_t c = {};
     c.gridDim = dim3(l.grid);

@@ -2,7 +2,7 @@
 // counts with __match_any_sync (TUNE 9, runs 1-58's production); the decode with five key stages
 // (four key stages), two N = 32 banks (15), runs 61-63's decode (16), the select warps' tail
 // (17), sleeping polls (18, 19) the exact cut before the end with uncut lists published (20) and the merge
-// keeping the merging split's own list in shared memory (21), the 2-CTA cluster's joint cut (22). A file of their own so that they compile in parallel with flat_profiled.cu.
+// keeping the merging split's own list in shared memory (21). A file of their own so that they compile in parallel with flat_profiled.cu.
 #define HISA_FLAT_DEFINE_LAUNCH
 #include "cuda/flat_launch.cuh"
 
@@ -25,6 +25,4 @@ HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, false, 20, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 20, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, false, 21, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 21, 0)
-HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, false, 22, 0)
-HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 22, 0)
 }  // namespace hisa::cuda

@@ -21,6 +21,8 @@ using cuda::Path;
 int g_variant = 0;
 // Options::merge_in_kernel of the fused decode calls (the default; set by the merge tests).
 bool g_merge_in_kernel = cuda::Options{}.merge_in_kernel;
+// Options::pair_tail of the fused decode calls (the default; off in the merge tests).
+bool g_pair_tail = cuda::Options{}.pair_tail;
 
 // Options of the test calls: the path and split count under test, device-side value checks on.
 cuda::Options test_options(Path path, int splits) {
@@ -30,6 +32,7 @@ cuda::Options test_options(Path path, int splits) {
   opt.check_values = true;
   opt.variant = g_variant;
   opt.merge_in_kernel = g_merge_in_kernel;
+  opt.pair_tail = g_pair_tail;
   return opt;
 }
 
@@ -401,6 +404,7 @@ TEST(CudaDecode, MergeInKernel) {
       {{9000, 4000}, 1, 64, 2048, 4, false, "mik_too_long_for_the_list"},  // merge kernel
       {many, 1, 64, 512, 2, true, "mik_300_requests_exact"},
   };
+  g_pair_tail = false;  // the lists merged, not cut together by 2-CTA clusters
   for (int v : {0, 16, 17, 20, 21}) {
     for (const Case& c : cases) {
       if (v && (c.H != 64 || c.next_n != 1)) continue;
@@ -432,6 +436,8 @@ TEST(CudaDecode, MergeInKernel) {
   cuda::Options opt;
   opt.splits = 2;
   opt.merge_in_kernel = true;
+  opt.pair_tail = false;
+  g_pair_tail = cuda::Options{}.pair_tail;
   std::vector<int32_t> first;
   for (int run = 0; run < 20; ++run) {
     out.poison();
@@ -447,47 +453,57 @@ TEST(CudaDecode, MergeInKernel) {
     ASSERT_TRUE(got == first) << "run " << run << " differs from run 0";
   }
 }
-// Variant 22: a request's two splits as one 2-CTA cluster that cuts the union of their lists
-// together (digit counts exchanged through distributed shared memory, ties across the pair in
-// position order). Against the reference, bitwise equal to the merge kernel's output, exact
-// integer inputs with many ties, an empty second split, unions shorter than k, 20 reruns
-// bitwise identical; shapes it does not take are refused.
+// The pair tail (Options::pair_tail, the default): a request's two splits as one 2-CTA cluster
+// that cuts the union of their lists together (digit counts exchanged through distributed shared
+// memory, ties across the pair in position order). Against the reference, bitwise equal to the
+// merge kernel's output, exact integer inputs with many ties, an empty second split, unions
+// shorter than k, variants with the pair tail, 20 reruns bitwise identical; shapes it does not
+// take (not two splits, more requests than SM pairs) go to the merge and stay correct.
 TEST(CudaDecode, PairTail) {
   SKIP_WITHOUT_GPU();
   struct Case {
     std::vector<int> lens;
-    int k;
+    int k, splits;
     bool exact;
     const char* name;
   };
-  std::vector<int> many(60);
+  std::vector<int> many(60), too_many(100);
   for (size_t i = 0; i < many.size(); ++i) many[i] = 40 + int(i * 977 % 20000);
+  for (size_t i = 0; i < too_many.size(); ++i) too_many[i] = 700 + int(i * 389 % 9000);
   const std::vector<Case> cases = {
-      {{9000, 4000, 300}, 2048, false, "pair_k2048"},
-      {{30000, 9000, 2500}, 2048, false, "pair_long_k2048"},
-      {{20000, 3000}, 100, true, "pair_exact_k100"},
-      {{12000, 5000, 64}, 300, true, "pair_exact_k300"},
-      {{9000, 50, 1500}, 2048, false, "pair_short_requests"},  // split 1 empty; unions < k
-      {many, 512, true, "pair_60_requests_exact"},
+      {{9000, 4000, 300}, 2048, 2, false, "pair_k2048"},
+      {{30000, 9000, 2500}, 2048, 2, false, "pair_long_k2048"},
+      {{20000, 3000}, 100, 2, true, "pair_exact_k100"},
+      {{12000, 5000, 64}, 300, 2, true, "pair_exact_k300"},
+      {{9000, 50, 1500}, 2048, 2, false, "pair_short_requests"},  // split 1 empty; unions < k
+      {many, 512, 2, true, "pair_60_requests_exact"},
+      {too_many, 256, 2, true, "pair_100_requests_merged"},  // > SMs / 2: the merge
+      {{30000, 9000}, 2048, 3, false, "pair_three_splits_merged"},
   };
-  for (const Case& c : cases) {
-    const std::string name = c.name;
-    const uint64_t seed = seed_for(name);
-    SCOPED_TRACE(name + " seed " + std::to_string(seed));
-    std::cout << "[ seed ] " << name << " " << seed << "\n";
-    const DecodeCase dc = make_decode(c.lens, 1, 64, seed, c.exact);
-    g_variant = 0;
-    g_merge_in_kernel = false;
-    const auto by_kernel = run_decode(dc, c.k, Path::Fused, 2);
-    g_merge_in_kernel = cuda::Options{}.merge_in_kernel;
-    g_variant = 22;
-    const auto pair = run_decode(dc, c.k, Path::Fused, 2);
-    g_variant = 0;
-    EXPECT_EQ(judge_rows(reference::decode_rows(dc.host()), flat(c.k), pair, DType::F8E4M3,
-                         c.exact),
-              0);
-    EXPECT_TRUE(pair == by_kernel) << "differs from the merge kernel's output";
+  for (int v : {0, 14, 15, 18, 19}) {
+    for (const Case& c : cases) {
+      if (v && c.lens.size() > 3) continue;
+      const std::string name = std::string(c.name) + "_v" + std::to_string(v);
+      const uint64_t seed = seed_for(name);
+      SCOPED_TRACE(name + " seed " + std::to_string(seed));
+      std::cout << "[ seed ] " << name << " " << seed << "\n";
+      const DecodeCase dc = make_decode(c.lens, 1, 64, seed, c.exact);
+      g_variant = 0;
+      g_pair_tail = false;
+      g_merge_in_kernel = false;
+      const auto by_kernel = run_decode(dc, c.k, Path::Fused, c.splits);
+      g_pair_tail = true;
+      g_merge_in_kernel = cuda::Options{}.merge_in_kernel;
+      g_variant = v;
+      const auto pair = run_decode(dc, c.k, Path::Fused, c.splits);
+      g_variant = 0;
+      EXPECT_EQ(judge_rows(reference::decode_rows(dc.host()), flat(c.k), pair, DType::F8E4M3,
+                           c.exact),
+                0);
+      EXPECT_TRUE(pair == by_kernel) << "differs from the merge kernel's output";
+    }
   }
+  g_pair_tail = cuda::Options{}.pair_tail;
   // Reruns bitwise identical.
   const DecodeCase dc = make_decode({30000, 12000, 4000}, 1, 64, seed_for("pair_reruns"), false);
   DecodeDev d(dc);
@@ -497,19 +513,20 @@ TEST(CudaDecode, PairTail) {
   o.indices = out.ptr;
   cuda::Options opt;
   opt.splits = 2;
-  opt.variant = 22;
   std::vector<int32_t> first;
   for (int run = 0; run < 20; ++run) {
     out.poison();
     cuda::select_decode(d.in, flat(2048), o, ws, nullptr, opt);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     const auto got = out.get();
-    if (run == 0) first = got;
+    if (run == 0) {
+      first = got;
+      EXPECT_EQ(judge_rows(reference::decode_rows(dc.host()), flat(2048), got, DType::F8E4M3,
+                           false),
+                0);
+    }
     ASSERT_TRUE(got == first) << "run " << run << " differs from run 0";
   }
-  // Not two splits: refused with a clear error, not run some other way.
-  opt.splits = 3;
-  EXPECT_THROW(cuda::select_decode(d.in, flat(2048), o, ws, nullptr, opt), Error);
 }
 
 // Long splits (several cuts per split), both decode CTAs, split and unsplit, random and exact

@@ -71,6 +71,9 @@ struct FlatParams {
   // Entries per partial-list slot (>= topk): the decode's split lists are [rows, splits,
   // part_stride]; larger than topk where they go out uncut (kEarlyCut).
   int part_stride = 0;
+  // The launch is 2-CTA clusters (CTAs 2t, 2t + 1 = request t's splits 0 and 1, one item per
+  // CTA) and the kernel has kPairTail: the pair cuts the union of its lists (no partial lists).
+  int pair_tail = 0;
   // outputs (score mode)
   float* scores = nullptr;  // [row_end - row_begin, scores_ld] fp32, position p of row r at
   int64_t scores_ld = 0;    // (r - row_begin) * scores_ld + p
@@ -203,12 +206,14 @@ struct FlatConfig {
   // (run 71's timeline: the merge took ~10 us after the arrival, twice the split's own cut).
   static constexpr bool kMergeLocal = kSlimDecode && kTune == 21;
   static_assert(!(kMergeLocal && kEarlyCut), "a local merge needs lists cut to k");
-  // kTune 22 (run 73): a request's two splits run as one 2-CTA cluster, one item per CTA, and
-  // cut the union of their two (uncut) lists together: each radix pass counts its own list and
-  // adds the partner's counts through distributed shared memory (PairPeer), each CTA compacts
-  // its own list and writes its part of the output (no partial lists, no arrival counters, no
-  // global round trips; run 72's timeline: own cut 4.9 us, then the merge 7.4-9.7 us).
-  static constexpr bool kPairTail = kSlimDecode && kTune == 22;
+  // The pair tail (run 73 as variant 22, production since run 74), where FlatParams::pair_tail
+  // says the launch is one: a request's two splits run as one 2-CTA cluster, one item per CTA,
+  // and cut the union of their two (uncut) lists together: each radix pass counts its own list
+  // and adds the partner's counts through distributed shared memory (PairPeer), each CTA
+  // compacts its own list and writes its part of the output (no partial lists, no arrival
+  // counters, no global round trip; run 72's timeline: the split's cut 4.9 us, then the merge
+  // 7.4-9.7 us; run 73: the pair's tail ~6 us, x0.956 interleaved).
+  static constexpr bool kPairTail = kWideTail;
   // Sleeping polls (mbar_wait<ns>) instead of suspended try-waits, for warps with slack (run
   // 66's question: the decode runs under the SW power cap at ~1.71 GHz, and a suspended try-wait
   // wakes on every barrier event of the CTA): kTune 18, the select warps waiting for scores
@@ -1359,7 +1364,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       }
       if (Cfg::kProf && p.timeline && threadIdx.x == 0)
         p.timeline[blockIdx.x * kTimelineEvents + kTlTail] = globaltimer_ns();
-      if constexpr (Cfg::kPairTail) {
+      if (Cfg::kPairTail && p.pair_tail) {
         pair_finish<Cfg>(p, it, cnt[0], umax[0], thr[0], cand_u, cand_pos, hist, scan, bcast,
                          tail + Cfg::kPeerOff, reinterpret_cast<int*>(epi_smem));
       } else {
