@@ -431,6 +431,8 @@ const Variant kVariants[] = {
     {nullptr, "variant 17 (the select warps finish the last item too)", 17, true},
     {nullptr, "variant 18 (select warps poll with 200 ns sleeps)", 18, true},
     {nullptr, "variant 19 (select, producer and math warps poll with sleeps)", 19, true},
+    {nullptr, "variant 20 (exact cut 28 stages before the end: short lists into the pair's cut)",
+     20, true},
     {nullptr, "variant 20 without the pair tail (exact cut 28 stages before the end, lists "
               "published uncut)", 20, true, true, false, false},
     {nullptr, "variant 21 without the pair tail (the merge keeps its own list in shared memory)",

@@ -480,7 +480,7 @@ TEST(CudaDecode, PairTail) {
       {too_many, 256, 2, true, "pair_100_requests_merged"},  // > SMs / 2: the merge
       {{30000, 9000}, 2048, 3, false, "pair_three_splits_merged"},
   };
-  for (int v : {0, 14, 15, 18, 19}) {
+  for (int v : {0, 14, 15, 18, 19, 20}) {
     for (const Case& c : cases) {
       if (v && c.lens.size() > 3) continue;
       const std::string name = std::string(c.name) + "_v" + std::to_string(v);

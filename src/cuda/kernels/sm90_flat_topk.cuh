@@ -198,7 +198,8 @@ struct FlatConfig {
   // kTune 20 (run 69): a split item that the kernel merges cuts its list exactly once, some
   // kEarlyStages key stages before its end (overlapped with the stream), and then publishes its
   // list uncut (at most part_stride entries; else cut first): the end of the item loses the final
-  // cut, and the merge's one cut covers the union.
+  // cut, and the merge's one cut covers the union. With the pair tail (run 75): the lists enter
+  // the pair's joint cut at ~k + 160 entries instead of up to kCap.
   static constexpr bool kEarlyCut = kSlimDecode && kTune == 20;
   static constexpr int kEarlyStages = 28;
   // kTune 21 (run 72): the merging split keeps its own (cut) list in shared memory and loads
@@ -1043,8 +1044,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             parity ^= 1;
             if (prof) prof_add(kProfSelAppend, clock() - c0), c0 = clock();
             // kEarlyCut: once, when at most kEarlyStages stages of the item are left.
-            const bool early = Cfg::kEarlyCut && !early_done && p.merge_count != nullptr &&
-                               p.splits > 1 && blk + kSub < it.nblocks &&
+            const bool early = Cfg::kEarlyCut && !early_done &&
+                               (p.merge_count != nullptr || p.pair_tail) && p.splits > 1 &&
+                               blk + kSub < it.nblocks &&
                                blk + kSub + Cfg::kEarlyStages >= it.nblocks;
 #pragma unroll
             for (int q = 0; q < kNQ; ++q) {
