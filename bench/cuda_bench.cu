@@ -608,7 +608,7 @@ int main(int argc, char** argv) {
           flops / (td * 1e-3) / 1e12);
       // Same-run A/B against an earlier configuration: timed, checked and profiled.
       for (const Variant& v : kVariants) {
-        if (!v.prefill_name) continue;
+        if (!v.prefill_name || !variant_wanted(v.variant)) continue;
         hisa::cuda::Options vo = opt;
         vo.variant = v.variant;
         const Timing tv =
