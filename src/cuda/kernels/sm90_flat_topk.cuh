@@ -198,7 +198,7 @@ struct FlatConfig {
   // kTune 20 (run 69): a split item that the kernel merges cuts its list exactly once, some
   // kEarlyStages key stages before its end (overlapped with the stream), and then publishes its
   // list uncut (at most part_stride entries; else cut first): the end of the item loses the final
-  // cut, and the merge's one cut covers the union. With the pair tail (run 75): the lists enter
+  // cut, and the merge's one cut covers the union. With the pair tail (run 74): the lists enter
   // the pair's joint cut at ~k + 160 entries instead of up to kCap.
   static constexpr bool kEarlyCut = kSlimDecode && kTune == 20;
   static constexpr int kEarlyStages = 28;
