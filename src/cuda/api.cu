@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <deque>
 #include <mutex>
 #include <vector>
 
@@ -735,7 +736,7 @@ void* Workspace::get(int slot, size_t bytes, bool zero_new) {
 // ---------------------------------------------------------------- device facts
 const DeviceInfo& current_device() {
   static std::mutex mu;
-  static std::vector<DeviceInfo> cache;
+  static std::deque<DeviceInfo> cache;  // references stay valid as devices are added
   int dev = 0;
   HISA_CUDA_CHECK(cudaGetDevice(&dev));
   std::lock_guard<std::mutex> lock(mu);

@@ -5,6 +5,7 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <type_traits>
 
 #include "cuda/kernels/sm90_flat_topk.cuh"
@@ -34,9 +35,19 @@ cudaError_t launch_flat(const FlatLaunch& l) {
   using T = std::conditional_t<kElem == kFp8, sm90::Fp8, sm90::Bf16>;
   using Cfg = sm90::FlatConfig<T, kHeads, kNQ, kPaged, kScores, kProf, kTune, kSub>;
   auto kernel = sm90::sm90_flat_topk_kernel<Cfg>;
-  cudaError_t e =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  // The shared-memory opt-in once per device (a driver call per launch is host time in every
+  // decode step); devices 0-63 tracked, others set every time.
+  static std::atomic<unsigned long long> opted_in{0};
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
   if (e != cudaSuccess) return e;
+  const unsigned long long bit = dev < 64 ? 1ull << dev : 0ull;
+  if (!(opted_in.load(std::memory_order_acquire) & bit) || !bit) {
+    e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             Cfg::kSmemBytes);
+    if (e != cudaSuccess) return e;
+    opted_in.fetch_or(bit, std::memory_order_acq_rel);
+  }
   if (l.cluster != 1 && !(Cfg::kPairTail && l.cluster == 2 && l.p.pair_tail))
     return cudaErrorInvalidConfiguration;  // no other cluster shape is implemented
   if (l.cluster == 2) {
