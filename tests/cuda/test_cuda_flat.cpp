@@ -380,6 +380,34 @@ TEST(CudaDecode, Variants) {
   check_decode(many, 1, 64, 512, Path::Fused, false, "decode_300_requests");
   check_decode(many, 1, 64, 256, Path::Fused, true, "decode_300_requests_exact", 2);
 }
+// 20 decode calls with `opt` on one workspace (k = 2048, three long requests): the first judged
+// against the reference, every one bitwise equal to the first (per-launch state such as the
+// arrival counters must return to zero).
+void check_decode_reruns(const std::string& name, const cuda::Options& opt) {
+  const uint64_t seed = seed_for(name);
+  SCOPED_TRACE(name + " seed " + std::to_string(seed));
+  std::cout << "[ seed ] " << name << " " << seed << "\n";
+  const DecodeCase dc = make_decode({30000, 12000, 4000}, 1, 64, seed, false);
+  DecodeDev d(dc);
+  Dev<int32_t> out(3 * size_t(2048));
+  cuda::Workspace ws;
+  SelectOutputs o;
+  o.indices = out.ptr;
+  std::vector<int32_t> first;
+  for (int run = 0; run < 20; ++run) {
+    out.poison();
+    cuda::select_decode(d.in, flat(2048), o, ws, nullptr, opt);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const auto got = out.get();
+    if (run == 0) {
+      first = got;
+      EXPECT_EQ(judge_rows(reference::decode_rows(dc.host()), flat(2048), got, DType::F8E4M3,
+                           false),
+                0);
+    }
+    ASSERT_TRUE(got == first) << "run " << run << " differs from run 0";
+  }
+}
 // The split-K merge done by each request's last split in the fused kernel (Options::
 // merge_in_kernel): against the reference, bitwise equal to the merge kernel's output (the same
 // cut over the same slots in the same order), 20 reruns on one workspace bitwise identical (the
@@ -426,32 +454,13 @@ TEST(CudaDecode, MergeInKernel) {
     }
   }
   g_variant = 0;
+  g_pair_tail = cuda::Options{}.pair_tail;
   // Reruns on one workspace: the counters must be zero again after every launch.
-  const DecodeCase dc = make_decode({30000, 12000, 4000}, 1, 64, seed_for("mik_reruns"), false);
-  DecodeDev d(dc);
-  Dev<int32_t> out(3 * size_t(2048));
-  cuda::Workspace ws;
-  SelectOutputs o;
-  o.indices = out.ptr;
   cuda::Options opt;
   opt.splits = 2;
   opt.merge_in_kernel = true;
   opt.pair_tail = false;
-  g_pair_tail = cuda::Options{}.pair_tail;
-  std::vector<int32_t> first;
-  for (int run = 0; run < 20; ++run) {
-    out.poison();
-    cuda::select_decode(d.in, flat(2048), o, ws, nullptr, opt);
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    const auto got = out.get();
-    if (run == 0) {
-      first = got;
-      EXPECT_EQ(judge_rows(reference::decode_rows(dc.host()), flat(2048), got, DType::F8E4M3,
-                           false),
-                0);
-    }
-    ASSERT_TRUE(got == first) << "run " << run << " differs from run 0";
-  }
+  check_decode_reruns("mik_reruns", opt);
 }
 // The pair tail (Options::pair_tail, the default): a request's two splits as one 2-CTA cluster
 // that cuts the union of their lists together (digit counts exchanged through distributed shared
@@ -504,29 +513,9 @@ TEST(CudaDecode, PairTail) {
     }
   }
   g_pair_tail = cuda::Options{}.pair_tail;
-  // Reruns bitwise identical.
-  const DecodeCase dc = make_decode({30000, 12000, 4000}, 1, 64, seed_for("pair_reruns"), false);
-  DecodeDev d(dc);
-  Dev<int32_t> out(3 * size_t(2048));
-  cuda::Workspace ws;
-  SelectOutputs o;
-  o.indices = out.ptr;
   cuda::Options opt;
   opt.splits = 2;
-  std::vector<int32_t> first;
-  for (int run = 0; run < 20; ++run) {
-    out.poison();
-    cuda::select_decode(d.in, flat(2048), o, ws, nullptr, opt);
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    const auto got = out.get();
-    if (run == 0) {
-      first = got;
-      EXPECT_EQ(judge_rows(reference::decode_rows(dc.host()), flat(2048), got, DType::F8E4M3,
-                           false),
-                0);
-    }
-    ASSERT_TRUE(got == first) << "run " << run << " differs from run 0";
-  }
+  check_decode_reruns("pair_reruns", opt);
 }
 
 // Long splits (several cuts per split), both decode CTAs, split and unsplit, random and exact
