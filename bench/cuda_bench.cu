@@ -761,31 +761,23 @@ int main(int argc, char** argv) {
             hisa::cuda::Options opt;
             opt.validate = false;
             opt.splits = splits;
-            const Timing t = time_it(
-                [&](int rep) {
-                  const int r0 = (rep % groups) * batch;
-                  o.indices = dout.p + size_t(r0) * topk;
-                  hisa::cuda::select_decode(make_in(rep), cfg, o, ws, nullptr, opt);
-                },
-                0.3, 10, 200);
+            // A call with options `co`, the batch rotating through the requests by `rep`.
+            const auto call_with = [&](const hisa::cuda::Options& co) {
+              return [&, co](int rep) {
+                o.indices = dout.p + size_t((rep % groups) * batch) * topk;
+                hisa::cuda::select_decode(make_in(rep), cfg, o, ws, nullptr, co);
+              };
+            };
+            const auto call = call_with(opt);
+            const Timing t = time_it(call, 0.3, 10, 200);
             const double bytes = double(batch) * ctx * 132 + double(batch) * H * (128 + 4);
             const double flops = double(batch) * ctx * H * 128 * 2;
-            const double b2b = time_back_to_back_ms(
-                [&](int rep) {
-                  const int r0 = (rep % groups) * batch;
-                  o.indices = dout.p + size_t(r0) * topk;
-                  hisa::cuda::select_decode(make_in(rep), cfg, o, ws, nullptr, opt);
-                },
-                kB2BReps);
+            const double b2b = time_back_to_back_ms(call, kB2BReps);
             // GPU time alone (queued behind a spin kernel: no host time in the interval),
-            // interleaved with synchronised calls (4 rounds of 25 each) so that both see the
-            // same clock: their difference is the host's share of a synchronised call.
-            const auto call = [&](int rep) {
-              const int r0 = (rep % groups) * batch;
-              o.indices = dout.p + size_t(r0) * topk;
-              hisa::cuda::select_decode(make_in(rep), cfg, o, ws, nullptr, opt);
-            };
-            const auto gq = time_interleaved(call, call, /*b_queued=*/true, /*rounds=*/4);
+            // interleaved with synchronised calls (kGpuRounds rounds of 25 each) so that both see
+            // the same clock: their difference is the host's share of a synchronised call.
+            constexpr int kGpuRounds = 4;
+            const auto gq = time_interleaved(call, call, /*b_queued=*/true, kGpuRounds);
             json r;
             r["back_to_back_us"] = b2b * 1e3;
             r["gpu_us"] = gq.second * 1e3;
@@ -862,7 +854,8 @@ int main(int argc, char** argv) {
               return bad;
             };
             if (splits == 0) {
-              const int bad = check_two(kB2BReps);  // the last call's rotation (back to back)
+              // The last call's rotation (the GPU-time rounds' last call).
+              const int bad = check_two(kGpuRounds * kABPer);
               r["rows_checked"] = 2;
               r["rows_failed"] = bad;
               if (ctx == 131072) {
@@ -872,12 +865,7 @@ int main(int argc, char** argv) {
                 });
                 // Times the batch rotating through the requests, with options `to`.
                 const auto time_decode = [&](const hisa::cuda::Options& to) {
-                  return time_it(
-                      [&](int rep) {
-                        o.indices = dout.p + size_t((rep % groups) * batch) * topk;
-                        hisa::cuda::select_decode(make_in(rep), cfg, o, ws, nullptr, to);
-                      },
-                      0.2, 10, 200);
+                  return time_it(call_with(to), 0.2, 10, 200);
                 };
                 hisa::cuda::Options dbg = opt;
                 dbg.debug_mode = 1;
@@ -921,12 +909,6 @@ int main(int argc, char** argv) {
                   vo.merge_in_kernel = v.merge_in_kernel, vo.pair_tail = v.pair_tail;
                   // Interleaved with production (rounds of 25 calls each), so that both see the
                   // same drift of clock and power; the variant's last call is checked.
-                  const auto call_with = [&](const hisa::cuda::Options& co) {
-                    return [&, co](int rep) {
-                      o.indices = dout.p + size_t((rep % groups) * batch) * topk;
-                      hisa::cuda::select_decode(make_in(rep), cfg, o, ws, nullptr, co);
-                    };
-                  };
                   const auto ab = time_interleaved(call_with(opt), call_with(vo));
                   json rv;
                   rv["name"] = v.decode_name, rv["variant"] = v.variant;

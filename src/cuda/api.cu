@@ -157,6 +157,23 @@ int decode_cap(int heads, int next_n, int variant) {
   if (variant == 1) return sm90::FlatConfig<sm90::Fp8, 64, 1, true, false, false, 1>::kCap;
   return heads == 64 ? decode_cap_n<64>(next_n) : decode_cap_n<32>(next_n);
 }
+// Whether the decode instance a launch runs has the pair tail (kPairTail: the slim decode, H 64
+// and next_n 1, with the CTA-wide tail; not variants 1, 16 and 17).
+template <int kTune>
+constexpr bool kPairTailOf = sm90::FlatConfig<sm90::Fp8, 64, 1, true, false, false, kTune>::kPairTail;
+bool decode_has_pair_tail(int heads, int next_n, int variant) {
+  if (heads != 64 || next_n != 1) return false;  // other instances are not slim decodes
+  switch (variant) {
+    case 1:
+      return kPairTailOf<1>;
+    case 16:
+      return kPairTailOf<16>;
+    case 17:
+      return kPairTailOf<17>;
+    default:
+      return kPairTailOf<0>;
+  }
+}
 
 // The measurement and A/B instances (fp8, H = 64; prefill: kNQ 2, decode: kNQ 1 paged): the
 // variants profiled or plain, the production kernel profiled (src/cuda/flat_profiled.cu).
@@ -607,11 +624,9 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   // fits the kernel's candidate list. Variant 20 publishes lists uncut up to cap / splits entries.
   const int cap = decode_cap(in.num_heads, in.next_n, opt.variant);
   // The pair tail (Options::pair_tail): a request's two splits as one 2-CTA cluster that cuts the
-  // union of their lists (one item per CTA: no partial lists, no merge). The slim decode (H 64,
-  // next_n 1) has it, not variants 1, 16 and 17 (no CTA-wide tail).
+  // union of their lists (one item per CTA: no partial lists, no merge).
   const bool pair = opt.pair_tail && splits == 2 && int64_t(in.batch) * 2 <= sms &&
-                    in.num_heads == 64 && in.next_n == 1 && opt.variant != 1 &&
-                    opt.variant != 16 && opt.variant != 17;
+                    decode_has_pair_tail(in.num_heads, in.next_n, opt.variant);
   p.pair_tail = pair ? 1 : 0;
   const bool merge_in_kernel =
       !pair && splits > 1 && splits <= kMaxMergeSplits && opt.merge_in_kernel &&

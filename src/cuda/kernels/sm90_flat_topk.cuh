@@ -417,6 +417,15 @@ struct Item {
   }
 };
 
+// Measurement (kProf instances with FlatParams::timeline): this CTA's event `ev`, by the calling
+// thread when `who` holds (the caller names one thread); `value` 0 stamps %globaltimer.
+template <class Cfg>
+__device__ __forceinline__ void timeline_stamp(const FlatParams& p, bool who, int ev,
+                                               unsigned long long value = 0) {
+  if (Cfg::kProf && p.timeline && who)
+    p.timeline[blockIdx.x * kTimelineEvents + ev] = value ? value : globaltimer_ns();
+}
+
 // The end of an item, with kT threads (tid: 0 .. kT - 1; `sync` is their barrier): each
 // query's list cut to exactly k (an anchored radix select, ties by position), then the sorted
 // output (one split) or the partial lists; with p.merge_count (decode), the tile's last split to
@@ -498,18 +507,13 @@ __device__ __forceinline__ void finish_item(const FlatParams& p, const Item<Cfg>
         // other threads' loads after it).
         if (Cfg::kMergeLocal && ticket == p.splits - 1) __threadfence();
         bcast[3] = ticket;  // radix_select uses [0, 3)
-        if (Cfg::kProf && p.timeline) {
-          p.timeline[blockIdx.x * kTimelineEvents + kTlArrived] = globaltimer_ns();
-          if (bcast[3] == p.splits - 1) p.timeline[blockIdx.x * kTimelineEvents + kTlMerged] = 1;
-        }
+        timeline_stamp<Cfg>(p, true, kTlArrived);
+        timeline_stamp<Cfg>(p, ticket == p.splits - 1, kTlMerged, 1);
       }
       sync();
       if (bcast[3] == p.splits - 1) {  // uniform
         if constexpr (!Cfg::kMergeLocal) __threadfence();
-        const auto stamp = [&](int ev) {
-          if (Cfg::kProf && p.timeline && tid == 0)
-            p.timeline[blockIdx.x * kTimelineEvents + ev] = globaltimer_ns();
-        };
+        const auto stamp = [&](int ev) { timeline_stamp<Cfg>(p, tid == 0, ev); };
 #pragma unroll 1
         for (int q = 0; q < kNQ; ++q) {
           if (q >= p.next_n) continue;
@@ -626,10 +630,7 @@ __device__ __forceinline__ void pair_finish(const FlatParams& p, const Item<Cfg>
   const int tid = threadIdx.x;
   const auto sync = [] { __syncthreads(); };
   const uint32_t rank = cluster_ctarank(), other = rank ^ 1u;
-  const auto stamp = [&](int ev) {
-    if (Cfg::kProf && p.timeline && tid == 0)
-      p.timeline[blockIdx.x * kTimelineEvents + ev] = globaltimer_ns();
-  };
+  const auto stamp = [&](int ev) { timeline_stamp<Cfg>(p, tid == 0, ev); };
   if (tid == 0) {
     const uint32_t at = map_to_cta(peer_state, other);
     st_cluster_u32(at, uint32_t(cnt));
@@ -638,7 +639,7 @@ __device__ __forceinline__ void pair_finish(const FlatParams& p, const Item<Cfg>
   }
   cluster_sync();  // both CTAs are in their tails (their epilogue rings are free)
   stamp(kTlArrived);
-  if (Cfg::kProf && p.timeline && tid == 0) p.timeline[blockIdx.x * kTimelineEvents + kTlMerged] = 1;
+  timeline_stamp<Cfg>(p, tid == 0, kTlMerged, 1);
   stamp(kTlMergeLoaded);
   const int n_other = peer_state[0];
   const int n_all = cnt + n_other;
@@ -758,11 +759,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       long long clk0 = 0;
       uint64_t ns0 = 0;
       if (prof) clk0 = clock64(), ns0 = globaltimer_ns();
-      const auto stamp = [&](int ev) {
-        if (Cfg::kProf && p.timeline && lane == 0)
-          p.timeline[blockIdx.x * kTimelineEvents + ev] = globaltimer_ns();
-      };
-      stamp(kTlStart);
+      timeline_stamp<Cfg>(p, lane == 0, kTlStart);
       for (int item = blockIdx.x; item < num_items; item += gridDim.x, ++q_iter) {
         const Item<Cfg> it(p, item);
         const int qs = q_iter % kQS;
@@ -839,7 +836,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           }
         }
       }
-      stamp(kTlIssued);
+      timeline_stamp<Cfg>(p, lane == 0, kTlIssued);
       if (prof) {
         prof_add(kProfProdTotal, clock() - c_start);
         atomicAdd(p.prof + kProfClkCycles, (unsigned long long)(clock64() - clk0));
@@ -1074,8 +1071,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             if (prof) prof_add(kProfSelCompact, clock() - c0);
           }
         }
-        if (Cfg::kProf && p.timeline && t == 0)
-          p.timeline[blockIdx.x * kTimelineEvents + kTlConsumed] = globaltimer_ns();
+        timeline_stamp<Cfg>(p, t == 0, kTlConsumed);
         if constexpr (!Cfg::kWriteScores) {
           const unsigned c0 = clock();
           if constexpr (!Cfg::kPaged) {
@@ -1364,8 +1360,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         for (int w = 0; w < Cfg::kSelWarps; ++w)
           umax[q] = max(umax[q], uint32_t(tail[2 * kNQ + q * Cfg::kSelWarps + w]));
       }
-      if (Cfg::kProf && p.timeline && threadIdx.x == 0)
-        p.timeline[blockIdx.x * kTimelineEvents + kTlTail] = globaltimer_ns();
+      timeline_stamp<Cfg>(p, threadIdx.x == 0, kTlTail);
       if (Cfg::kPairTail && p.pair_tail) {
         pair_finish<Cfg>(p, it, cnt[0], umax[0], thr[0], cand_u, cand_pos, hist, scan, bcast,
                          tail + Cfg::kPeerOff, reinterpret_cast<int*>(epi_smem));
@@ -1373,8 +1368,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         finish_item<Cfg, Cfg::kThreads>(p, it, cnt, umax, thr, cand_u, cand_pos, hist, scan,
                                         bcast, [] { __syncthreads(); }, int(threadIdx.x));
       }
-      if (Cfg::kProf && p.timeline && threadIdx.x == 0)
-        p.timeline[blockIdx.x * kTimelineEvents + kTlEnd] = globaltimer_ns();
+      timeline_stamp<Cfg>(p, threadIdx.x == 0, kTlEnd);
       if (Cfg::kProf && p.prof && threadIdx.x == Cfg::kSelBase)
         atomicAdd(p.prof + kProfSelFinal, (unsigned long long)(unsigned(clock()) - c0));
     }
