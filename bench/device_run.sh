@@ -190,7 +190,7 @@ if b:
         print(f"         {r['L']:<7} {r['median_ms']:9.2f} {r['tflops']:8.1f} {100*r['fraction_of_fp8_gemm_ceiling']:5.1f}"
               f"  {r.get('ratio_to_deepgemm_logits', float('nan')):9.2f}  {r.get('speedup_vs_deepgemm_logits_topk', float('nan')):9.2f}x"
               f"  {tp['ms']/r['median_ms'] if tp else float('nan'):7.1f}x  {r.get('rows_checked',0)-r.get('rows_failed',0)}/{r.get('rows_checked',0)}")
-    print("decode  b   ctx     splits   us      TB/s  %copy  xDG-logits  vs torch  checked  GPU us")
+    print("decode  b   ctx     splits   us      TB/s  %copy  xDG-logits  vs torch  checked  GPU us  rested GPU us")
     for r in b["results"]:
         if r["kind"] != "decode":
             continue
@@ -198,7 +198,7 @@ if b:
         print(f"        {r['batch']:<3} {r['context']:<7} {r['splits']:<5} {r['median_us']:8.1f} {r['tbps']:6.2f} {100*r['fraction_of_copy_ceiling']:5.1f}"
               f"  {r.get('ratio_to_deepgemm_logits', float('nan')):9.2f}  {tp['us']/r['median_us'] if tp else float('nan'):7.1f}x"
               f"  {str(r.get('rows_checked','-') if 'rows_checked' not in r else (r['rows_checked']-r['rows_failed']))+'/'+str(r.get('rows_checked','-'))}"
-              f"  {r.get('gpu_us', float('nan')):8.1f}")
+              f"  {r.get('gpu_us', float('nan')):8.1f}  {r.get('rested_gpu_us', float('nan')):8.1f}")
 if tb:
     print(f"torch: fp8 GEMM {tb['fp8_gemm_tflops']:.0f} TFLOP/s, copy {tb['copy_tbps']:.2f} TB/s")
 EOF

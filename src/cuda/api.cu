@@ -184,7 +184,7 @@ cudaError_t launch_variant(const FlatLaunch& l, bool prof) {
 }
 template <int kNQ, bool kPaged>
 cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
-  const bool prof = opt.profile || opt.debug_mode;
+  const bool prof = opt.profile || opt.debug_mode == 1;  // (3: any instance)
   if (opt.variant == 1) return launch_variant<kNQ, kPaged, 1>(l, prof);
   if constexpr (kPaged) {
     if (opt.variant == 2) return launch_flat<kFp8, 64, kNQ, kPaged, false, true, 2, 0>(l);
@@ -196,6 +196,11 @@ cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
     if (opt.variant == 19) return launch_variant<kNQ, kPaged, 19>(l, prof);
     if (opt.variant == 20) return launch_variant<kNQ, kPaged, 20>(l, prof);
     if (opt.variant == 21) return launch_variant<kNQ, kPaged, 21>(l, prof);
+    if (opt.variant == 22) return launch_variant<kNQ, kPaged, 22>(l, prof);
+    // Variant 23 is the balanced pair: other launches run the production kernel.
+    if (opt.variant == 23)
+      return l.p.pair_tail ? launch_variant<kNQ, kPaged, 23>(l, prof)
+                           : launch_variant<kNQ, kPaged, 0>(l, prof);
   } else {
     if (opt.variant == 9) return launch_variant<kNQ, kPaged, 9>(l, prof);
     if (opt.variant == 3) return launch_variant<kNQ, kPaged, 3>(l, prof);
@@ -618,8 +623,8 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   p.kv_cache = in.kv_cache;
   p.w = in.w;
   p.out = out;
-  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || (opt.variant >= 14 && opt.variant <= 21),
-             "decode: variant must be 0, 1, 2 or 14 to 21");
+  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || (opt.variant >= 14 && opt.variant <= 23),
+             "decode: variant must be 0, 1, 2 or 14 to 23");
   // The merge by the tile's last split (no merge kernel) where the union of the partial lists
   // fits the kernel's candidate list. Variant 20 publishes lists uncut up to cap / splits entries.
   const int cap = decode_cap(in.num_heads, in.next_n, opt.variant);
