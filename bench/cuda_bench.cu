@@ -386,13 +386,10 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
   for (int b = 0; b < sms; ++b)
     if (t[b * kEv + kTlStart]) t0 = std::min(t0, t[b * kEv + kTlStart]);
   std::vector<double> consumed, tail_wait, publish, merge, merge_load, merge_cut, merge_out, end;
-  std::vector<double> claim, pages;  // variant 23 (the balanced pair)
   for (int b = 0; b < sms; ++b) {
     const unsigned long long* e = &t[size_t(b) * kEv];
     if (!e[kTlStart] || !e[kTlConsumed] || !e[kTlTail] || !e[kTlEnd]) continue;
     consumed.push_back((e[kTlConsumed] - t0) * 1e-3);
-    if (e[kTlClaim]) claim.push_back((e[kTlClaim] - t0) * 1e-3);
-    if (e[kTlPages]) pages.push_back(double(e[kTlPages] - 1));
     tail_wait.push_back((double(e[kTlTail]) - double(e[kTlConsumed])) * 1e-3);
     end.push_back((e[kTlEnd] - t0) * 1e-3);
     if (e[kTlArrived]) {
@@ -427,8 +424,6 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
     tj["merge_cut"] = stats(merge_cut);
     tj["merge_output"] = stats(merge_out);
     tj["end"] = stats(end);
-    tj["first_claim"] = stats(claim);
-    tj["pages"] = stats(pages);
     r["timeline_us"] = tj;
     const auto s3 = [&](const char* k) {
       const json& j = tj[k];
@@ -442,9 +437,6 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
         consumed.size(), s3("stream_done").c_str(), s3("roles_to_tail").c_str(),
         s3("cut_and_publish").c_str(), s3("merge").c_str(), s3("merge_load").c_str(),
         s3("merge_cut").c_str(), s3("merge_output").c_str(), s3("end").c_str());
-    if (!pages.empty())
-      std::printf("      balanced pair: first claim at %s us; pages per CTA %s\n",
-                  s3("first_claim").c_str(), s3("pages").c_str());
   }
   return r;
 }
@@ -458,7 +450,6 @@ struct Variant {
   bool merge_in_kernel = true;   // decode: Options::merge_in_kernel
   bool no_select = false;        // decode: also time it without the selection (debug_mode 1)
   bool pair_tail = true;         // decode: Options::pair_tail
-  int debug_mode = 0;            // decode: Options::debug_mode (3: variant 23 without claims)
 };
 const Variant kVariants[] = {
     {"variant 1 (run 27's kernel: 768 threads, two N = 64 banks)",
@@ -485,10 +476,7 @@ const Variant kVariants[] = {
      21, true, true, false, false},
     {nullptr, "variant 22 (no early prefetch of the first item's inputs: run 77's decode)", 22,
      true},
-    {nullptr, "variant 23 (the balanced pair: the middle pages claimed by the CTA ahead)", 23,
-     true},
-    {nullptr, "variant 23 with fixed halves (debug_mode 3: its plumbing, almost no claims)", 23,
-     true, true, false, true, 3},
+    {nullptr, "variant 24 (six key stages: one q stage, a 16-stage epilogue ring)", 24, true},
 };
 
 double copy_ceiling_tbps() {
@@ -948,7 +936,6 @@ int main(int argc, char** argv) {
                   hisa::cuda::Options vo = opt;
                   vo.variant = v.variant, vo.merge_pdl = v.merge_pdl;
                   vo.merge_in_kernel = v.merge_in_kernel, vo.pair_tail = v.pair_tail;
-                  vo.debug_mode = v.debug_mode;
                   // Interleaved with production (rounds of 25 calls each), so that both see the
                   // same drift of clock and power; the variant's last call is checked.
                   const auto ab = time_interleaved(call_with(opt), call_with(vo));
@@ -968,7 +955,6 @@ int main(int argc, char** argv) {
                   rv["profile"] = profile_call([&](hisa::cuda::Options& po) {
                     po.variant = v.variant, po.merge_pdl = v.merge_pdl;
                     po.merge_in_kernel = v.merge_in_kernel, po.pair_tail = v.pair_tail;
-                    po.debug_mode = v.debug_mode;
                     o.indices = dout.p;
                     hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, po);
                   });

@@ -72,11 +72,10 @@ struct Options {
   // warpgroups' cycle counters (slots in src/cuda/kernels/sm90_flat_topk.cuh, ProfSlot);
   // debug_mode 1 makes the select warpgroup consume the scores without selecting (the indices are
   // then meaningless): the bound set by scoring and the pipeline alone. Decode only, debug_mode 2:
-  // only the split-K merge kernel runs, over the partial lists the previous call left; 3, with
-  // variant 23: its pair splits the pages in fixed halves (almost no claims).
+  // only the split-K merge kernel runs, over the partial lists the previous call left.
   unsigned long long* profile = nullptr;
   int debug_mode = 0;
-  // Measurement (with `profile`): a device array of 12 u64 per CTA (one CTA per SM) that receives
+  // Measurement (with `profile`): a device array of 8 u64 per CTA (one CTA per SM) that receives
   // %globaltimer stamps of the CTA's last item (TimelineEvent in sm90_flat_topk.cuh).
   unsigned long long* timeline = nullptr;
   // Kernel variant for A/B timing (0 = default): 1 runs an earlier configuration. Fused fp8
@@ -102,8 +101,7 @@ struct Options {
   // memory (only the other splits' lists are loaded) and one thread fences after the arrival
   // (20 and 21 act where the lists are merged in the kernel: with pair_tail = false); 22: the
   // decode without the early prefetch of the first item's length, page ids and w (device run 77's
-  // default); 23: the balanced pair (with pair_tail: a request's two CTAs split its pages at run
-  // time, the middle ~12% claimed a stage at a time by whichever CTA is ahead).
+  // default); 24: six key stages (one q stage, a 16-stage epilogue ring, 6912-entry lists).
   int variant = 0;
   // Launch the split-K merge kernel as a programmatic dependent of the fused kernel when the
   // fused grid leaves at least half the SMs free (its CTAs wait there instead of being launched

@@ -155,6 +155,7 @@ int decode_cap_n(int next_n) {
 }
 int decode_cap(int heads, int next_n, int variant) {
   if (variant == 1) return sm90::FlatConfig<sm90::Fp8, 64, 1, true, false, false, 1>::kCap;
+  if (variant == 24) return sm90::FlatConfig<sm90::Fp8, 64, 1, true, false, false, 24>::kCap;
   return heads == 64 ? decode_cap_n<64>(next_n) : decode_cap_n<32>(next_n);
 }
 // Whether the decode instance a launch runs has the pair tail (kPairTail: the slim decode, H 64
@@ -184,7 +185,7 @@ cudaError_t launch_variant(const FlatLaunch& l, bool prof) {
 }
 template <int kNQ, bool kPaged>
 cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
-  const bool prof = opt.profile || opt.debug_mode == 1;  // (3: any instance)
+  const bool prof = opt.profile || opt.debug_mode;
   if (opt.variant == 1) return launch_variant<kNQ, kPaged, 1>(l, prof);
   if constexpr (kPaged) {
     if (opt.variant == 2) return launch_flat<kFp8, 64, kNQ, kPaged, false, true, 2, 0>(l);
@@ -197,10 +198,7 @@ cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
     if (opt.variant == 20) return launch_variant<kNQ, kPaged, 20>(l, prof);
     if (opt.variant == 21) return launch_variant<kNQ, kPaged, 21>(l, prof);
     if (opt.variant == 22) return launch_variant<kNQ, kPaged, 22>(l, prof);
-    // Variant 23 is the balanced pair: other launches run the production kernel.
-    if (opt.variant == 23)
-      return l.p.pair_tail ? launch_variant<kNQ, kPaged, 23>(l, prof)
-                           : launch_variant<kNQ, kPaged, 0>(l, prof);
+    if (opt.variant == 24) return launch_variant<kNQ, kPaged, 24>(l, prof);
   } else {
     if (opt.variant == 9) return launch_variant<kNQ, kPaged, 9>(l, prof);
     if (opt.variant == 3) return launch_variant<kNQ, kPaged, 3>(l, prof);
@@ -623,8 +621,8 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   p.kv_cache = in.kv_cache;
   p.w = in.w;
   p.out = out;
-  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || (opt.variant >= 14 && opt.variant <= 23),
-             "decode: variant must be 0, 1, 2 or 14 to 23");
+  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || (opt.variant >= 14 && opt.variant <= 22) || opt.variant == 24,
+             "decode: variant must be 0, 1, 2, 14 to 22 or 24");
   // The merge by the tile's last split (no merge kernel) where the union of the partial lists
   // fits the kernel's candidate list. Variant 20 publishes lists uncut up to cap / splits entries.
   const int cap = decode_cap(in.num_heads, in.next_n, opt.variant);

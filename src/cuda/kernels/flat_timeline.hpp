@@ -15,9 +15,7 @@ enum TimelineEvent : int {
   kTlMerged,       // 1 where this CTA merged its tile's lists
   kTlMergeLoaded,  // the merge has the union of the lists in shared memory (last query)
   kTlMergeCut,     // the merge's cut is done (last query)
-  kTlClaim,        // kBalance: the producer waits for its first claimed stage (own pages issued)
-  kTlPages,        // kBalance: 1 + the pages the CTA took (a count, not a time)
-  kTimelineEvents = 12
+  kTimelineEvents = 10
 };
 
 }  // namespace hisa::cuda::sm90

@@ -119,8 +119,10 @@ enum ProfSlot : int {
 // warps finishing the CTA's last item too (no kWideTail), 18 and 19 = sleeping polls
 // (kSleepSelect, kSleepProducer, kSleepMath), 20 = the exact cut before the end with the split
 // lists published uncut (kEarlyCut), 21 = the merging split's own list kept in shared memory
-// (kMergeLocal), 22 = without kEarlyPrefetch (run 77's decode). Removed: 5, 6 (list / ring
-// sizes, slower in run 56), 13 (runs 38-59's decode, slower in runs 61-63).
+// (kMergeLocal), 22 = without kEarlyPrefetch (run 77's decode), 24 = six key stages
+// (kSixStages). Removed: 5, 6 (list / ring
+// sizes, slower in run 56), 13 (runs 38-59's decode, slower in runs 61-63), 23 (the balanced
+// pair, 6-8% slower in runs 79-82; commit 3d6c6d6).
 // kSub_: key stages the select warpgroup takes per step (0 = automatic: 4 for fp8 prefill, 2
 // with the other large candidate lists, else 1); one scan barrier per step.
 template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool kProf_ = false,
@@ -212,8 +214,13 @@ struct FlatConfig {
   // 64 pages, the w of its rows and the tensor maps. The chain in front of the key stream (length
   // -> w to shared memory -> q copy -> page ids -> first key copy) made two to three dependent
   // global round trips (~0.6-0.9 us each from DRAM: every call's key stream has flushed L2); with
-  // the lines requested together at the start they take about one. kTune 22: without (run 77).
+  // the lines requested together at the start they take about one (run 78: 0.3-0.5% faster).
+  // kTune 22: without (run 77's decode).
   static constexpr bool kEarlyPrefetch = kPaged && kTune != 22;
+  // kTune 24 (run 83): six key stages in the slim decode, paid for with one q stage (one item per
+  // CTA at b64), a 16-stage epilogue ring and a 6912-entry list (runs 79-82: the stream slows as
+  // soon as the CTA holds its key stages a little longer, so more of them in flight may help).
+  static constexpr bool kSixStages = kSlimDecode && kTune == 24;
   static_assert(!(kMergeLocal && kEarlyCut), "a local merge needs lists cut to k");
   // The pair tail (run 73 as variant 22, production since run 74), where FlatParams::pair_tail
   // says the launch is one: a request's two splits run as one 2-CTA cluster, one item per CTA,
@@ -223,16 +230,6 @@ struct FlatConfig {
   // counters, no global round trip; run 72's timeline: the split's cut 4.9 us, then the merge
   // 7.4-9.7 us; run 73: the pair's tail ~6 us, x0.956 interleaved).
   static constexpr bool kPairTail = kWideTail;
-  // kTune 23 (run 79): the balanced pair. With the pair tail a request's two CTAs split its pages
-  // at run time instead of in halves: each owns ~44% of them from its end (split 0 the first
-  // pages, walked up; split 1 the last pages, walked down), and the ~12% in the middle go a stage
-  // at a time to whichever asks first (an atomic counter in split 0's shared memory). Run 78's
-  // timeline: the streams of a pair end up to ~6-8 us apart while the median pair waits 0.8 us,
-  // and the last pair's wait is the end of the call. Split 1's list is in descending position
-  // order: its cuts keep the last of equal keys (RadixCut::skip), its threshold admits keys equal
-  // to the k-th (a later key is a lower position), and it writes its output reversed, so the
-  // output is sorted as before whatever the split point (bitwise the same indices).
-  static constexpr bool kBalance = kPairTail && kTune == 23;
   // Sleeping polls (mbar_wait<ns>) instead of suspended try-waits, for warps with slack (run
   // 66's question: the decode runs under the SW power cap at ~1.71 GHz, and a suspended try-wait
   // wakes on every barrier event of the CTA): kTune 18, the select warps waiting for scores
@@ -281,7 +278,7 @@ struct FlatConfig {
   // 30 and 6144 / 40: both 0.5-2% slower at every length.
   static constexpr int kCap = kWriteScores                          ? 0
                               : kFp8Prefill                         ? 6656
-                              : kSlimDecode                         ? 7168
+                              : kSlimDecode                         ? (kSixStages ? 6912 : 7168)
                               : (kElem == 1 && kPaged && kNQ == 1)  ? 6144
                                                                     : 3072;
   static constexpr int kSub = kSub_       ? kSub_
@@ -325,14 +322,15 @@ struct FlatConfig {
   // waited for free key stages 20% of its time).
   static constexpr int kEpiStages = kWriteScores                          ? 4
                                     : kDecode1                            ? (kTune == 1 ? 16
-                                                                             : kSlimDecode ? 32
+                                                                             : kSlimDecode ? (kSixStages ? 16 : 32)
                                                                              : kHeads == 64 ? 27
                                                                                             : 32)
                                     // slim (run 32): 32 stages of 192 keys (16: less than a cut)
                                     : kFp8Prefill                         ? (kSlim ? 32 : 16)
                                                                           : 4;
   static constexpr int kQStages =
-      kWriteScores || kQBytes < 16384 || (kQBytes == 16384 && kEpiStages <= 4) ? 2 : 1;
+      kSixStages ? 1
+      : kWriteScores || kQBytes < 16384 || (kQBytes == 16384 && kEpiStages <= 4) ? 2 : 1;
   // The slim prefill keeps w in shared memory in the order its math threads read it (run 51):
   // thread class r = lane % 4 reads columns 8j + 2r + {0, 1}, j = 0..15, i.e. 32 floats stored
   // at r * 36 (the 4-float pad puts the four classes' 16-byte loads in different banks): 8
@@ -349,11 +347,9 @@ struct FlatConfig {
   static constexpr int kTailBytes =
       kWideTail ? ((kPeerOff + (kPairTail ? 4 : 0)) * 4 + 15) / 16 * 16 : 0;
   // Everything but the key stages, then as many key stages as fit (2 to 6).
-  // kBalance: each key stage's and epilogue stage's (first position, pages; pages -1 = the end).
-  static constexpr int kInfoBytes = kBalance ? (6 + kEpiStages) * 8 : 0;
   static constexpr int kFixed = kQStages * kQBytes + kQStages * kWStride * 4 +
                                 kEpiStages * kNQ * kBlockKV * 4 + kNQ * kCap * 8 +
-                                4 * (256 + kScanInts + 4) + kTailBytes + kAppendBytes + kInfoBytes +
+                                4 * (256 + kScanInts + 4) + kTailBytes + kAppendBytes +
                                 1024 /* barriers */ + 1024 /* alignment */;
   static constexpr int kSmemLimit = 232448;  // 227 KB per block on sm_90
   static constexpr int kStageBytes = kKVBytes + kBlockKV * 4;
@@ -367,8 +363,8 @@ struct FlatConfig {
       : kFitStages > 6                                           ? 6
                                                                  : kFitStages;
   static_assert(kKVStages >= 2, "shared memory too small for two key stages");
-  static_assert(!kSlimDecode || kTune == 14 || kTune == 16 || kKVStages == 5,
-                "the slim decode's five key stages");
+  static_assert(!kSlimDecode || kTune == 14 || kTune == 16 || kKVStages == (kSixStages ? 6 : 5),
+                "the slim decode's five key stages (kSixStages: six)");
 
   // Shared memory layout (byte offsets from a 1024-aligned base).
   static constexpr int kOffQ = 0;
@@ -383,8 +379,7 @@ struct FlatConfig {
   static constexpr int kOffBcast = kOffScan + kScanInts * 4;
   static constexpr int kOffTail = kOffBcast + 4 * 4;
   static constexpr int kOffAppend = kOffTail + kTailBytes;
-  static constexpr int kOffInfo = (kOffAppend + kAppendBytes + 7) / 8 * 8;
-  static constexpr int kOffBar = kOffInfo + kInfoBytes;
+  static constexpr int kOffBar = (kOffAppend + kAppendBytes + 7) / 8 * 8;
   static constexpr int kNumBars = 2 * (kQStages + kKVStages + kEpiStages);
   static constexpr int kSmemBytes = kOffBar + kNumBars * 8 + 1024;
   static_assert(kSmemBytes <= kSmemLimit, "shared memory over the sm_90 limit");
@@ -645,7 +640,7 @@ template <class Cfg>
 __device__ __forceinline__ void pair_finish(const FlatParams& p, const Item<Cfg>& it, int cnt,
                                             uint32_t umax, uint32_t thr, uint32_t* cu, int32_t* cp,
                                             int* hist, int* scan, int* bcast, int* peer_state,
-                                            int* phist, bool rev) {
+                                            int* phist) {
   static_assert(Cfg::kNQ == 1, "one query row per request (next_n 1)");
   constexpr int kT = Cfg::kThreads;
   const int tid = threadIdx.x;
@@ -667,7 +662,7 @@ __device__ __forceinline__ void pair_finish(const FlatParams& p, const Item<Cfg>
   int32_t* out = p.out + it.row0 * p.topk;
   if (n_all <= p.topk) {  // every key of both lists is kept (uniform in both CTAs)
     const int base = rank == 0 ? 0 : n_other;
-    for (int i = tid; i < cnt; i += kT) out[base + (rev ? cnt - 1 - i : i)] = cp[i];
+    for (int i = tid; i < cnt; i += kT) out[base + i] = cp[i];
     if (rank == 1)
       for (int i = n_all + tid; i < p.topk; i += kT) out[i] = -1;
     stamp(kTlMergeCut);
@@ -690,19 +685,15 @@ __device__ __forceinline__ void pair_finish(const FlatParams& p, const Item<Cfg>
     const int last = (__popc(cut.mask ^ start_mask) + 7) / 8 - 1;
     const int b0 = phist[(last & 1) * 256 + bcast[0]];
     cut.need -= min(b0, cut.need);
-    // kBalance: this list is in descending position order, so its lowest positions among the
-    // keys equal to the cut are its last ones (hist: its own counts of the last pass).
-    if (rev) cut.skip = hist[bcast[0]] - cut.need;
   }
   const int kept = ordered_compact<kT, 4>(
       cnt, cut,
       [&](int64_t i, uint32_t* uu, int32_t* pp) { return *uu = cu[i], *pp = cp[i], true; },
       [&](int dst, uint32_t uu, int32_t pp) { cu[dst] = uu, cp[dst] = pp; }, scan, sync);
   stamp(kTlMergeCut);
-  // The two parts fill the k slots exactly (an exact cut of more than k keys keeps k); a list in
-  // descending position order (kBalance, split 1) goes out reversed: the output stays sorted.
+  // The two parts fill the k slots exactly (an exact cut of more than k keys keeps k).
   const int base = rank == 0 ? 0 : p.topk - kept;
-  for (int i = tid; i < kept; i += kT) out[base + (rev ? kept - 1 - i : i)] = cp[i];
+  for (int i = tid; i < kept; i += kT) out[base + i] = cp[i];
 }
 
 template <class Cfg>
@@ -731,8 +722,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   int* bcast = reinterpret_cast<int*>(smem + Cfg::kOffBcast);
   int* append = reinterpret_cast<int*>(smem + Cfg::kOffAppend);  // [2][kNQ][words][4]
   int* tail = reinterpret_cast<int*>(smem + Cfg::kOffTail);  // kWideTail: the last item's state
-  int2* kv_info = reinterpret_cast<int2*>(smem + Cfg::kOffInfo);  // kBalance: [kKS]
-  int2* epi_info = kv_info + 6;                                   // kBalance: [kES]
   uint64_t* bars = reinterpret_cast<uint64_t*>(smem + Cfg::kOffBar);
   // Measurement: fire-and-forget global reductions (no registers held across the loops).
   const auto prof_add = [&](int slot, unsigned delta) {
@@ -781,20 +770,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     for (int i = 0; i < kES; ++i)
       mbar_init(&full_epi[i], kMathThreads), mbar_init(&empty_epi[i], Cfg::kSelThreads);
     for (int i = 0; i < Cfg::kAppendBytes / 4; ++i) append[i] = 0;  // unused warp slots read 0
-    if constexpr (Cfg::kBalance) tail[Cfg::kPeerOff + 3] = 0;  // split 0's claim counter
     fence_barrier_init();
   }
   __syncthreads();
-  // kBalance with the pair tail: split 1's producer claims pages on split 0's counter once split 0
-  // has set it up. Every thread arrives here on the cluster barrier and waits before its next
-  // arrival (the pair tail's): the producer before its first claim, the others after their roles.
-  // (The host launches the kBalance instance for pair-tail launches only; in run 79 the instance
-  // with a runtime test of p.pair_tail was ~11% slower on every stage, even where it did not
-  // balance, and the test is compiled out here.)
-  constexpr bool bal = Cfg::kBalance;
-  if (bal && !p.pair_tail) __trap();
-  const bool rev = bal && cluster_ctarank() == 1;  // split 1: walks its pages down
-  if (bal) cluster_arrive_release();
 
   const int num_items = p.num_tiles * p.splits;
   // The CTA's last item (items are strided over the CTAs); valid when blockIdx.x < num_items.
@@ -852,59 +830,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         constexpr int kPPS = Cfg::kPagesPerStage;
         int32_t ids0 = 0, ids1 = 0;
         int chunk = -2;
-        // kBalance: the CTA's pages in the order it walks them, v = 0, 1, ... (split 0: page v;
-        // split 1: page npages - 1 - v); pages v < v_end are this CTA's, the first `fixed` of
-        // them from the start, the others claimed a stage at a time from the `mid` pages in the
-        // middle (claim: split 0's counter; claimed: pages taken by both so far).
-        // (Measurement: debug_mode 3 takes the halves, to within a stage, as fixed pages.)
-        const int npages = bal ? (p.seq_lens[it.tile] + 63) / 64 : 0;
-        const int fixed = (npages / 2 - (p.debug_mode == 3 ? 0 : npages / 16)) / kPPS * kPPS;
-        const int mid = npages - 2 * fixed;
-        int v_end = fixed;
-        bool waited = false;
-        int nq = 0;             // claims in flight (uniform), their old values in lane 0's q0, q1
-        uint32_t q0 = 0, q1 = 0;
-        const uint32_t claim_at = bal ? map_to_cta(tail + Cfg::kPeerOff + 3, 0) : 0u;
         const auto load_ids = [&](int c) {
-          if (bal) {
-            const int v = c * 32 + lane;
-            const int pg = rev ? npages - 1 - v : v;
-            return v < npages ? p.block_table[int64_t(it.tile) * p.max_pages + pg] : 0;
-          }
           const int pg = it.page0 + c * 32 + lane;
           return pg < it.page1 ? p.block_table[int64_t(it.tile) * p.max_pages + pg] : 0;
         };
-        for (int blk = 0; bal || blk < it.nblocks; ++blk, ++kv_iter) {
+        for (int blk = 0; blk < it.nblocks; ++blk, ++kv_iter) {
           int page_id[kPPS];
-          int n_st = 0, pos0 = 0;  // kBalance: pages in this stage, position of its first key
           if constexpr (Cfg::kPaged) {
             const int first = blk * kPPS, c = first >> 5;
-            if (bal) {
-              // Claims (uniform: lane 0's atomics, broadcast): two in flight from two stages
-              // before the end of the CTA's pages, so that a round trip to split 0's shared memory
-              // (run 81: longer than a stage with one in flight) overlaps two stages. Only the
-              // number of pages a claim grants matters, not which: the CTA's pages are contiguous
-              // in v and the grants of both CTAs add up to `mid`.
-              const auto top_up = [&] {
-                if (!waited) cluster_wait_acquire(), waited = true;  // the counter is set up
-                while (nq < 2) {
-                  const uint32_t o = lane == 0 ? atom_add_cluster_u32(claim_at, kPPS) : 0u;
-                  if (nq == 0) q0 = o; else q1 = o;
-                  ++nq;
-                }
-              };
-              if (first + 2 * kPPS >= v_end) top_up();
-              if (first >= v_end) {
-                timeline_stamp<Cfg>(p, lane == 0 && first == fixed, kTlClaim);
-                const int old = int(__shfl_sync(0xFFFFFFFFu, q0, 0));
-                q0 = q1, --nq;
-                if (old >= mid) break;  // uniform: every page is taken (later claims fail too)
-                v_end += min(kPPS, mid - old);
-                if (first + 2 * kPPS >= v_end) top_up();
-              }
-              n_st = min(kPPS, v_end - first);
-              pos0 = (rev ? npages - first - n_st : first) * 64;
-            }
             if (c != chunk) {  // uniform
               ids0 = c == chunk + 1 ? ids1 : load_ids(c);
               ids1 = load_ids(c + 1);
@@ -912,9 +845,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
 #pragma unroll
             for (int i = 0; i < kPPS; ++i) {
-              // kBalance split 1: slot i holds page npages - first - n_st + i (the stage's pages
-              // ascending in its slots), i.e. v = first + n_st - 1 - i.
-              const int rel = rev ? first + max(n_st - 1 - i, 0) : first + i;
+              const int rel = first + i;
               page_id[i] = __shfl_sync(0xFFFFFFFFu, (rel >> 5) == c ? ids0 : ids1, rel & 31);
             }
             if (lane != 0) continue;
@@ -933,8 +864,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             if (p.has_scale) tma_load_1d(scale_smem + s * kBlockKV, &map_scale, &full_kv[s], y);
           } else {
             const int pg = it.page0 + blk * kPPS;
-            const int valid = bal ? n_st : min(kPPS, it.page1 - pg);
-            if (bal) kv_info[s] = make_int2(pos0, n_st);
+            const int valid = min(kPPS, it.page1 - pg);
             mbar_arrive_expect_tx(&full_kv[s], valid * (64 * 128 + 64 * 4));
             for (int i = 0; i < valid; ++i) {
               const int page = page_id[i];
@@ -943,19 +873,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                         p.kv_cache + int64_t(page) * (64 * 132) + 64 * 128, 64 * 4, &full_kv[s]);
             }
           }
-        }
-        if (bal) {
-          // The end of the CTA's pages: an empty key stage marked -1 (no copies: one arrival
-          // completes it); a claim still out lands on a counter past `mid` and is dropped.
-          if (!waited) cluster_wait_acquire(), waited = true;
-          timeline_stamp<Cfg>(p, lane == 0, kTlPages, 1ull + unsigned(v_end));
-          if (lane == 0) {
-            const int s = kv_iter % kKS;
-            mbar_wait<Cfg::kSleepProducer>(&empty_kv[s], ((kv_iter / kKS) & 1) ^ 1);
-            kv_info[s] = make_int2(0, -1);
-            mbar_arrive(&full_kv[s]);
-          }
-          ++kv_iter;
         }
       }
       timeline_stamp<Cfg>(p, lane == 0, kTlIssued);
@@ -1025,23 +942,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           } else {
             if (q < p.next_n) {
               const int len = p.seq_lens[it.tile];
-              vis_lo[q] = bal ? 0 : int32_t(it.key0);
-              vis_hi[q] = int32_t(bal ? len - p.next_n + q + 1
-                                      : min(int64_t(len - p.next_n + q + 1), it.key_hi));
+              vis_lo[q] = int32_t(it.key0);
+              vis_hi[q] = int32_t(min(int64_t(len - p.next_n + q + 1), it.key_hi));
             }
           }
         }
         constexpr int kSub = Cfg::kSub, kH = Cfg::kSlices;  // slices of kST keys per step
-        bool ended = false;  // kBalance: the stage marked -1 came
-        for (int blk = 0; bal ? !ended : blk < it.nblocks; blk += kSub) {
+        for (int blk = 0; blk < it.nblocks; blk += kSub) {
           unsigned c0 = clock();
           float v[kNQ][kH];
-          // Slice hh's key position (kBalance: from the stages' info; split 1 reads each stage's
-          // keys from its last slot down, so that its list is in descending position order).
-          int32_t keypos[kH];
-#pragma unroll
-          for (int hh = 0; hh < kH; ++hh)
-            keypos[hh] = int32_t(it.key0) + blk * kBlockKV + t + kST * hh;
           // Slice hh of this step: key hh * kST + t of the step's kSub stages, in stage
           // (hh * kST + t) / kBlockKV (with 192-key stages that differs within a slice).
           unsigned have = 0;  // bit hh: slice hh's stage exists
@@ -1074,28 +983,19 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             int got = 0;
 #pragma unroll
             for (int j = 0; j < kSub; ++j) {
-              if (bal ? !ended : blk + j < it.nblocks) {  // uniform
+              if (blk + j < it.nblocks) {  // uniform
                 const uint32_t e = epi_iter + j;
                 mbar_wait<Cfg::kSleepSelect>(&full_epi[e % kES], (e / kES) & 1);
-                if (bal && epi_info[e % kES].y < 0)
-                  ended = true;  // (not released: the CTA's last stage)
-                else
-                  ++got;
+                ++got;
               }
             }
 #pragma unroll
             for (int hh = 0; hh < kH; ++hh) {
               const int kk = hh * kST + t, j = kk / kBlockKV;
-              bool h = bal ? j < got : blk + j < it.nblocks;
-              int slot = kk % kBlockKV;
-              if (bal && h) {
-                const int2 inf = epi_info[(epi_iter + j) % kES];
-                if (rev) slot = kBlockKV - 1 - slot;
-                h = slot < 64 * inf.y;
-                keypos[hh] = inf.x + slot;
-              }
+              const bool h = blk + j < it.nblocks;
               if (h) have |= 1u << hh;
-              const float* ebuf = epi_smem + ((epi_iter + j) % kES) * kNQ * kBlockKV + slot;
+              const float* ebuf =
+                  epi_smem + ((epi_iter + j) % kES) * kNQ * kBlockKV + kk % kBlockKV;
 #pragma unroll
               for (int q = 0; q < kNQ; ++q) v[q][hh] = h ? ebuf[q * kBlockKV] : 0.0f;
             }
@@ -1106,12 +1006,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           }
           if (prof) prof_add(kProfSelWaitEpi, clock() - c0), c0 = clock();
           if (Cfg::kProf && p.debug_mode == 1) continue;
+          // Slice hh of this step covers keys base + kST * hh.
+          const int32_t base = int32_t(it.key0) + blk * kBlockKV + t;
           if constexpr (Cfg::kWriteScores) {
 #pragma unroll
             for (int q = 0; q < kNQ; ++q)
 #pragma unroll
               for (int hh = 0; hh < kH; ++hh) {
-                const int32_t key = keypos[hh];
+                const int32_t key = base + kST * hh;
                 if (((have >> hh) & 1) && key >= vis_lo[q] && key < vis_hi[q])
                   p.scores[(it.row0 + q - p.row_begin) * p.scores_ld + (key - rel[q])] = v[q][hh];
               }
@@ -1132,7 +1034,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
               for (int w = 0; w < kW; ++w) packed[w] = 0;
 #pragma unroll
               for (int hh = 0; hh < kH; ++hh) {
-                const int32_t key = keypos[hh];
+                const int32_t key = base + kST * hh;
                 u[q][hh] = order_key(v[q][hh]);
                 pass[q][hh] =
                     ((have >> hh) & 1) && key >= vis_lo[q] && key < vis_hi[q] && u[q][hh] > thr[q];
@@ -1168,7 +1070,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                   const int dst =
                       cnt[q] + before + ((mine[hh / 4] >> (8 * (hh % 4))) & 0xFF) + rank[q][hh];
                   cand_u[q * Cfg::kCap + dst] = u[q][hh];
-                  cand_pos[q * Cfg::kCap + dst] = keypos[hh] - rel[q];
+                  cand_pos[q * Cfg::kCap + dst] = base + kST * hh - rel[q];
                 }
                 before += (total[hh / 4] >> (8 * (hh % 4))) & 0xFF;
               }
@@ -1200,12 +1102,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                 RadixCut cut = anchored_cut(cnt[q], cu, umax[q], thr[q], 4,
                                             early_q ? -1 : p.topk + (kRoom - p.topk) / 8);
                 if (!early_q && cut.kept <= (p.topk + kRoom) / 2) cut.need = 0x7FFFFFFF;
-                // kBalance split 1 (descending positions): an exact cut keeps the last of the
-                // keys equal to the k-th (bcast[2]: their number, from the cut's last pass), and
-                // a later key equal to it still enters (it is a lower position).
-                if (rev && cut.need != 0x7FFFFFFF) cut.skip = bcast[2] - cut.need;
                 cnt[q] = compact(cnt[q], cut, cu, cp);
-                thr[q] = max(thr[q], rev ? (cut.prefix ? cut.prefix - 1 : 0u) : cut_threshold(cut));
+                thr[q] = max(thr[q], cut_threshold(cut));
               }
             }
             if (early) early_done = true;
@@ -1260,7 +1158,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         }
       }
       if (prof) prof_add(kProfSelTotal, clock() - c_start);
-      if (bal) cluster_wait_acquire();
     }
   } else {
     // ------------------------------------------------------------------ math warpgroups
@@ -1361,19 +1258,13 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           wreg[2 * j] = wv.x, wreg[2 * j + 1] = wv.y;
         }
       }
-      for (int blk = 0; bal || blk < it.nblocks; ++blk, ++kv_iter, ++epi_iter) {
+      for (int blk = 0; blk < it.nblocks; ++blk, ++kv_iter, ++epi_iter) {
         // One key stage: bank b + 1 is issued before the epilogue of bank b. No wgmma stays in
         // flight across stages: ptxas serialises every wgmma of the kernel when groups from
         // different issue sites are pending at a control-flow merge (C7514); the other three
         // warpgroups' wgmma cover this warpgroup's last epilogue instead.
         const int s = kv_iter % kKS;
         mbar_wait<Cfg::kSleepMath>(&full_kv[s], (kv_iter / kKS) & 1);
-        // kBalance: the stage's (first position, pages), handed on to the select warps with its
-        // scores; pages -1: the CTA's pages are done (the select warps learn it the same way).
-        // Read once the stage's wgmma is issued (run 81: read before it, on the path from the
-        // stage's arrival to its release, the instance streamed ~4% slower): the marked stage's
-        // wgmma reads stale keys, and its result is dropped.
-        int2 info = make_int2(0, 0);
         if constexpr (Cfg::kStreamOnly) {
           mbar_arrive(&empty_kv[s]);
           const int es = epi_iter % kES;
@@ -1423,19 +1314,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           }
         } else {
         issue(acc0, s, qs, 0);
-        if (bal) {
-          info = kv_info[s];
-          if (info.y < 0) {
-            wgmma_wait<0>();
-#pragma unroll
-            for (int i = 0; i < kR; ++i) fence_operand(acc0[i]);
-            const int es = epi_iter % kES;
-            mbar_wait(&empty_epi[es], ((epi_iter / kES) & 1) ^ 1);
-            if (threadIdx.x == 0) epi_info[es] = info;
-            mbar_arrive(&full_epi[es]);
-            break;
-          }
-        }
 #pragma unroll
         for (int b = 0; b < Cfg::kBanks; ++b) {
           const bool last = b + 1 == Cfg::kBanks;
@@ -1499,12 +1377,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
           }
         }
-        if (bal && threadIdx.x == 0) epi_info[es] = info;
         mbar_arrive(&full_epi[es]);
       }
       mbar_arrive(&empty_q[qs]);
     }
-    if (bal) cluster_wait_acquire();
   }
   if constexpr (Cfg::kWideTail) {
     // The CTA's last item ends here with all 640 threads: the math, producer and select warps
@@ -1526,7 +1402,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       timeline_stamp<Cfg>(p, threadIdx.x == 0, kTlTail);
       if (Cfg::kPairTail && p.pair_tail) {
         pair_finish<Cfg>(p, it, cnt[0], umax[0], thr[0], cand_u, cand_pos, hist, scan, bcast,
-                         tail + Cfg::kPeerOff, reinterpret_cast<int*>(epi_smem), rev);
+                         tail + Cfg::kPeerOff, reinterpret_cast<int*>(epi_smem));
       } else {
         finish_item<Cfg, Cfg::kThreads>(p, it, cnt, umax, thr, cand_u, cand_pos, hist, scan,
                                         bcast, [] { __syncthreads(); }, int(threadIdx.x));

@@ -113,23 +113,6 @@ __device__ __forceinline__ void cluster_sync() {
           : "memory");
 }
 
-// The two halves of cluster_sync, for a barrier whose arrival and wait lie apart (each thread
-// arrives once, then waits once, before its next arrival).
-__device__ __forceinline__ void cluster_arrive_release() {
-  asm volatile("barrier.cluster.arrive.release;" ::: "memory");
-}
-__device__ __forceinline__ void cluster_wait_acquire() {
-  asm volatile("barrier.cluster.wait.acquire;" ::: "memory");
-}
-// Atomic add on a 32-bit word of a cluster CTA's shared memory (shared::cluster address); the
-// old value.
-__device__ __forceinline__ uint32_t atom_add_cluster_u32(uint32_t addr, uint32_t v) {
-  uint32_t old;
-  asm volatile("atom.shared::cluster.add.u32 %0, [%1], %2;" : "=r"(old) : "r"(addr), "r"(v)
-               : "memory");
-  return old;
-}
-
 // ---- TMA (bulk tensor copies global -> shared, completing on an mbarrier) ----
 // Asks for the 128-byte line holding `p` (global memory) into L1 (and L2); no register, no wait.
 __device__ __forceinline__ void prefetch_l1(const void* p) {

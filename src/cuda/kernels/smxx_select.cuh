@@ -22,16 +22,12 @@ __device__ __forceinline__ uint32_t order_key(float f) {
 }
 
 // The cut found by radix_select: a slot is kept when (u & mask) > prefix, or when
-// (u & mask) == prefix and fewer than `need` earlier slots were equal to the prefix. `skip`
-// (set by the caller, 0 from radix_select): the first `skip` slots equal to the prefix are
-// dropped before `need` are kept, for lists in descending position order (the decode's balanced
-// pair, whose second CTA walks its keys from the end), where the ties to keep are the last ones.
+// (u & mask) == prefix and fewer than `need` earlier slots were equal to the prefix.
 struct RadixCut {
   uint32_t prefix;
   uint32_t mask;
   int need;
   int kept;  // slots the cut keeps if the whole last bucket is kept (the above ones + the bucket)
-  int skip = 0;
 };
 
 // Lowest key a later (higher-position) entry must exceed to enter a full top-k set cut by `cut`:
@@ -205,9 +201,8 @@ __device__ __forceinline__ int ordered_compact(int64_t n, const RadixCut& cut, G
     int tie_before = total_tie + ((before + incl - mine) >> 16);
 #pragma unroll
     for (int j = 0; j < kItems; ++j) {
-      const int ties_kept = min(max(tie_before - cut.skip, 0), cut.need);  // before this slot
-      if (flag[j] == 1 || (flag[j] == 2 && tie_before >= cut.skip && ties_kept < cut.need)) {
-        put(sure_before + ties_kept, u[j], pos[j]);
+      if (flag[j] == 1 || (flag[j] == 2 && tie_before < cut.need)) {
+        put(sure_before + min(tie_before, cut.need), u[j], pos[j]);
       }
       sure_before += flag[j] == 1;
       tie_before += flag[j] == 2;
@@ -216,7 +211,7 @@ __device__ __forceinline__ int ordered_compact(int64_t n, const RadixCut& cut, G
     total_tie += chunk >> 16;
   }
   sync();
-  return total_sure + min(max(total_tie - cut.skip, 0), cut.need);
+  return total_sure + min(total_tie, cut.need);
 }
 
 }  // namespace hisa::cuda
