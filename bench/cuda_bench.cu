@@ -196,11 +196,16 @@ struct CallTimer {
   }
 };
 
-// Warm-up once, then repeat until `budget_s` or max_reps; f(rep) launches one call.
-Timing time_it(const std::function<void(int)>& f, double budget_s, int min_reps, int max_reps) {
+// Warm-up once, then repeat until `budget_s` or max_reps; f(rep) launches one call. queued: the
+// calls are timed behind a spin kernel (CallTimer::queued: GPU time); rest_ms: idle GPU between
+// the warm-up and the timed calls.
+Timing time_it(const std::function<void(int)>& f, double budget_s, int min_reps, int max_reps,
+               bool queued = false, int rest_ms = 0) {
   CallTimer timer;
+  timer.queued = queued;
   f(0);
   CK(cudaDeviceSynchronize());
+  if (rest_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(rest_ms));
   std::vector<double> ms;
   double total = 0;
   for (int rep = 1; rep <= max_reps && (rep <= min_reps || total < budget_s * 1e3); ++rep) {
@@ -279,23 +284,6 @@ double time_back_to_back_ms(const std::function<void(int)>& f, int reps) {
   return timer([&](int) {
            for (int rep = 1; rep <= reps; ++rep) f(rep);
          }, 0) / reps;
-}
-
-// GPU time of a rested burst (ms): one warm-up call, `rest_ms` of idle GPU (long enough for the
-// SW power cap, which lowers the SM clock within ~0.1 s of continuous decode load, to lift), then
-// `reps` calls, each queued behind a spin kernel so that its interval holds GPU time only (a
-// profiler's kernel time); the median. The state a benchmark harness of 20-30 queued calls with
-// L2 flushes between them measures in.
-double time_rested_gpu_ms(const std::function<void(int)>& f, int reps, int rest_ms) {
-  CallTimer timer;
-  timer.queued = true;
-  f(0);
-  CK(cudaDeviceSynchronize());
-  std::this_thread::sleep_for(std::chrono::milliseconds(rest_ms));
-  std::vector<double> ms;
-  for (int rep = 1; rep <= reps; ++rep) ms.push_back(timer(f, rep));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
 }
 
 // Judges sampled rows: builds one-row host inputs (the row's q and w, its sequence's keys).
@@ -790,12 +778,15 @@ int main(int argc, char** argv) {
               };
             };
             const auto call = call_with(opt);
-            // The default splits: first a rested burst of GPU time, then (rested again) the
-            // synchronised calls; the other split counts go straight to the synchronised calls.
+            // The default splits: first a rested burst of GPU time (1 s of idle GPU, long enough
+            // for the SW power cap, which lowers the SM clock within ~0.1 s of continuous decode
+            // load, to lift; then 25 calls queued behind a spin kernel: a profiler's kernel time,
+            // the state a harness of 20-30 queued calls measures in), then the synchronised calls,
+            // rested again; the other split counts go straight to the synchronised calls.
             constexpr int kRestMs = 1000;
-            const double rested = splits == 0 ? time_rested_gpu_ms(call, 25, kRestMs) : 0.0;
-            if (splits == 0) std::this_thread::sleep_for(std::chrono::milliseconds(kRestMs));
-            const Timing t = time_it(call, 0.3, 10, 200);
+            const bool rest = splits == 0;
+            const double rested = rest ? time_it(call, 0, 25, 25, true, kRestMs).median_ms : 0.0;
+            const Timing t = time_it(call, 0.3, 10, 200, false, rest ? kRestMs : 0);
             const double bytes = double(batch) * ctx * 132 + double(batch) * H * (128 + 4);
             const double flops = double(batch) * ctx * H * 128 * 2;
             const double b2b = time_back_to_back_ms(call, kB2BReps);
@@ -807,7 +798,7 @@ int main(int argc, char** argv) {
             json r;
             r["back_to_back_us"] = b2b * 1e3;
             r["gpu_us"] = gq.second * 1e3;
-            if (splits == 0) r["rested_gpu_us"] = rested * 1e3;
+            if (rest) r["rested_gpu_us"] = rested * 1e3;
             r["synchronised_with_gpu_us"] = gq.first * 1e3;
             r["kind"] = "decode";
             r["batch"] = batch;
@@ -826,7 +817,7 @@ int main(int argc, char** argv) {
               r["deepgemm_logits_topk_us"] = 480.0;
               r["ratio_to_deepgemm_logits"] = t.median_ms * 1e3 / 305.0;
               r["gpu_ratio_to_deepgemm_logits"] = gq.second * 1e3 / 305.0;
-              if (splits == 0) r["rested_gpu_ratio_to_deepgemm_logits"] = rested * 1e3 / 305.0;
+              if (rest) r["rested_gpu_ratio_to_deepgemm_logits"] = rested * 1e3 / 305.0;
             }
             if (batch == 64 && ctx == 32768) {
               r["deepgemm_logits_us"] = 98.0;
@@ -840,7 +831,7 @@ int main(int argc, char** argv) {
                 100 * r["fraction_of_copy_ceiling"].get<double>(), r["tflops"].get<double>());
             if (r.contains("ratio_to_deepgemm_logits"))
               std::printf("  x%.2f of DG logits", r["ratio_to_deepgemm_logits"].get<double>());
-            if (splits == 0) std::printf("  rested GPU time %.1f us", rested * 1e3);
+            if (rest) std::printf("  rested GPU time %.1f us", rested * 1e3);
             std::printf("  back to back %.1f us  GPU time %.1f us (synchronised %.1f in the same "
                         "rounds)  [%s]\n",
                         b2b * 1e3, gq.second * 1e3, gq.first * 1e3, utc_now().c_str());

@@ -621,7 +621,8 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   p.kv_cache = in.kv_cache;
   p.w = in.w;
   p.out = out;
-  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) || (opt.variant >= 14 && opt.variant <= 22) || opt.variant == 24,
+  HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) ||
+                 (opt.variant >= 14 && opt.variant <= 22) || opt.variant == 24,
              "decode: variant must be 0, 1, 2, 14 to 22 or 24");
   // The merge by the tile's last split (no merge kernel) where the union of the partial lists
   // fits the kernel's candidate list. Variant 20 publishes lists uncut up to cap / splits entries.

@@ -120,9 +120,8 @@ enum ProfSlot : int {
 // (kSleepSelect, kSleepProducer, kSleepMath), 20 = the exact cut before the end with the split
 // lists published uncut (kEarlyCut), 21 = the merging split's own list kept in shared memory
 // (kMergeLocal), 22 = without kEarlyPrefetch (run 77's decode), 24 = six key stages
-// (kSixStages). Removed: 5, 6 (list / ring
-// sizes, slower in run 56), 13 (runs 38-59's decode, slower in runs 61-63), 23 (the balanced
-// pair, 6-8% slower in runs 79-82; commit 3d6c6d6).
+// (kSixStages). Removed: 5, 6 (list / ring sizes, slower in run 56), 13 (runs 38-59's decode,
+// slower in runs 61-63), 23 (the balanced pair, 6-8% slower in runs 79-82; commit 3d6c6d6).
 // kSub_: key stages the select warpgroup takes per step (0 = automatic: 4 for fp8 prefill, 2
 // with the other large candidate lists, else 1); one scan barrier per step.
 template <class T, int kHeads_, int kNQ_, bool kPaged_, bool kWriteScores_, bool kProf_ = false,
@@ -321,8 +320,8 @@ struct FlatConfig {
   // ~24 stages of the key stream at full bandwidth, and 16 stages stalled it (run 22: the producer
   // waited for free key stages 20% of its time).
   static constexpr int kEpiStages = kWriteScores                          ? 4
-                                    : kDecode1                            ? (kTune == 1 ? 16
-                                                                             : kSlimDecode ? (kSixStages ? 16 : 32)
+                                    : kDecode1                            ? (kTune == 1 || kSixStages ? 16
+                                                                             : kSlimDecode ? 32
                                                                              : kHeads == 64 ? 27
                                                                                             : 32)
                                     // slim (run 32): 32 stages of 192 keys (16: less than a cut)
@@ -742,6 +741,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   // for this grid's completion itself (griddepcontrol.wait).
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   if constexpr (Cfg::kEarlyPrefetch) {
+    // The first item's pages from the split alone (Item would wait for the length first).
     const int item0 = int(blockIdx.x);
     if (threadIdx.x >= Cfg::kProdBase && threadIdx.x < Cfg::kProdBase + 32 &&
         item0 < p.num_tiles * p.splits) {
@@ -787,7 +787,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       // ------------------------------------------------------------------ producer
       if constexpr (!Cfg::kSlim) setmaxnreg_dec<Cfg::kProducerRegs>();
       if (threadIdx.x % 128 >= 32) return;
-      if (lane == 0) {
+      if (lane == 0 && !Cfg::kEarlyPrefetch) {  // (kEarlyPrefetch: done at the start)
         tma_prefetch_desc(&map_q);
         tma_prefetch_desc(&map_k);
         if (!Cfg::kPaged && p.has_scale) tma_prefetch_desc(&map_scale);

@@ -113,11 +113,13 @@ __device__ __forceinline__ void cluster_sync() {
           : "memory");
 }
 
-// ---- TMA (bulk tensor copies global -> shared, completing on an mbarrier) ----
+// ---- global memory ----
 // Asks for the 128-byte line holding `p` (global memory) into L1 (and L2); no register, no wait.
 __device__ __forceinline__ void prefetch_l1(const void* p) {
   asm volatile("prefetch.global.L1 [%0];" ::"l"(uint64_t(__cvta_generic_to_global(p))));
 }
+
+// ---- TMA (bulk tensor copies global -> shared, completing on an mbarrier) ----
 __device__ __forceinline__ void tma_prefetch_desc(const CUtensorMap* map) {
   asm volatile("prefetch.tensormap [%0];" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
 }
