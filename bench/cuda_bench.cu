@@ -20,6 +20,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
@@ -225,6 +226,9 @@ Timing time_it(const std::function<void(int)>& f, double budget_s, int min_reps,
 // medians over all calls of each (ms).
 constexpr int kABPer = 25;
 int g_ab_rounds = 8;              // --ab-rounds
+int g_timeline_calls = 0;         // --timeline-calls
+std::vector<int> g_helper_shifts;  // --helper-shifts
+std::vector<int> g_helper_weights;  // --helper-weights
 std::vector<int> g_only_variants;  // --variants: the A/B variants to run (empty: all)
 // b_queued: b's calls are timed queued behind a spin kernel (CallTimer::queued: GPU time).
 std::pair<double, double> time_interleaved(const std::function<void(int)>& a,
@@ -429,6 +433,114 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
   return r;
 }
 
+// Per-CTA timelines of `n` profiled calls, each after `rest_ms` of idle GPU: for each call and
+// CTA (blockIdx order) its SM and the times (us after the call's first CTA start) of its start,
+// stream done, tail, arrival (pair cut started) and end. Summaries per call: the stream-done
+// spread, the largest gap inside a 2-CTA pair, and what balancing would bound the stream-done
+// time to (within pairs: the slowest pair's mean; over all CTAs: the mean).
+json timeline_calls(const std::function<void(hisa::cuda::Options&)>& call, int n, int rest_ms,
+                    int pair_ctas) {
+  int sms = 0;
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  constexpr int kEv = hisa::cuda::sm90::kTimelineEvents;
+  using namespace hisa::cuda::sm90;
+  Buf<unsigned long long> prof(16);
+  Buf<unsigned long long> tl(size_t(sms) * kEv);
+  json calls = json::array();
+  std::map<int, std::vector<double>> by_sm;  // stream done per SM over the calls
+  for (int c = 0; c < n; ++c) {
+    CK(cudaMemset(prof.p, 0, 16 * 8));
+    CK(cudaMemset(tl.p, 0, size_t(sms) * kEv * 8));
+    CK(cudaDeviceSynchronize());
+    std::this_thread::sleep_for(std::chrono::milliseconds(rest_ms));
+    hisa::cuda::Options opt;
+    opt.validate = false;
+    opt.profile = prof.p;
+    opt.timeline = tl.p;
+    call(opt);
+    CK(cudaDeviceSynchronize());
+    const auto t = tl.get(0, size_t(sms) * kEv);
+    unsigned long long t0 = ~0ull;
+    for (int b = 0; b < sms; ++b)
+      if (t[b * kEv + kTlStart]) t0 = std::min(t0, t[b * kEv + kTlStart]);
+    const auto us = [&](unsigned long long v) { return v ? (double(v) - double(t0)) * 1e-3 : -1.0; };
+    json ctas = json::array();
+    std::vector<double> done(sms, -1.0);
+    int used = 0;
+    for (int b = 0; b < sms; ++b) {
+      const unsigned long long* e = &t[size_t(b) * kEv];
+      if (!e[kTlStart]) continue;
+      used = b + 1;
+      done[b] = us(e[kTlConsumed]);
+      ctas.push_back({{"cta", b}, {"sm", int(e[kTlSmid]) - 1}, {"start", us(e[kTlStart])},
+                      {"issued", us(e[kTlIssued])}, {"stream_done", done[b]},
+                      {"tail", us(e[kTlTail])}, {"segment", us(e[kTlSegment])},
+                      {"arrived", us(e[kTlArrived])},
+                      {"end", us(e[kTlEnd])}});
+      if (e[kTlSmid]) by_sm[int(e[kTlSmid]) - 1].push_back(done[b]);
+    }
+    double mx = 0, sum = 0, pair_mean_max = 0, pair_gap_max = 0, pair_gap_sum = 0;
+    int cnt = 0, pairs = 0;
+    // Splits 0 and 1 of the pairs, and the helpers (CTAs >= pair_ctas): mean and last stream done.
+    double split_sum[2] = {0, 0}, helper_max = -1, end_max = 0;
+    int split_n[2] = {0, 0};
+    for (int b = 0; b < used; ++b) {
+      if (done[b] < 0) continue;
+      if (b < pair_ctas) split_sum[b % 2] += done[b], ++split_n[b % 2];
+      else helper_max = std::max(helper_max, done[b]);
+    }
+    double seg_sum = 0;
+    int seg_n = 0;
+    for (const auto& c : ctas) {
+      end_max = std::max(end_max, c["end"].get<double>());
+      if (c["segment"].get<double>() >= 0 && c["tail"].get<double>() >= 0)
+        seg_sum += c["segment"].get<double>() - c["tail"].get<double>(), ++seg_n;
+    }
+    for (int b = 0; b < std::min(used, pair_ctas); ++b) {
+      if (done[b] < 0) continue;
+      mx = std::max(mx, done[b]), sum += done[b], ++cnt;
+      if (b % 2 == 1 && done[b - 1] >= 0) {
+        pair_mean_max = std::max(pair_mean_max, 0.5 * (done[b] + done[b - 1]));
+        const double gap = std::abs(done[b] - done[b - 1]);
+        pair_gap_max = std::max(pair_gap_max, gap), pair_gap_sum += gap, ++pairs;
+      }
+    }
+    json cj;
+    cj["segment_append_mean"] = seg_n ? seg_sum / seg_n : 0.0;
+    cj["ctas"] = ctas;
+    cj["stream_done_max"] = mx;
+    cj["stream_done_mean"] = cnt ? sum / cnt : 0.0;
+    cj["pair_mean_max"] = pair_mean_max;
+    cj["pair_gap_max"] = pair_gap_max;
+    cj["pair_gap_mean"] = pairs ? pair_gap_sum / pairs : 0.0;
+    cj["split0_mean"] = split_n[0] ? split_sum[0] / split_n[0] : 0.0;
+    cj["split1_mean"] = split_n[1] ? split_sum[1] / split_n[1] : 0.0;
+    cj["helper_max"] = helper_max;
+    cj["end_max"] = end_max;
+    std::printf("    timeline call %d: stream done max %.1f, mean %.1f, slowest pair's mean %.1f; "
+                "gap in a pair: mean %.2f, max %.2f us; split 0 / 1 mean %.1f / %.1f, helpers' "
+                "last %.1f; last end %.1f; split 1's segment append %.2f us\n",
+                c, mx, cnt ? sum / cnt : 0.0, pair_mean_max, pairs ? pair_gap_sum / pairs : 0.0,
+                pair_gap_max, cj["split0_mean"].get<double>(), cj["split1_mean"].get<double>(),
+                helper_max, end_max, cj["segment_append_mean"].get<double>());
+    calls.push_back(cj);
+  }
+  // Is a slow SM slow in every call? The spread of each SM's rank (0 = fastest) over the calls.
+  json out;
+  out["calls"] = calls;
+  if (n > 1) {
+    std::vector<std::pair<double, int>> mean_sm;
+    for (auto& [sm, v] : by_sm)
+      mean_sm.push_back({std::accumulate(v.begin(), v.end(), 0.0) / v.size(), sm});
+    std::sort(mean_sm.begin(), mean_sm.end());
+    std::string slow;
+    for (size_t i = mean_sm.size() >= 8 ? mean_sm.size() - 8 : 0; i < mean_sm.size(); ++i)
+      slow += " " + std::to_string(mean_sm[i].second) + ":" + fmt_us(mean_sm[i].first);
+    std::printf("    slowest SMs by mean stream done over the calls (sm:us):%s\n", slow.c_str());
+  }
+  return out;
+}
+
 // Same-run A/B configurations of the fused kernel (Options::variant).
 struct Variant {
   const char* prefill_name;  // nullptr: decode only
@@ -503,6 +615,17 @@ int main(int argc, char** argv) {
       decode_case = argv[++i];
     else if (a == "--ab-rounds" && i + 1 < argc)
       g_ab_rounds = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--timeline-calls" && i + 1 < argc)
+      g_timeline_calls = std::max(0, std::atoi(argv[++i]));
+    else if ((a == "--helper-shifts" || a == "--helper-weights") && i + 1 < argc) {
+      std::vector<int>& dst = a == "--helper-shifts" ? g_helper_shifts : g_helper_weights;
+      std::string list = argv[++i];
+      for (size_t at = 0; at < list.size();) {
+        const size_t comma = list.find(',', at);
+        dst.push_back(std::atoi(list.substr(at, comma - at).c_str()));
+        at = comma == std::string::npos ? list.size() : comma + 1;
+      }
+    }
     else if (a == "--variants" && i + 1 < argc) {
       std::string list = argv[++i];
       for (size_t at = 0; at < list.size();) {
@@ -514,7 +637,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "usage: hisa_cuda_bench [--json F] [--quick] [--prefill-sizes L,L] "
                    "[--no-decode] [--no-prefill] [--light] [--decode-case 64x131072] "
-                   "[--variants 0,21] [--ab-rounds 8]\n");
+                   "[--variants 0,21] [--ab-rounds 8] [--timeline-calls N] [--helper-shifts 0,8] [--helper-weights 14,16]\n");
       return 2;
     }
   }
@@ -883,6 +1006,87 @@ int main(int argc, char** argv) {
                   o.indices = dout.p;
                   hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, po);
                 });
+                if (g_timeline_calls > 0) {
+                  // Per-CTA timelines of rested calls: production, then the key stream alone.
+                  std::printf("    per-CTA timelines, production:\n");
+                  r["timelines"] = timeline_calls([&](hisa::cuda::Options& po) {
+                    o.indices = dout.p;
+                    hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, po);
+                  }, g_timeline_calls, 50, 2 * batch);
+                  std::printf("    per-CTA timelines, the key stream alone:\n");
+                  r["stream_only_timelines"] = timeline_calls([&](hisa::cuda::Options& po) {
+                    po.debug_mode = 1, po.variant = 2;
+                    o.indices = dout.p;
+                    hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, po);
+                  }, g_timeline_calls, 50, 2 * batch);
+                  std::printf("    per-CTA timelines, without helpers:\n");
+                  r["no_helper_timelines"] = timeline_calls([&](hisa::cuda::Options& po) {
+                    po.helpers = 0;
+                    o.indices = dout.p;
+                    hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, po);
+                  }, g_timeline_calls, 50, 2 * batch);
+                }
+                {
+                  // The helpers: off against production (on), interleaved, and off as a rested
+                  // burst of GPU time (production's is above); then helper shifts (--helper-shifts).
+                  hisa::cuda::Options ho = opt;
+                  ho.helpers = 0;
+                  const auto ab = time_interleaved(call_with(ho), call_with(opt));
+                  const double rested_off =
+                      time_it(call_with(ho), 0, 25, 25, true, kRestMs).median_ms * 1e3;
+                  // Rested bursts in turn (6 rounds: 500 ms idle, 25 queued calls of one, 500 ms
+                  // idle, 25 of the other; which goes first alternates): the median of each
+                  // one's burst medians.
+                  std::vector<double> ron, roff;
+                  for (int round = 0; round < 6; ++round) {
+                    for (int h = 0; h < 2; ++h) {
+                      const bool on = (round + h) % 2 == 0;
+                      const double m =
+                          time_it(call_with(on ? opt : ho), 0, 25, 25, true, 500).median_ms * 1e3;
+                      (on ? ron : roff).push_back(m);
+                    }
+                  }
+                  std::sort(ron.begin(), ron.end());
+                  std::sort(roff.begin(), roff.end());
+                  const double mon = 0.5 * (ron[2] + ron[3]), moff = 0.5 * (roff[2] + roff[3]);
+                  r["helpers_on_rested_rounds_us"] = ron;
+                  r["helpers_off_rested_rounds_us"] = roff;
+                  r["helpers_on_rested_median_us"] = mon;
+                  r["helpers_off_rested_median_us"] = moff;
+                  std::printf("    rested bursts in turn (6 each): helpers on %.1f us (%.1f-%.1f), off "
+                              "%.1f us (%.1f-%.1f): x%.3f [%s]\n",
+                              mon, ron.front(), ron.back(), moff, roff.front(), roff.back(),
+                              mon / moff, utc_now().c_str());
+                  r["helpers_off_interleaved_us"] = ab.first * 1e3;
+                  r["helpers_on_interleaved_us"] = ab.second * 1e3;
+                  r["helpers_off_rested_gpu_us"] = rested_off;
+                  std::printf("    helpers off / on interleaved: %.1f / %.1f us (x%.3f); helpers off "
+                              "rested GPU time %.1f us [%s]\n",
+                              ab.first * 1e3, ab.second * 1e3, ab.second / ab.first, rested_off,
+                              utc_now().c_str());
+                  for (int wt : g_helper_weights) {
+                    hisa::cuda::Options wo = opt;
+                    wo.helper_weight = wt;
+                    const auto aw = time_interleaved(call_with(opt), call_with(wo));
+                    std::printf("    helper weight %d/16: %.1f us, production interleaved %.1f us "
+                                "(x%.3f)\n",
+                                wt, aw.second * 1e3, aw.first * 1e3, aw.second / aw.first);
+                    r["helper_weights"].push_back({{"weight", wt},
+                                                   {"median_us", aw.second * 1e3},
+                                                   {"production_interleaved_us", aw.first * 1e3}});
+                  }
+                  for (int sh : g_helper_shifts) {
+                    hisa::cuda::Options so = opt;
+                    so.helper_shift = sh;
+                    const auto as = time_interleaved(call_with(opt), call_with(so));
+                    std::printf("    helper shift %d: %.1f us, production interleaved %.1f us "
+                                "(x%.3f)\n",
+                                sh, as.second * 1e3, as.first * 1e3, as.second / as.first);
+                    r["helper_shifts"].push_back({{"shift", sh},
+                                                  {"median_us", as.second * 1e3},
+                                                  {"production_interleaved_us", as.first * 1e3}});
+                  }
+                }
                 // Times the batch rotating through the requests, with options `to`.
                 const auto time_decode = [&](const hisa::cuda::Options& to) {
                   return time_it(call_with(to), 0.2, 10, 200);

@@ -75,7 +75,8 @@ struct Options {
   // only the split-K merge kernel runs, over the partial lists the previous call left.
   unsigned long long* profile = nullptr;
   int debug_mode = 0;
-  // Measurement (with `profile`): a device array of 8 u64 per CTA (one CTA per SM) that receives
+  // Measurement (with `profile`): a device array of kTimelineEvents u64 per CTA (one CTA per SM,
+  // src/cuda/kernels/flat_timeline.hpp) that receives
   // %globaltimer stamps of the CTA's last item (TimelineEvent in sm90_flat_topk.cuh).
   unsigned long long* timeline = nullptr;
   // Kernel variant for A/B timing (0 = default): 1 runs an earlier configuration. Fused fp8
@@ -116,6 +117,14 @@ struct Options {
   // together through distributed shared memory (no partial lists, no merge; device run 73: the
   // end of the decode ~6 us instead of ~14). false: the lists merged as merge_in_kernel says.
   bool pair_tail = true;
+  // Decode with the pair tail: helper CTAs on the SMs the pairs leave idle (b64: 4 of 132) score
+  // the last pages of every request (a pair CTA's share), and the request's split 1 appends
+  // their scores to its list. -1: as many as fit (even, at most one per request); 0: none; n:
+  // at most n. helper_shift: pages moved from split 1 to split 0 (-1: the default);
+  // helper_weight: a helper's share of the pages in sixteenths of a pair CTA's (-1: the default).
+  int helpers = -1;
+  int helper_shift = -1;
+  int helper_weight = -1;
 };
 
 // Ragged prefill. in: device pointers (q, k, k_scale, w, cu_seqlens or ks/ke). out.indices:

@@ -35,7 +35,9 @@ enum Slot : int {
   kSlotPartCnt,
   kSlotScores,
   kSlotErr,
-  kSlotMergeCount
+  kSlotMergeCount,
+  kSlotHelperScores,
+  kSlotHelperFlags
 };
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -579,6 +581,12 @@ void prefill_chunks(const PrefillInputs& in, int k, int32_t* out, const int32_t*
 // per CTA, selection included) + the merge (one CTA per row over splits x k entries). Constants
 // fitted to the run-3 sweep on the H200 (docs/kernels.md: b1 and b8 at 128K best at 16 splits,
 // b64 at 2); a forced Options::splits overrides.
+// Pages a pair with helpers moves from its split 1 to its split 0: split 1 appends the helper's
+// segment after its own stream.
+constexpr int kHelperShift = 6;
+// The helpers' share of the pages in sixteenths of a pair CTA's (FlatParams::helper_frac).
+constexpr int kHelperWeight = 15;
+
 int decode_splits(const DecodeInputs& in, int k) {
   const int sms = current_device().sm_count;
   const double us_per_page = 0.46, us_per_merged_entry = 0.0025;
@@ -644,6 +652,31 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   }
   l.grid = int(std::min<int64_t>(int64_t(in.batch) * splits, sms));
   l.cluster = pair ? 2 : 1;
+  // Helpers (Options::helpers): the SMs the pairs leave idle score the requests' last pages
+  // (an even count: the launch is 2-CTA clusters; at most one per request; the launcher lowers
+  // it where fewer clusters fit the device at once). Worth it only where a segment is at least
+  // a key stage of three pages.
+  if (pair && opt.helpers != 0) {
+    int helpers = int(std::min<int64_t>(sms - 2 * int64_t(in.batch), in.batch)) & ~1;
+    if (opt.helpers > 0) helpers = std::min(helpers, opt.helpers & ~1);
+    const int weight = opt.helper_weight > 0 ? std::min(opt.helper_weight, 16) : kHelperWeight;
+    p.helpers = helpers;  // (helper_pages: the kernel's split of the pages, bit for bit)
+    p.helper_frac = helpers > 0 ? uint32_t((uint64_t(weight * helpers) << 32) /
+                                           uint64_t(weight * helpers + 32 * in.batch))
+                                : 0u;
+    const int seg_max = helpers > 0 ? p.helper_pages(in.max_pages) : 0;
+    p.helpers = 0;
+    if (helpers > 0 && seg_max >= 3) {
+      p.helpers = helpers;
+      p.helper_shift = opt.helper_shift >= 0 ? opt.helper_shift : kHelperShift;
+      p.helper_stride = seg_max * 64;
+      p.helper_scores = static_cast<float*>(
+          ws.get(kSlotHelperScores, size_t(in.batch) * size_t(p.helper_stride) * 4));
+      p.helper_flags = static_cast<int*>(
+          ws.get(kSlotHelperFlags, size_t(in.batch) * sizeof(int), /*zero_new=*/true));
+      l.grid = 2 * in.batch + helpers;
+    }
+  }
   l.stream = st;
   if (merge_in_kernel)
     p.merge_count = static_cast<int*>(

@@ -62,7 +62,24 @@ cudaError_t launch_flat(const FlatLaunch& l) {
     a[0].val.clusterDim.x = 2, a[0].val.clusterDim.y = 1, a[0].val.clusterDim.z = 1;
     c.attrs = a;
     c.numAttrs = 1;
-    return cudaLaunchKernelEx(&c, kernel, l.q, l.k, l.scale, l.p);
+    sm90::FlatParams p = l.p;
+    if (p.helpers > 0) {
+      // The pairs wait for their helpers: every CTA of the grid must be resident at once. Where
+      // fewer clusters fit the device together (cudaOccupancyMaxActiveClusters, once per device)
+      // than the grid needs, the launch goes without helpers (plain pairs).
+      static std::atomic<int> fit[64] = {};
+      int clusters = bit ? fit[dev].load(std::memory_order_acquire) : 0;
+      if (clusters <= 0) {
+        e = cudaOccupancyMaxActiveClusters(&clusters, kernel, &c);
+        if (e != cudaSuccess) return e;
+        if (bit) fit[dev].store(clusters, std::memory_order_release);
+      }
+      if (2 * clusters < 2 * p.num_tiles + p.helpers) {
+        p.helpers = 0;
+        c.gridDim = dim3(2 * p.num_tiles);
+      }
+    }
+    return cudaLaunchKernelEx(&c, kernel, l.q, l.k, l.scale, p);
   } else {
     kernel<<<l.grid, Cfg::kThreads, Cfg::kSmemBytes, l.stream>>>(l.q, l.k, l.scale, l.p);
     return cudaGetLastError();

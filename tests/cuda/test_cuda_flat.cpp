@@ -7,6 +7,8 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <tuple>
+#include <vector>
 
 #include "cuda_test_util.hpp"
 #include "hisa/error.hpp"
@@ -23,6 +25,10 @@ int g_variant = 0;
 bool g_merge_in_kernel = cuda::Options{}.merge_in_kernel;
 // Options::pair_tail of the fused decode calls (the default; off in the merge tests).
 bool g_pair_tail = cuda::Options{}.pair_tail;
+// Options::helpers and helper_shift of the fused decode calls (the defaults; set by PairTail).
+int g_helpers = cuda::Options{}.helpers;
+int g_helper_shift = cuda::Options{}.helper_shift;
+int g_helper_weight = cuda::Options{}.helper_weight;
 
 // Options of the test calls: the path and split count under test, device-side value checks on.
 cuda::Options test_options(Path path, int splits) {
@@ -33,6 +39,9 @@ cuda::Options test_options(Path path, int splits) {
   opt.variant = g_variant;
   opt.merge_in_kernel = g_merge_in_kernel;
   opt.pair_tail = g_pair_tail;
+  opt.helpers = g_helpers;
+  opt.helper_shift = g_helper_shift;
+  opt.helper_weight = g_helper_weight;
   return opt;
 }
 
@@ -511,12 +520,50 @@ TEST(CudaDecode, PairTail) {
                            c.exact),
                 0);
       EXPECT_TRUE(pair == by_kernel) << "differs from the merge kernel's output";
+      if (v == 0) {
+        // The helpers (on by default where the pairs leave SMs idle): off, and with split 1's
+        // own pages moved to split 0 (none left: only the helper's segment) or none moved.
+        // A weight of 16 / 16, and 4 / 16 (short segments).
+        for (const auto& [helpers, shift, weight] : std::vector<std::tuple<int, int, int>>{
+                 {0, -1, -1}, {-1, 0, -1}, {-1, 100000, -1}, {2, -1, 16}, {-1, -1, 4}}) {
+          g_helpers = helpers, g_helper_shift = shift, g_helper_weight = weight;
+          const auto h = run_decode(dc, c.k, Path::Fused, c.splits);
+          EXPECT_TRUE(h == by_kernel) << "helpers " << helpers << ", shift " << shift
+                                      << ", weight " << weight
+                                      << ": differs from the merge kernel's output";
+        }
+        g_helpers = cuda::Options{}.helpers, g_helper_shift = cuda::Options{}.helper_shift;
+        g_helper_weight = cuda::Options{}.helper_weight;
+      }
     }
   }
   g_pair_tail = cuda::Options{}.pair_tail;
   cuda::Options opt;
   opt.splits = 2;
   check_decode_reruns("pair_reruns", opt);
+  // Two inputs in turn on one workspace: a helper flag left set by one call would let the next
+  // call's split 1 read the segment before its helper wrote it (the other input's scores).
+  const DecodeCase ca = make_decode({30000, 12000, 4000}, 1, 64, seed_for("helpers_a"), false);
+  const DecodeCase cb = make_decode({30000, 12000, 4000}, 1, 64, seed_for("helpers_b"), false);
+  DecodeDev da(ca), db(cb);
+  Dev<int32_t> out(3 * size_t(2048));
+  cuda::Workspace ws;
+  SelectOutputs o;
+  o.indices = out.ptr;
+  std::vector<int32_t> first[2];
+  for (int run = 0; run < 10; ++run) {
+    out.poison();
+    cuda::select_decode(run % 2 ? db.in : da.in, flat(2048), o, ws, nullptr, opt);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const auto got = out.get();
+    if (run < 2) {
+      first[run] = got;
+      EXPECT_EQ(judge_rows(reference::decode_rows((run ? cb : ca).host()), flat(2048), got,
+                           DType::F8E4M3, false),
+                0);
+    }
+    ASSERT_TRUE(got == first[run % 2]) << "alternating run " << run << " differs";
+  }
 }
 
 // Long splits (several cuts per split), both decode CTAs, split and unsplit, random and exact

@@ -15,7 +15,9 @@ enum TimelineEvent : int {
   kTlMerged,       // 1 where this CTA merged its tile's lists
   kTlMergeLoaded,  // the merge has the union of the lists in shared memory (last query)
   kTlMergeCut,     // the merge's cut is done (last query)
-  kTimelineEvents = 10
+  kTlSmid,         // the SM the CTA runs on, plus 1 (not a time)
+  kTlSegment,      // split 1 with helpers: the helper's segment is appended (wide tail)
+  kTimelineEvents = 11
 };
 
 }  // namespace hisa::cuda::sm90

@@ -74,6 +74,30 @@ struct FlatParams {
   // The launch is 2-CTA clusters (CTAs 2t, 2t + 1 = request t's splits 0 and 1, one item per
   // CTA) and the kernel has kPairTail: the pair cuts the union of its lists (no partial lists).
   int pair_tail = 0;
+  // Helpers (pair_tail only): `helpers` more CTAs after the pairs' 2 * num_tiles, on SMs the
+  // pairs leave idle (b64: 4 of 132). Request t's last helper_pages(t) pages are scored by
+  // helper CTA t % helpers (its items are the requests t, t + helpers, ...), which writes the raw
+  // scores to helper_scores[t * helper_stride + key - first key of the segment] and sets
+  // helper_flags[t]; the pair's split 1, whose range ends where the segment starts, waits for the
+  // flag at the end of its own keys, appends the segment to its list as further keys and zeroes
+  // the flag again. The pair's own pages split at (own + 1) / 2 + helper_shift (split 1 appends
+  // the segment after its stream, so it takes fewer pages).
+  int helpers = 0, helper_shift = 0, helper_stride = 0;
+  // The helpers' share of a request's pages as a 0.32 fixed-point fraction: weight * helpers /
+  // (weight * helpers + 2 * num_tiles), weight = the helper's share relative to a pair CTA's
+  // (< 1: the helpers' SMs ran ~4% slower per page than the pairs' in run 86).
+  uint32_t helper_frac = 0;
+  float* helper_scores = nullptr;  // [num_tiles, helper_stride] fp32
+  int* helper_flags = nullptr;     // [num_tiles], zero before the launch and left zero after it
+
+  // Pages of a request of `pages` pages that its helper scores.
+  __host__ __device__ __forceinline__ int helper_pages(int pages) const {
+#ifdef __CUDA_ARCH__
+    return int(__umulhi(uint32_t(pages), helper_frac));
+#else
+    return int((uint64_t(uint32_t(pages)) * helper_frac) >> 32);
+#endif
+  }
   // outputs (score mode)
   float* scores = nullptr;  // [row_end - row_begin, scores_ld] fp32, position p of row r at
   int64_t scores_ld = 0;    // (r - row_begin) * scores_ld + p
@@ -379,7 +403,8 @@ struct FlatConfig {
   static constexpr int kOffTail = kOffBcast + 4 * 4;
   static constexpr int kOffAppend = kOffTail + kTailBytes;
   static constexpr int kOffBar = (kOffAppend + kAppendBytes + 7) / 8 * 8;
-  static constexpr int kNumBars = 2 * (kQStages + kKVStages + kEpiStages);
+  // (kPairTail: two more, the pair cut's count buffers, PairPeer)
+  static constexpr int kNumBars = 2 * (kQStages + kKVStages + kEpiStages) + (kPairTail ? 2 : 0);
   static constexpr int kSmemBytes = kOffBar + kNumBars * 8 + 1024;
   static_assert(kSmemBytes <= kSmemLimit, "shared memory over the sm_90 limit");
   static_assert(kOffAppend % 16 == 0, "the append counts are read as int4");
@@ -395,13 +420,25 @@ struct Item {
   int64_t key0;    // first key of the item's range (prefill: key row; decode: position)
   int64_t key_hi;  // end of the item's key range
   int nblocks;     // key stages
-  int tile, split;
+  int tile, split;   // split 2 with p.helpers: a helper's item (the request's last pages)
   int page0, page1;  // decode: logical pages [page0, page1)
+  int seg0, seg1;    // decode with helpers: the request's helper segment, pages [seg0, seg1)
+
+  __device__ __forceinline__ bool helper(const FlatParams& p) const {
+    return Cfg::kPairTail && p.helpers > 0 && split == 2;
+  }
 
   __device__ __forceinline__ Item(const FlatParams& p, int item) {
-    tile = item / p.splits;
-    split = item - tile * p.splits;
-    page0 = page1 = 0;
+    const int pair_items = p.num_tiles * p.splits;
+    const bool helper = Cfg::kPairTail && p.helpers > 0 && item >= pair_items;
+    if (helper) {
+      tile = item - pair_items;
+      split = 2;
+    } else {
+      tile = item / p.splits;
+      split = item - tile * p.splits;
+    }
+    page0 = page1 = seg0 = seg1 = 0;
     if constexpr (!Cfg::kPaged) {
       tile = p.num_tiles - 1 - tile;  // causal prefill: later rows see more keys; start with them
       row0 = p.row_begin + int64_t(tile) * Cfg::kNQ;
@@ -423,8 +460,19 @@ struct Item {
       row0 = int64_t(tile) * p.next_n;
       const int len = p.seq_lens[tile];
       const int pages = (len + 63) / 64;
-      page0 = min(pages, split * p.pages_per_split);
-      page1 = min(pages, page0 + p.pages_per_split);
+      if (Cfg::kPairTail && p.helpers > 0) {
+        // The helpers' share of every request's pages (helper_pages): with weight w / 16 a helper
+        // takes w / 16 of a pair CTA's share of the rest.
+        const int t = p.helper_pages(pages);
+        const int own = pages - t;
+        const int mid = max(0, min(own, (own + 1) / 2 + p.helper_shift));
+        seg0 = own, seg1 = pages;
+        page0 = split == 2 ? own : split == 0 ? 0 : mid;
+        page1 = split == 2 ? pages : split == 0 ? mid : own;
+      } else {
+        page0 = min(pages, split * p.pages_per_split);
+        page1 = min(pages, page0 + p.pages_per_split);
+      }
       nblocks = (page1 - page0 + Cfg::kPagesPerStage - 1) / Cfg::kPagesPerStage;
       key0 = int64_t(page0) * 64;
       key_hi = min(int64_t(len), int64_t(page1) * 64);
@@ -616,18 +664,112 @@ __device__ __forceinline__ void finish_item(const FlatParams& p, const Item<Cfg>
 // kPairTail: the partner's digit counts of each radix pass, written into this CTA's shared
 // memory (two buffers, by pass parity: a CTA writes pass p + 1's counts only after both passed
 // pass p's cluster barrier, which the partner reaches after reading pass p - 1's).
+// One-way (run 90): each count goes to the partner by st.async, which completes transaction bytes
+// on the partner's barrier of that buffer; each CTA waits on its own barrier (expect_tx 1024
+// bytes, the phase = the buffer's use count), not on a cluster barrier of all 1280 threads. A
+// buffer is written again two passes later, after the partner received this CTA's counts of the
+// pass in between, which this CTA sends only after reading the buffer.
 struct PairPeer {
-  const int* local;  // [2][256] in this CTA: the partner's counts
-  uint32_t remote;   // the same buffers in the partner (shared::cluster address)
+  const int* local;      // [2][256] in this CTA: the partner's counts
+  uint32_t remote;       // the same buffers in the partner (shared::cluster address)
+  uint64_t* bars;        // [2] this CTA's barriers of the buffers (count 1)
+  uint32_t remote_bars;  // the partner's (shared::cluster address)
   int tid;
   __device__ __forceinline__ void exchange(const int* hist, int pass) const {
-    if (tid < 256) st_cluster_u32(remote + uint32_t(((pass & 1) * 256 + tid) * 4), hist[tid]);
-    cluster_sync();
+    const int b = pass & 1;
+    if (tid < 256)
+      st_async_u32(remote + uint32_t((b * 256 + tid) * 4), uint32_t(hist[tid]),
+                   remote_bars + uint32_t(b * 8));
+    if (tid == 0) mbar_arrive_expect_tx(&bars[b], 256 * 4);
+    mbar_wait(&bars[b], uint32_t(pass >> 1) & 1u);
   }
   __device__ __forceinline__ int other(int bin, int pass) const {
     return local[(pass & 1) * 256 + bin];
   }
 };
+
+// kPairTail with helpers: split 1 of a request appends its helper's segment (the request's last
+// pages, raw scores in p.helper_scores; its select warps waited for the flag) to its list, with
+// all threads of the CTA after the roles are done (the select warps took ~3.5 us more for it in run 87: three dependent append steps of
+// the seven warps). Chunks of kT * kPer keys, kPer consecutive keys per thread (list order =
+// position order); where the passing keys do not fit the list, the list is first cut exactly to k (its
+// threshold rises, fewer keys pass). cnt, umax, thr: the list's state (uniform), updated.
+template <class Cfg>
+__device__ __forceinline__ void append_segment(const FlatParams& p, const Item<Cfg>& it, int& cnt,
+                                               uint32_t& umax, uint32_t& thr, uint32_t* cu,
+                                               int32_t* cp, int* hist, int* scan, int* bcast) {
+  constexpr int kT = Cfg::kThreads, kWarps = kT / 32;
+  constexpr int kPer = (Cfg::kCap - Cfg::kMaxK) / kT < 8 ? (Cfg::kCap - Cfg::kMaxK) / kT : 8;
+  constexpr int kChunk = kT * kPer;
+  static_assert(kPer >= 1, "a chunk fits a list cut to k");
+  static_assert(2 * kWarps <= Cfg::kScanInts, "scan space");
+  const int tid = threadIdx.x, lane = tid % 32, w = tid / 32;
+  const auto sync = [] { __syncthreads(); };
+  // (the select warps acquired the helper's flag before the wide tail's barrier and asked for the
+  // segment's lines: plain loads, from L1)
+  if (Cfg::kProf && p.debug_mode == 1) return;  // (no selection: the helpers wrote nothing)
+  const int len = p.seq_lens[it.tile];
+  const int32_t k0 = it.seg0 * 64;
+  const int32_t n = min(len - p.next_n + 1, it.seg1 * 64) - k0;  // visible keys (next_n 1)
+  const float* src = p.helper_scores + int64_t(it.tile) * p.helper_stride;
+#pragma unroll 1
+  for (int32_t c0 = 0; c0 < n; c0 += kChunk) {
+    uint32_t u[kPer];
+    const int32_t i0 = c0 + tid * kPer;
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) u[j] = i0 + j < n ? order_key(src[i0 + j]) : 0u;
+#pragma unroll 1
+    for (;;) {
+      int mine = 0;
+      uint32_t mx = 0;
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) {
+        if (u[j] > thr) ++mine, mx = max(mx, u[j]);
+      }
+      int incl = mine;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const int v = __shfl_up_sync(0xFFFFFFFFu, incl, o);
+        if (lane >= o) incl += v;
+      }
+      mx = __reduce_max_sync(0xFFFFFFFFu, mx);
+      if (lane == 31) scan[w] = incl;
+      if (lane == 0) scan[kWarps + w] = int(mx);
+      sync();
+      int before = 0, total = 0;
+#pragma unroll 4
+      for (int v = 0; v < kWarps; ++v) {
+        const int c = scan[v];
+        before += v < w ? c : 0;
+        total += c;
+        mx = max(mx, uint32_t(scan[kWarps + v]));
+      }
+      if (cnt + total <= Cfg::kCap) {  // uniform
+        int dst = cnt + before + incl - mine;
+#pragma unroll
+        for (int j = 0; j < kPer; ++j) {
+          if (u[j] > thr) cu[dst] = u[j], cp[dst] = k0 + i0 + j, ++dst;
+        }
+        cnt += total;
+        umax = max(umax, mx);
+        sync();  // (scan is rewritten by the next chunk)
+        break;
+      }
+      // The list first: its exact top k (anchored at thr, as every key lies in (thr, umax]).
+      sync();
+      const uint32_t diff = umax ^ thr;
+      const int top_bit = diff ? 31 - __clz(diff) : 0;
+      const RadixCut cut = radix_select<kT>(
+          cnt, p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist, bcast,
+          sync, umax, top_bit, 4, -1, Cfg::kCutAggregate);
+      cnt = ordered_compact<kT, 4>(
+          cnt, cut,
+          [&](int64_t i, uint32_t* uu, int32_t* pp) { return *uu = cu[i], *pp = cp[i], true; },
+          [&](int d, uint32_t uu, int32_t pp) { cu[d] = uu, cp[d] = pp; }, scan, sync);
+      thr = max(thr, cut_threshold(cut));
+    }
+  }
+}
 
 // kPairTail: the end of a split request's one item, by all threads of the CTA with its cluster
 // partner (the request's other split): the exact top-k of the union of the two lists (split 0's
@@ -639,7 +781,7 @@ template <class Cfg>
 __device__ __forceinline__ void pair_finish(const FlatParams& p, const Item<Cfg>& it, int cnt,
                                             uint32_t umax, uint32_t thr, uint32_t* cu, int32_t* cp,
                                             int* hist, int* scan, int* bcast, int* peer_state,
-                                            int* phist) {
+                                            int* phist, uint64_t* pair_bars) {
   static_assert(Cfg::kNQ == 1, "one query row per request (next_n 1)");
   constexpr int kT = Cfg::kThreads;
   const int tid = threadIdx.x;
@@ -673,7 +815,8 @@ __device__ __forceinline__ void pair_finish(const FlatParams& p, const Item<Cfg>
   const uint32_t lo = min(thr, uint32_t(peer_state[2]));
   const uint32_t diff = mx ^ lo;
   const int top_bit = diff ? 31 - __clz(diff) : 0;
-  const PairPeer peer{phist, map_to_cta(phist, other), tid};
+  const PairPeer peer{phist, map_to_cta(phist, other), pair_bars, map_to_cta(pair_bars, other),
+                      tid};
   RadixCut cut = radix_select<kT>(
       cnt, p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist, bcast, sync,
       mx, top_bit, 4, -1, Cfg::kCutAggregate, peer);
@@ -742,16 +885,27 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   if constexpr (Cfg::kEarlyPrefetch) {
     // The first item's pages from the split alone (Item would wait for the length first).
-    const int item0 = int(blockIdx.x);
+    const int item0 = int(blockIdx.x), pair_items = p.num_tiles * p.splits;
+    const bool helper0 = Cfg::kPairTail && p.helpers > 0 && item0 >= pair_items;
     if (threadIdx.x >= Cfg::kProdBase && threadIdx.x < Cfg::kProdBase + 32 &&
-        item0 < p.num_tiles * p.splits) {
-      const int tile = item0 / p.splits, split = item0 - tile * p.splits;
+        (item0 < pair_items || helper0)) {
+      const int tile = helper0 ? item0 - pair_items : item0 / p.splits;
+      const int split = helper0 ? 2 : item0 - tile * p.splits;
       if (lane == 0) {
         prefetch_l1(p.seq_lens + tile);
         tma_prefetch_desc(&map_q);
         tma_prefetch_desc(&map_k);
       }
-      const int pg0 = split * p.pages_per_split;
+      // (a helper walks many requests: every length; the next items' pages and w are prefetched
+      // by the producer as it starts each item)
+      if (helper0)
+        for (int i = 32 * lane; i < p.num_tiles; i += 32 * 32) prefetch_l1(p.seq_lens + i);
+      // (with helpers, split 1 and the helper start where they would for a full-length request)
+      const int own = p.max_pages - p.helper_pages(p.max_pages);
+      const int pg0 = !(Cfg::kPairTail && p.helpers > 0) ? split * p.pages_per_split
+                      : split == 0                       ? 0
+                      : split == 1                       ? (own + 1) / 2 + p.helper_shift
+                                                         : own;
 #pragma unroll
       for (int c = 0; c < 2; ++c) {
         const int pg = pg0 + 32 * c + lane;
@@ -769,12 +923,18 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     for (int i = 0; i < kKS; ++i) mbar_init(&full_kv[i], 1), mbar_init(&empty_kv[i], kMathThreads);
     for (int i = 0; i < kES; ++i)
       mbar_init(&full_epi[i], kMathThreads), mbar_init(&empty_epi[i], Cfg::kSelThreads);
+    if constexpr (Cfg::kPairTail) mbar_init(&empty_epi[kES], 1), mbar_init(&empty_epi[kES + 1], 1);
     for (int i = 0; i < Cfg::kAppendBytes / 4; ++i) append[i] = 0;  // unused warp slots read 0
     fence_barrier_init();
   }
   __syncthreads();
 
   const int num_items = p.num_tiles * p.splits;
+  // Helper CTAs (kPairTail with p.helpers, after the pairs): the requests blockIdx.x - num_items,
+  // + helpers, ... as items num_items + request.
+  const bool helper_cta = Cfg::kPairTail && p.helpers > 0 && int(blockIdx.x) >= num_items;
+  const int item_end = helper_cta ? num_items + p.num_tiles : num_items;
+  const int item_step = helper_cta ? p.helpers : int(gridDim.x);
   // The CTA's last item (items are strided over the CTAs); valid when blockIdx.x < num_items.
   const int last_item =
       int(blockIdx.x) + (num_items - 1 - int(blockIdx.x)) / int(gridDim.x) * int(gridDim.x);
@@ -799,8 +959,22 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       uint64_t ns0 = 0;
       if (prof) clk0 = clock64(), ns0 = globaltimer_ns();
       timeline_stamp<Cfg>(p, lane == 0, kTlStart);
-      for (int item = blockIdx.x; item < num_items; item += gridDim.x, ++q_iter) {
+      timeline_stamp<Cfg>(p, lane == 0, kTlSmid, sm_id() + 1);
+      for (int item = blockIdx.x; item < item_end; item += item_step, ++q_iter) {
         const Item<Cfg> it(p, item);
+        if (Cfg::kPairTail && helper_cta && item + item_step < item_end) {
+          // A helper's items are short (62 pages at b64): the next one's w and first page ids,
+          // asked for now, are in L1 when it starts (else three dependent DRAM round trips
+          // stall the key stream at every item: run 85, the helpers ended ~10 us after the
+          // pairs).
+          // (the segment of a full-length request: no wait for the next length here)
+          const int nt = it.tile + item_step;
+          const int pg = p.max_pages - p.helper_pages(p.max_pages) + 32 * (lane & 1);
+          if (lane < 2) {
+            if (pg < p.max_pages) prefetch_l1(p.block_table + int64_t(nt) * p.max_pages + pg);
+            prefetch_l1(p.w + int64_t(nt) * p.next_n * Cfg::kHeads + 32 * lane);
+          }
+        }
         const int qs = q_iter % kQS;
         unsigned c0 = clock();
         mbar_wait(&empty_q[qs], ((q_iter / kQS) & 1) ^ 1);
@@ -918,7 +1092,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       int parity = 0;
       const bool prof = Cfg::kProf && p.prof && t == 0;
       const unsigned c_start = clock();
-      for (int item = blockIdx.x; item < num_items; item += gridDim.x) {
+      for (int item = blockIdx.x; item < item_end; item += item_step) {
         if (prof) prof_add(kProfItems, 1);
         const Item<Cfg> it(p, item);
         // Per query: visible key range inside this item, and the position base.
@@ -1018,6 +1192,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
                   p.scores[(it.row0 + q - p.row_begin) * p.scores_ld + (key - rel[q])] = v[q][hh];
               }
           } else {
+            if (Cfg::kPairTail && it.helper(p)) {
+              // A helper's item: the raw scores of the request's segment, for its split 1.
+              float* dst = p.helper_scores + int64_t(it.tile) * p.helper_stride;
+#pragma unroll
+              for (int hh = 0; hh < kH; ++hh) {
+                const int32_t key = base + kST * hh;
+                if (((have >> hh) & 1) && key < it.key_hi) dst[key - int32_t(it.key0)] = v[0][hh];
+              }
+              continue;
+            }
             // Passing counts of each warp, one byte per slice (<= 32 each, so sums over up to 8
             // warps fit a byte): a word per 4 slices and (query, warp), read back as one int4 per
             // 4 warp slots.
@@ -1108,6 +1292,34 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
             }
             if (early) early_done = true;
             if (prof) prof_add(kProfSelCompact, clock() - c0);
+          }
+        }
+        if constexpr (Cfg::kPairTail) {
+          static_assert(kNQ == 1, "the pair tail has one query row per request");
+          if (p.helpers > 0 && it.split == 1 && it.seg1 > it.seg0) {
+            // Split 1: its helper's segment, appended in the wide tail (append_segment). Its flag
+            // now, while the other roles finish, and its lines into L1 (the tail's loads hit).
+            if (t == 0) {
+              wait_flag_gpu(p.helper_flags + it.tile);
+              p.helper_flags[it.tile] = 0;  // zero again for the next launch (only we read it)
+            }
+            sync();
+            const float* src = p.helper_scores + int64_t(it.tile) * p.helper_stride;
+            const int32_t nk = (it.seg1 - it.seg0) * 64;
+            for (int32_t i = 32 * t; i < nk; i += 32 * kST) prefetch_l1(src + i);
+          }
+          if (it.helper(p)) {
+            // A helper's item is done: its scores are published (every select thread's stores,
+            // the barrier, one fence and the flag: the threadFenceReduction pattern).
+            if (it.seg1 > it.seg0) {
+              sync();
+              if (t == 0) {
+                __threadfence();
+                st_release_gpu(p.helper_flags + it.tile, 1);
+              }
+            }
+            timeline_stamp<Cfg>(p, t == 0, kTlConsumed);
+            continue;
           }
         }
         timeline_stamp<Cfg>(p, t == 0, kTlConsumed);
@@ -1239,7 +1451,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     };
 
     uint32_t q_iter = 0, kv_iter = 0, epi_iter = 0;
-    for (int item = blockIdx.x; item < num_items; item += gridDim.x, ++q_iter) {
+    for (int item = blockIdx.x; item < item_end; item += item_step, ++q_iter) {
       const Item<Cfg> it(p, item);
       const int qs = q_iter % kQS;
       mbar_wait(&full_q[qs], (q_iter / kQS) & 1);
@@ -1401,8 +1613,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       }
       timeline_stamp<Cfg>(p, threadIdx.x == 0, kTlTail);
       if (Cfg::kPairTail && p.pair_tail) {
+        if (p.helpers > 0 && it.split == 1 && it.seg1 > it.seg0)
+          append_segment<Cfg>(p, it, cnt[0], umax[0], thr[0], cand_u, cand_pos, hist, scan, bcast);
+        timeline_stamp<Cfg>(p, threadIdx.x == 0 && p.helpers > 0 && it.split == 1, kTlSegment);
         pair_finish<Cfg>(p, it, cnt[0], umax[0], thr[0], cand_u, cand_pos, hist, scan, bcast,
-                         tail + Cfg::kPeerOff, reinterpret_cast<int*>(epi_smem));
+                         tail + Cfg::kPeerOff, reinterpret_cast<int*>(epi_smem),
+                         empty_epi + kES);
       } else {
         finish_item<Cfg, Cfg::kThreads>(p, it, cnt, umax, thr, cand_u, cand_pos, hist, scan,
                                         bcast, [] { __syncthreads(); }, int(threadIdx.x));

@@ -82,7 +82,30 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
   }
 }
 
+// Flags between CTAs of a grid (the decode's helpers), with release / acquire semantics at GPU
+// scope. wait_flag_gpu: until the flag is non-zero, with the watchdog of mbar_wait (a flag that
+// is never set traps after about 20 s instead of hanging the device).
+__device__ __forceinline__ int ld_acquire_gpu(const int* p) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void st_release_gpu(int* p, int v) {
+  asm volatile("st.release.gpu.global.s32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ void wait_flag_gpu(const int* p) {
+  const long long t0 = clock64();
+  while (ld_acquire_gpu(p) == 0) {
+    __nanosleep(64);
+    if (clock64() - t0 > 40000000000ll) __trap();
+  }
+}
 // Nanoseconds of the GPU's global timer (measurement only).
+__device__ __forceinline__ uint32_t sm_id() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(r));
+  return r;
+}
 __device__ __forceinline__ uint64_t globaltimer_ns() {
   uint64_t t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
@@ -100,6 +123,15 @@ __device__ __forceinline__ uint32_t map_to_cta(const void* p, uint32_t rank) {
   uint32_t a;
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(a) : "r"(smem_addr(p)), "r"(rank));
   return a;
+}
+// A 4-byte store into another CTA's shared memory that completes 4 bytes of transaction count on
+// that CTA's mbarrier `bar` (shared::cluster addresses): the reader waits on its own barrier
+// (expect_tx), no cluster barrier.
+__device__ __forceinline__ void st_async_u32(uint32_t addr, uint32_t v, uint32_t bar) {
+  asm volatile(
+      "st.async.shared::cluster.mbarrier::complete_tx::bytes.u32 [%0], %1, [%2];" ::"r"(addr),
+      "r"(v), "r"(bar)
+      : "memory");
 }
 __device__ __forceinline__ void st_cluster_u32(uint32_t addr, uint32_t v) {
   asm volatile("st.shared::cluster.u32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
