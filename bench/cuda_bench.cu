@@ -1026,7 +1026,7 @@ int main(int argc, char** argv) {
                     hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, po);
                   }, g_timeline_calls, 50, 2 * batch);
                 }
-                {
+                if (batch == 64) {
                   // The helpers: off against production (on), interleaved, and off as a rested
                   // burst of GPU time (production's is above); then helper shifts (--helper-shifts).
                   hisa::cuda::Options ho = opt;

@@ -524,8 +524,10 @@ TEST(CudaDecode, PairTail) {
         // The helpers (on by default where the pairs leave SMs idle): off, and with split 1's
         // own pages moved to split 0 (none left: only the helper's segment) or none moved.
         // A weight of 16 / 16, and 4 / 16 (short segments).
+        // (helpers 1000: as many as fit, also where the default finds the segments too short)
         for (const auto& [helpers, shift, weight] : std::vector<std::tuple<int, int, int>>{
-                 {0, -1, -1}, {-1, 0, -1}, {-1, 100000, -1}, {2, -1, 16}, {-1, -1, 4}}) {
+                 {0, -1, -1}, {1000, -1, -1}, {1000, 0, -1}, {1000, 100000, -1}, {2, -1, 16},
+                 {1000, -1, 4}}) {
           g_helpers = helpers, g_helper_shift = shift, g_helper_weight = weight;
           const auto h = run_decode(dc, c.k, Path::Fused, c.splits);
           EXPECT_TRUE(h == by_kernel) << "helpers " << helpers << ", shift " << shift
@@ -541,6 +543,8 @@ TEST(CudaDecode, PairTail) {
   cuda::Options opt;
   opt.splits = 2;
   check_decode_reruns("pair_reruns", opt);
+  opt.helpers = 1000;
+  check_decode_reruns("pair_helpers_reruns", opt);
   // Two inputs in turn on one workspace: a helper flag left set by one call would let the next
   // call's split 1 read the segment before its helper wrote it (the other input's scores).
   const DecodeCase ca = make_decode({30000, 12000, 4000}, 1, 64, seed_for("helpers_a"), false);
