@@ -1064,28 +1064,25 @@ int main(int argc, char** argv) {
                               "rested GPU time %.1f us [%s]\n",
                               ab.first * 1e3, ab.second * 1e3, ab.second / ab.first, rested_off,
                               utc_now().c_str());
-                  for (int wt : g_helper_weights) {
-                    hisa::cuda::Options wo = opt;
-                    wo.helper_weight = wt;
-                    const auto aw = time_interleaved(call_with(opt), call_with(wo));
-                    std::printf("    helper weight %d/16: %.1f us, production interleaved %.1f us "
-                                "(x%.3f)\n",
-                                wt, aw.second * 1e3, aw.first * 1e3, aw.second / aw.first);
-                    r["helper_weights"].push_back({{"weight", wt},
-                                                   {"median_us", aw.second * 1e3},
-                                                   {"production_interleaved_us", aw.first * 1e3}});
-                  }
-                  for (int sh : g_helper_shifts) {
-                    hisa::cuda::Options so = opt;
-                    so.helper_shift = sh;
-                    const auto as = time_interleaved(call_with(opt), call_with(so));
-                    std::printf("    helper shift %d: %.1f us, production interleaved %.1f us "
-                                "(x%.3f)\n",
-                                sh, as.second * 1e3, as.first * 1e3, as.second / as.first);
-                    r["helper_shifts"].push_back({{"shift", sh},
-                                                  {"median_us", as.second * 1e3},
-                                                  {"production_interleaved_us", as.first * 1e3}});
-                  }
+                  // Sweeps, each value interleaved with production: helper weights, shifts.
+                  const auto sweep = [&](const char* what, const std::vector<int>& values,
+                                         int hisa::cuda::Options::*field) {
+                    for (int value : values) {
+                      hisa::cuda::Options so = opt;
+                      so.*field = value;
+                      const auto as = time_interleaved(call_with(opt), call_with(so));
+                      std::printf("    helper %s %d: %.1f us, production interleaved %.1f us "
+                                  "(x%.3f)\n",
+                                  what, value, as.second * 1e3, as.first * 1e3,
+                                  as.second / as.first);
+                      r[std::string("helper_") + what + "s"].push_back(
+                          {{what, value},
+                           {"median_us", as.second * 1e3},
+                           {"production_interleaved_us", as.first * 1e3}});
+                    }
+                  };
+                  sweep("weight", g_helper_weights, &hisa::cuda::Options::helper_weight);
+                  sweep("shift", g_helper_shifts, &hisa::cuda::Options::helper_shift);
                 }
                 // Times the batch rotating through the requests, with options `to`.
                 const auto time_decode = [&](const hisa::cuda::Options& to) {

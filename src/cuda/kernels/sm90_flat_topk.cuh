@@ -662,13 +662,11 @@ __device__ __forceinline__ void finish_item(const FlatParams& p, const Item<Cfg>
 }
 
 // kPairTail: the partner's digit counts of each radix pass, written into this CTA's shared
-// memory (two buffers, by pass parity: a CTA writes pass p + 1's counts only after both passed
-// pass p's cluster barrier, which the partner reaches after reading pass p - 1's).
-// One-way (run 90): each count goes to the partner by st.async, which completes transaction bytes
-// on the partner's barrier of that buffer; each CTA waits on its own barrier (expect_tx 1024
-// bytes, the phase = the buffer's use count), not on a cluster barrier of all 1280 threads. A
-// buffer is written again two passes later, after the partner received this CTA's counts of the
-// pass in between, which this CTA sends only after reading the buffer.
+// memory (two buffers, by pass parity). One way (since run 90; a cluster barrier per pass before):
+// each count goes to the partner by st.async, which completes transaction bytes on the partner's
+// barrier of that buffer, and each CTA waits on its own barrier (expect_tx 1024 bytes; the phase
+// is the buffer's use count). A buffer is written again two passes later, after the partner has
+// received this CTA's counts of the pass in between, which this CTA sends only after reading it.
 struct PairPeer {
   const int* local;      // [2][256] in this CTA: the partner's counts
   uint32_t remote;       // the same buffers in the partner (shared::cluster address)
@@ -690,10 +688,11 @@ struct PairPeer {
 
 // kPairTail with helpers: split 1 of a request appends its helper's segment (the request's last
 // pages, raw scores in p.helper_scores; its select warps waited for the flag) to its list, with
-// all threads of the CTA after the roles are done (the select warps took ~3.5 us more for it in run 87: three dependent append steps of
-// the seven warps). Chunks of kT * kPer keys, kPer consecutive keys per thread (list order =
-// position order); where the passing keys do not fit the list, the list is first cut exactly to k (its
-// threshold rises, fewer keys pass). cnt, umax, thr: the list's state (uniform), updated.
+// all threads of the CTA once the roles are done (run 87: the select warps' three dependent
+// append steps took ~5 us; this takes 1.8, run 89). Chunks of kT * kPer keys, kPer consecutive
+// keys per thread (list order = position order); where the passing keys do not fit the list, the
+// list is first cut exactly to k (its threshold rises, fewer keys pass). cnt, umax, thr: the
+// list's state (uniform), updated.
 template <class Cfg>
 __device__ __forceinline__ void append_segment(const FlatParams& p, const Item<Cfg>& it, int& cnt,
                                                uint32_t& umax, uint32_t& thr, uint32_t* cu,
@@ -963,11 +962,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       for (int item = blockIdx.x; item < item_end; item += item_step, ++q_iter) {
         const Item<Cfg> it(p, item);
         if (Cfg::kPairTail && helper_cta && item + item_step < item_end) {
-          // A helper's items are short (62 pages at b64): the next one's w and first page ids,
-          // asked for now, are in L1 when it starts (else three dependent DRAM round trips
-          // stall the key stream at every item: run 85, the helpers ended ~10 us after the
-          // pairs).
-          // (the segment of a full-length request: no wait for the next length here)
+          // A helper's items are short (58 pages at b64 x 128K): the next one's w and first page
+          // ids are asked for now, so that its start (length -> w -> q copy -> page ids -> first
+          // key copy) finds them in L1 rather than in DRAM. (The page ids of a full-length
+          // request's segment: the next length is not waited for here.)
           const int nt = it.tile + item_step;
           const int pg = p.max_pages - p.helper_pages(p.max_pages) + 32 * (lane & 1);
           if (lane < 2) {
