@@ -120,8 +120,8 @@ struct Options {
   // Decode with the pair tail: helper CTAs on the SMs the pairs leave idle (b64: 4 of 132) score
   // the last pages of every request (a pair CTA's share), and the request's split 1 appends
   // their scores to its list. -1: as many as fit (even, at most one per request) where the
-  // segments have at least 40 pages (b64: from ~88K tokens); 0: none; n: at most n, wherever a
-  // segment has a key stage (tests). helper_shift: pages moved from split 1 to split 0 (-1: the default);
+  // segments have 40 to 128 pages (the measured neighbourhood: b64 from ~88K tokens, 58 pages at
+  // 128K); 0: none; n: at most n, wherever a segment has a key stage (tests). helper_shift: pages moved from split 1 to split 0 (-1: the default);
   // helper_weight: a helper's share of the pages in sixteenths of a pair CTA's (-1: the default).
   int helpers = -1;
   int helper_shift = -1;

@@ -589,6 +589,10 @@ constexpr int kHelperWeight = 15;
 // The shortest helper segment (pages) that Options::helpers = -1 uses helpers for (decode b64:
 // 58 at 128K, measured faster in runs 88-91; 14 at 32K, slower in run 91).
 constexpr int kAutoHelperPages = 40;
+// ... and the longest: split 1 appends the segment after its stream (1.8 us for 58 pages, run
+// 89); far longer segments (b40 at 128K: 653 pages, 40 helpers) are correct but their end is
+// unmeasured, so the default leaves them out.
+constexpr int kAutoHelperPagesMax = 128;
 
 int decode_splits(const DecodeInputs& in, int k) {
   const int sms = current_device().sm_count;
@@ -658,9 +662,9 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   // Helpers (Options::helpers): the SMs the pairs leave idle score the requests' last pages
   // (an even count: the launch is 2-CTA clusters; at most one per request; the launcher lowers
   // it where fewer clusters fit the device at once). By default only where a segment has at
-  // least kAutoHelperPages pages (a helper's item pays a start-up: run 91, b64 at 32K with
-  // 14-page segments, 96.3 us against 86.0 without); a forced count (Options::helpers > 0)
-  // where it has a key stage of three pages.
+  // least kAutoHelperPages and at most kAutoHelperPagesMax pages (a helper's item pays a
+  // start-up: run 91, b64 at 32K with 14-page segments, 96.3 us against 86.0 without); a forced
+  // count (Options::helpers > 0) wherever a segment has a key stage of three pages.
   if (pair && opt.helpers != 0) {
     int helpers = int(std::min<int64_t>(sms - 2 * int64_t(in.batch), in.batch)) & ~1;
     if (opt.helpers > 0) helpers = std::min(helpers, opt.helpers & ~1);
@@ -671,7 +675,8 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
                                 : 0u;
     const int seg_max = helpers > 0 ? p.helper_pages(in.max_pages) : 0;
     p.helpers = 0;
-    if (helpers > 0 && seg_max >= (opt.helpers > 0 ? 3 : kAutoHelperPages)) {
+    const bool auto_ok = seg_max >= kAutoHelperPages && seg_max <= kAutoHelperPagesMax;
+    if (helpers > 0 && (opt.helpers > 0 ? seg_max >= 3 : auto_ok)) {
       p.helpers = helpers;
       p.helper_shift = opt.helper_shift >= 0 ? opt.helper_shift : kHelperShift;
       p.helper_stride = seg_max * 64;
