@@ -327,22 +327,49 @@ std::string fmt_us(double v) {
   return b;
 }
 
+// The buffers of a profiled call: the cycle counters (16 u64, ProfSlot order) and the per-CTA
+// timeline (kTimelineEvents u64 per SM); run() zeroes both, optionally rests the GPU, makes one
+// call with them and returns the timeline.
+struct ProfiledRun {
+  static constexpr int kEv = hisa::cuda::sm90::kTimelineEvents;
+  static int sm_count() {
+    int n = 0;
+    CK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, 0));
+    return n;
+  }
+  const int sms = sm_count();
+  Buf<unsigned long long> prof{16}, tl{size_t(sms) * kEv};
+  std::vector<unsigned long long> run(const std::function<void(hisa::cuda::Options&)>& call,
+                                      int rest_ms = 0) {
+    CK(cudaMemset(prof.p, 0, 16 * 8));
+    CK(cudaMemset(tl.p, 0, size_t(sms) * kEv * 8));
+    CK(cudaDeviceSynchronize());
+    if (rest_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(rest_ms));
+    hisa::cuda::Options opt;
+    opt.validate = false;
+    opt.profile = prof.p;
+    opt.timeline = tl.p;
+    call(opt);
+    CK(cudaDeviceSynchronize());
+    return tl.get(0, size_t(sms) * kEv);
+  }
+  // The first CTA's start (the timeline's zero).
+  unsigned long long t0(const std::vector<unsigned long long>& t) const {
+    unsigned long long v = ~0ull;
+    for (int b = 0; b < sms; ++b)
+      if (t[size_t(b) * kEv + hisa::cuda::sm90::kTlStart])
+        v = std::min(v, t[size_t(b) * kEv + hisa::cuda::sm90::kTlStart]);
+    return v;
+  }
+};
+
 // One profiled call: the select and producer warpgroups' cycle breakdown (ProfSlot order).
 json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
-  Buf<unsigned long long> prof(16);
-  CK(cudaMemset(prof.p, 0, 16 * 8));
-  int sms = 0;
-  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  constexpr int kEv = hisa::cuda::sm90::kTimelineEvents;
-  Buf<unsigned long long> tl(size_t(sms) * kEv);
-  CK(cudaMemset(tl.p, 0, size_t(sms) * kEv * 8));
-  hisa::cuda::Options opt;
-  opt.validate = false;
-  opt.profile = prof.p;
-  opt.timeline = tl.p;
-  call(opt);
-  CK(cudaDeviceSynchronize());
-  const auto c = prof.get(0, 16);
+  ProfiledRun pr;
+  const auto t = pr.run(call);
+  const int sms = pr.sms;
+  constexpr int kEv = ProfiledRun::kEv;
+  const auto c = pr.prof.get(0, 16);
   // Slots: sel total, wait epi, append, compact, final, compactions, appended, prod total,
   // prod wait q, prod wait kv, items.
   const double sel = double(std::max<unsigned long long>(c[0], 1));
@@ -372,11 +399,8 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
       100 * r["select_final"].get<double>(), r["appended_per_item"].get<double>(),
       100 * r["producer_wait_kv_free"].get<double>(), r["sm_clock_ghz"].get<double>());
   // Timeline of the CTAs' last items (decode's wide tail), in us after the first CTA's start.
-  const auto t = tl.get(0, size_t(sms) * kEv);
   using namespace hisa::cuda::sm90;
-  unsigned long long t0 = ~0ull;
-  for (int b = 0; b < sms; ++b)
-    if (t[b * kEv + kTlStart]) t0 = std::min(t0, t[b * kEv + kTlStart]);
+  const unsigned long long t0 = pr.t0(t);
   std::vector<double> consumed, tail_wait, publish, merge, merge_load, merge_cut, merge_out, end;
   for (int b = 0; b < sms; ++b) {
     const unsigned long long* e = &t[size_t(b) * kEv];
@@ -440,29 +464,15 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
 // time to (within pairs: the slowest pair's mean; over all CTAs: the mean).
 json timeline_calls(const std::function<void(hisa::cuda::Options&)>& call, int n, int rest_ms,
                     int pair_ctas) {
-  int sms = 0;
-  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  constexpr int kEv = hisa::cuda::sm90::kTimelineEvents;
   using namespace hisa::cuda::sm90;
-  Buf<unsigned long long> prof(16);
-  Buf<unsigned long long> tl(size_t(sms) * kEv);
+  ProfiledRun pr;
+  const int sms = pr.sms;
+  constexpr int kEv = ProfiledRun::kEv;
   json calls = json::array();
   std::map<int, std::vector<double>> by_sm;  // stream done per SM over the calls
   for (int c = 0; c < n; ++c) {
-    CK(cudaMemset(prof.p, 0, 16 * 8));
-    CK(cudaMemset(tl.p, 0, size_t(sms) * kEv * 8));
-    CK(cudaDeviceSynchronize());
-    std::this_thread::sleep_for(std::chrono::milliseconds(rest_ms));
-    hisa::cuda::Options opt;
-    opt.validate = false;
-    opt.profile = prof.p;
-    opt.timeline = tl.p;
-    call(opt);
-    CK(cudaDeviceSynchronize());
-    const auto t = tl.get(0, size_t(sms) * kEv);
-    unsigned long long t0 = ~0ull;
-    for (int b = 0; b < sms; ++b)
-      if (t[b * kEv + kTlStart]) t0 = std::min(t0, t[b * kEv + kTlStart]);
+    const auto t = pr.run(call, rest_ms);
+    const unsigned long long t0 = pr.t0(t);
     const auto us = [&](unsigned long long v) { return v ? (double(v) - double(t0)) * 1e-3 : -1.0; };
     json ctas = json::array();
     std::vector<double> done(sms, -1.0);

@@ -75,9 +75,9 @@ struct Options {
   // only the split-K merge kernel runs, over the partial lists the previous call left.
   unsigned long long* profile = nullptr;
   int debug_mode = 0;
-  // Measurement (with `profile`): a device array of kTimelineEvents u64 per CTA (one CTA per SM,
-  // src/cuda/kernels/flat_timeline.hpp) that receives
-  // %globaltimer stamps of the CTA's last item (TimelineEvent in sm90_flat_topk.cuh).
+  // Measurement (with `profile`): a device array of kTimelineEvents u64 per CTA (one CTA per SM)
+  // that receives %globaltimer stamps of the CTA's last item (TimelineEvent in
+  // src/cuda/kernels/flat_timeline.hpp).
   unsigned long long* timeline = nullptr;
   // Kernel variant for A/B timing (0 = default): 1 runs an earlier configuration. Fused fp8
   // prefill with H = 64: device run 27's kernel (768 threads, four math warpgroups with two N = 64
@@ -121,8 +121,9 @@ struct Options {
   // the last pages of every request (a pair CTA's share), and the request's split 1 appends
   // their scores to its list. -1: as many as fit (even, at most one per request) where the
   // segments have 40 to 128 pages (the measured neighbourhood: b64 from ~88K tokens, 58 pages at
-  // 128K); 0: none; n: at most n, wherever a segment has a key stage (tests). helper_shift: pages moved from split 1 to split 0 (-1: the default);
-  // helper_weight: a helper's share of the pages in sixteenths of a pair CTA's (-1: the default).
+  // 128K); 0: none; n: at most n, wherever a segment has a key stage (tests). helper_shift:
+  // pages moved from split 1 to split 0 (-1: the default); helper_weight: a helper's share of
+  // the pages in sixteenths of a pair CTA's (-1: the default).
   int helpers = -1;
   int helper_shift = -1;
   int helper_weight = -1;

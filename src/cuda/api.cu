@@ -577,10 +577,6 @@ void prefill_chunks(const PrefillInputs& in, int k, int32_t* out, const int32_t*
 }
 
 // ---------------------------------------------------------------- decode
-// Splits per request: minimise (rounds of items over the SMs) x (pages per split) x (time per page
-// per CTA, selection included) + the merge (one CTA per row over splits x k entries). Constants
-// fitted to the run-3 sweep on the H200 (docs/kernels.md: b1 and b8 at 128K best at 16 splits,
-// b64 at 2); a forced Options::splits overrides.
 // Pages a pair with helpers moves from its split 1 to its split 0: split 1 appends the helper's
 // segment after its own stream.
 constexpr int kHelperShift = 6;
@@ -594,6 +590,10 @@ constexpr int kAutoHelperPages = 40;
 // unmeasured, so the default leaves them out.
 constexpr int kAutoHelperPagesMax = 128;
 
+// Splits per request: minimise (rounds of items over the SMs) x (pages per split) x (time per page
+// per CTA, selection included) + the merge (one CTA per row over splits x k entries). Constants
+// fitted to the run-3 sweep on the H200 (docs/kernels.md: b1 and b8 at 128K best at 16 splits,
+// b64 at 2); a forced Options::splits overrides.
 int decode_splits(const DecodeInputs& in, int k) {
   const int sms = current_device().sm_count;
   const double us_per_page = 0.46, us_per_merged_entry = 0.0025;
@@ -669,12 +669,11 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
     int helpers = int(std::min<int64_t>(sms - 2 * int64_t(in.batch), in.batch)) & ~1;
     if (opt.helpers > 0) helpers = std::min(helpers, opt.helpers & ~1);
     const int weight = opt.helper_weight > 0 ? std::min(opt.helper_weight, 16) : kHelperWeight;
-    p.helpers = helpers;  // (helper_pages: the kernel's split of the pages, bit for bit)
+    // (helper_pages: the kernel's split of the pages, bit for bit)
     p.helper_frac = helpers > 0 ? uint32_t((uint64_t(weight * helpers) << 32) /
                                            uint64_t(weight * helpers + 32 * in.batch))
                                 : 0u;
-    const int seg_max = helpers > 0 ? p.helper_pages(in.max_pages) : 0;
-    p.helpers = 0;
+    const int seg_max = p.helper_pages(in.max_pages);
     const bool auto_ok = seg_max >= kAutoHelperPages && seg_max <= kAutoHelperPagesMax;
     if (helpers > 0 && (opt.helpers > 0 ? seg_max >= 3 : auto_ok)) {
       p.helpers = helpers;

@@ -25,7 +25,8 @@ int g_variant = 0;
 bool g_merge_in_kernel = cuda::Options{}.merge_in_kernel;
 // Options::pair_tail of the fused decode calls (the default; off in the merge tests).
 bool g_pair_tail = cuda::Options{}.pair_tail;
-// Options::helpers and helper_shift of the fused decode calls (the defaults; set by PairTail).
+// Options::helpers, helper_shift and helper_weight of the fused decode calls (the defaults; set
+// by PairTail).
 int g_helpers = cuda::Options{}.helpers;
 int g_helper_shift = cuda::Options{}.helper_shift;
 int g_helper_weight = cuda::Options{}.helper_weight;

@@ -98,6 +98,10 @@ struct FlatParams {
     return int((uint64_t(uint32_t(pages)) * helper_frac) >> 32);
 #endif
   }
+  // The pages of the same request that its pair scores (the first ones).
+  __host__ __device__ __forceinline__ int pair_pages(int pages) const {
+    return pages - helper_pages(pages);
+  }
   // outputs (score mode)
   float* scores = nullptr;  // [row_end - row_begin, scores_ld] fp32, position p of row r at
   int64_t scores_ld = 0;    // (r - row_begin) * scores_ld + p
@@ -427,6 +431,10 @@ struct Item {
   __device__ __forceinline__ bool helper(const FlatParams& p) const {
     return Cfg::kPairTail && p.helpers > 0 && split == 2;
   }
+  // Split 1 of a request with a helper segment: it appends the segment (append_segment).
+  __device__ __forceinline__ bool appends_segment(const FlatParams& p) const {
+    return Cfg::kPairTail && p.helpers > 0 && split == 1 && seg1 > seg0;
+  }
 
   __device__ __forceinline__ Item(const FlatParams& p, int item) {
     const int pair_items = p.num_tiles * p.splits;
@@ -463,8 +471,7 @@ struct Item {
       if (Cfg::kPairTail && p.helpers > 0) {
         // The helpers' share of every request's pages (helper_pages): with weight w / 16 a helper
         // takes w / 16 of a pair CTA's share of the rest.
-        const int t = p.helper_pages(pages);
-        const int own = pages - t;
+        const int own = p.pair_pages(pages);
         const int mid = max(0, min(own, (own + 1) / 2 + p.helper_shift));
         seg0 = own, seg1 = pages;
         page0 = split == 2 ? own : split == 0 ? 0 : mid;
@@ -900,7 +907,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       if (helper0)
         for (int i = 32 * lane; i < p.num_tiles; i += 32 * 32) prefetch_l1(p.seq_lens + i);
       // (with helpers, split 1 and the helper start where they would for a full-length request)
-      const int own = p.max_pages - p.helper_pages(p.max_pages);
+      const int own = p.pair_pages(p.max_pages);
       const int pg0 = !(Cfg::kPairTail && p.helpers > 0) ? split * p.pages_per_split
                       : split == 0                       ? 0
                       : split == 1                       ? (own + 1) / 2 + p.helper_shift
@@ -967,7 +974,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
           // key copy) finds them in L1 rather than in DRAM. (The page ids of a full-length
           // request's segment: the next length is not waited for here.)
           const int nt = it.tile + item_step;
-          const int pg = p.max_pages - p.helper_pages(p.max_pages) + 32 * (lane & 1);
+          const int pg = p.pair_pages(p.max_pages) + 32 * (lane & 1);
           if (lane < 2) {
             if (pg < p.max_pages) prefetch_l1(p.block_table + int64_t(nt) * p.max_pages + pg);
             prefetch_l1(p.w + int64_t(nt) * p.next_n * Cfg::kHeads + 32 * lane);
@@ -1294,7 +1301,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         }
         if constexpr (Cfg::kPairTail) {
           static_assert(kNQ == 1, "the pair tail has one query row per request");
-          if (p.helpers > 0 && it.split == 1 && it.seg1 > it.seg0) {
+          if (it.appends_segment(p)) {
             // Split 1: its helper's segment, appended in the wide tail (append_segment). Its flag
             // now, while the other roles finish, and its lines into L1 (the tail's loads hit).
             if (t == 0) {
@@ -1611,7 +1618,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       }
       timeline_stamp<Cfg>(p, threadIdx.x == 0, kTlTail);
       if (Cfg::kPairTail && p.pair_tail) {
-        if (p.helpers > 0 && it.split == 1 && it.seg1 > it.seg0)
+        if (it.appends_segment(p))
           append_segment<Cfg>(p, it, cnt[0], umax[0], thr[0], cand_u, cand_pos, hist, scan, bcast);
         timeline_stamp<Cfg>(p, threadIdx.x == 0 && p.helpers > 0 && it.split == 1, kTlSegment);
         pair_finish<Cfg>(p, it, cnt[0], umax[0], thr[0], cand_u, cand_pos, hist, scan, bcast,

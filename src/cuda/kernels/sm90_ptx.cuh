@@ -100,12 +100,13 @@ __device__ __forceinline__ void wait_flag_gpu(const int* p) {
     if (clock64() - t0 > 40000000000ll) __trap();
   }
 }
-// Nanoseconds of the GPU's global timer (measurement only).
+// The SM this thread runs on (measurement only).
 __device__ __forceinline__ uint32_t sm_id() {
   uint32_t r;
   asm volatile("mov.u32 %0, %%smid;" : "=r"(r));
   return r;
 }
+// Nanoseconds of the GPU's global timer (measurement only).
 __device__ __forceinline__ uint64_t globaltimer_ns() {
   uint64_t t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
