@@ -402,6 +402,7 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
   using namespace hisa::cuda::sm90;
   const unsigned long long t0 = pr.t0(t);
   std::vector<double> consumed, tail_wait, publish, merge, merge_load, merge_cut, merge_out, end;
+  std::vector<double> passes, select;  // pair_select: radix passes, time to the cut
   for (int b = 0; b < sms; ++b) {
     const unsigned long long* e = &t[size_t(b) * kEv];
     if (!e[kTlStart] || !e[kTlConsumed] || !e[kTlTail] || !e[kTlEnd]) continue;
@@ -416,6 +417,10 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
           merge_load.push_back((double(e[kTlMergeLoaded]) - double(e[kTlArrived])) * 1e-3);
           merge_cut.push_back((double(e[kTlMergeCut]) - double(e[kTlMergeLoaded])) * 1e-3);
           merge_out.push_back((double(e[kTlEnd]) - double(e[kTlMergeCut])) * 1e-3);
+        }
+        if (e[kTlPasses] && e[kTlSelected] && e[kTlMergeLoaded]) {
+          passes.push_back(double(e[kTlPasses]) - 1.0);
+          select.push_back((double(e[kTlSelected]) - double(e[kTlMergeLoaded])) * 1e-3);
         }
       }
     } else {
@@ -440,6 +445,8 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
     tj["merge_cut"] = stats(merge_cut);
     tj["merge_output"] = stats(merge_out);
     tj["end"] = stats(end);
+    tj["pair_passes"] = stats(passes);
+    tj["pair_select"] = stats(select);
     r["timeline_us"] = tj;
     const auto s3 = [&](const char* k) {
       const json& j = tj[k];
@@ -453,6 +460,10 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
         consumed.size(), s3("stream_done").c_str(), s3("roles_to_tail").c_str(),
         s3("cut_and_publish").c_str(), s3("merge").c_str(), s3("merge_load").c_str(),
         s3("merge_cut").c_str(), s3("merge_output").c_str(), s3("end").c_str());
+    if (!passes.empty())
+      std::printf("    pair cut: radix passes %s, the passes %s us (the rest of the cut: the "
+                  "compaction and the output)\n",
+                  s3("pair_passes").c_str(), s3("pair_select").c_str());
   }
   return r;
 }
@@ -587,6 +598,8 @@ const Variant kVariants[] = {
     {nullptr, "variant 22 (no early prefetch of the first item's inputs: run 77's decode)", 22,
      true},
     {nullptr, "variant 24 (six key stages: one q stage, a 16-stage epilogue ring)", 24, true},
+    {nullptr, "variant 25 (run 90's pair cut: radix_select, ordered_compact, output loop)", 25,
+     true},
 };
 
 double copy_ceiling_tbps() {
@@ -1036,6 +1049,24 @@ int main(int argc, char** argv) {
                     hisa::cuda::select_decode(make_in(0), cfg, o, ws, nullptr, po);
                   }, g_timeline_calls, 50, 2 * batch);
                 }
+                // Rested bursts in turn (6 rounds: 500 ms idle, 25 queued calls of one, 500 ms
+                // idle, 25 of the other; which goes first alternates): the median of each one's
+                // burst medians (a's, b's), each one's six in ra, rb.
+                const auto rested_in_turn = [&](const hisa::cuda::Options& a,
+                                                const hisa::cuda::Options& b,
+                                                std::vector<double>& ra, std::vector<double>& rb) {
+                  for (int round = 0; round < 6; ++round) {
+                    for (int h = 0; h < 2; ++h) {
+                      const bool first = (round + h) % 2 == 0;
+                      const double m =
+                          time_it(call_with(first ? a : b), 0, 25, 25, true, 500).median_ms * 1e3;
+                      (first ? ra : rb).push_back(m);
+                    }
+                  }
+                  std::sort(ra.begin(), ra.end());
+                  std::sort(rb.begin(), rb.end());
+                  return std::make_pair(0.5 * (ra[2] + ra[3]), 0.5 * (rb[2] + rb[3]));
+                };
                 if (batch == 64) {
                   // The helpers: off against production (on), interleaved, and off as a rested
                   // burst of GPU time (production's is above); then helper shifts (--helper-shifts).
@@ -1044,21 +1075,8 @@ int main(int argc, char** argv) {
                   const auto ab = time_interleaved(call_with(ho), call_with(opt));
                   const double rested_off =
                       time_it(call_with(ho), 0, 25, 25, true, kRestMs).median_ms * 1e3;
-                  // Rested bursts in turn (6 rounds: 500 ms idle, 25 queued calls of one, 500 ms
-                  // idle, 25 of the other; which goes first alternates): the median of each
-                  // one's burst medians.
                   std::vector<double> ron, roff;
-                  for (int round = 0; round < 6; ++round) {
-                    for (int h = 0; h < 2; ++h) {
-                      const bool on = (round + h) % 2 == 0;
-                      const double m =
-                          time_it(call_with(on ? opt : ho), 0, 25, 25, true, 500).median_ms * 1e3;
-                      (on ? ron : roff).push_back(m);
-                    }
-                  }
-                  std::sort(ron.begin(), ron.end());
-                  std::sort(roff.begin(), roff.end());
-                  const double mon = 0.5 * (ron[2] + ron[3]), moff = 0.5 * (roff[2] + roff[3]);
+                  const auto [mon, moff] = rested_in_turn(opt, ho, ron, roff);
                   r["helpers_on_rested_rounds_us"] = ron;
                   r["helpers_off_rested_rounds_us"] = roff;
                   r["helpers_on_rested_median_us"] = mon;
@@ -1154,6 +1172,19 @@ int main(int argc, char** argv) {
                       v.decode_name, ab.second * 1e3, bytes / ab.second * 1e-9, ab.first * 1e3,
                       ab.second / ab.first, utc_now().c_str(),
                       rv["rows_failed"].get<int>() ? "  CHECK FAILED" : "");
+                  if (batch == 64) {
+                    // The goal's measure: rested bursts in turn with production.
+                    std::vector<double> rp, rvv;
+                    const auto [mp, mv] = rested_in_turn(opt, vo, rp, rvv);
+                    rv["rested_rounds_us"] = rvv;
+                    rv["production_rested_rounds_us"] = rp;
+                    rv["rested_median_us"] = mv;
+                    rv["production_rested_median_us"] = mp;
+                    std::printf("      rested bursts in turn (6 each): %.1f us (%.1f-%.1f), "
+                                "production %.1f us (%.1f-%.1f): x%.3f [%s]\n",
+                                mv, rvv.front(), rvv.back(), mp, rp.front(), rp.back(), mv / mp,
+                                utc_now().c_str());
+                  }
                   rv["profile"] = profile_call([&](hisa::cuda::Options& po) {
                     po.variant = v.variant, po.merge_pdl = v.merge_pdl;
                     po.merge_in_kernel = v.merge_in_kernel, po.pair_tail = v.pair_tail;
