@@ -600,6 +600,9 @@ const Variant kVariants[] = {
     {nullptr, "variant 24 (six key stages: one q stage, a 16-stage epilogue ring)", 24, true},
     {nullptr, "variant 25 (run 90's pair cut: radix_select, ordered_compact, output loop)", 25,
      true},
+    {nullptr, "variant 26 (the pair cut counting a warp's equal digits with one atomic)", 26,
+     true},
+    {nullptr, "variant 27 (the pair cut anchored at the smaller threshold)", 27, true},
 };
 
 double copy_ceiling_tbps() {

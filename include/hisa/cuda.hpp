@@ -104,7 +104,9 @@ struct Options {
   // decode without the early prefetch of the first item's length, page ids and w (device run 77's
   // default); 24: six key stages (one q stage, a 16-stage epilogue ring, 6912-entry lists); 25:
   // the pair tail's joint cut as in device run 90 (three barriers per radix pass, the list read
-  // from shared memory in every pass, the output written after the compaction).
+  // from shared memory in every pass, the output written after the compaction); 26: the pair
+  // cut counting a warp's equal digits with one atomic; 27: the pair cut's digits anchored at the
+  // smaller of the two lists' thresholds (device run 90's anchor).
   int variant = 0;
   // Launch the split-K merge kernel as a programmatic dependent of the fused kernel when the
   // fused grid leaves at least half the SMs free (its CTAs wait there instead of being launched

@@ -148,7 +148,9 @@ enum ProfSlot : int {
 // (kSleepSelect, kSleepProducer, kSleepMath), 20 = the exact cut before the end with the split
 // lists published uncut (kEarlyCut), 21 = the merging split's own list kept in shared memory
 // (kMergeLocal), 22 = without kEarlyPrefetch (run 77's decode), 24 = six key stages
-// (kSixStages), 25 = run 90's pair cut (kOldPairCut). Removed: 5, 6 (list / ring sizes, slower in run 56), 13 (runs 38-59's decode,
+// (kSixStages), 25 = run 90's pair cut (kOldPairCut), 26 = pair_select with aggregated digit
+// counts (kPairAggregate), 27 = pair_select anchored at the smaller threshold (kPairLowAnchor).
+// Removed: 5, 6 (list / ring sizes, slower in run 56), 13 (runs 38-59's decode,
 // slower in runs 61-63), 23 (the balanced pair, 6-8% slower in runs 79-82; commit 3d6c6d6).
 // kSub_: key stages the select warpgroup takes per step (0 = automatic: 4 for fp8 prefill, 2
 // with the other large candidate lists, else 1); one scan barrier per step.
@@ -266,6 +268,12 @@ struct FlatConfig {
   // with ~3 barriers per pass and 3 in the compaction, and run 74's variant 20 (lists at ~k + 160
   // instead of ~4600 entries) took 3.8: its time is mostly fixed latency. kTune 25: run 90's cut.
   static constexpr bool kOldPairCut = kPairTail && kTune == 25;
+  // kTune 26: pair_select counting a warp's equal digits with one atomic (__match_any_sync): the
+  // anchored first digit puts most of a list into the few bins just above the threshold.
+  static constexpr bool kPairAggregate = kPairTail && kTune == 26;
+  // kTune 27: pair_select with its digits anchored at the smaller of the two thresholds (run 90's
+  // anchor) instead of the larger one whose list holds k entries.
+  static constexpr bool kPairLowAnchor = kPairTail && kTune == 27;
   // Sleeping polls (mbar_wait<ns>) instead of suspended try-waits, for warps with slack (run
   // 66's question: the decode runs under the SW power cap at ~1.71 GHz, and a suspended try-wait
   // wakes on every barrier event of the CTA): kTune 18, the select warps waiting for scores
@@ -834,7 +842,14 @@ __device__ __forceinline__ void pair_select(const FlatParams& p, const Item<Cfg>
     if (pass >= 1 && tid < 256) lh[((pass + 1) % 3) * 256 + tid] = 0;
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
-      if (j < valid && (u[j] & mask) == prefix) atomicAdd(&h[(u[j] >> shift) & 0xFF], 1);
+      if constexpr (Cfg::kPairAggregate) {
+        // (variant 26: equal digits of the warp counted with one atomic)
+        const int d = j < valid && (u[j] & mask) == prefix ? int((u[j] >> shift) & 0xFF) : 256;
+        const unsigned peers = __match_any_sync(0xFFFFFFFFu, d);
+        if (d < 256 && lane == __ffs(peers) - 1) atomicAdd(&h[d], __popc(peers));
+      } else if (j < valid && (u[j] & mask) == prefix) {
+        atomicAdd(&h[(u[j] >> shift) & 0xFF], 1);
+      }
     }
     __syncthreads();
     peer.exchange(h, pass);
@@ -925,15 +940,22 @@ __device__ __forceinline__ void pair_select(const FlatParams& p, const Item<Cfg>
   }
   const int total_sure = sum & 0xFFFF, total_tie = sum >> 16;
   const int kept = total_sure + min(total_tie, need);
-  int32_t* out = p.out + it.row0 * p.topk + (rank == 0 ? 0 : p.topk - kept);
+  // The kept positions in slot order into the list's position array (every thread holds its
+  // entries in registers since before the barrier), then to the output, coalesced: run 92 wrote
+  // them straight to global memory, scattered (~12 partial stores per thread), and its
+  // compaction and output took 3.6 us against 1.4 for ordered_compact and the output loop.
+  int32_t* kp = const_cast<int32_t*>(cp);
   int sure_before = (before + incl - mine) & 0xFFFF, tie_before = (before + incl - mine) >> 16;
 #pragma unroll
   for (int j = 0; j < kPer; ++j) {
     const bool sj = (sure >> j) & 1u, tj = (tie >> j) & 1u;
-    if (sj || (tj && tie_before < need)) out[sure_before + min(tie_before, need)] = pos[j];
+    if (sj || (tj && tie_before < need)) kp[sure_before + min(tie_before, need)] = pos[j];
     sure_before += sj;
     tie_before += tj;
   }
+  __syncthreads();
+  int32_t* out = p.out + it.row0 * p.topk + (rank == 0 ? 0 : p.topk - kept);
+  for (int i = tid; i < kept; i += kT) out[i] = kp[i];
 }
 
 // kPairTail: the end of a split request's one item, by all threads of the CTA with its cluster
@@ -990,8 +1012,8 @@ __device__ __forceinline__ void pair_finish(const FlatParams& p, const Item<Cfg>
     const uint32_t t_self = thr, t_other = uint32_t(peer_state[2]);
     const uint32_t t0 = rank == 0 ? t_self : t_other, t1 = rank == 0 ? t_other : t_self;
     uint32_t lo = min(t0, t1);
-    if (n0 >= p.topk) lo = max(lo, t0);
-    if (n1 >= p.topk) lo = max(lo, t1);
+    if (n0 >= p.topk && !Cfg::kPairLowAnchor) lo = max(lo, t0);
+    if (n1 >= p.topk && !Cfg::kPairLowAnchor) lo = max(lo, t1);
     pair_select<Cfg>(p, it, cnt, mx, lo, cu, cp, scan, lh, peer, rank);
     stamp(kTlMergeCut);
     return;
@@ -1002,6 +1024,11 @@ __device__ __forceinline__ void pair_finish(const FlatParams& p, const Item<Cfg>
   RadixCut cut = radix_select<kT>(
       cnt, p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist, bcast, sync,
       mx, top_bit, 4, -1, Cfg::kCutAggregate, peer);
+  stamp(kTlSelected);
+  {
+    const uint32_t start_mask = top_bit >= 31 ? 0u : ~0u << (top_bit + 1);
+    timeline_stamp<Cfg>(p, tid == 0, kTlPasses, (__popc(cut.mask ^ start_mask) + 7) / 8 + 1);
+  }
   if (rank == 1 && cut.need != 0x7FFFFFFF) {
     // Keys equal to the cut's bucket: split 0's (lower positions) first. Its count of the bucket
     // in the last pass is in phist (the last pass's parity from the digits resolved).
