@@ -402,7 +402,7 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
   using namespace hisa::cuda::sm90;
   const unsigned long long t0 = pr.t0(t);
   std::vector<double> consumed, tail_wait, publish, merge, merge_load, merge_cut, merge_out, end;
-  std::vector<double> passes, select;  // pair_select: radix passes, time to the cut
+  std::vector<double> passes, select;  // the pair cut: radix passes, their time
   for (int b = 0; b < sms; ++b) {
     const unsigned long long* e = &t[size_t(b) * kEv];
     if (!e[kTlStart] || !e[kTlConsumed] || !e[kTlTail] || !e[kTlEnd]) continue;
@@ -446,7 +446,7 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
     tj["merge_output"] = stats(merge_out);
     tj["end"] = stats(end);
     tj["pair_passes"] = stats(passes);
-    tj["pair_select"] = stats(select);
+    tj["pair_cut_passes"] = stats(select);
     r["timeline_us"] = tj;
     const auto s3 = [&](const char* k) {
       const json& j = tj[k];
@@ -463,7 +463,7 @@ json profile_call(const std::function<void(hisa::cuda::Options&)>& call) {
     if (!passes.empty())
       std::printf("    pair cut: radix passes %s, the passes %s us (the rest of the cut: the "
                   "compaction and the output)\n",
-                  s3("pair_passes").c_str(), s3("pair_select").c_str());
+                  s3("pair_passes").c_str(), s3("pair_cut_passes").c_str());
   }
   return r;
 }
@@ -598,11 +598,6 @@ const Variant kVariants[] = {
     {nullptr, "variant 22 (no early prefetch of the first item's inputs: run 77's decode)", 22,
      true},
     {nullptr, "variant 24 (six key stages: one q stage, a 16-stage epilogue ring)", 24, true},
-    {nullptr, "variant 25 (run 90's pair cut: radix_select, ordered_compact, output loop)", 25,
-     true},
-    {nullptr, "variant 26 (the pair cut counting a warp's equal digits with one atomic)", 26,
-     true},
-    {nullptr, "variant 27 (the pair cut anchored at the smaller threshold)", 27, true},
 };
 
 double copy_ceiling_tbps() {

@@ -102,11 +102,7 @@ struct Options {
   // memory (only the other splits' lists are loaded) and one thread fences after the arrival
   // (20 and 21 act where the lists are merged in the kernel: with pair_tail = false); 22: the
   // decode without the early prefetch of the first item's length, page ids and w (device run 77's
-  // default); 24: six key stages (one q stage, a 16-stage epilogue ring, 6912-entry lists); 25:
-  // the pair tail's joint cut as in device run 90 (three barriers per radix pass, the list read
-  // from shared memory in every pass, the output written after the compaction); 26: the pair
-  // cut counting a warp's equal digits with one atomic; 27: the pair cut's digits anchored at the
-  // smaller of the two lists' thresholds (device run 90's anchor).
+  // default); 24: six key stages (one q stage, a 16-stage epilogue ring, 6912-entry lists).
   int variant = 0;
   // Launch the split-K merge kernel as a programmatic dependent of the fused kernel when the
   // fused grid leaves at least half the SMs free (its CTAs wait there instead of being launched

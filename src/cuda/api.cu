@@ -201,9 +201,6 @@ cudaError_t launch_measured(const FlatLaunch& l, const Options& opt) {
     if (opt.variant == 21) return launch_variant<kNQ, kPaged, 21>(l, prof);
     if (opt.variant == 22) return launch_variant<kNQ, kPaged, 22>(l, prof);
     if (opt.variant == 24) return launch_variant<kNQ, kPaged, 24>(l, prof);
-    if (opt.variant == 25) return launch_variant<kNQ, kPaged, 25>(l, prof);
-    if (opt.variant == 26) return launch_variant<kNQ, kPaged, 26>(l, prof);
-    if (opt.variant == 27) return launch_variant<kNQ, kPaged, 27>(l, prof);
   } else {
     if (opt.variant == 9) return launch_variant<kNQ, kPaged, 9>(l, prof);
     if (opt.variant == 3) return launch_variant<kNQ, kPaged, 3>(l, prof);
@@ -640,8 +637,8 @@ void decode_fused(const DecodeInputs& in, int k, int32_t* out, Workspace& ws, cu
   p.w = in.w;
   p.out = out;
   HISA_CHECK((opt.variant >= 0 && opt.variant <= 2) ||
-                 (opt.variant >= 14 && opt.variant <= 22) || (opt.variant >= 24 && opt.variant <= 27),
-             "decode: variant must be 0, 1, 2, 14 to 22 or 24 to 27");
+                 (opt.variant >= 14 && opt.variant <= 22) || opt.variant == 24,
+             "decode: variant must be 0, 1, 2, 14 to 22 or 24");
   // The merge by the tile's last split (no merge kernel) where the union of the partial lists
   // fits the kernel's candidate list. Variant 20 publishes lists uncut up to cap / splits entries.
   const int cap = decode_cap(in.num_heads, in.next_n, opt.variant);

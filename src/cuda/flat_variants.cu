@@ -3,10 +3,8 @@
 // stages (14), two N = 32 banks (15), runs 61-63's decode (16), the select warps' tail (17),
 // sleeping polls (18, 19), the exact cut before the end with uncut lists published (20), the
 // merge keeping the merging split's own list in shared memory (21), the decode without the
-// early prefetch of its first item's inputs (22), six key stages (24), run 90's pair cut
-// (25), the pair cut with aggregated digit counts (26) and with the digits anchored at the
-// smaller threshold (27). A file of their own so that they compile in parallel with
-// flat_profiled.cu.
+// early prefetch of its first item's inputs (22) and six key stages (24). A file of their own so
+// that they compile in parallel with flat_profiled.cu.
 #define HISA_FLAT_DEFINE_LAUNCH
 #include "cuda/flat_launch.cuh"
 
@@ -33,10 +31,4 @@ HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, false, 22, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 22, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, false, 24, 0)
 HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 24, 0)
-HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, false, 25, 0)
-HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 25, 0)
-HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, false, 26, 0)
-HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 26, 0)
-HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, false, 27, 0)
-HISA_FLAT_VARIANT_INSTANCE(kFp8, 64, 1, true, true, 27, 0)
 }  // namespace hisa::cuda

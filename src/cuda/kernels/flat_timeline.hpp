@@ -17,8 +17,8 @@ enum TimelineEvent : int {
   kTlMergeCut,     // the merge's cut is done (last query)
   kTlSmid,         // the SM the CTA runs on, plus 1 (not a time)
   kTlSegment,      // split 1 with helpers: the helper's segment is appended (wide tail)
-  kTlSelected,     // pair_select: the radix passes are done (the cut is known)
-  kTlPasses,       // pair_select: its radix passes, plus 1 (not a time)
+  kTlSelected,     // the pair tail: the joint cut's radix passes are done (the cut is known)
+  kTlPasses,       // the pair tail: the joint cut's radix passes, plus 1 (not a time)
   kTimelineEvents = 13
 };
 

@@ -148,9 +148,7 @@ enum ProfSlot : int {
 // (kSleepSelect, kSleepProducer, kSleepMath), 20 = the exact cut before the end with the split
 // lists published uncut (kEarlyCut), 21 = the merging split's own list kept in shared memory
 // (kMergeLocal), 22 = without kEarlyPrefetch (run 77's decode), 24 = six key stages
-// (kSixStages), 25 = run 90's pair cut (kOldPairCut), 26 = pair_select with aggregated digit
-// counts (kPairAggregate), 27 = pair_select anchored at the smaller threshold (kPairLowAnchor).
-// Removed: 5, 6 (list / ring sizes, slower in run 56), 13 (runs 38-59's decode,
+// (kSixStages). Removed: 5, 6 (list / ring sizes, slower in run 56), 13 (runs 38-59's decode,
 // slower in runs 61-63), 23 (the balanced pair, 6-8% slower in runs 79-82; commit 3d6c6d6).
 // kSub_: key stages the select warpgroup takes per step (0 = automatic: 4 for fp8 prefill, 2
 // with the other large candidate lists, else 1); one scan barrier per step.
@@ -259,21 +257,6 @@ struct FlatConfig {
   // counters, no global round trip; run 72's timeline: the split's cut 4.9 us, then the merge
   // 7.4-9.7 us; run 73: the pair's tail ~6 us, x0.956 interleaved).
   static constexpr bool kPairTail = kWideTail;
-  // The pair's joint cut (production since run 93, pair_select): the CTA's list is read into
-  // registers once (kPairPer entries per thread), every radix pass takes one CTA barrier (its
-  // counts go to three rotating buffers zeroed a pass ahead, every warp scans the 2 x 256 counts
-  // itself instead of warp 0 broadcasting the digit), the digits start at the larger of the two
-  // lists' thresholds, and the compaction writes the output directly (one barrier). Run 89's
-  // timeline: the cut by radix_select, ordered_compact and the output loop took 4.4 + 0.3 us
-  // with ~3 barriers per pass and 3 in the compaction, and run 74's variant 20 (lists at ~k + 160
-  // instead of ~4600 entries) took 3.8: its time is mostly fixed latency. kTune 25: run 90's cut.
-  static constexpr bool kOldPairCut = kPairTail && kTune == 25;
-  // kTune 26: pair_select counting a warp's equal digits with one atomic (__match_any_sync): the
-  // anchored first digit puts most of a list into the few bins just above the threshold.
-  static constexpr bool kPairAggregate = kPairTail && kTune == 26;
-  // kTune 27: pair_select with its digits anchored at the smaller of the two thresholds (run 90's
-  // anchor) instead of the larger one whose list holds k entries.
-  static constexpr bool kPairLowAnchor = kPairTail && kTune == 27;
   // Sleeping polls (mbar_wait<ns>) instead of suspended try-waits, for warps with slack (run
   // 66's question: the decode runs under the SW power cap at ~1.71 GHz, and a suspended try-wait
   // wakes on every barrier event of the CTA): kTune 18, the select warps waiting for scores
@@ -325,8 +308,6 @@ struct FlatConfig {
                               : kSlimDecode                         ? (kSixStages ? 6912 : 7168)
                               : (kElem == 1 && kPaged && kNQ == 1)  ? 6144
                                                                     : 3072;
-  // pair_select: list entries per thread, whole int4 (12 for 640 threads and 7168 entries).
-  static constexpr int kPairPer = ((kCap + kThreads - 1) / kThreads + 3) / 4 * 4;
   static constexpr int kSub = kSub_       ? kSub_
                              : kSlim       ? 7  // 7 x 192 keys = 6 slices of 224
                              : kFp8Prefill ? 4
@@ -796,174 +777,12 @@ __device__ __forceinline__ void append_segment(const FlatParams& p, const Item<C
   }
 }
 
-// kPairTail (production since run 93): the exact top k of the union of the pair's two lists and
-// this CTA's part of the output, by all kT threads of each CTA. The list (n <= kPairPer * kT
-// entries, all in [lo, mx] or below lo) is read into registers once, entry tid * kPairPer + j in
-// u[j], so every pass and the compaction work from registers. A radix pass: each thread counts its
-// entries' digits into the pass's buffer of `lh` ([3][256], rotating: the buffer of pass p + 1 is
-// zeroed during pass p, after every warp has finished reading it in pass p - 2; passes 0 and 1's
-// before the cluster barrier), one CTA barrier,
-// the 256 counts to the partner by st.async (PairPeer's buffers and barriers), then every warp
-// scans the 2 x 256 counts itself (no broadcast, no second barrier). The compaction keeps the
-// passing entries in slot order (split 0's ties first, as before) and writes their positions
-// straight to the output, at 0 (split 0) or k - kept (split 1): one barrier.
-template <class Cfg>
-__device__ __forceinline__ void pair_select(const FlatParams& p, const Item<Cfg>& it, int n,
-                                            uint32_t mx, uint32_t lo, const uint32_t* cu,
-                                            const int32_t* cp, int* scan, int* lh,
-                                            const PairPeer& peer, uint32_t rank) {
-  constexpr int kT = Cfg::kThreads, kWarps = kT / 32, kPer = Cfg::kPairPer;
-  static_assert(kPer % 4 == 0 && Cfg::kCap % 4 == 0, "whole int4 of the list per thread");
-  const int tid = threadIdx.x, lane = tid % 32, w = tid / 32;
-  const auto stamp = [&](int ev, unsigned long long v = 0) {
-    timeline_stamp<Cfg>(p, tid == 0, ev, v);
-  };
-  const int i0 = tid * kPer;
-  uint32_t u[kPer];
-#pragma unroll
-  for (int v = 0; v < kPer / 4; ++v) {
-    const int i = i0 + 4 * v;
-    const uint4 x = i < n ? *reinterpret_cast<const uint4*>(cu + i) : make_uint4(0, 0, 0, 0);
-    u[4 * v] = x.x, u[4 * v + 1] = x.y, u[4 * v + 2] = x.z, u[4 * v + 3] = x.w;
-  }
-  const int valid = min(kPer, max(0, n - i0));  // u[j] with j < valid are list entries
-  const uint32_t diff = mx ^ lo;
-  const int top_bit = diff ? 31 - __clz(diff) : 0;
-  uint32_t prefix = top_bit >= 31 ? 0u : mx & (~0u << (top_bit + 1));
-  uint32_t mask = top_bit >= 31 ? 0u : ~0u << (top_bit + 1);
-  int need = p.topk, passes = 0, last_partner = 0;
-  bool all = false;  // every counted entry is kept (pass 0 counted at most k)
-#pragma unroll 1
-  for (int pass = 0; pass < 4; ++pass) {
-    const int top = top_bit - 8 * pass;
-    if (top < 0) break;
-    const int shift = top >= 7 ? top - 7 : 0;
-    int* h = lh + (pass % 3) * 256;
-    if (pass >= 1 && tid < 256) lh[((pass + 1) % 3) * 256 + tid] = 0;
-#pragma unroll
-    for (int j = 0; j < kPer; ++j) {
-      if constexpr (Cfg::kPairAggregate) {
-        // (variant 26: equal digits of the warp counted with one atomic)
-        const int d = j < valid && (u[j] & mask) == prefix ? int((u[j] >> shift) & 0xFF) : 256;
-        const unsigned peers = __match_any_sync(0xFFFFFFFFu, d);
-        if (d < 256 && lane == __ffs(peers) - 1) atomicAdd(&h[d], __popc(peers));
-      } else if (j < valid && (u[j] & mask) == prefix) {
-        atomicAdd(&h[(u[j] >> shift) & 0xFF], 1);
-      }
-    }
-    __syncthreads();
-    peer.exchange(h, pass);
-    ++passes;
-    // Every warp: lane L owns bins 255 - 8L down to 248 - 8L (own + partner counts).
-    const int* ph = peer.local + (pass & 1) * 256;
-    const int4 a0 = *reinterpret_cast<const int4*>(h + 248 - 8 * lane);
-    const int4 a1 = *reinterpret_cast<const int4*>(h + 252 - 8 * lane);
-    const int4 b0 = *reinterpret_cast<const int4*>(ph + 248 - 8 * lane);
-    const int4 b1 = *reinterpret_cast<const int4*>(ph + 252 - 8 * lane);
-    const int c[8] = {a1.w + b1.w, a1.z + b1.z, a1.y + b1.y, a1.x + b1.x,
-                      a0.w + b0.w, a0.z + b0.z, a0.y + b0.y, a0.x + b0.x};
-    const int pc[8] = {b1.w, b1.z, b1.y, b1.x, b0.w, b0.z, b0.y, b0.x};
-    int s = 0;
-#pragma unroll
-    for (int j = 0; j < 8; ++j) s += c[j];
-    int incl = s;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int v = __shfl_up_sync(0xFFFFFFFFu, incl, o);
-      if (lane >= o) incl += v;
-    }
-    const int total = __shfl_sync(0xFFFFFFFFu, incl, 31);
-    if (pass == 0 && total <= need) {
-      all = true;
-      break;
-    }
-    const int first = __ffs(__ballot_sync(0xFFFFFFFFu, incl >= need)) - 1;
-    int digit = 0, above = 0, bucket = 0, partner = 0;
-    {
-      int run = incl - s;
-      bool found = false;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        if (!found && run + c[j] >= need) {
-          found = true;
-          digit = 255 - 8 * lane - j, above = run, bucket = c[j], partner = pc[j];
-        }
-        if (!found) run += c[j];
-      }
-    }
-    digit = __shfl_sync(0xFFFFFFFFu, digit, first);
-    above = __shfl_sync(0xFFFFFFFFu, above, first);
-    bucket = __shfl_sync(0xFFFFFFFFu, bucket, first);
-    last_partner = __shfl_sync(0xFFFFFFFFu, partner, first);
-    need -= above;
-    prefix |= uint32_t(digit) << shift;
-    mask |= 0xFFu << shift;
-    if (bucket == need || shift == 0) break;
-  }
-  stamp(kTlSelected);
-  stamp(kTlPasses, (unsigned long long)(passes + 1));
-  // Keys equal to the cut's bucket: split 0's (lower positions) first.
-  if (all) need = 0x7FFFFFFF;
-  else if (rank == 1) need -= min(last_partner, need);
-  // The compaction: flags, a block scan of (sure, tie) counts, the output.
-  int32_t pos[kPer];
-#pragma unroll
-  for (int v = 0; v < kPer / 4; ++v) {
-    const int i = i0 + 4 * v;
-    const int4 x = i < n ? *reinterpret_cast<const int4*>(cp + i) : make_int4(0, 0, 0, 0);
-    pos[4 * v] = x.x, pos[4 * v + 1] = x.y, pos[4 * v + 2] = x.z, pos[4 * v + 3] = x.w;
-  }
-  int mine = 0;  // sure entries in the low 16 bits, ties in the high 16
-  unsigned sure = 0, tie = 0;
-#pragma unroll
-  for (int j = 0; j < kPer; ++j) {
-    const uint32_t hi = u[j] & mask;
-    const bool ok = j < valid && (all ? hi == prefix : true);
-    const bool sj = ok && !all && hi > prefix, tj = ok && hi == prefix;
-    sure |= unsigned(sj) << j, tie |= unsigned(tj) << j;
-    mine += sj ? 1 : tj ? 0x10000 : 0;
-  }
-  int incl = mine;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const int v = __shfl_up_sync(0xFFFFFFFFu, incl, o);
-    if (lane >= o) incl += v;
-  }
-  if (lane == 31) scan[w] = incl;
-  __syncthreads();
-  int before = 0, sum = 0;
-#pragma unroll 4
-  for (int v = 0; v < kWarps; ++v) {
-    const int x = scan[v];
-    before += v < w ? x : 0;
-    sum += x;
-  }
-  const int total_sure = sum & 0xFFFF, total_tie = sum >> 16;
-  const int kept = total_sure + min(total_tie, need);
-  // The kept positions in slot order into the list's position array (every thread holds its
-  // entries in registers since before the barrier), then to the output, coalesced: run 92 wrote
-  // them straight to global memory, scattered (~12 partial stores per thread), and its
-  // compaction and output took 3.6 us against 1.4 for ordered_compact and the output loop.
-  int32_t* kp = const_cast<int32_t*>(cp);
-  int sure_before = (before + incl - mine) & 0xFFFF, tie_before = (before + incl - mine) >> 16;
-#pragma unroll
-  for (int j = 0; j < kPer; ++j) {
-    const bool sj = (sure >> j) & 1u, tj = (tie >> j) & 1u;
-    if (sj || (tj && tie_before < need)) kp[sure_before + min(tie_before, need)] = pos[j];
-    sure_before += sj;
-    tie_before += tj;
-  }
-  __syncthreads();
-  int32_t* out = p.out + it.row0 * p.topk + (rank == 0 ? 0 : p.topk - kept);
-  for (int i = tid; i < kept; i += kT) out[i] = kp[i];
-}
-
 // kPairTail: the end of a split request's one item, by all threads of the CTA with its cluster
 // partner (the request's other split): the exact top-k of the union of the two lists (split 0's
 // positions first), each CTA compacting its own list and writing its part of the output. cnt,
 // umax, thr: this CTA's list (uniform). peer_state: 4 ints the partner writes (its cnt, max,
-// threshold); phist: [2][256] ints for the partner's digit counts, then (pair_select) [3][256]
-// for this CTA's (free shared memory: the epilogue ring, unused once the roles are done).
+// threshold); phist: [2][256] ints for the partner's digit counts (free shared memory: the
+// epilogue ring, unused once the roles are done).
 template <class Cfg>
 __device__ __forceinline__ void pair_finish(const FlatParams& p, const Item<Cfg>& it, int cnt,
                                             uint32_t umax, uint32_t thr, uint32_t* cu, int32_t* cp,
@@ -981,9 +800,6 @@ __device__ __forceinline__ void pair_finish(const FlatParams& p, const Item<Cfg>
     st_cluster_u32(at + 4, umax);
     st_cluster_u32(at + 8, thr);
   }
-  int* lh = phist + 512;  // pair_select's own counts, [3][256]
-  if (!Cfg::kOldPairCut)
-    for (int i = tid; i < 2 * 256; i += kT) lh[i] = 0;  // passes 0 and 1 (pass 1 zeroes the third)
   cluster_sync();  // both CTAs are in their tails (their epilogue rings are free)
   stamp(kTlArrived);
   timeline_stamp<Cfg>(p, tid == 0, kTlMerged, 1);
@@ -1002,25 +818,11 @@ __device__ __forceinline__ void pair_finish(const FlatParams& p, const Item<Cfg>
   // Every key of both lists lies in [min of the thresholds, max of the maxima]: the digits start
   // at the highest bit where they differ (the same in both CTAs, so both make the same passes).
   const uint32_t mx = max(umax, uint32_t(peer_state[1]));
-  const PairPeer peer{phist, map_to_cta(phist, other), pair_bars, map_to_cta(pair_bars, other),
-                      tid};
-  if constexpr (!Cfg::kOldPairCut) {
-    // A list of at least k entries, all at or above its threshold, puts the union's k-th key at
-    // or above that threshold: the digits start at the larger such threshold (keys below it
-    // that do not share its leading bits are not counted, and none of them is kept).
-    const int n0 = rank == 0 ? cnt : n_other, n1 = n_all - n0;
-    const uint32_t t_self = thr, t_other = uint32_t(peer_state[2]);
-    const uint32_t t0 = rank == 0 ? t_self : t_other, t1 = rank == 0 ? t_other : t_self;
-    uint32_t lo = min(t0, t1);
-    if (n0 >= p.topk && !Cfg::kPairLowAnchor) lo = max(lo, t0);
-    if (n1 >= p.topk && !Cfg::kPairLowAnchor) lo = max(lo, t1);
-    pair_select<Cfg>(p, it, cnt, mx, lo, cu, cp, scan, lh, peer, rank);
-    stamp(kTlMergeCut);
-    return;
-  }
   const uint32_t lo = min(thr, uint32_t(peer_state[2]));
   const uint32_t diff = mx ^ lo;
   const int top_bit = diff ? 31 - __clz(diff) : 0;
+  const PairPeer peer{phist, map_to_cta(phist, other), pair_bars, map_to_cta(pair_bars, other),
+                      tid};
   RadixCut cut = radix_select<kT>(
       cnt, p.topk, [&](int64_t i, uint32_t* uu) { return *uu = cu[i], true; }, hist, bcast, sync,
       mx, top_bit, 4, -1, Cfg::kCutAggregate, peer);
