@@ -1049,10 +1049,13 @@ int main(int argc, char** argv) {
                 }
                 // Rested bursts in turn (6 rounds: 500 ms idle, 25 queued calls of one, 500 ms
                 // idle, 25 of the other; which goes first alternates): the median of each one's
-                // burst medians (a's, b's), each one's six in ra, rb.
+                // burst medians, recorded in `into` as <key>rested_rounds_us (all six) and
+                // <key>rested_median_us, and printed with the labels; returns a's over b's.
                 const auto rested_in_turn = [&](const hisa::cuda::Options& a,
-                                                const hisa::cuda::Options& b,
-                                                std::vector<double>& ra, std::vector<double>& rb) {
+                                                const hisa::cuda::Options& b, json& into,
+                                                const std::string& key_a, const std::string& key_b,
+                                                const char* label_a, const char* label_b) {
+                  std::vector<double> ra, rb;
                   for (int round = 0; round < 6; ++round) {
                     for (int h = 0; h < 2; ++h) {
                       const bool first = (round + h) % 2 == 0;
@@ -1063,7 +1066,16 @@ int main(int argc, char** argv) {
                   }
                   std::sort(ra.begin(), ra.end());
                   std::sort(rb.begin(), rb.end());
-                  return std::make_pair(0.5 * (ra[2] + ra[3]), 0.5 * (rb[2] + rb[3]));
+                  const double ma = 0.5 * (ra[2] + ra[3]), mb = 0.5 * (rb[2] + rb[3]);
+                  into[key_a + "rested_rounds_us"] = ra;
+                  into[key_b + "rested_rounds_us"] = rb;
+                  into[key_a + "rested_median_us"] = ma;
+                  into[key_b + "rested_median_us"] = mb;
+                  std::printf("    rested bursts in turn (6 each): %s %.1f us (%.1f-%.1f), %s %.1f us "
+                              "(%.1f-%.1f): x%.3f [%s]\n",
+                              label_a, ma, ra.front(), ra.back(), label_b, mb, rb.front(),
+                              rb.back(), ma / mb, utc_now().c_str());
+                  return ma / mb;
                 };
                 if (batch == 64) {
                   // The helpers: off against production (on), interleaved, and off as a rested
@@ -1073,16 +1085,7 @@ int main(int argc, char** argv) {
                   const auto ab = time_interleaved(call_with(ho), call_with(opt));
                   const double rested_off =
                       time_it(call_with(ho), 0, 25, 25, true, kRestMs).median_ms * 1e3;
-                  std::vector<double> ron, roff;
-                  const auto [mon, moff] = rested_in_turn(opt, ho, ron, roff);
-                  r["helpers_on_rested_rounds_us"] = ron;
-                  r["helpers_off_rested_rounds_us"] = roff;
-                  r["helpers_on_rested_median_us"] = mon;
-                  r["helpers_off_rested_median_us"] = moff;
-                  std::printf("    rested bursts in turn (6 each): helpers on %.1f us (%.1f-%.1f), off "
-                              "%.1f us (%.1f-%.1f): x%.3f [%s]\n",
-                              mon, ron.front(), ron.back(), moff, roff.front(), roff.back(),
-                              mon / moff, utc_now().c_str());
+                  rested_in_turn(opt, ho, r, "helpers_on_", "helpers_off_", "helpers on", "off");
                   r["helpers_off_interleaved_us"] = ab.first * 1e3;
                   r["helpers_on_interleaved_us"] = ab.second * 1e3;
                   r["helpers_off_rested_gpu_us"] = rested_off;
@@ -1170,19 +1173,9 @@ int main(int argc, char** argv) {
                       v.decode_name, ab.second * 1e3, bytes / ab.second * 1e-9, ab.first * 1e3,
                       ab.second / ab.first, utc_now().c_str(),
                       rv["rows_failed"].get<int>() ? "  CHECK FAILED" : "");
-                  if (batch == 64) {
-                    // The goal's measure: rested bursts in turn with production.
-                    std::vector<double> rp, rvv;
-                    const auto [mp, mv] = rested_in_turn(opt, vo, rp, rvv);
-                    rv["rested_rounds_us"] = rvv;
-                    rv["production_rested_rounds_us"] = rp;
-                    rv["rested_median_us"] = mv;
-                    rv["production_rested_median_us"] = mp;
-                    std::printf("      rested bursts in turn (6 each): %.1f us (%.1f-%.1f), "
-                                "production %.1f us (%.1f-%.1f): x%.3f [%s]\n",
-                                mv, rvv.front(), rvv.back(), mp, rp.front(), rp.back(), mv / mp,
-                                utc_now().c_str());
-                  }
+                  // The goal's measure: rested bursts in turn with production.
+                  if (batch == 64)
+                    rested_in_turn(vo, opt, rv, "", "production_", "the variant", "production");
                   rv["profile"] = profile_call([&](hisa::cuda::Options& po) {
                     po.variant = v.variant, po.merge_pdl = v.merge_pdl;
                     po.merge_in_kernel = v.merge_in_kernel, po.pair_tail = v.pair_tail;
