@@ -321,6 +321,17 @@ int check_prefill_rows(const Buf<uint8_t>& q, const Buf<uint8_t>& k, const Buf<f
   return bad;
 }
 
+// "0,8,16" -> {0, 8, 16} (command-line lists).
+std::vector<int> int_list(const std::string& list) {
+  std::vector<int> v;
+  for (size_t at = 0; at < list.size();) {
+    const size_t comma = std::min(list.find(',', at), list.size());
+    v.push_back(std::atoi(list.substr(at, comma - at).c_str()));
+    at = comma + 1;
+  }
+  return v;
+}
+
 std::string fmt_us(double v) {
   char b[32];
   std::snprintf(b, sizeof b, "%.1f", v);
@@ -487,11 +498,15 @@ json timeline_calls(const std::function<void(hisa::cuda::Options&)>& call, int n
     const auto us = [&](unsigned long long v) { return v ? (double(v) - double(t0)) * 1e-3 : -1.0; };
     json ctas = json::array();
     std::vector<double> done(sms, -1.0);
-    int used = 0;
+    double mx = 0, sum = 0, pair_mean_max = 0, pair_gap_max = 0, pair_gap_sum = 0;
+    int cnt = 0, pairs = 0;
+    // Splits 0 and 1 of the pairs, and the helpers (CTAs >= pair_ctas): mean and last stream
+    // done; split 1's segment appends (kTlSegment, where stamped).
+    double split_sum[2] = {0, 0}, helper_max = -1, end_max = 0, seg_sum = 0;
+    int split_n[2] = {0, 0}, seg_n = 0;
     for (int b = 0; b < sms; ++b) {
       const unsigned long long* e = &t[size_t(b) * kEv];
       if (!e[kTlStart]) continue;
-      used = b + 1;
       done[b] = us(e[kTlConsumed]);
       ctas.push_back({{"cta", b}, {"sm", int(e[kTlSmid]) - 1}, {"start", us(e[kTlStart])},
                       {"issued", us(e[kTlIssued])}, {"stream_done", done[b]},
@@ -499,26 +514,15 @@ json timeline_calls(const std::function<void(hisa::cuda::Options&)>& call, int n
                       {"arrived", us(e[kTlArrived])},
                       {"end", us(e[kTlEnd])}});
       if (e[kTlSmid]) by_sm[int(e[kTlSmid]) - 1].push_back(done[b]);
-    }
-    double mx = 0, sum = 0, pair_mean_max = 0, pair_gap_max = 0, pair_gap_sum = 0;
-    int cnt = 0, pairs = 0;
-    // Splits 0 and 1 of the pairs, and the helpers (CTAs >= pair_ctas): mean and last stream done.
-    double split_sum[2] = {0, 0}, helper_max = -1, end_max = 0;
-    int split_n[2] = {0, 0};
-    for (int b = 0; b < used; ++b) {
+      end_max = std::max(end_max, us(e[kTlEnd]));
+      if (e[kTlSegment] && e[kTlTail])
+        seg_sum += (double(e[kTlSegment]) - double(e[kTlTail])) * 1e-3, ++seg_n;
       if (done[b] < 0) continue;
-      if (b < pair_ctas) split_sum[b % 2] += done[b], ++split_n[b % 2];
-      else helper_max = std::max(helper_max, done[b]);
-    }
-    double seg_sum = 0;
-    int seg_n = 0;
-    for (const auto& c : ctas) {
-      end_max = std::max(end_max, c["end"].get<double>());
-      if (c["segment"].get<double>() >= 0 && c["tail"].get<double>() >= 0)
-        seg_sum += c["segment"].get<double>() - c["tail"].get<double>(), ++seg_n;
-    }
-    for (int b = 0; b < std::min(used, pair_ctas); ++b) {
-      if (done[b] < 0) continue;
+      if (b >= pair_ctas) {
+        helper_max = std::max(helper_max, done[b]);
+        continue;
+      }
+      split_sum[b % 2] += done[b], ++split_n[b % 2];
       mx = std::max(mx, done[b]), sum += done[b], ++cnt;
       if (b % 2 == 1 && done[b - 1] >= 0) {
         pair_mean_max = std::max(pair_mean_max, 0.5 * (done[b] + done[b - 1]));
@@ -546,7 +550,7 @@ json timeline_calls(const std::function<void(hisa::cuda::Options&)>& call, int n
                 helper_max, end_max, cj["segment_append_mean"].get<double>());
     calls.push_back(cj);
   }
-  // Is a slow SM slow in every call? The spread of each SM's rank (0 = fastest) over the calls.
+  // Is a slow SM slow in every call? The SMs with the latest mean stream done over the calls.
   json out;
   out["calls"] = calls;
   if (n > 1) {
@@ -638,23 +642,13 @@ int main(int argc, char** argv) {
       g_ab_rounds = std::max(1, std::atoi(argv[++i]));
     else if (a == "--timeline-calls" && i + 1 < argc)
       g_timeline_calls = std::max(0, std::atoi(argv[++i]));
-    else if ((a == "--helper-shifts" || a == "--helper-weights") && i + 1 < argc) {
-      std::vector<int>& dst = a == "--helper-shifts" ? g_helper_shifts : g_helper_weights;
-      std::string list = argv[++i];
-      for (size_t at = 0; at < list.size();) {
-        const size_t comma = list.find(',', at);
-        dst.push_back(std::atoi(list.substr(at, comma - at).c_str()));
-        at = comma == std::string::npos ? list.size() : comma + 1;
-      }
-    }
-    else if (a == "--variants" && i + 1 < argc) {
-      std::string list = argv[++i];
-      for (size_t at = 0; at < list.size();) {
-        const size_t comma = std::min(list.find(',', at), list.size());
-        g_only_variants.push_back(std::atoi(list.substr(at, comma - at).c_str()));
-        at = comma + 1;
-      }
-    } else {
+    else if (a == "--helper-shifts" && i + 1 < argc)
+      g_helper_shifts = int_list(argv[++i]);
+    else if (a == "--helper-weights" && i + 1 < argc)
+      g_helper_weights = int_list(argv[++i]);
+    else if (a == "--variants" && i + 1 < argc)
+      g_only_variants = int_list(argv[++i]);
+    else {
       std::fprintf(stderr,
                    "usage: hisa_cuda_bench [--json F] [--quick] [--prefill-sizes L,L] "
                    "[--no-decode] [--no-prefill] [--light] [--decode-case 64x131072] "

@@ -102,6 +102,12 @@ struct FlatParams {
   __host__ __device__ __forceinline__ int pair_pages(int pages) const {
     return pages - helper_pages(pages);
   }
+  // With helpers: the first page of split `split` (0 and 1: the pair's, 2: the helper's segment)
+  // of a request of `pages` pages. The pair's pages split at their middle plus helper_shift.
+  __host__ __device__ __forceinline__ int helper_split_page0(int split, int pages) const {
+    const int own = pair_pages(pages), mid = (own + 1) / 2 + helper_shift;
+    return split == 0 ? 0 : split == 2 ? own : mid < 0 ? 0 : mid > own ? own : mid;
+  }
   // outputs (score mode)
   float* scores = nullptr;  // [row_end - row_begin, scores_ld] fp32, position p of row r at
   int64_t scores_ld = 0;    // (r - row_begin) * scores_ld + p
@@ -471,11 +477,9 @@ struct Item {
       if (Cfg::kPairTail && p.helpers > 0) {
         // The helpers' share of every request's pages (helper_pages): with weight w / 16 a helper
         // takes w / 16 of a pair CTA's share of the rest.
-        const int own = p.pair_pages(pages);
-        const int mid = max(0, min(own, (own + 1) / 2 + p.helper_shift));
-        seg0 = own, seg1 = pages;
-        page0 = split == 2 ? own : split == 0 ? 0 : mid;
-        page1 = split == 2 ? pages : split == 0 ? mid : own;
+        seg0 = p.pair_pages(pages), seg1 = pages;
+        page0 = p.helper_split_page0(split, pages);
+        page1 = split == 2 ? pages : p.helper_split_page0(split + 1, pages);
       } else {
         page0 = min(pages, split * p.pages_per_split);
         page1 = min(pages, page0 + p.pages_per_split);
@@ -732,26 +736,14 @@ __device__ __forceinline__ void append_segment(const FlatParams& p, const Item<C
       for (int j = 0; j < kPer; ++j) {
         if (u[j] > thr) ++mine, mx = max(mx, u[j]);
       }
-      int incl = mine;
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const int v = __shfl_up_sync(0xFFFFFFFFu, incl, o);
-        if (lane >= o) incl += v;
-      }
       mx = __reduce_max_sync(0xFFFFFFFFu, mx);
-      if (lane == 31) scan[w] = incl;
       if (lane == 0) scan[kWarps + w] = int(mx);
-      sync();
-      int before = 0, total = 0;
+      int total;
+      const int before = block_exclusive_sum<kT>(mine, lane, w, scan, sync, total);
 #pragma unroll 4
-      for (int v = 0; v < kWarps; ++v) {
-        const int c = scan[v];
-        before += v < w ? c : 0;
-        total += c;
-        mx = max(mx, uint32_t(scan[kWarps + v]));
-      }
+      for (int v = 0; v < kWarps; ++v) mx = max(mx, uint32_t(scan[kWarps + v]));
       if (cnt + total <= Cfg::kCap) {  // uniform
-        int dst = cnt + before + incl - mine;
+        int dst = cnt + before;
 #pragma unroll
         for (int j = 0; j < kPer; ++j) {
           if (u[j] > thr) cu[dst] = u[j], cp[dst] = k0 + i0 + j, ++dst;
@@ -912,11 +904,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       if (helper0)
         for (int i = 32 * lane; i < p.num_tiles; i += 32 * 32) prefetch_l1(p.seq_lens + i);
       // (with helpers, split 1 and the helper start where they would for a full-length request)
-      const int own = p.pair_pages(p.max_pages);
-      const int pg0 = !(Cfg::kPairTail && p.helpers > 0) ? split * p.pages_per_split
-                      : split == 0                       ? 0
-                      : split == 1                       ? (own + 1) / 2 + p.helper_shift
-                                                         : own;
+      const int pg0 = Cfg::kPairTail && p.helpers > 0 ? p.helper_split_page0(split, p.max_pages)
+                                                      : split * p.pages_per_split;
 #pragma unroll
       for (int c = 0; c < 2; ++c) {
         const int pg = pg0 + 32 * c + lane;
@@ -1623,9 +1612,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       }
       timeline_stamp<Cfg>(p, threadIdx.x == 0, kTlTail);
       if (Cfg::kPairTail && p.pair_tail) {
-        if (it.appends_segment(p))
+        if (it.appends_segment(p)) {
           append_segment<Cfg>(p, it, cnt[0], umax[0], thr[0], cand_u, cand_pos, hist, scan, bcast);
-        timeline_stamp<Cfg>(p, threadIdx.x == 0 && p.helpers > 0 && it.split == 1, kTlSegment);
+          timeline_stamp<Cfg>(p, threadIdx.x == 0, kTlSegment);
+        }
         pair_finish<Cfg>(p, it, cnt[0], umax[0], thr[0], cand_u, cand_pos, hist, scan, bcast,
                          tail + Cfg::kPeerOff, reinterpret_cast<int*>(epi_smem),
                          empty_epi + kES);

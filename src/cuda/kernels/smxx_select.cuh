@@ -37,6 +37,36 @@ __device__ __forceinline__ uint32_t cut_threshold(const RadixCut& cut) {
   return cut.prefix ? cut.prefix - 1 : 0;
 }
 
+// Inclusive prefix sum of `v` over the lanes of a (full) warp; lane: this thread's lane.
+__device__ __forceinline__ int warp_inclusive_sum(int v, int lane) {
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int x = __shfl_up_sync(0xFFFFFFFFu, v, o);
+    if (lane >= o) v += x;
+  }
+  return v;
+}
+
+// Exclusive prefix sum of `v` over the kThreads threads (thread order), and the block's `total`.
+// sc: kThreads / 32 ints of shared memory, free until the barrier `sync`, which the call makes
+// (between a call's reads of sc and the next call's writes, the caller's barrier).
+template <int kThreads, class Sync>
+__device__ __forceinline__ int block_exclusive_sum(int v, int lane, int warp, int* sc, Sync sync,
+                                                   int& total) {
+  const int incl = warp_inclusive_sum(v, lane);
+  if (lane == 31) sc[warp] = incl;
+  sync();
+  int before = 0;
+  total = 0;
+#pragma unroll 4
+  for (int w = 0; w < kThreads / 32; ++w) {
+    const int x = sc[w];
+    before += w < warp ? x : 0;
+    total += x;
+  }
+  return before + incl - v;
+}
+
 // A single CTA's cut: nothing to combine. A Peer adds a partner's digit counts to each pass
 // (the decode's 2-CTA cluster cuts the union of two lists: PairPeer in sm90_flat_topk.cuh):
 // exchange(hist, pass) is called by every thread after the pass's counts are complete and must
@@ -115,12 +145,7 @@ __device__ __forceinline__ RadixCut radix_select(int64_t n, int k, Get get, int*
         const int bin = 255 - 8 * lane - j;
         s += (c[j] = hist[bin] + peer.other(bin, pass));
       }
-      int incl = s;
-#pragma unroll
-      for (int o = 1; o < 32; o <<= 1) {
-        const int v = __shfl_up_sync(0xFFFFFFFFu, incl, o);
-        if (lane >= o) incl += v;
-      }
+      const int incl = warp_inclusive_sum(s, lane);
       const int total = __shfl_sync(0xFFFFFFFFu, incl, 31);
       if (pass == 0 && total <= cut.need) {
         if (lane == 0) bcast[0] = -1, bcast[1] = total, bcast[2] = 0;
@@ -181,24 +206,11 @@ __device__ __forceinline__ int ordered_compact(int64_t n, const RadixCut& cut, G
       }
       mine += flag[j] == 1 ? 1 : (flag[j] == 2 ? 0x10000 : 0);
     }
-    int incl = mine;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int v = __shfl_up_sync(0xFFFFFFFFu, incl, o);
-      if (lane >= o) incl += v;
-    }
-    int* sc = scan + parity * kWarps;
-    if (lane == 31) sc[warp] = incl;
-    sync();
-    int before = 0, chunk = 0;
-#pragma unroll 4
-    for (int w = 0; w < kWarps; ++w) {
-      const int v = sc[w];
-      before += w < warp ? v : 0;
-      chunk += v;
-    }
-    int sure_before = total_sure + ((before + incl - mine) & 0xFFFF);
-    int tie_before = total_tie + ((before + incl - mine) >> 16);
+    int chunk;
+    const int before =
+        block_exclusive_sum<kThreads>(mine, lane, warp, scan + parity * kWarps, sync, chunk);
+    int sure_before = total_sure + (before & 0xFFFF);
+    int tie_before = total_tie + (before >> 16);
 #pragma unroll
     for (int j = 0; j < kItems; ++j) {
       if (flag[j] == 1 || (flag[j] == 2 && tie_before < cut.need)) {
