@@ -1,6 +1,6 @@
 #include "hisa/indexer.hpp"
 
-#include "cpu/backends.hpp"
+#include "backends.hpp"
 #include "hisa/error.hpp"
 
 namespace hisa {

@@ -48,12 +48,13 @@ void check_common(int heads, int dim, DType dtype, const char* what) {
 
 }  // namespace
 
-void validate_prefill(const PrefillInputs& in, const SelectConfig& cfg, bool check_values) {
+void validate_prefill_shapes(const PrefillInputs& in, const SelectConfig& cfg) {
   cfg.validate();
   check_common(in.num_heads, in.head_dim, in.dtype, "prefill");
   HISA_CHECK(in.num_q >= 0 && in.num_k >= 0, "prefill: negative T or S (T = ", in.num_q, ", S = ",
              in.num_k, ")");
   HISA_CHECK(in.num_k < (int64_t(1) << 31), "prefill: S = ", in.num_k, " exceeds int32 positions");
+  HISA_CHECK(in.num_q < (int64_t(1) << 31), "prefill: T = ", in.num_q, " exceeds int32 rows");
   if (in.num_q == 0) return;
   HISA_CHECK(in.q && in.w, "prefill: q and w must be given");
   HISA_CHECK(in.num_k == 0 || in.k, "prefill: k must be given");
@@ -64,6 +65,15 @@ void validate_prefill(const PrefillInputs& in, const SelectConfig& cfg, bool che
   if (cu) {
     HISA_CHECK(in.cu_seqlens_q && in.cu_seqlens_k, "prefill: cu_seqlens_q and cu_seqlens_k go together");
     HISA_CHECK(in.num_seqs >= 1, "prefill: num_seqs must be >= 1 with cu_seqlens, got ", in.num_seqs);
+  } else {
+    HISA_CHECK(in.ks && in.ke, "prefill: ks and ke go together");
+  }
+}
+
+void validate_prefill(const PrefillInputs& in, const SelectConfig& cfg, bool check_values) {
+  validate_prefill_shapes(in, cfg);
+  if (in.num_q == 0) return;
+  if (in.cu_seqlens_q) {
     const int32_t* cq = in.cu_seqlens_q;
     const int32_t* ck = in.cu_seqlens_k;
     HISA_CHECK(cq[0] == 0 && ck[0] == 0, "prefill: cu_seqlens must start at 0 (got q ", cq[0], ", k ",
@@ -79,7 +89,6 @@ void validate_prefill(const PrefillInputs& in, const SelectConfig& cfg, bool che
                  " keys (causality needs T_b <= S_b)");
     }
   } else {
-    HISA_CHECK(in.ks && in.ke, "prefill: ks and ke go together");
     for (int64_t t = 0; t < in.num_q; ++t) {
       HISA_CHECK(in.ks[t] >= 0 && in.ks[t] <= in.ke[t] && in.ke[t] <= in.num_k, "prefill: row ", t,
                  " has ks = ", in.ks[t], ", ke = ", in.ke[t], " (need 0 <= ks <= ke <= S = ", in.num_k, ")");
@@ -124,7 +133,7 @@ std::vector<RowSpan> prefill_row_spans(const PrefillInputs& in) {
   return spans;
 }
 
-void validate_decode(const DecodeInputs& in, const SelectConfig& cfg, bool check_values) {
+void validate_decode_shapes(const DecodeInputs& in, const SelectConfig& cfg) {
   cfg.validate();
   check_common(in.num_heads, in.head_dim, in.q_dtype, "decode");
   HISA_CHECK(in.batch >= 1, "decode: batch must be >= 1, got ", in.batch);
@@ -137,6 +146,12 @@ void validate_decode(const DecodeInputs& in, const SelectConfig& cfg, bool check
     HISA_CHECK(cfg.block_size % in.page_size == 0, "decode: block_size (", cfg.block_size,
                ") must be a multiple of page_size (", in.page_size, ")");
   }
+  HISA_CHECK(int64_t(in.max_pages) * in.page_size < (int64_t(1) << 31),
+             "decode: max_pages * page_size exceeds int32 positions");
+}
+
+void validate_decode(const DecodeInputs& in, const SelectConfig& cfg, bool check_values) {
+  validate_decode_shapes(in, cfg);
   for (int b = 0; b < in.batch; ++b) {
     const int64_t len = in.seq_lens[b];
     HISA_CHECK(len >= in.next_n && len <= int64_t(in.max_pages) * in.page_size, "decode: seq_lens[", b,

@@ -17,6 +17,11 @@ struct RowSpan {
   int64_t seq_keys;   // keys of the sequence present in k (>= visible), for pooled keys
 };
 
+// Checks that read no array: the config, scalars (T, S, H, D, dtype) and which pointers are given.
+// The CUDA backend's device-pointer API runs these on the host and checks the arrays on the device.
+void validate_prefill_shapes(const PrefillInputs& in, const SelectConfig& cfg);
+void validate_decode_shapes(const DecodeInputs& in, const SelectConfig& cfg);
+
 // Shapes, dtypes, cu_seqlens / ks-ke consistency, causality (T_b <= S_b), NaN/inf in w, q, k and
 // k_scale <= 0 (host pointers only: the CUDA backend checks values on the device copy).
 void validate_prefill(const PrefillInputs& in, const SelectConfig& cfg, bool check_values = true);

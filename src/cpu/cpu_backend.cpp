@@ -11,7 +11,7 @@
 #include <exception>
 #include <map>
 
-#include "cpu/backends.hpp"
+#include "backends.hpp"
 #include "cpu/fast_kernels.hpp"
 #include "hisa/error.hpp"
 #include "hisa/validate.hpp"

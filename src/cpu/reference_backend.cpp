@@ -1,5 +1,5 @@
 // The reference as an Indexer: float64, row by row (rows in parallel; each row is plain loops).
-#include "cpu/backends.hpp"
+#include "backends.hpp"
 #include "hisa/error.hpp"
 #include "hisa/reference.hpp"
 #include "hisa/validate.hpp"

@@ -7,7 +7,7 @@
 #include <cstring>
 #include <vector>
 
-#include "cpu/backends.hpp"
+#include "backends.hpp"
 #include "cuda/common.hpp"
 #include "hisa/cuda.hpp"
 #include "hisa/error.hpp"
