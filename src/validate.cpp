@@ -1,9 +1,11 @@
 #include "hisa/validate.hpp"
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
+#include <string>
 
 #include "hisa/error.hpp"
 
@@ -12,30 +14,77 @@ namespace {
 
 bool is_qk_dtype(DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F8E4M3; }
 
-// Index of the first non-finite value of n elements of dtype t, or -1.
-int64_t first_non_finite(DType t, const void* p, int64_t n) {
-  switch (t) {
-    case DType::F32: {
-      const float* f = static_cast<const float*>(p);
-      for (int64_t i = 0; i < n; ++i)
-        if (!std::isfinite(f[i])) return i;
-      return -1;
-    }
-    case DType::BF16: {
-      const uint16_t* h = static_cast<const uint16_t*>(p);
-      for (int64_t i = 0; i < n; ++i)
-        if ((h[i] & 0x7f80) == 0x7f80) return i;
-      return -1;
-    }
-    case DType::F8E4M3: {
-      const uint8_t* b = static_cast<const uint8_t*>(p);
-      for (int64_t i = 0; i < n; ++i)
-        if ((b[i] & 0x7f) == 0x7f) return i;
-      return -1;
-    }
-    default:
-      return -1;
+// One pass over n values of dtype t: the largest magnitude and the first non-finite value. The
+// magnitude bits of every q/k dtype order like the values they encode, so the scan compares
+// integers and the decode of the largest code gives the largest |value|.
+struct ValueScan {
+  int64_t first_bad = -1;  // index of the first NaN/inf, or -1
+  double max_abs = 0;      // largest |value| (meaningless when first_bad >= 0)
+};
+
+template <class Bits>
+ValueScan scan_bits(const Bits* v, int64_t n, Bits magnitude_mask, Bits first_bad_code,
+                    double (*decode)(Bits)) {
+  Bits top = 0;
+  for (int64_t i = 0; i < n; ++i) top = std::max<Bits>(top, Bits(v[i] & magnitude_mask));
+  ValueScan r;
+  if (top >= first_bad_code) {
+    for (int64_t i = 0; i < n; ++i)
+      if (Bits(v[i] & magnitude_mask) >= first_bad_code) return {i, 0};
   }
+  r.max_abs = decode(top);
+  return r;
+}
+
+ValueScan scan_values(DType t, const void* p, int64_t n) {
+  switch (t) {
+    case DType::F32:
+      return scan_bits<uint32_t>(static_cast<const uint32_t*>(p), n, 0x7fffffffu, 0x7f800000u,
+                                 [](uint32_t b) { return double(__builtin_bit_cast(float, b)); });
+    case DType::BF16:
+      return scan_bits<uint16_t>(static_cast<const uint16_t*>(p), n, 0x7fff, 0x7f80,
+                                 [](uint16_t b) { return double(bf16_to_float(b)); });
+    case DType::F8E4M3:
+      return scan_bits<uint8_t>(static_cast<const uint8_t*>(p), n, 0x7f, 0x7f,
+                                [](uint8_t b) { return double(fp8e4m3_to_float(b)); });
+    default:
+      return {};
+  }
+}
+
+// Scans w [rows, heads]: the first non-finite entry, and the largest sum_h |w[t, h]| of a row.
+ValueScan scan_weights(const float* w, int64_t rows, int heads) {
+  ValueScan r;
+  for (int64_t t = 0; t < rows; ++t) {
+    double sum = 0;
+    for (int h = 0; h < heads; ++h) sum += std::fabs(double(w[t * heads + h]));
+    if (!std::isfinite(sum)) {
+      for (int h = 0; h < heads; ++h)
+        if (!std::isfinite(w[t * heads + h])) return {t * heads + h, 0};
+    }
+    r.max_abs = std::max(r.max_abs, sum);
+  }
+  return r;
+}
+
+// Every backend accumulates scores in fp32. Any product or partial sum a backend forms from q, k,
+// k_scale and w is at most terms * max(1, max|q|) * max(1, max|k|) * max(1, max k_scale) *
+// max(1, max_t sum_h |w[t, h]|), with terms = max(D, B): a dot product sums D products, a score
+// sums H weighted dot products (bounded through sum_h |w|) times a key scale, a pooled key sums B
+// scaled keys. Each factor is taken at least 1 so that the bound holds whatever order a backend
+// multiplies in. A sixteenth of FLT_MAX leaves room for rounding; real indexer inputs (fp8 values
+// <= 448, weights near 1) stay below 1e12.
+constexpr double kScoreLimit = double(std::numeric_limits<float>::max()) / 16;
+
+// `keys` names the key factors in the message.
+void check_score_bound(const char* what, double max_q, double max_k, double max_scale,
+                       double max_weight_sum, int64_t terms, const std::string& keys) {
+  const double bound = double(terms) * std::max(1.0, max_q) * std::max(1.0, max_k) *
+                       std::max(1.0, max_scale) * std::max(1.0, max_weight_sum);
+  HISA_CHECK(bound <= kScoreLimit, what, ": scores could overflow fp32: max|q| = ", max_q, ", ",
+             keys, ", max_t sum_h |w[t, h]| = ", max_weight_sum, " and ", terms,
+             " terms per sum bound a partial score by ", bound, " > ", kScoreLimit,
+             " (FLT_MAX / 16: every backend sums in fp32; scale q or w down)");
 }
 
 void check_common(int heads, int dim, DType dtype, const char* what) {
@@ -78,13 +127,21 @@ void validate_prefill(const PrefillInputs& in, const SelectConfig& cfg, bool che
     const int32_t* ck = in.cu_seqlens_k;
     HISA_CHECK(cq[0] == 0 && ck[0] == 0, "prefill: cu_seqlens must start at 0 (got q ", cq[0], ", k ",
                ck[0], ")");
+    // Order first, so that a bad entry is named rather than reported as a wrong total.
+    for (int b = 0; b < in.num_seqs; ++b) {
+      HISA_CHECK(cq[b + 1] >= cq[b],
+                 "prefill: cu_seqlens_q must be non-decreasing, but cu_seqlens_q[", b + 1,
+                 "] = ", cq[b + 1], " < cu_seqlens_q[", b, "] = ", cq[b]);
+      HISA_CHECK(ck[b + 1] >= ck[b],
+                 "prefill: cu_seqlens_k must be non-decreasing, but cu_seqlens_k[", b + 1,
+                 "] = ", ck[b + 1], " < cu_seqlens_k[", b, "] = ", ck[b]);
+    }
     HISA_CHECK(cq[in.num_seqs] == in.num_q, "prefill: cu_seqlens_q[N] = ", cq[in.num_seqs],
                " but q has T = ", in.num_q, " rows");
     HISA_CHECK(ck[in.num_seqs] == in.num_k, "prefill: cu_seqlens_k[N] = ", ck[in.num_seqs],
                " but k has S = ", in.num_k, " rows");
     for (int b = 0; b < in.num_seqs; ++b) {
       const int64_t tb = int64_t(cq[b + 1]) - cq[b], sb = int64_t(ck[b + 1]) - ck[b];
-      HISA_CHECK(tb >= 0 && sb >= 0, "prefill: cu_seqlens must be non-decreasing (sequence ", b, ")");
       HISA_CHECK(tb <= sb, "prefill: sequence ", b, " has T_b = ", tb, " queries but only S_b = ", sb,
                  " keys (causality needs T_b <= S_b)");
     }
@@ -95,20 +152,25 @@ void validate_prefill(const PrefillInputs& in, const SelectConfig& cfg, bool che
     }
   }
   if (!check_values) return;
-  const int64_t qn = in.num_q * in.num_heads * in.head_dim;
-  int64_t bad = first_non_finite(in.dtype, in.q, qn);
-  HISA_CHECK(bad < 0, "prefill: q has a non-finite value at flat index ", bad);
-  bad = first_non_finite(in.dtype, in.k, in.num_k * in.head_dim);
-  HISA_CHECK(bad < 0, "prefill: k has a non-finite value at flat index ", bad);
-  bad = first_non_finite(DType::F32, in.w, in.num_q * in.num_heads);
-  HISA_CHECK(bad < 0, "prefill: w has a non-finite value at row ", bad / in.num_heads, ", head ",
-             bad % in.num_heads);
+  const ValueScan q = scan_values(in.dtype, in.q, in.num_q * in.num_heads * in.head_dim);
+  HISA_CHECK(q.first_bad < 0, "prefill: q has a non-finite value at flat index ", q.first_bad);
+  const ValueScan k = scan_values(in.dtype, in.k, in.num_k * in.head_dim);
+  HISA_CHECK(k.first_bad < 0, "prefill: k has a non-finite value at flat index ", k.first_bad);
+  const ValueScan w = scan_weights(in.w, in.num_q, in.num_heads);
+  HISA_CHECK(w.first_bad < 0, "prefill: w has a non-finite value at row ",
+             w.first_bad / in.num_heads, ", head ", w.first_bad % in.num_heads);
+  float max_scale = 1.0f;
   if (in.k_scale) {
+    max_scale = 0.0f;
     for (int64_t p = 0; p < in.num_k; ++p) {
       HISA_CHECK(std::isfinite(in.k_scale[p]) && in.k_scale[p] > 0.0f, "prefill: k_scale[", p, "] = ",
                  in.k_scale[p], " (scales must be finite and > 0)");
+      max_scale = std::max(max_scale, in.k_scale[p]);
     }
   }
+  check_score_bound("prefill", q.max_abs, k.max_abs, max_scale, w.max_abs,
+                    std::max(in.head_dim, cfg.has_blocks() ? cfg.block_size : 0),
+                    detail::concat("max|k| = ", k.max_abs, ", max k_scale = ", max_scale));
 }
 
 std::vector<RowSpan> prefill_row_spans(const PrefillInputs& in) {
@@ -166,11 +228,17 @@ void validate_decode(const DecodeInputs& in, const SelectConfig& cfg, bool check
   }
   if (!check_values) return;
   const int64_t rows = int64_t(in.batch) * in.next_n;
-  int64_t bad = first_non_finite(in.q_dtype, in.q, rows * in.num_heads * in.head_dim);
-  HISA_CHECK(bad < 0, "decode: q has a non-finite value at flat index ", bad);
-  bad = first_non_finite(DType::F32, in.w, rows * in.num_heads);
-  HISA_CHECK(bad < 0, "decode: w has a non-finite value at row ", bad / in.num_heads, ", head ",
-             bad % in.num_heads);
+  const ValueScan q = scan_values(in.q_dtype, in.q, rows * in.num_heads * in.head_dim);
+  HISA_CHECK(q.first_bad < 0, "decode: q has a non-finite value at flat index ", q.first_bad);
+  const ValueScan w = scan_weights(in.w, rows, in.num_heads);
+  HISA_CHECK(w.first_bad < 0, "decode: w has a non-finite value at row ",
+             w.first_bad / in.num_heads, ", head ", w.first_bad % in.num_heads);
+  // The cache's fp8 values are at most 448 in magnitude. Its scales are not scanned here (that
+  // would read every page of every request); a backend that reads a scale too large for fp32 sums
+  // must refuse the call itself (the fast CPU backend checks its scores).
+  check_score_bound("decode", q.max_abs, 448.0, 1.0, w.max_abs,
+                    std::max(in.head_dim, cfg.has_blocks() ? cfg.block_size : 0),
+                    "cache keys at most 448 (fp8) with scale 1");
 }
 
 }  // namespace hisa

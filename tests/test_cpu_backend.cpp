@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cpu/fast_kernels.hpp"
+#include "cpu/threads.hpp"
 #include "hisa/indexer.hpp"
 #include "hisa/pooled.hpp"
 #include "testing.hpp"
@@ -358,6 +359,16 @@ TEST(CpuBackend, PrefillInputErrorsAreClear) {
   in.cu_seqlens_k = cu_k.data();
   expect_error(run(in, cfg), "T_b = 10 queries but only S_b = 5 keys");
 
+  // A decreasing entry is named, even where the total is wrong too.
+  in = data.inputs();
+  cu_k = {0, 400, 350};
+  in.cu_seqlens_k = cu_k.data();
+  expect_error(run(in, cfg), "cu_seqlens_k[2] = 350 < cu_seqlens_k[1] = 400");
+  in = data.inputs();
+  cu_q = {0, 12, 11};
+  in.cu_seqlens_q = cu_q.data();
+  expect_error(run(in, cfg), "cu_seqlens_q[2] = 11 < cu_seqlens_q[1] = 12");
+
   in = data.inputs();
   std::vector<float> w = data.w;
   w[3 * spec.num_heads + 2] = std::numeric_limits<float>::quiet_NaN();
@@ -415,7 +426,130 @@ TEST(CpuBackend, DecodeInputErrorsAreClear) {
       "request 1 has old_lens = 300 > new_lens = 200");
 }
 
+// ---- Empty batches and inputs too large for fp32 sums ----
+
+TEST(CpuBackend, EmptyBatchGivesEmptyOutputs) {
+  PrefillSpec spec;
+  spec.seq_keys = {300};
+  spec.seq_queries = {4};
+  auto data = test::make_prefill(spec);
+  for (const char* device : {"reference", "cpu"}) {
+    auto backend = make_indexer(device);
+    for (Method m : kMethods) {
+      SCOPED_TRACE(std::string(device) + " " + method_name(m));
+      PrefillInputs in = data.inputs();
+      in.num_q = 0;  // T = 0 rows: the outputs have no rows, so no pointers are needed
+      std::vector<int32_t> cu_q = {0, 0}, cu_k = {0, 300};
+      in.cu_seqlens_q = cu_q.data();
+      in.cu_seqlens_k = cu_k.data();
+      EXPECT_NO_THROW(backend->select_prefill(in, small_config(m), {}));
+      in = data.inputs(true);  // ks/ke form
+      in.num_q = 0;
+      EXPECT_NO_THROW(backend->select_prefill(in, small_config(m), {}));
+    }
+  }
+}
+
+// Scales every value of an F32 case by 2^e: exact, so the sets stay those of the original case.
+void scale_f32(std::vector<uint8_t>& bytes, float factor) {
+  for (size_t i = 0; i + 4 <= bytes.size(); i += 4) {
+    float v;
+    std::memcpy(&v, &bytes[i], 4);
+    v *= factor;
+    std::memcpy(&bytes[i], &v, 4);
+  }
+}
+
+TEST(CpuBackend, InputsWhoseScoresOverflowFp32AreRefusedByEveryBackend) {
+  PrefillSpec spec;
+  spec.exact = true;
+  spec.seq_keys = {700};
+  spec.seq_queries = {12};
+  spec.seed = 811;
+  auto data = test::make_prefill(spec);
+  // Large but representable: q and k times 2^40 keep every sum exact (bound about 1e29).
+  scale_f32(data.q, 0x1p40f);
+  scale_f32(data.k, 0x1p40f);
+  for (Method m : kMethods) {
+    const SelectConfig cfg = small_config(m);
+    const auto sel = test::run_prefill(*cpu_indexer(), data.inputs(), cfg);
+    EXPECT_EQ(test::judge_prefill(data.inputs(), cfg, sel, true), "") << method_name(m);
+  }
+  // One q value near FLT_MAX: fp32 dot products would overflow.
+  const float huge = 3e38f;
+  std::memcpy(&data.q[4 * 77], &huge, 4);
+  for (const char* device : {"reference", "cpu"})
+    for (Method m : kMethods)
+      expect_error(
+          [&] { test::run_prefill(*make_indexer(device), data.inputs(), small_config(m)); },
+          "prefill: scores could overflow fp32: max|q| = 3e+38");
+}
+
+TEST(CpuBackend, DecodeScoresThatOverflowFp32AreRefused) {
+  // The cache's scales are read where the keys are, not scanned up front: a scale near FLT_MAX
+  // passes the input checks, and the cpu backend refuses the scores it makes.
+  DecodeSpec spec;
+  spec.seq_lens = {900, 500};
+  spec.seed = 812;
+  auto data = test::make_decode(spec);
+  const int32_t page = data.block_table[2];  // request 0, tokens 128..191
+  for (int i = 0; i < spec.page_size; ++i) {
+    const float huge = 3e38f;
+    std::memcpy(&data.kv_cache[size_t(page * page_bytes(spec.page_size, spec.head_dim) +
+                                      spec.page_size * spec.head_dim + 4 * i)],
+                &huge, 4);
+  }
+  data.pool(64);
+  for (Method m : {Method::Flat, Method::Hisa})
+    expect_error([&] { test::run_decode(*cpu_indexer(), data.inputs(), small_config(m)); },
+                 "overflowed fp32");
+}
+
+// ---- Threads ----
+
+TEST(CpuBackend, SmallCallsRunOnTheCallingThread) {
+  // A thread team costs a time slice wherever another process holds a core: small calls run on
+  // one thread, large ones on all.
+  DecodeInputs in;
+  in.num_heads = 64;
+  in.head_dim = 128;
+  in.batch = 1;
+  const int32_t short_len[] = {1024}, long_lens[] = {131072, 131072, 131072, 131072};
+  in.seq_lens = short_len;
+  const SelectConfig flat = make_config(Method::Flat, 128, 64, 2048);
+  const SelectConfig hisa = make_config(Method::Hisa, 128, 64, 2048);
+  EXPECT_EQ(cpu::threads_for_work(cpu::decode_work(in, flat)), 1);
+  EXPECT_EQ(cpu::threads_for_work(cpu::decode_work(in, hisa)), 1);
+  in.batch = 4;
+  in.seq_lens = long_lens;
+  EXPECT_EQ(cpu::threads_for_work(cpu::decode_work(in, flat)), omp_get_max_threads());
+  EXPECT_EQ(cpu::threads_for_work(cpu::decode_work(in, hisa)), omp_get_max_threads());
+
+  PrefillSpec spec;  // 8 heads
+  spec.seq_keys = {1000};
+  spec.seq_queries = {8};
+  const auto data = test::make_prefill(spec);
+  const PrefillInputs pin = data.inputs();
+  EXPECT_EQ(cpu::threads_for_work(cpu::prefill_work(pin, flat, prefill_row_spans(pin))), 1);
+  // The last 256 queries of a 16K-token prefill are large.
+  PrefillInputs big = pin;
+  const int32_t cu_q[] = {0, 256}, cu_k[] = {0, 16384};
+  big.num_q = 256;
+  big.num_k = 16384;
+  big.cu_seqlens_q = cu_q;
+  big.cu_seqlens_k = cu_k;
+  EXPECT_EQ(cpu::threads_for_work(cpu::prefill_work(big, hisa, prefill_row_spans(big))),
+            omp_get_max_threads());
+}
+
 // ---- Determinism ----
+
+// Lowers the work threshold to 0 for a test's lifetime, so that small cases run the threaded paths.
+struct ForceThreads {
+  double saved = cpu::parallel_work();
+  ForceThreads() { cpu::parallel_work() = 0; }
+  ~ForceThreads() { cpu::parallel_work() = saved; }
+};
 
 TEST(CpuBackend, DeterministicAcrossRunsAndThreadCounts) {
   PrefillSpec spec;
@@ -433,6 +567,7 @@ TEST(CpuBackend, DeterministicAcrossRunsAndThreadCounts) {
   dec.pool(64);
   auto cpu = cpu_indexer();
   const int threads = omp_get_max_threads();
+  ForceThreads force;
   for (Method m : kMethods) {
     const SelectConfig cfg = small_config(m);
     omp_set_num_threads(2);
@@ -469,6 +604,7 @@ TEST(CpuBackend, SingleGroupCallsSplitTheirScoringOverThreads) {
   dec.pool(64);
   auto cpu = cpu_indexer();
   const int threads = omp_get_max_threads();
+  ForceThreads force;
   for (Method m : kMethods) {
     const SelectConfig cfg = small_config(m);
     omp_set_num_threads(2);

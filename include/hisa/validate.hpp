@@ -22,14 +22,22 @@ struct RowSpan {
 void validate_prefill_shapes(const PrefillInputs& in, const SelectConfig& cfg);
 void validate_decode_shapes(const DecodeInputs& in, const SelectConfig& cfg);
 
-// Shapes, dtypes, cu_seqlens / ks-ke consistency, causality (T_b <= S_b), NaN/inf in w, q, k and
-// k_scale <= 0 (host pointers only: the CUDA backend checks values on the device copy).
+// Shapes, dtypes, cu_seqlens / ks-ke consistency (the first decreasing entry is named),
+// causality (T_b <= S_b); with check_values also NaN/inf in w, q, k, k_scale <= 0, and inputs
+// whose scores could overflow fp32 sums: every backend refuses (the float64 reference too, so
+// that all backends accept the same inputs) when max(D, B) * max(1, max|q|) * max(1, max|k|) *
+// max(1, max k_scale) * max(1, max_t sum_h |w[t, h]|) exceeds FLT_MAX / 16 (one pass over the
+// inputs). T = 0 is a valid, empty call. Host pointers only.
 void validate_prefill(const PrefillInputs& in, const SelectConfig& cfg, bool check_values = true);
 // Row spans of every query row (host pointers).
 std::vector<RowSpan> prefill_row_spans(const PrefillInputs& in);
 
 // Shapes, next_n in 1..4, seq_lens in [next_n, max_pages * page_size], block_table entries in
-// [0, num_pages) for every page a request uses, B a multiple of page_size for hisa/block, NaN/inf.
+// [0, num_pages) for every page a request uses, B a multiple of page_size for hisa/block; with
+// check_values NaN/inf in q and w, and the fp32 bound of validate_prefill with the cache's keys
+// at the fp8 maximum 448 and scale 1. The cache's scales are not scanned (that would read every
+// page): the fast CPU backend refuses a call whose scores overflow fp32; the reference computes
+// such calls in float64.
 void validate_decode(const DecodeInputs& in, const SelectConfig& cfg, bool check_values = true);
 
 }  // namespace hisa

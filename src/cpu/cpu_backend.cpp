@@ -7,12 +7,15 @@
 // an O(S) buffer per row and select with the exact (score desc, position asc) order.
 #include <omp.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <exception>
+#include <limits>
 #include <map>
 
 #include "backends.hpp"
 #include "cpu/fast_kernels.hpp"
+#include "cpu/threads.hpp"
 #include "hisa/error.hpp"
 #include "hisa/validate.hpp"
 
@@ -38,7 +41,17 @@ struct Call {
   int num_heads, head_dim;
   DType q_dtype;
   const SelectOutputs& out;
+  int threads;  // threads_for_work of the whole call
 };
+
+// Throws when a score overflowed fp32 (the microkernel lets inf and NaN through its ReLU). The
+// shared input checks bound prefill inputs so that this cannot happen; in decode a cache scale
+// (not scanned up front) can still be too large.
+void check_score(float score, int64_t row, const char* what) {
+  HISA_CHECK(std::fabs(score) <= std::numeric_limits<float>::max(), "cpu backend: a ", what,
+             " score of row ", row, " overflowed fp32 (", score,
+             "): the inputs (q, w or the key scales) are too large for fp32 sums");
+}
 
 // Scratch of one thread, reused across the groups it runs.
 struct Workspace {
@@ -55,9 +68,9 @@ struct Workspace {
 // Runs fn(i, ws) for i < n on the OpenMP threads, one Workspace per thread; rethrows the first
 // error (an exception must not leave an OpenMP region).
 template <class Fn>
-void parallel_for(int64_t n, int head_dim, const Fn& fn) {
+void parallel_for(int64_t n, int head_dim, int threads, const Fn& fn) {
   std::exception_ptr error;
-#pragma omp parallel if (n > 1)
+#pragma omp parallel num_threads(threads) if (n > 1 && threads > 1)
   {
     Workspace ws(head_dim);
 #pragma omp for schedule(dynamic, 1)
@@ -76,13 +89,14 @@ void parallel_for(int64_t n, int head_dim, const Fn& fn) {
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Runs fn(i, tile_buffer) for i < n. A call with a single group (one decode request, a short
-// prefill) runs outside any active parallel region: then the tasks spread over the threads. Inside
-// a team they run in order on the calling thread. Scores land in disjoint slots either way, so
-// the output does not depend on the split.
+// prefill) runs outside any active parallel region: then the tasks spread over the call's threads.
+// Inside a team they run in order on the calling thread. Scores land in disjoint slots either way,
+// so the output does not depend on the split.
 template <class Fn>
-void for_each_task(int64_t n, int head_dim, Workspace& ws, const Fn& fn) {
-  if (n > 1 && !omp_in_parallel() && omp_get_max_threads() > 1) {
-    parallel_for(n, head_dim, [&](int64_t i, Workspace& local) { fn(i, local.tile); });
+void for_each_task(int64_t n, const Call& call, Workspace& ws, const Fn& fn) {
+  if (n > 1 && !omp_in_parallel() && call.threads > 1) {
+    parallel_for(n, call.head_dim, call.threads,
+                 [&](int64_t i, Workspace& local) { fn(i, local.tile); });
   } else {
     for (int64_t i = 0; i < n; ++i) fn(i, ws.tile);
   }
@@ -94,12 +108,11 @@ template <class Keys>
 void score_range_tasks(const Keys& keys, int64_t p0, int64_t p1, const PackedQuery* rows, int nrows,
                        float* const* out, const Call& call, Workspace& ws) {
   const int chunks = cpu::head_chunks(call.num_heads);
-  for_each_task(ceil_div(p1 - p0, kTaskKeys), call.head_dim, ws,
-                [&](int64_t i, cpu::TileBuffer& tile) {
-                  const int64_t a = p0 + i * kTaskKeys;
-                  cpu::score_range(keys, a, std::min(a + kTaskKeys, p1), rows, nrows, out,
-                                   call.head_dim, chunks, tile);
-                });
+  for_each_task(ceil_div(p1 - p0, kTaskKeys), call, ws, [&](int64_t i, cpu::TileBuffer& tile) {
+    const int64_t a = p0 + i * kTaskKeys;
+    cpu::score_range(keys, a, std::min(a + kTaskKeys, p1), rows, nrows, out, call.head_dim, chunks,
+                     tile);
+  });
 }
 
 // Chooses blocks for each row (SEMANTICS.md 4.4): all eligible blocks when J <= m, else the forced
@@ -130,8 +143,10 @@ void choose_blocks(const QueryRow* rows, int nrows, const PackedQuery* packed,
     const int r = need_row[i];
     const int64_t J = ceil_div(rows[r].visible, cfg.block_size);
     ws.ranks.clear();
-    for (int64_t j = cfg.sink_blocks; j < J - cfg.local_blocks; ++j)
+    for (int64_t j = cfg.sink_blocks; j < J - cfg.local_blocks; ++j) {
+      check_score(out[i][j], rows[r].out_row, "block");
       ws.ranks.push_back(cpu::rank_key(out[i][j], int32_t(j)));
+    }
     cpu::top_positions(ws.ranks, cfg.top_blocks - cfg.sink_blocks - cfg.local_blocks,
                        ws.rank_scratch, ws.picked);
     std::vector<int32_t>& c = ws.chosen[r];
@@ -176,7 +191,7 @@ void score_candidates(const QueryRow* rows, const int* need_row, int nneed,
                         ws.union_blocks.end());
   const int64_t B = call.cfg.block_size;
   const std::vector<int32_t>& blocks = ws.union_blocks;
-  for_each_task(int64_t(blocks.size()), D, ws, [&](int64_t u, cpu::TileBuffer& tile) {
+  for_each_task(int64_t(blocks.size()), call, ws, [&](int64_t u, cpu::TileBuffer& tile) {
     const int32_t j = blocks[size_t(u)];
     if (size_t(u) + 1 < blocks.size())  // score_range prefetches within a block, this across
       keys.prefetch(blocks[size_t(u) + 1] * B, int(std::min<int64_t>(B, cpu::kTileKeys)));
@@ -252,7 +267,10 @@ void select_group(const QueryRow* rows, int nrows, const Keys& keys, const Dense
       const float* s = ws.scores.data() + i * stride;
       ws.ranks.clear();
       for_each_candidate_range(rows[r], ws.chosen[r], cfg, [&](int64_t p0, int64_t p1) {
-        for (int64_t p = p0; p < p1; ++p) ws.ranks.push_back(cpu::rank_key(s[p], int32_t(p)));
+        for (int64_t p = p0; p < p1; ++p) {
+          check_score(s[p], rows[r].out_row, "token");
+          ws.ranks.push_back(cpu::rank_key(s[p], int32_t(p)));
+        }
       });
       cpu::top_positions(ws.ranks, cfg.topk, ws.rank_scratch, ws.picked);
       std::copy(ws.picked.begin(), ws.picked.end(), idx);
@@ -272,8 +290,8 @@ class CpuIndexer final : public Indexer {
   void select_prefill(const PrefillInputs& in, const SelectConfig& cfg,
                       const SelectOutputs& out) override {
     validate_prefill(in, cfg);
+    if (in.num_q == 0) return;  // an empty batch: nothing to write
     HISA_CHECK(out.indices, "select_prefill: out.indices must be given");
-    if (in.num_q == 0) return;
     const int D = in.head_dim;
     const size_t esz = dtype_size(in.dtype);
     const std::vector<RowSpan> spans = prefill_row_spans(in);
@@ -315,15 +333,16 @@ class CpuIndexer final : public Indexer {
       return DenseKeys{in.dtype, static_cast<const uint8_t*>(in.k) + size_t(start) * D * esz,
                        in.k_scale ? in.k_scale + start : nullptr, D};
     };
-    parallel_for(total_blocks, D, [&](int64_t i, Workspace& ws) {
+    const int threads = cpu::threads_for_work(cpu::prefill_work(in, cfg, spans));
+    parallel_for(total_blocks, D, threads, [&](int64_t i, Workspace& ws) {
       const size_t q = size_t(block_seq[size_t(i)]);
       cpu::pool_block(seq_keys(seqs[q].key_start), i - seq_offset[q], cfg.block_size, D,
                       cfg.pooling, pooled.data() + i * D, ws.tile);
     });
 
-    const Call call{cfg, in.num_heads, D, in.dtype, out};
+    const Call call{cfg, in.num_heads, D, in.dtype, out, threads};
     const size_t q_row = size_t(in.num_heads) * D * esz;
-    parallel_for(int64_t(groups.size()), D, [&](int64_t g, Workspace& ws) {
+    parallel_for(int64_t(groups.size()), D, threads, [&](int64_t g, Workspace& ws) {
       const auto [first, count] = groups[size_t(g)];
       QueryRow rows[kMaxGroup];
       for (int r = 0; r < count; ++r) {
@@ -357,9 +376,9 @@ class CpuIndexer final : public Indexer {
                    " has ", complete, " complete blocks of ", cfg.block_size, " tokens");
       }
     }
-    const Call call{cfg, H, D, in.q_dtype, out};
+    const Call call{cfg, H, D, in.q_dtype, out, cpu::threads_for_work(cpu::decode_work(in, cfg))};
     const size_t q_row = size_t(H) * D * dtype_size(in.q_dtype);
-    parallel_for(in.batch, D, [&](int64_t b, Workspace& ws) {
+    parallel_for(in.batch, D, call.threads, [&](int64_t b, Workspace& ws) {
       const int64_t len = in.seq_lens[b];
       QueryRow rows[kMaxGroup];
       for (int j = 0; j < in.next_n; ++j) {
@@ -376,6 +395,43 @@ class CpuIndexer final : public Indexer {
 };
 
 }  // namespace
+
+namespace cpu {
+namespace {
+
+// Key scores of a row with causal end e (see prefill_work).
+double row_key_scores(int64_t visible, const SelectConfig& cfg) {
+  if (cfg.method == Method::Flat) return double(visible);
+  const int64_t J = ceil_div(visible, cfg.block_size);
+  const double blocks = J > cfg.top_blocks ? double(J) : 0.0;
+  if (cfg.method == Method::Block) return blocks;
+  return blocks + double(std::min<int64_t>(visible, int64_t(cfg.top_blocks) * cfg.block_size));
+}
+
+}  // namespace
+
+double prefill_work(const PrefillInputs& in, const SelectConfig& cfg,
+                    const std::vector<RowSpan>& spans) {
+  double scores = 0, pooled_keys = 0;
+  std::map<int64_t, int64_t> pooled_seqs;  // key_start -> seq_keys, of sequences that pool
+  for (const RowSpan& s : spans) {
+    scores += row_key_scores(s.visible, cfg);
+    if (cfg.has_blocks() && ceil_div(s.visible, cfg.block_size) > cfg.top_blocks)
+      pooled_seqs.emplace(s.key_start, s.seq_keys);
+  }
+  for (const auto& [start, keys] : pooled_seqs) pooled_keys += double(keys);
+  return (scores * in.num_heads + pooled_keys) * in.head_dim;
+}
+
+double decode_work(const DecodeInputs& in, const SelectConfig& cfg) {
+  double scores = 0;
+  for (int b = 0; b < in.batch; ++b)
+    for (int j = 0; j < in.next_n; ++j)
+      scores += row_key_scores(int64_t(in.seq_lens[b]) - in.next_n + j + 1, cfg);
+  return scores * in.num_heads * in.head_dim;
+}
+
+}  // namespace cpu
 
 std::unique_ptr<Indexer> make_cpu_indexer() { return std::make_unique<CpuIndexer>(); }
 

@@ -54,7 +54,9 @@ inline int64_t fp8_to_float_avx2(const uint8_t* src, float* dst, int64_t n, bool
 // 2 * NK accumulators (12 for NK = 6, plus 2 query vectors and a broadcast: 15 of 16 ymm
 // registers); each d step costs 8 loads for 12 FMAs, so the loop is FMA-bound. The ReLU-weight-sum
 // epilogue folds each chunk into one 8-lane partial per key; lanes are summed once at the end,
-// always in the same order.
+// always in the same order. The ReLU is max(0, x) with x second: maxps returns its second operand
+// when one is NaN, so a dot product that overflowed to NaN reaches the score (which the backend
+// checks) instead of becoming 0.
 #if defined(__AVX2__) && defined(__FMA__)
 inline float hsum(__m256 v) {
   const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -83,8 +85,8 @@ void score_slab(const float* keys, int D, const PackedQuery& q, int chunks, floa
     const __m256 w0 = _mm256_loadu_ps(q.w + c * kHeadLanes);
     const __m256 w1 = _mm256_loadu_ps(q.w + c * kHeadLanes + 8);
     for (int i = 0; i < NK; ++i) {
-      part[i] = _mm256_fmadd_ps(_mm256_max_ps(lo[i], zero), w0, part[i]);
-      part[i] = _mm256_fmadd_ps(_mm256_max_ps(hi[i], zero), w1, part[i]);
+      part[i] = _mm256_fmadd_ps(_mm256_max_ps(zero, lo[i]), w0, part[i]);
+      part[i] = _mm256_fmadd_ps(_mm256_max_ps(zero, hi[i]), w1, part[i]);
     }
   }
   for (int i = 0; i < NK; ++i) out[i] = hsum(part[i]);
@@ -137,7 +139,7 @@ HISA_AVX512 inline void chunks_avx512(const float* keys, int D, const float* qt,
   for (int c = 0; c < NC; ++c) {
     const __m512 wv = _mm512_loadu_ps(w + c * kHeadLanes);
     for (int i = 0; i < NK; ++i)
-      part[i] = _mm512_fmadd_ps(_mm512_maskz_max_ps(0xffff, acc[c][i], zero), wv, part[i]);
+      part[i] = _mm512_fmadd_ps(_mm512_maskz_max_ps(0xffff, zero, acc[c][i]), wv, part[i]);
   }
 }
 

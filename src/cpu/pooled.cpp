@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cpu/fast_kernels.hpp"
+#include "cpu/threads.hpp"
 #include "hisa/error.hpp"
 
 namespace hisa {
@@ -44,7 +45,10 @@ void update_pooled_keys(const DecodeInputs& cache, const int32_t* old_lens, cons
 
   std::exception_ptr error;
   const int64_t n = int64_t(todo.size());
-#pragma omp parallel if (n > 1)
+  // An incremental update completes a block or so per request: below the work threshold it runs
+  // on the calling thread (B * D additions a block).
+  const int threads = cpu::threads_for_work(double(n) * block_size * D);
+#pragma omp parallel num_threads(threads) if (n > 1 && threads > 1)
   {
     cpu::TileBuffer buf(D);
 #pragma omp for schedule(dynamic, 4)

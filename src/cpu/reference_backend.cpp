@@ -22,9 +22,11 @@ class ReferenceIndexer final : public Indexer {
   }
 
  private:
-  static void run(const std::vector<reference::Row>& rows, const SelectConfig& cfg, const SelectOutputs& out) {
-    HISA_CHECK(out.indices, "select: out.indices must be given");
+  static void run(const std::vector<reference::Row>& rows, const SelectConfig& cfg,
+                  const SelectOutputs& out) {
     const int64_t n = int64_t(rows.size());
+    if (n == 0) return;  // an empty batch: nothing to write
+    HISA_CHECK(out.indices, "select: out.indices must be given");
     const int width = cfg.out_width();
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t t = 0; t < n; ++t) {

@@ -61,8 +61,8 @@ class CudaIndexer final : public Indexer {
                       const SelectOutputs& out) override {
     check_method(cfg);
     validate_prefill(in, cfg, true);
+    if (in.num_q == 0) return;  // an empty batch: nothing to write
     HISA_CHECK(out.indices, "select: out.indices must be given");
-    if (in.num_q == 0) return;
     const size_t esz = dtype_size(in.dtype);
     const int64_t T = in.num_q, S = in.num_k;
     PrefillInputs d = in;
