@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -10,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "hisa/indexer.hpp"
 #include "hisa/io.hpp"
 #include "hisa/workloads.hpp"
 
@@ -150,9 +152,95 @@ TEST(Cli, BenchRunsAndReportsRatios) {
                          (dir / "bench.json").string());
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_THAT(r.out, ::testing::HasSubstr("vs flat"));
+  EXPECT_THAT(r.out, ::testing::HasSubstr("min .. max"));
   nlohmann::json j;
   std::ifstream(dir / "bench.json") >> j;
   EXPECT_GE(j["results"].size(), 8u);
+  for (const auto& cell : j["results"]) {
+    if (!cell["note"].get<std::string>().empty()) continue;
+    EXPECT_LE(cell["min_s"].get<double>(), cell["median_s"].get<double>());
+    EXPECT_LE(cell["median_s"].get<double>(), cell["max_s"].get<double>());
+    EXPECT_TRUE(cell.contains("p10_s") && cell.contains("p90_s"));
+  }
+}
+
+TEST(Cli, JsonThatCannotBeWrittenFailsBeforeTheWork) {
+  const fs::path dir = temp_dir();
+  const std::string small = " --context 2048 --queries 16 --heads 32 --topk 256 --top-blocks 8";
+  const std::string runs[] = {
+      "eval -q" + small, "bench --repeats 1 --devices cpu --decode-context 4096 --batch 1" + small,
+      "demo --device cpu --context 4096 --queries 16 --batch 1"};
+  for (const std::string& run : runs) {
+    SCOPED_TRACE(run);
+    // A folder that does not exist, and a file in place of the folder.
+    CliRun r = hisa_cli(run + " --json " + (dir / "missing" / "out.json").string());
+    EXPECT_EQ(r.code, 1) << r.out;
+    EXPECT_THAT(r.out, ::testing::HasSubstr("--json: cannot write"));
+    EXPECT_THAT(r.out, ::testing::HasSubstr("does not exist"));
+    EXPECT_THAT(r.out, ::testing::Not(::testing::HasSubstr("[1/")));  // refused before any step
+    std::ofstream(dir / "file") << "x";
+    r = hisa_cli(run + " --json " + (dir / "file" / "out.json").string());
+    EXPECT_EQ(r.code, 1) << r.out;
+    EXPECT_THAT(r.out, ::testing::HasSubstr("is not a folder"));
+    // A write that fails after the work (a full device).
+    r = hisa_cli(run + " --json /dev/full");
+    EXPECT_EQ(r.code, 1) << r.out;
+    EXPECT_THAT(r.out, ::testing::HasSubstr("--json: error writing '/dev/full'"));
+  }
+}
+
+TEST(Cli, DemoOnCudaWithoutAGpuIsRefusedAtOnce) {
+  if (cuda_available()) GTEST_SKIP() << "a GPU is present";
+  const auto t0 = std::chrono::steady_clock::now();
+  const CliRun r = hisa_cli("demo --device cuda");
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_THAT(r.out, ::testing::HasSubstr("cuda"));
+  EXPECT_THAT(r.out, ::testing::Not(::testing::HasSubstr("prefill")));
+  EXPECT_LT(seconds, 5.0) << r.out;
+}
+
+TEST(Cli, SelectOnAnEmptyBatchWritesEmptyOutputs) {
+  const fs::path dir = temp_dir();
+  Case c = exact_case(300, 0, 2, 3);  // T = 0 query rows
+  save_case((dir / "empty.safetensors").string(), c);
+  for (const char* dev : {"reference", "cpu"}) {
+    for (const char* method : {"flat", "hisa", "block"}) {
+      SCOPED_TRACE(std::string(dev) + " " + method);
+      const fs::path out = dir / "empty_out.safetensors";
+      const CliRun r = hisa_cli("select -i " + (dir / "empty.safetensors").string() + " -o " +
+                                out.string() + " --device " + dev + " --method " + method +
+                                " --block-size 64 --top-blocks 4 --topk 100");
+      ASSERT_EQ(r.code, 0) << r.out;
+      const auto t = read_safetensors(out.string());
+      ASSERT_TRUE(t.count("indices"));
+      EXPECT_EQ(t.at("indices").shape,
+                (std::vector<int64_t>{0, std::string(method) == "block" ? 256 : 100}));
+      if (std::string(method) != "flat")
+        EXPECT_EQ(t.at("blocks").shape, (std::vector<int64_t>{0, 4}));
+    }
+  }
+}
+
+TEST(Cli, SelectWarnsBeforeALargeOutput) {
+  const fs::path dir = temp_dir();
+  save_case((dir / "c11.safetensors").string(), exact_case(300, 11, 2, 5));
+  const std::string in = " -i " + (dir / "c11.safetensors").string() + " -o /dev/null --device cpu";
+  // 11 rows of m * B = 6.4M indices, plus 11 x 100000 blocks: 286 MB.
+  CliRun r = hisa_cli("select" + in + " --method block --block-size 64 --top-blocks 100000");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out,
+              ::testing::HasSubstr("warning: the output will be 286 MB (indices [11, 6400000] and "
+                                   "blocks [11, 100000] int32)"));
+  r = hisa_cli("select" + in + " --method block --block-size 64 --top-blocks 4");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, ::testing::Not(::testing::HasSubstr("warning")));
+  // An output folder that does not exist is refused before the case is read.
+  r = hisa_cli("select -i " + (dir / "c11.safetensors").string() + " -o " +
+               (dir / "no" / "o.safetensors").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, ::testing::HasSubstr("--output: cannot write"));
 }
 
 }  // namespace

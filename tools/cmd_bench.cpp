@@ -1,6 +1,5 @@
 // hisa bench: timings of each method and backend, as ratios against flat measured in the same run.
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -33,8 +32,8 @@ void print_table(const std::vector<Row>& rows, const std::string& mode) {
   for (const Row& r : rows)
     if (r.t.mode == mode && r.t.method == "flat" && r.note.empty()) flat[r.t.device] = r.t.median_s;
   const double ref = flat.count("reference") ? flat["reference"] : 0.0;
-  std::printf("%-9s %-7s %-6s %11s %11s %12s %10s\n", "device", "mode", "method", "median", "vs flat",
-              "vs ref flat", "GFLOP/s");
+  std::printf("%-9s %-7s %-6s %11s %21s %11s %12s %10s\n", "device", "mode", "method", "median",
+              "min .. max", "vs flat", "vs ref flat", "GFLOP/s");
   for (const Row& r : rows) {
     if (r.t.mode != mode) continue;
     if (!r.note.empty()) {
@@ -45,8 +44,14 @@ void print_table(const std::vector<Row>& rows, const std::string& mode) {
     char vs_flat[32] = "-", vs_ref[32] = "-";
     if (f > 0) std::snprintf(vs_flat, sizeof vs_flat, "%.2fx", f / r.t.median_s);
     if (ref > 0 && r.t.device != "reference") std::snprintf(vs_ref, sizeof vs_ref, "%.1fx", ref / r.t.median_s);
-    std::printf("%-9s %-7s %-6s %11s %11s %12s %10.1f\n", r.t.device.c_str(), mode.c_str(), r.t.method.c_str(),
-                fmt_seconds(r.t.median_s).c_str(), vs_flat, vs_ref, r.t.gflop / r.t.median_s);
+    const std::string range = fmt_seconds(r.t.min_s) + " .. " + fmt_seconds(r.t.max_s);
+    std::printf("%-9s %-7s %-6s %11s %21s %11s %12s %10.1f\n", r.t.device.c_str(), mode.c_str(),
+                r.t.method.c_str(), fmt_seconds(r.t.median_s).c_str(), range.c_str(), vs_flat,
+                vs_ref, r.t.gflop / r.t.median_s);
+  }
+  for (const Row& r : rows) {
+    const std::string warning = r.t.mode == mode && r.note.empty() ? spread_warning(r.t) : "";
+    if (!warning.empty()) std::printf("%s\n", warning.c_str());
   }
   if (ref > 0) std::printf("(the float64 reference is the oracle, timed on one call; the others: median of the repeats)\n");
   if (flat.count("cuda"))
@@ -55,6 +60,7 @@ void print_table(const std::vector<Row>& rows, const std::string& mode) {
 }
 
 void run_bench(BenchArgs a) {
+  if (!a.json.empty()) check_writable(a.json, "--json");
   if (a.devices.empty()) {
     a.devices = {"reference", "cpu"};
     if (cuda_available()) a.devices.push_back("cuda");
@@ -147,11 +153,19 @@ void run_bench(BenchArgs a) {
   }
 
   for (const Row& r : rows)
-    j["results"].push_back({{"device", r.t.device}, {"mode", r.t.mode}, {"method", r.t.method},
-                            {"median_s", r.t.median_s}, {"min_s", r.t.min_s}, {"repeats", r.t.repeats},
-                            {"gflop", r.t.gflop}, {"note", r.note}});
+    j["results"].push_back({{"device", r.t.device},
+                            {"mode", r.t.mode},
+                            {"method", r.t.method},
+                            {"median_s", r.t.median_s},
+                            {"min_s", r.t.min_s},
+                            {"max_s", r.t.max_s},
+                            {"p10_s", r.t.p10_s},
+                            {"p90_s", r.t.p90_s},
+                            {"repeats", r.t.repeats},
+                            {"gflop", r.t.gflop},
+                            {"note", r.note}});
   j["config"] = to_config(a.config, Method::Hisa).describe();
-  if (!a.json.empty()) std::ofstream(a.json) << j.dump(2) << "\n";
+  if (!a.json.empty()) write_text(a.json, j.dump(2) + "\n", "--json");
 }
 
 }  // namespace
@@ -168,7 +182,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--devices", args->devices, "backends (comma separated); default reference,cpu[,cuda]")
       ->delimiter(',');
   cmd->add_option("--methods", args->methods, "methods (comma separated)")->delimiter(',')->capture_default_str();
-  cmd->add_option("--repeats", args->repeats, "timed calls per cell (median reported)")->capture_default_str();
+  cmd->add_option("--repeats", args->repeats, "timed calls per cell (median, min and max reported)")
+      ->capture_default_str();
   cmd->add_option("--decode-context", args->decode_context, "decode: tokens in each request's cache")
       ->capture_default_str();
   cmd->add_option("--batch", args->batch, "decode: requests")->capture_default_str();

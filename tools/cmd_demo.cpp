@@ -1,7 +1,6 @@
 // hisa demo: the main job in one command. A long-context workload, flat DSA vs HISA time and
 // speedup, how closely HISA follows DSA, and paged decode at 128K.
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "common.hpp"
@@ -20,8 +19,12 @@ struct DemoArgs {
 };
 
 void run_demo(const DemoArgs& a) {
+  if (!a.json.empty()) check_writable(a.json, "--json");
   const std::string device = resolve_device(a.device);
   const bool gpu = device == "cuda";
+  // Made first: --device cuda without a GPU (or without the CUDA backend) is refused at once, not
+  // after a GPU-sized prefill has run on the CPU.
+  auto backend = make_indexer(device);
   WorkloadArgs w;
   w.kind = "topical";
   // 128K context on both; on 2 CPU cores the last 2048 queries keep the whole demo near half a minute.
@@ -82,7 +85,6 @@ void run_demo(const DemoArgs& a) {
   din.pooled_max_blocks = pooled.max_blocks;
   SelectConfig flat_cfg = hisa_cfg;
   flat_cfg.method = Method::Flat;
-  auto backend = make_indexer(device);
   Timing tf = time_decode(*backend, din, flat_cfg, 5, true);
   Timing th;
   std::string decode_dev = device;
@@ -103,7 +105,7 @@ void run_demo(const DemoArgs& a) {
   if (!a.json.empty()) {
     nlohmann::json j = nlohmann::json::parse(report_json(r));
     j["decode"] = {{"device", decode_dev}, {"flat_s", tf.median_s}, {"hisa_s", th.median_s}, {"batch", a.batch}};
-    std::ofstream(a.json) << j.dump(2) << "\n";
+    write_text(a.json, j.dump(2) + "\n", "--json");
   }
 }
 

@@ -1,11 +1,10 @@
 // hisa eval: how closely hisa and the block-sparse baseline follow flat DSA (SEMANTICS.md section 8).
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "common.hpp"
-#include "hisa/evaluate.hpp"
 #include "hisa/error.hpp"
+#include "hisa/evaluate.hpp"
 
 namespace hisa::cli {
 namespace {
@@ -21,6 +20,7 @@ struct EvalArgs {
 };
 
 void run_eval(const EvalArgs& a) {
+  if (!a.json.empty()) check_writable(a.json, "--json");
   Case c;
   std::string source;
   if (!a.input.empty()) {
@@ -67,7 +67,7 @@ void run_eval(const EvalArgs& a) {
   if (!a.json.empty()) {
     nlohmann::json j = nlohmann::json::parse(report_json(report));
     j["source"] = source;
-    std::ofstream(a.json) << j.dump(2) << "\n";
+    write_text(a.json, j.dump(2) + "\n", "--json");
   }
   const ConfigFidelity& first = report.configs.front();  // hisa at the first block size / budget
   if (a.fail_below_iou >= 0 && first.differ.iou_mean < a.fail_below_iou)

@@ -19,10 +19,27 @@ Tensor int_tensor(const std::vector<int32_t>& v, int64_t rows, int64_t cols) {
   return t;
 }
 
+// Outputs above this size get a warning line before they are computed (--method block with a
+// large --top-blocks writes T * m * B indices).
+constexpr double kWarnOutputBytes = 256e6;
+
 void run_select(const SelectArgs& a) {
   const SelectConfig cfg = to_config(a.config, method_from_name(a.config.method));
+  check_writable(a.output, "--output");
   const Case c = load_case(a.input);
   const PrefillInputs in = c.inputs();
+  const int num_blocks = cfg.has_blocks() ? cfg.top_blocks : 0;
+  const double bytes = double(in.num_q) * (cfg.out_width() + num_blocks) * 4;
+  if (bytes > kWarnOutputBytes) {
+    std::string what =
+        "indices [" + std::to_string(in.num_q) + ", " + std::to_string(cfg.out_width()) + "]";
+    if (num_blocks)
+      what += " and blocks [" + std::to_string(in.num_q) + ", " + std::to_string(num_blocks) + "]";
+    std::fprintf(stderr,
+                 "hisa select: warning: the output will be %.0f MB (%s int32), held in memory "
+                 "while it is written\n",
+                 bytes / 1e6, what.c_str());
+  }
   const std::string device = resolve_device(a.device);
   auto backend = make_indexer(device);
   const Selection s = run_prefill(*backend, in, cfg);

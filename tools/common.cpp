@@ -1,7 +1,13 @@
 #include "common.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 
 #include "hisa/error.hpp"
 
@@ -115,6 +121,28 @@ Selection run_decode(Indexer& backend, const DecodeInputs& in, const SelectConfi
 std::string resolve_device(const std::string& device) {
   if (device == "auto") return cuda_available() ? "cuda" : "cpu";
   return device;
+}
+
+void check_writable(const std::string& path, const std::string& option) {
+  namespace fs = std::filesystem;
+  HISA_CHECK(!path.empty(), option, ": the file name is empty");
+  const fs::path file(path);
+  const fs::path dir = file.has_parent_path() ? file.parent_path() : fs::path(".");
+  std::error_code ec;
+  HISA_CHECK(fs::is_directory(dir, ec), option, ": cannot write '", path, "': folder '",
+             dir.string(), fs::exists(dir, ec) ? "' is not a folder" : "' does not exist");
+  HISA_CHECK(!fs::is_directory(file, ec), option, ": cannot write '", path, "': it is a folder");
+  const bool exists = fs::exists(file, ec);
+  HISA_CHECK(::access(exists ? path.c_str() : dir.c_str(), W_OK) == 0, option, ": cannot write '",
+             path, "': ", std::strerror(errno));
+}
+
+void write_text(const std::string& path, const std::string& text, const std::string& option) {
+  std::ofstream f(path, std::ios::trunc);
+  HISA_CHECK(f, option, ": cannot create '", path, "': ", std::strerror(errno));
+  f << text;
+  f.close();
+  HISA_CHECK(f, option, ": error writing '", path, "': ", std::strerror(errno));
 }
 
 double now_seconds() {

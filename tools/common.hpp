@@ -50,6 +50,12 @@ Selection run_decode(Indexer& backend, const DecodeInputs& in, const SelectConfi
 // "auto" -> "cuda" if available, else "cpu".
 std::string resolve_device(const std::string& device);
 
+// Output files of an option (--json, --output): check_writable fails before the long work when
+// `path` cannot be written (missing folder, a folder in its place, no permission); write_text
+// writes and checks the write. Both throw hisa::Error naming the option and the path.
+void check_writable(const std::string& path, const std::string& option);
+void write_text(const std::string& path, const std::string& text, const std::string& option);
+
 double now_seconds();
 // Progress on stderr: "[3/12] label".
 void progress(int step, int total, const std::string& label);

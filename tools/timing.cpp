@@ -1,6 +1,7 @@
 #include "timing.hpp"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "hisa/pooled.hpp"
 #include "hisa/validate.hpp"
@@ -9,14 +10,10 @@ namespace hisa::cli {
 namespace {
 
 Timing summarize(std::vector<double> t, const std::string& device, const std::string& mode, Method m) {
-  std::sort(t.begin(), t.end());
-  Timing r;
+  Timing r = summarize_times(std::move(t));
   r.device = device;
   r.mode = mode;
   r.method = method_name(m);
-  r.repeats = int(t.size());
-  r.min_s = t.front();
-  r.median_s = t[t.size() / 2];
   return r;
 }
 
@@ -32,6 +29,33 @@ double row_gflop(int64_t e, int64_t seq_keys, int H, int D, const SelectConfig& 
 }
 
 }  // namespace
+
+Timing summarize_times(std::vector<double> t) {
+  std::sort(t.begin(), t.end());
+  Timing r;
+  const size_t n = t.size();
+  r.repeats = int(n);
+  r.min_s = t.front();
+  r.max_s = t.back();
+  r.median_s = t[n / 2];
+  r.p10_s = t[(n - 1) / 10];          // floor(0.1 (n - 1))
+  r.p90_s = t[n - 1 - (n - 1) / 10];  // ceil(0.9 (n - 1))
+  return r;
+}
+
+std::string spread_warning(const Timing& t) {
+  if (t.repeats < 2 || t.p90_s <= kMaxSpread * t.p10_s) return "";
+  char buf[512];
+  std::snprintf(
+      buf, sizeof buf,
+      "warning: %s %s %s: its %d repeats range from %s to %s (p10 %s, p90 %s: %.1fx > %.1fx), "
+      "too spread to trust the median; is another process using a core? (bench on an idle "
+      "machine, or with more --repeats)",
+      t.device.c_str(), t.mode.c_str(), t.method.c_str(), t.repeats, fmt_seconds(t.min_s).c_str(),
+      fmt_seconds(t.max_s).c_str(), fmt_seconds(t.p10_s).c_str(), fmt_seconds(t.p90_s).c_str(),
+      t.p90_s / t.p10_s, kMaxSpread);
+  return buf;
+}
 
 Timing time_prefill(Indexer& backend, const PrefillInputs& in, const SelectConfig& cfg, int repeats, bool warmup) {
   std::vector<double> t;
