@@ -25,8 +25,9 @@ struct CliRun {
   std::string out;  // stdout and stderr together
 };
 
-CliRun hisa_cli(const std::string& args) {
-  const std::string cmd = std::string(HISA_CLI_PATH) + " " + args + " 2>&1";
+// env: variable assignments for env(1), e.g. "OMP_WAIT_POLICY=active".
+CliRun hisa_cli(const std::string& args, const std::string& env = "") {
+  const std::string cmd = "env " + env + " " + std::string(HISA_CLI_PATH) + " " + args + " 2>&1";
   CliRun r{0, ""};
   FILE* p = popen(cmd.c_str(), "r");
   std::array<char, 4096> buf;
@@ -162,6 +163,18 @@ TEST(Cli, BenchRunsAndReportsRatios) {
     EXPECT_LE(cell["median_s"].get<double>(), cell["max_s"].get<double>());
     EXPECT_TRUE(cell.contains("p10_s") && cell.contains("p90_s"));
   }
+}
+
+TEST(Cli, OpenMpWorkersWaitPassivelyUnlessTheUserChose) {
+  // Spinning workers wait for a busy core's time slice on every call; libgomp prints its
+  // settings (verbose: the spin count) when OMP_DISPLAY_ENV asks.
+  std::string out =
+      hisa_cli("--help", "-u OMP_WAIT_POLICY -u GOMP_SPINCOUNT OMP_DISPLAY_ENV=verbose").out;
+  const size_t last = out.rfind("GOMP_SPINCOUNT = '");
+  ASSERT_NE(last, std::string::npos) << out;
+  EXPECT_EQ(out.substr(last, 21), "GOMP_SPINCOUNT = '0'\n") << out;
+  out = hisa_cli("--help", "OMP_WAIT_POLICY=active OMP_DISPLAY_ENV=verbose").out;
+  EXPECT_THAT(out, ::testing::Not(::testing::HasSubstr("GOMP_SPINCOUNT = '0'"))) << out;
 }
 
 TEST(Cli, JsonThatCannotBeWrittenFailsBeforeTheWork) {
