@@ -4,6 +4,11 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
 #include "hisa/error.hpp"
 #include "hisa/evaluate.hpp"
 #include "hisa/indexer.hpp"
@@ -35,7 +40,7 @@ hisa::SelectConfig make_config(const std::string& method, int block_size, int to
   c.topk = topk;
   c.sink_blocks = sink;
   c.local_blocks = local;
-  c.pooling = pooling == "max" ? hisa::Pooling::Max : hisa::Pooling::Mean;
+  c.pooling = hisa::pooling_from_name(pooling);
   c.validate();
   return c;
 }
@@ -43,10 +48,38 @@ hisa::SelectConfig make_config(const std::string& method, int block_size, int to
 using I32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
 using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
-py::tuple select_prefill(py::array q, py::array k, std::optional<F32> k_scale, F32 w, std::optional<I32> cu_q,
-                         std::optional<I32> cu_k, std::optional<I32> ks, std::optional<I32> ke,
-                         const std::string& method, int block_size, int top_blocks, int topk, int sink, int local,
+// Index arrays (cu_seqlens, ks, ke): arrays or sequences of any integer dtype whose values fit in
+// int32. Floats are refused rather than truncated.
+std::optional<I32> int32_array(const std::optional<py::object>& obj, const char* name) {
+  if (!obj || obj->is_none()) return std::nullopt;
+  const py::array a = py::array::ensure(*obj);
+  HISA_CHECK(a, name, ": expected an integer array (int32)");
+  const char kind = a.dtype().kind();
+  HISA_CHECK(kind == 'i' || kind == 'u', name, ": expected an integer array (int32), got dtype ",
+             std::string(py::str(a.dtype())));
+  const auto wide = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+  HISA_CHECK(wide, name, ": cannot read it as int64");
+  I32 out(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+  const int64_t* v = wide.data();
+  int32_t* o = out.mutable_data();
+  for (py::ssize_t i = 0; i < wide.size(); ++i) {
+    HISA_CHECK(v[i] >= INT32_MIN && v[i] <= INT32_MAX, name, "[", i, "] = ", v[i],
+               " does not fit in int32");
+    o[i] = int32_t(v[i]);
+  }
+  return out;
+}
+
+py::tuple select_prefill(py::array q, py::array k, F32 w, std::optional<F32> k_scale,
+                         std::optional<py::object> cu_seqlens_q,
+                         std::optional<py::object> cu_seqlens_k, std::optional<py::object> ks_array,
+                         std::optional<py::object> ke_array, const std::string& method,
+                         int block_size, int top_blocks, int topk, int sink, int local,
                          const std::string& pooling, const std::string& device) {
+  const std::optional<I32> cu_q = int32_array(cu_seqlens_q, "cu_seqlens_q");
+  const std::optional<I32> cu_k = int32_array(cu_seqlens_k, "cu_seqlens_k");
+  const std::optional<I32> ks = int32_array(ks_array, "ks");
+  const std::optional<I32> ke = int32_array(ke_array, "ke");
   const hisa::SelectConfig cfg = make_config(method, block_size, top_blocks, topk, sink, local, pooling);
   HISA_CHECK(q.ndim() == 3, "q must be [T, H, D], got ", q.ndim(), " dimensions");
   HISA_CHECK(k.ndim() == 2, "k must be [S, D], got ", k.ndim(), " dimensions");
@@ -102,15 +135,19 @@ py::tuple select_prefill(py::array q, py::array k, std::optional<F32> k_scale, F
 PYBIND11_MODULE(_hisa, m) {
   m.doc() = "hisa: flat DSA and hierarchical HISA top-k selection for sparse-attention indexers";
   py::register_exception<hisa::Error>(m, "Error", PyExc_ValueError);
-  m.def("select_prefill", &select_prefill, py::arg("q"), py::arg("k"), py::arg("k_scale") = py::none(),
-        py::arg("w"), py::arg("cu_seqlens_q") = py::none(), py::arg("cu_seqlens_k") = py::none(),
-        py::arg("ks") = py::none(), py::arg("ke") = py::none(), py::arg("method") = "hisa",
-        py::arg("block_size") = 128, py::arg("top_blocks") = 64, py::arg("topk") = 2048,
-        py::arg("sink_blocks") = 1, py::arg("local_blocks") = 1, py::arg("pooling") = "mean",
-        py::arg("device") = "cpu",
-        "Select top-k key positions per query row. q [T,H,D] and k [S,D]: float32, uint16 (bf16 bits) or "
-        "uint8 (fp8 e4m3 bits); w [T,H] float32. Returns (indices [T, width] int32, blocks [T, m] int32); "
-        "valid entries first, then -1.");
+  m.def("select_prefill", &select_prefill, py::arg("q"), py::arg("k"), py::arg("w"), py::kw_only(),
+        py::arg("k_scale") = py::none(), py::arg("cu_seqlens_q") = py::none(),
+        py::arg("cu_seqlens_k") = py::none(), py::arg("ks") = py::none(),
+        py::arg("ke") = py::none(), py::arg("method") = "hisa", py::arg("block_size") = 128,
+        py::arg("top_blocks") = 64, py::arg("topk") = 2048, py::arg("sink_blocks") = 1,
+        py::arg("local_blocks") = 1, py::arg("pooling") = "mean", py::arg("device") = "cpu",
+        "Select top-k key positions per query row. q [T,H,D] and k [S,D]: float32, uint16 (bf16 "
+        "bits) or "
+        "uint8 (fp8 e4m3 bits); w [T,H] float32; k_scale [S] float32; cu_seqlens_q/cu_seqlens_k "
+        "[N+1] or "
+        "ks/ke [T]: integer arrays. Returns (indices [T, width] int32, blocks [T, m] int32); "
+        "positions "
+        "relative to each sequence's start, valid entries first, then -1.");
   m.def("backends", &hisa::backend_names, "Backends compiled into this build");
   m.def("cuda_available", &hisa::cuda_available);
 }

@@ -22,6 +22,12 @@ Method method_from_name(const std::string& n) {
   throw Error("unknown method '" + n + "' (expected flat, hisa or block)");
 }
 
+Pooling pooling_from_name(const std::string& n) {
+  if (n == "mean") return Pooling::Mean;
+  if (n == "max") return Pooling::Max;
+  throw Error("unknown pooling '" + n + "' (expected mean or max)");
+}
+
 void SelectConfig::validate() const {
   HISA_CHECK(topk >= 1 && topk <= 65536, "topk must be in [1, 65536], got ", topk);
   if (method == Method::Flat) return;

@@ -73,5 +73,16 @@ TEST(Config, MethodNames) {
   EXPECT_THROW(method_from_name("dense"), Error);
 }
 
+TEST(Config, PoolingNames) {
+  EXPECT_EQ(pooling_from_name("mean"), Pooling::Mean);
+  EXPECT_EQ(pooling_from_name("max"), Pooling::Max);
+  try {
+    pooling_from_name("median");
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "unknown pooling 'median' (expected mean or max)");
+  }
+}
+
 }  // namespace
 }  // namespace hisa

@@ -37,7 +37,7 @@ SelectConfig to_config(const ConfigArgs& a, Method method) {
   c.topk = a.topk;
   c.sink_blocks = a.sink_blocks;
   c.local_blocks = a.local_blocks;
-  c.pooling = a.pooling == "max" ? Pooling::Max : Pooling::Mean;
+  c.pooling = pooling_from_name(a.pooling);
   c.validate();
   return c;
 }

@@ -16,6 +16,7 @@ Method method_from_name(const std::string& name);  // "flat" | "hisa" | "block";
 
 // Mean is the contract's pooling (SEMANTICS.md 4.2). Max is an experimental variant.
 enum class Pooling : int { Mean = 0, Max = 1 };
+Pooling pooling_from_name(const std::string& name);  // "mean" | "max"; throws otherwise
 
 struct SelectConfig {
   Method method = Method::Hisa;
