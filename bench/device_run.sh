@@ -1,49 +1,127 @@
 #!/usr/bin/env bash
-# The CUDA backend's one device run: GPU tests (hisa_cuda_tests), benchmarks (hisa_cuda_bench),
-# the in-run PyTorch baseline (bench/torch_baseline.py), the SASS summary, compute-sanitizer on
-# small cases. Binaries are built elsewhere and carried in .carry-cuda/ (with libgomp.so.1;
-# .carry/ holds other sessions' data), ignored through .git/info/exclude.
-# Writes under $OUT: run.log, tests.log, tests.json, bench.json, smi.csv, stream_probe.json, torch.json, sass.txt,
-# sass_prefill_fp8_h64.txt, ncu_*.{txt,csv,log} (Nsight Compute on one prefill launch), sanitizer.log. Each step has its own time limit so that a hang
-# cannot eat the whole lease.
+# The CUDA backend's device run: one script, its steps chosen by STEPS, each under its own time
+# limit, everything written under $OUT (run.log, the steps' logs and JSON files). Binaries are built
+# on the development machine and carried in .carry-cuda/ (new) and .carry-old/ (the A/B's old build).
 #
-#   OUT=/tmp/out bash bench/device_run.sh            (run from the repository root)
-#   STEPS="tests bench" bash bench/device_run.sh     (a subset)
-#   STEPS=build bash bench/device_run.sh             (build the carried binaries, here)
+#   STEPS=build bash bench/device_run.sh                        # dev machine: .carry-cuda/
+#   OLD_REV=<commit> STEPS=build_old bash bench/device_run.sh   # dev machine: .carry-old/
+#   OUT=/tmp/out bash bench/device_run.sh                       # device, from the repository root
+#   STEPS="deepgemm torch bench summary" BENCH_ARGS="--ragged --sweep" bash bench/device_run.sh
+#
+# Steps, in this order (default: env deepgemm torch bench tests sanitizer sass summary):
+#   build      build-cuda/ -> $BIN: hisa_cuda_bench, hisa_cuda_tests, libgomp, COMMIT
+#   build_old  OLD_REV's tree with this bench/cuda_bench.cu and src/cuda/device_buffer.hpp
+#              copied in -> $OLD_BIN/hisa_cuda_bench (and COMMIT)
+#   env        date, kernel, GPU, clocks, driver, torch
+#   deepgemm   DeepGEMM 2.6.1 built from SHARED/baselines (README there), then dg_anchor.py ->
+#              deepgemm.json (DG_PREFILL, DG_DECODE: its --prefill / --decode lists)
+#   torch      bench/torch_baseline.py -> torch.json (TORCH_ARGS)
+#   bench      hisa_cuda_bench -> bench.json, ratios against deepgemm.json and torch.json
+#              (BENCH_ARGS); smi.csv samples clocks and power meanwhile
+#   ab         $OLD_BIN and $BIN benches in turn, old/new AB_ROUNDS times with AB_ARGS ->
+#              ab_{old,new}_N.json, ab.json (per-case medians, new/old)
+#   tests      hisa_cuda_tests -> tests.json (gtest), tests.log (TEST_FILTER)
+#   sanitizer  compute-sanitizer memcheck on SAN_FILTER's tests -> sanitizer.log
+#   sass       per kernel of $BIN/hisa_cuda_bench: registers, stack, spill loads and stores
+#              (LDL/STL), GMMA instructions -> sass.txt
+#   ncu        Nsight Compute of one launch (NCU_ARGS, of the bench run with NCU_BENCH) -> ncu_*
+#   summary    the key numbers of every JSON under $OUT
+# Time limits (s): DG_BUILD_TIMEOUT 240, DG_TIMEOUT 240, TORCH_TIMEOUT 150, BENCH_TIMEOUT 300,
+# AB_TIMEOUT 150 (each run), TEST_TIMEOUT 240, SAN_TIMEOUT 150, NCU_TIMEOUT 200.
+# SHARED: the shared/ folder beside the repository (./shared, else ../shared); HISA_BIN, OLD_BIN:
+# the binary folders; COMMIT: recorded in bench.json (default: $BIN/COMMIT from the build).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$PWD
 OUT=${OUT:-/tmp/hisa_device_out}
 BIN=${HISA_BIN:-.carry-cuda}
-STEPS=${STEPS:-"env tests bench probe torch sass ncu sanitizer"}  # also: ncu_decode
+OLD_BIN=${OLD_BIN:-.carry-old}
+STEPS=${STEPS:-"env deepgemm torch bench tests sanitizer sass summary"}
 mkdir -p "$OUT"
-export LD_LIBRARY_PATH=$PWD/$BIN:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
 LOG=$OUT/run.log
-step() { echo "=== $* ($(date -u +%T))" | tee -a "$LOG"; }
+T0=$(date +%s)
+step() { echo "=== $* ($(date -u +%T), +$(($(date +%s) - T0)) s)" | tee -a "$LOG"; }
 has() { [[ " $STEPS " == *" $1 "* ]]; }
+# The binaries of folder $1 run with its libgomp.
+run_in() {
+  local dir=$1
+  shift
+  LD_LIBRARY_PATH=$ROOT/$dir:${LD_LIBRARY_PATH:-} "$@"
+}
+# Keeps a carried binary folder out of git (it is built here, not committed).
+ignore_dir() {
+  [ -d .git ] || return 0
+  git check-ignore -q "$1/x" || { mkdir -p .git/info && echo "/$1/" >>.git/info/exclude; }
+}
+# Copies the bench (and tests) of build folder $1 into $2 with libgomp; $3: the commit built.
+carry() {
+  local build=$1 dest=$2 commit=$3
+  mkdir -p "$dest" && cp "$build"/hisa_cuda_bench "$dest/" &&
+    { [ ! -x "$build/hisa_cuda_tests" ] || cp "$build/hisa_cuda_tests" "$dest/"; } &&
+    echo "$commit" >"$dest/COMMIT" && ignore_dir "$dest" || return 1
+  local gomp
+  gomp=$(LD_LIBRARY_PATH='' ldd "$build/hisa_cuda_bench" | awk '/libgomp/ {print $3}')
+  [ -z "$gomp" ] || cp "$gomp" "$dest/"
+}
+# nvidia-smi samples (clocks, power, clock-event reasons) every 100 ms into $OUT/$1 until stop_smi.
+SMI_PID=
+start_smi() {
+  command -v nvidia-smi >/dev/null || return 0
+  local reasons=clocks_event_reasons.active
+  nvidia-smi --query-gpu=$reasons --format=csv >/dev/null 2>&1 || reasons=clocks_throttle_reasons.active
+  nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,$reasons \
+    --format=csv -lms 100 >"$OUT/$1" 2>&1 &
+  SMI_PID=$!
+}
+stop_smi() {
+  [ -z "$SMI_PID" ] || { kill "$SMI_PID" 2>/dev/null; wait "$SMI_PID" 2>/dev/null; }
+  SMI_PID=
+}
 
-# Build if needed: the binaries come from build-cuda (CUDA on, sm_90a, static CUDA runtime) and are
-# copied with libgomp into $BIN. Run `STEPS=build bash bench/device_run.sh` on the development machine
-# before a device run (the device image lacks nlohmann-json and CLI11); on a machine that has them, a
-# run that finds no binaries builds them itself.
-if has build || [ ! -x "$BIN/hisa_cuda_tests" ] || [ ! -x "$BIN/hisa_cuda_bench" ]; then
-  step "build: hisa_cuda_tests, hisa_cuda_bench"
+# ------------------------------------------------------------------ builds (development machine)
+# The device image lacks nlohmann-json and CLI11: build here, carry $BIN. A run whose steps need
+# binaries that are not there tries to build them itself.
+needs_bin=0
+for s in bench ab tests sanitizer sass ncu; do has $s && needs_bin=1; done
+if has build || { [ $needs_bin = 1 ] && [ ! -x "$BIN/hisa_cuda_bench" ]; }; then
+  step "build: hisa_cuda_bench, hisa_cuda_tests -> $BIN"
+  commit=$(git rev-parse HEAD 2>/dev/null)$(git diff --quiet HEAD 2>/dev/null || echo "-dirty")
   {
     cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DHISA_CUDA=ON -DHISA_PYTHON=OFF &&
-      cmake --build build-cuda --target hisa_cuda_tests hisa_cuda_bench hisa_smem_probe hisa_stream_probe &&
-      mkdir -p "$BIN" && cp build-cuda/hisa_cuda_tests build-cuda/hisa_cuda_bench build-cuda/hisa_smem_probe build-cuda/hisa_stream_probe "$BIN/" &&
-      gomp=$(LD_LIBRARY_PATH= ldd build-cuda/hisa_cuda_tests | awk '/libgomp/ {print $3}') &&
-      { [ -z "$gomp" ] || cp "$gomp" "$BIN/"; }
+      cmake --build build-cuda --target hisa_cuda_tests hisa_cuda_bench &&
+      carry build-cuda "$BIN" "$commit"
   } >"$OUT/build.log" 2>&1
   rc=$?
   tail -n 3 "$OUT/build.log" | tee -a "$LOG"
   if [ $rc -ne 0 ]; then
-    echo "build failed (exit $rc): see build.log" | tee -a "$LOG"
-    exit 1
+    echo "build failed (exit $rc): see $OUT/build.log" | tee -a "$LOG"
+    has build && exit 1
   fi
-  if [ "$STEPS" = "build" ]; then exit 0; fi
 fi
+if has build_old; then
+  step "build_old: OLD_REV=${OLD_REV:-} with this bench -> $OLD_BIN"
+  [ -n "${OLD_REV:-}" ] || { echo "build_old needs OLD_REV=<commit>" | tee -a "$LOG"; exit 1; }
+  src=/tmp/hisa-old-src
+  {
+    rm -rf "$src" && mkdir -p "$src" && git archive "$OLD_REV" | tar -x -C "$src" &&
+      cp bench/cuda_bench.cu "$src/bench/" && cp src/cuda/device_buffer.hpp "$src/src/cuda/" &&
+      cmake -S "$src" -B "$src/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHISA_CUDA=ON \
+        -DHISA_PYTHON=OFF -DHISA_TESTS=OFF &&
+      cmake --build "$src/build" --target hisa_cuda_bench &&
+      carry "$src/build" "$OLD_BIN" "$(git rev-parse "$OLD_REV") (bench/cuda_bench.cu of $(git rev-parse \
+        HEAD)$(git diff --quiet HEAD -- bench/cuda_bench.cu || echo "-dirty"))"
+  } >"$OUT/build_old.log" 2>&1
+  rc=$?
+  tail -n 3 "$OUT/build_old.log" | tee -a "$LOG"
+  [ $rc -eq 0 ] || { echo "build_old failed (exit $rc): see $OUT/build_old.log" | tee -a "$LOG"; exit 1; }
+fi
+rest=${STEPS//build_old/}
+rest=${rest//build/}
+[ -n "${rest// /}" ] || exit 0
+COMMIT=${COMMIT:-$(cat "$BIN/COMMIT" 2>/dev/null)}
 
+# ------------------------------------------------------------------ device steps
 if has env; then
   step environment
   {
@@ -51,154 +129,283 @@ if has env; then
     uname -r
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,memory.total,power.limit \
       --format=csv
-    python3 -c "import torch; print('torch', torch.__version__)"
+    python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+    echo "binaries: $BIN ($COMMIT); old: $OLD_BIN ($(cat "$OLD_BIN/COMMIT" 2>/dev/null || echo none))"
   } 2>&1 | tee -a "$LOG"
 fi
 
-if has tests; then
-  step "tests: hisa_cuda_tests"
-  timeout "${TEST_TIMEOUT:-170}" "$BIN/hisa_cuda_tests" --gtest_output="json:$OUT/tests.json" \
-    >"$OUT/tests.log" 2>&1
-  echo "exit $?" >>"$OUT/tests.log"
-  grep -E "^\[ +(OK|FAILED|PASSED|SKIPPED) +\]|^\[=+\]|Failure|row [0-9]+ \(e =|exit [0-9]+$" "$OUT/tests.log" |
-    tail -n 60 | tee -a "$LOG"
-fi
-
-if has bench; then
-  step "bench: hisa_cuda_bench"
-  # SM clock, power and clock-event reasons every 100 ms while it runs (smi.csv; the bench prints
-  # UTC times on its decode lines to line them up).
-  smi_pid=
-  if command -v nvidia-smi >/dev/null; then
-    reasons=clocks_event_reasons.active
-    nvidia-smi --query-gpu=$reasons --format=csv >/dev/null 2>&1 || reasons=clocks_throttle_reasons.active
-    nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,$reasons \
-      --format=csv -lms 100 >"$OUT/smi.csv" 2>&1 &
-    smi_pid=$!
+if has deepgemm; then
+  step "deepgemm: build DeepGEMM from shared/baselines, time it with dg_anchor.py"
+  if [ -z "${SHARED:-}" ]; then
+    if [ -d "$ROOT/shared/baselines" ]; then SHARED=$ROOT/shared
+    elif [ -d "$ROOT/../shared/baselines" ]; then SHARED=$(cd "$ROOT/../shared" && pwd)
+    fi
   fi
-  # BENCH_ARGS: extra arguments (e.g. --no-prefill for a decode-only run)
-  timeout "${BENCH_TIMEOUT:-150}" "$BIN/hisa_cuda_bench" --json "$OUT/bench.json" ${BENCH_ARGS:-} 2>&1 |
-    tee -a "$LOG"
-  if [ -n "$smi_pid" ]; then kill "$smi_pid" 2>/dev/null; wait "$smi_pid" 2>/dev/null; fi
-fi
-
-if has probe && [ -x "$BIN/hisa_stream_probe" ]; then
-  step "probe: hisa_stream_probe (decode key-stream load paths)"
-  timeout "${PROBE_TIMEOUT:-60}" "$BIN/hisa_stream_probe" --json "$OUT/stream_probe.json" 2>&1 |
-    tee -a "$LOG"
+  DG=/tmp/w/DeepGEMM
+  if [ -z "${SHARED:-}" ] || [ ! -f "$SHARED/baselines/dg_anchor.py" ]; then
+    echo "no shared/baselines beside the repository (set SHARED): skipped" | tee -a "$LOG"
+  else
+    echo "SHARED=$SHARED" | tee -a "$LOG"
+    # The build as SHARED/baselines/README.md gives it (about 60 s); kept while the machine is.
+    if ! ls "$DG"/deep_gemm/_C*.so >/dev/null 2>&1; then
+      (
+        set -e
+        mkdir -p /tmp/w && tar -xJf "$SHARED/baselines/deepgemm-src.tar.xz" -C /tmp/w
+        cd "$DG"
+        ln -sfn "$PWD/third-party/cutlass/include/cutlass" deep_gemm/include/cutlass
+        ln -sfn "$PWD/third-party/cutlass/include/cute" deep_gemm/include/cute
+        timeout "${DG_BUILD_TIMEOUT:-240}" python3 setup.py build_ext --inplace
+      ) >"$OUT/deepgemm_build.log" 2>&1
+      echo "build exit $?" | tee -a "$OUT/deepgemm_build.log" | tee -a "$LOG"
+    fi
+    # Without LD_PRELOAD of the system libstdc++, DeepGEMM's first JIT compile crashes.
+    mkdir -p /tmp/home /tmp/dgcache
+    HOME=/tmp/home DG_JIT_CACHE_DIR=/tmp/dgcache LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libstdc++.so.6 \
+      timeout "${DG_TIMEOUT:-240}" python3 "$SHARED/baselines/dg_anchor.py" --dg "$DG" \
+      --json "$OUT/deepgemm.json" ${DG_PREFILL:+--prefill "$DG_PREFILL"} \
+      ${DG_DECODE:+--decode "$DG_DECODE"} 2>&1 | tee "$OUT/deepgemm.log" | tee -a "$LOG"
+    echo "dg_anchor exit ${PIPESTATUS[0]}" | tee -a "$LOG"
+  fi
 fi
 
 if has torch; then
-  step "bench: torch_baseline.py"
-  timeout "${TORCH_TIMEOUT:-110}" python3 bench/torch_baseline.py --json "$OUT/torch.json" 2>&1 |
-    tail -n 30 | tee -a "$LOG"
+  step "torch: bench/torch_baseline.py"
+  timeout "${TORCH_TIMEOUT:-150}" python3 bench/torch_baseline.py --json "$OUT/torch.json" \
+    ${TORCH_ARGS:-} 2>&1 | tee -a "$LOG"
+  echo "torch_baseline exit ${PIPESTATUS[0]}" | tee -a "$LOG"
 fi
 
-if has sass; then
-  step "sass: tensor-core instructions per kernel"
-  if command -v cuobjdump >/dev/null; then
-    cuobjdump --dump-sass "$BIN/hisa_cuda_tests" >/tmp/hisa_sass.txt 2>&1
-    awk '/Function :/ {f=$3} /QGMMA|HGMMA|HMMA|LDL|STL|WARPGROUP.DEPBAR|WARPSYNC/ {
-           split($0, a, /[ ;]+/); for (i in a) if (a[i] ~ /^(QGMMA|HGMMA|HMMA|LDL|STL|WARPGROUP)/) n[f " " a[i]]++ }
-         END { for (x in n) print n[x], x }' /tmp/hisa_sass.txt | sort -k2 >"$OUT/sass.txt"
-    grep -c "" "$OUT/sass.txt" | sed 's/^/sass lines: /' | tee -a "$LOG"
-    grep -E "sm90_flat_topk" "$OUT/sass.txt" | grep -E "GMMA" | head -n 20 | tee -a "$LOG"
-    # Full SASS of the benchmarked prefill instance (fp8, H = 64, top-k mode), for reading.
-    awk '/Function :/ {on = ($3 ~ /FlatConfigINS1_3Fp8ELi64ELi2ELb0ELb0ELb0ELi0ELi0E/)} on' /tmp/hisa_sass.txt \
-      >"$OUT/sass_prefill_fp8_h64.txt"
-    wc -l "$OUT/sass_prefill_fp8_h64.txt" | tee -a "$LOG"
-    # Spill loads and stores (LDL/STL) of the production prefill (setmaxnreg split since run 56).
-    grep -c -E "LDL|STL" "$OUT/sass_prefill_fp8_h64.txt" | sed 's/^/prefill LDL+STL: /' | tee -a "$LOG"
+if has bench; then
+  step "bench: hisa_cuda_bench ${BENCH_ARGS:-}"
+  start_smi smi.csv
+  run_in "$BIN" timeout "${BENCH_TIMEOUT:-300}" "$BIN/hisa_cuda_bench" --json "$OUT/bench.json" \
+    --deepgemm "$OUT/deepgemm.json" --torch "$OUT/torch.json" ${COMMIT:+--commit "$COMMIT"} \
+    ${BENCH_ARGS:-} 2>&1 | tee -a "$LOG"
+  echo "bench exit ${PIPESTATUS[0]}" | tee -a "$LOG"
+  stop_smi
+fi
+
+if has ab; then
+  AB_ARGS=${AB_ARGS:-"--methods flat --prefill 131072 --decode 64x131072"}
+  step "ab: $OLD_BIN (old) and $BIN (new) in turn, ${AB_ROUNDS:-2} rounds: $AB_ARGS"
+  if [ ! -x "$OLD_BIN/hisa_cuda_bench" ]; then
+    echo "no $OLD_BIN/hisa_cuda_bench (OLD_REV=<commit> STEPS=build_old): skipped" | tee -a "$LOG"
   else
-    echo "no cuobjdump" | tee -a "$LOG"
+    start_smi smi_ab.csv
+    for n in $(seq 1 "${AB_ROUNDS:-2}"); do
+      for side in old new; do
+        dir=$BIN
+        [ $side = old ] && dir=$OLD_BIN
+        run_in "$dir" timeout "${AB_TIMEOUT:-150}" "$dir/hisa_cuda_bench" \
+          --json "$OUT/ab_${side}_$n.json" $AB_ARGS >"$OUT/ab_${side}_$n.log" 2>&1
+        echo "ab $side $n: exit $? ($(date -u +%T))" | tee -a "$LOG"
+      done
+    done
+    stop_smi
+    python3 - "$OUT" <<'EOF' 2>&1 | tee -a "$LOG"
+# Per case (prefill: method, L; decode: method, batch, context, next_n) the median over the runs
+# of each side, and new / old.
+import glob, json, os, statistics, sys
+out = sys.argv[1]
+metrics = {"prefill": ["median_ms"], "decode": ["rested_us", "sync_us", "back_to_back_us"]}
+runs = {"old": {}, "new": {}}
+for side in runs:
+    for f in sorted(glob.glob(os.path.join(out, f"ab_{side}_*.json"))):
+        try:
+            rep = json.load(open(f))
+        except Exception as e:
+            print(f"{f}: {e}")
+            continue
+        for r in rep.get("results", []):
+            if r.get("kind") not in metrics or "error" in r:
+                continue
+            key = (r["kind"], r["method"], r.get("L"), r.get("batch"), r.get("context"), r.get("next_n"))
+            for m in metrics[r["kind"]]:
+                runs[side].setdefault((key, m), []).append(r[m])
+summary = []
+print("case                                  metric           old median (runs)  new median (runs)  new/old")
+for (key, m), old in sorted(runs["old"].items(), key=str):
+    new = runs["new"].get((key, m))
+    if not new:
+        continue
+    o, n = statistics.median(old), statistics.median(new)
+    kind, method, L, b, ctx, nn = key
+    name = f"{kind} {method} L={L}" if kind == "prefill" else f"{kind} {method} b={b} ctx={ctx} n={nn}"
+    fmt = lambda v: ",".join(f"{x:.4g}" for x in v)
+    print(f"{name:<37} {m:<16} {o:9.4g} ({fmt(old)})  {n:9.4g} ({fmt(new)})  {n / o:.4f}")
+    summary.append({"case": name, "metric": m, "old": old, "new": new, "old_median": o,
+                    "new_median": n, "new_over_old": n / o})
+json.dump({"cases": summary}, open(os.path.join(out, "ab.json"), "w"), indent=1)
+EOF
   fi
 fi
 
-# One launch of the benchmark under Nsight Compute (--set full): warp states, scheduler, pipes,
-# memory, stall samples per CUDA source line and per SASS instruction. Files $OUT/PREFIX_*.
-#   ncu_one PREFIX KERNEL_REGEX SUMMARY_GREP BENCH_ARGS...
-ncu_one() {
-  local pre=$1 regex=$2 summary=$3
-  shift 3
-  if ! command -v ncu >/dev/null; then
-    echo "no ncu" | tee -a "$LOG"
-    return
-  fi
-  timeout "${NCU_TIMEOUT:-150}" ncu --kernel-name-base mangled --kernel-name regex:"$regex" \
-    --launch-skip 2 --launch-count 1 --set full --import-source no --export "/tmp/hisa_$pre" \
-    --force-overwrite "$BIN/hisa_cuda_bench" "$@" >"$OUT/${pre}_run.log" 2>&1
-  echo "exit $?" >>"$OUT/${pre}_run.log"
-  tail -n 5 "$OUT/${pre}_run.log" | tee -a "$LOG"
-  local rep="/tmp/hisa_$pre.ncu-rep"
-  [ -f "$rep" ] || return
-  ncu --import "$rep" --page details --print-details all >"$OUT/${pre}_details.txt" 2>&1
-  ncu --import "$rep" --page source --csv --print-source cuda >"$OUT/${pre}_source_cuda.csv" 2>&1
-  ncu --import "$rep" --page source --csv --print-source sass >"$OUT/${pre}_source_sass.csv" 2>&1
-  grep -E "$summary" "$OUT/${pre}_details.txt" | head -n 12 | tee -a "$LOG"
-  ls -la "$OUT/${pre}"_* | tee -a "$LOG"
-}
-
-if has ncu; then
-  # One production prefill launch (fp8, H = 64, top-k mode) at 32K.
-  step "ncu: prefill fp8 H=64 L=32768, one launch"
-  ncu_one ncu 'FlatConfigINS1_3Fp8ELi64ELi2ELb0ELb0ELb0ELi0ELi0E' \
-    "Duration|Issue Slots Busy|No Eligible|Active Warps Per Scheduler|Eligible Warps|Warp Cycles Per Issued" \
-    --prefill-sizes 32768 --no-decode
-fi
-
-if has ncu_decode; then
-  # One production decode launch (fp8, H = 64, next_n 1, batch 64 at 128K).
-  step "ncu: decode fp8 H=64 b64 x 128K, one launch"
-  ncu_one ncu_decode 'FlatConfigINS1_3Fp8ELi64ELi1ELb1ELb0ELb0ELi0ELi0E' \
-    "Duration|DRAM Throughput|Memory Throughput|Issue Slots Busy|No Eligible" \
-    --no-prefill --decode-case 64x131072
+if has tests; then
+  step "tests: hisa_cuda_tests ${TEST_FILTER:+--gtest_filter=$TEST_FILTER}"
+  run_in "$BIN" timeout "${TEST_TIMEOUT:-240}" "$BIN/hisa_cuda_tests" \
+    --gtest_output="json:$OUT/tests.json" ${TEST_FILTER:+--gtest_filter="$TEST_FILTER"} \
+    >"$OUT/tests.log" 2>&1
+  echo "exit $?" >>"$OUT/tests.log"
+  grep -E "^\[ +(OK|FAILED|PASSED|SKIPPED) +\]|^\[=+\]|Failure|exit [0-9]+$" "$OUT/tests.log" |
+    tail -n 60 | tee -a "$LOG"
 fi
 
 if has sanitizer; then
-  step "compute-sanitizer memcheck (small cases)"
-  timeout "${SAN_TIMEOUT:-100}" compute-sanitizer --tool memcheck --print-limit 20 \
-    "$BIN/hisa_cuda_tests" \
-    --gtest_filter='CudaPrefill.RandomFp8H64Fused:CudaPrefill.RandomBf16H32Fused:CudaDecode.ExactAndSimt:CudaDecode.LongSplitsAndReruns:CudaTopk.*' \
-    >"$OUT/sanitizer.log" 2>&1
-  echo "exit $?" >>"$OUT/sanitizer.log"
-  grep -E "ERROR SUMMARY|^\[ +(OK|FAILED|PASSED) +\]|exit [0-9]+$" "$OUT/sanitizer.log" | tail -n 12 | tee -a "$LOG"
+  SAN_FILTER=${SAN_FILTER:-"CudaPrefill.*Fp8*:CudaDecode.Exact*:CudaTopk.*"}
+  step "sanitizer: compute-sanitizer memcheck, $SAN_FILTER"
+  if command -v compute-sanitizer >/dev/null; then
+    run_in "$BIN" timeout "${SAN_TIMEOUT:-150}" compute-sanitizer --tool memcheck --print-limit 20 \
+      "$BIN/hisa_cuda_tests" --gtest_filter="$SAN_FILTER" >"$OUT/sanitizer.log" 2>&1
+    echo "exit $?" >>"$OUT/sanitizer.log"
+    grep -E "ERROR SUMMARY|^\[ +(OK|FAILED|PASSED) +\]|exit [0-9]+$" "$OUT/sanitizer.log" | tail -n 20 |
+      tee -a "$LOG"
+  else
+    echo "no compute-sanitizer" | tee -a "$LOG"
+  fi
 fi
 
-step "summary"
-python3 - "$OUT" <<'EOF' 2>&1 | tee -a "$LOG"
+if has sass; then
+  step "sass: registers, stack, spills (LDL/STL) and GMMA per kernel of $BIN/hisa_cuda_bench"
+  timeout 120 python3 - "$BIN/hisa_cuda_bench" "$OUT/sass.txt" <<'EOF' 2>&1 | tee -a "$LOG"
+import re, shutil, subprocess, sys
+binary, out = sys.argv[1:3]
+def run(*cmd):
+    return subprocess.run(cmd, capture_output=True, text=True).stdout
+if not shutil.which("cuobjdump"):
+    sys.exit("no cuobjdump")
+k = {}
+name = None
+for line in run("cuobjdump", "--dump-resource-usage", binary).splitlines():
+    m = re.search(r"Function (\S+):", line)
+    if m:
+        name = m.group(1)
+    elif name and "REG:" in line:
+        k[name] = {f: int(v) for f, v in re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", line)}
+for line in run("cuobjdump", "--dump-sass", binary).splitlines():
+    m = re.search(r"Function : (\S+)", line)
+    if m:
+        name = m.group(1)
+        k.setdefault(name, {})
+        continue
+    for op in ("LDL", "STL", "GMMA"):
+        if re.search(r"\b[A-Z]*" + op + r"\b", line):
+            k[name][op] = k[name].get(op, 0) + 1
+filt = shutil.which("cu++filt") or shutil.which("c++filt")
+names = list(k)
+if filt and names:
+    demangled = subprocess.run([filt], input="\n".join(names), capture_output=True, text=True).stdout.splitlines()
+    if len(demangled) == len(names):
+        k = {d: k[n] for n, d in zip(names, demangled)}
+rows = [f"{v.get('REG', 0):4d} {v.get('STACK', 0):6d} {v.get('LOCAL', 0):6d} {v.get('LDL', 0):5d} "
+        f"{v.get('STL', 0):5d} {v.get('GMMA', 0):5d}  {n}" for n, v in sorted(k.items())]
+with open(out, "w") as f:
+    f.write(" REG  STACK  LOCAL   LDL   STL  GMMA  kernel\n" + "\n".join(rows) + "\n")
+print(f"{len(rows)} kernels -> {out}; with GMMA or spills:")
+print(" REG  STACK  LOCAL   LDL   STL  GMMA  kernel")
+for r, (n, v) in zip(rows, sorted(k.items())):
+    if v.get("GMMA") or v.get("LDL") or v.get("STL"):
+        print(r[:220])
+EOF
+fi
+
+if has ncu; then
+  NCU_ARGS=${NCU_ARGS:-"--kernel-name regex:sm90_.*topk --launch-skip 1 --launch-count 1 --set full"}
+  NCU_BENCH=${NCU_BENCH:-"--methods flat --prefill 32768 --decode none --no-ceilings"}
+  step "ncu: $NCU_ARGS, of hisa_cuda_bench $NCU_BENCH"
+  if command -v ncu >/dev/null; then
+    run_in "$BIN" timeout "${NCU_TIMEOUT:-200}" ncu $NCU_ARGS --import-source no \
+      --export /tmp/hisa_ncu --force-overwrite "$BIN/hisa_cuda_bench" $NCU_BENCH \
+      >"$OUT/ncu_run.log" 2>&1
+    echo "exit $?" >>"$OUT/ncu_run.log"
+    tail -n 5 "$OUT/ncu_run.log" | tee -a "$LOG"
+    if [ -f /tmp/hisa_ncu.ncu-rep ]; then
+      ncu --import /tmp/hisa_ncu.ncu-rep --page details --print-details all >"$OUT/ncu_details.txt" 2>&1
+      ncu --import /tmp/hisa_ncu.ncu-rep --page source --csv --print-source sass \
+        >"$OUT/ncu_source_sass.csv" 2>&1
+      grep -E "Duration|DRAM Throughput|Issue Slots Busy|No Eligible|Eligible Warps|Registers Per" \
+        "$OUT/ncu_details.txt" | head -n 14 | tee -a "$LOG"
+    fi
+  else
+    echo "no ncu" | tee -a "$LOG"
+  fi
+fi
+
+if has summary; then
+  step summary
+  python3 - "$OUT" <<'EOF' 2>&1 | tee -a "$LOG"
 import json, os, sys
 out = sys.argv[1]
 def load(n):
     try:
         return json.load(open(os.path.join(out, n)))
-    except Exception as e:
+    except Exception:
         return None
+def f(v, fmt="{:.2f}"):
+    return "-" if v is None else fmt.format(v)
 t = load("tests.json")
 if t:
     print(f"tests: {t['tests']} run, {t['failures']} failed, {t.get('disabled', 0)} disabled")
 b = load("bench.json")
-tb = load("torch.json")
-torch_prefill = {r["L"]: r for r in (tb or {}).get("results", []) if r["kind"] == "prefill"}
-torch_decode = {(r["batch"], r["context"]): r for r in (tb or {}).get("results", []) if r["kind"] == "decode"}
 if b:
-    print(f"device: {b['device']}, copy {b['copy_tbps_measured']:.2f} TB/s")
-    print("prefill  L        ms      TFLOP/s  %fp8  xDG-logits  vs DG+topk  vs torch  checked")
+    c = b.get("ceilings", {})
+    print(f"bench on {b['device']} at {b['date_utc']} (commit {b.get('commit', '-')}): copy "
+          f"{f(c.get('copy_tbps'))} TB/s, paged read {f(c.get('read_paged_tbps'))} TB/s, fp8 GEMM "
+          f"{f(c.get('fp8_gemm_tflops'), '{:.0f}')} TFLOP/s")
+    for name, u in b.get("baselines", {}).items():
+        if u:
+            print(f"  baseline {name}: {u.get('file')} on {u.get('device')}, usable {u.get('usable')}")
+    print("kind     method  L/tokens   ms        ns/tok   TFLOP/s  checked  vs DG logits  vs DG+topk  vs torch")
     for r in b["results"]:
-        if r["kind"] != "prefill":
+        if r["kind"] not in ("prefill", "ragged"):
             continue
-        tp = torch_prefill.get(r["L"])
-        print(f"         {r['L']:<7} {r['median_ms']:9.2f} {r['tflops']:8.1f} {100*r['fraction_of_fp8_gemm_ceiling']:5.1f}"
-              f"  {r.get('ratio_to_deepgemm_logits', float('nan')):9.2f}  {r.get('speedup_vs_deepgemm_logits_topk', float('nan')):9.2f}x"
-              f"  {tp['ms']/r['median_ms'] if tp else float('nan'):7.1f}x  {r.get('rows_checked',0)-r.get('rows_failed',0)}/{r.get('rows_checked',0)}")
-    print("decode  b   ctx     splits   us      TB/s  %copy  xDG-logits  vs torch  checked  GPU us  rested GPU us")
+        L = r.get("L", r.get("tokens", "-"))
+        if "error" in r:
+            print(f"{r['kind']:<8} {r['method']:<7} {L!s:<10} error: {r['error'][:100]}")
+            continue
+        s = r.get("speedups", {})
+        print(f"{r['kind']:<8} {r['method']:<7} {L!s:<10} {r['median_ms']:<9.3f} {r['ns_per_token']:<8.1f} "
+              f"{r['tflops']:<8.1f} {r['rows_checked'] - r['rows_failed']}/{r['rows_checked']:<6} "
+              f"{f(s.get('deepgemm_logits')):<13} {f(s.get('deepgemm_logits_topk')):<11} {f(s.get('torch'))}")
+        if r["kind"] == "ragged":
+            print(f"         ragged time / same-work single {r['time_over_same_work_single']:.2f} (goal <= 1.3)")
+    sw = [r for r in b["results"] if r["kind"] == "sweep" and "error" not in r]
+    for r in sw:
+        print(f"sweep L={r['L']} B={r['B']} m*B={r['budget']}: {r['median_ms']:.3f} ms, {r['tflops']:.0f} TFLOP/s")
+    print("decode  method  b    ctx      n  sync us  rested us  b2b us  TB/s  %read  checked  vs DG rested  vs DG+topk  vs torch")
     for r in b["results"]:
         if r["kind"] != "decode":
             continue
-        tp = torch_decode.get((r["batch"], r["context"]))
-        print(f"        {r['batch']:<3} {r['context']:<7} {r['splits']:<5} {r['median_us']:8.1f} {r['tbps']:6.2f} {100*r['fraction_of_copy_ceiling']:5.1f}"
-              f"  {r.get('ratio_to_deepgemm_logits', float('nan')):9.2f}  {tp['us']/r['median_us'] if tp else float('nan'):7.1f}x"
-              f"  {str(r.get('rows_checked','-') if 'rows_checked' not in r else (r['rows_checked']-r['rows_failed']))+'/'+str(r.get('rows_checked','-'))}"
-              f"  {r.get('gpu_us', float('nan')):8.1f}  {r.get('rested_gpu_us', float('nan')):8.1f}")
+        head = f"decode  {r['method']:<7} {r['batch']:<4} {r['context']:<8} {r['next_n']}"
+        if "error" in r:
+            print(f"{head}  error: {r['error'][:100]}")
+            continue
+        s = r.get("speedups", {})
+        frac = r.get("fraction_of_read_ceiling")
+        print(f"{head}  {r['sync_us']:7.1f}  {r['rested_us']:9.1f}  {r['back_to_back_us']:6.1f}  "
+              f"{r['tbps_rested']:4.2f}  {f(frac and 100 * frac, '{:.0f}'):>5}  "
+              f"{r['rows_checked'] - r['rows_failed']}/{r['rows_checked']:<5}  "
+              f"{f(s.get('deepgemm_logits_rested')):<12}  {f(s.get('deepgemm_logits_topk_rested')):<10}  "
+              f"{f(s.get('torch_sync'))}")
+dg = load("deepgemm.json")
+if dg:
+    print(f"deepgemm {dg.get('deep_gemm')} on {dg.get('device')}:")
+    for r in dg.get("results", []):
+        if r["kind"] == "prefill":
+            print(f"  prefill L={r['L']}: logits {r['logits']['median_ms']:.3f} ms, +topk "
+                  f"{r['logits_topk']['median_ms']:.3f} ms")
+        else:
+            print(f"  decode b={r['batch']} ctx={r['context']}: rested {r['rested_gpu_us']:.1f} us, "
+                  f"kineto {f(r.get('kineto_us'), '{:.1f}')} us, sync {r['sync_us']:.1f} us, "
+                  f"+topk rested {r['topk_rested_gpu_us']:.1f} us")
+tb = load("torch.json")
 if tb:
-    print(f"torch: fp8 GEMM {tb['fp8_gemm_tflops']:.0f} TFLOP/s, copy {tb['copy_tbps']:.2f} TB/s")
+    print(f"torch {tb.get('torch')} on {tb.get('device')}: fp8 GEMM {f(tb.get('fp8_gemm_tflops'), '{:.0f}')} "
+          f"TFLOP/s, copy {f(tb.get('copy_tbps'))} TB/s")
+ab = load("ab.json")
+if ab:
+    for c in ab["cases"]:
+        print(f"ab {c['case']} {c['metric']}: old {c['old_median']:.4g}, new {c['new_median']:.4g}, "
+              f"new/old {c['new_over_old']:.4f}")
 EOF
+fi
+step "done"
