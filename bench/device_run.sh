@@ -107,7 +107,7 @@ if has build_old; then
     rm -rf "$src" && mkdir -p "$src" && git archive "$OLD_REV" | tar -x -C "$src" &&
       cp bench/cuda_bench.cu "$src/bench/" && cp src/cuda/device_buffer.hpp "$src/src/cuda/" &&
       cmake -S "$src" -B "$src/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHISA_CUDA=ON \
-        -DHISA_PYTHON=OFF -DHISA_TESTS=OFF &&
+        -DHISA_PYTHON=OFF -DHISA_TESTS=OFF -DCMAKE_CUDA_FLAGS=-DHISA_BENCH_OLD_LIBRARY &&
       cmake --build "$src/build" --target hisa_cuda_bench &&
       carry "$src/build" "$OLD_BIN" "$(git rev-parse "$OLD_REV") (bench/cuda_bench.cu of $(git rev-parse \
         HEAD)$(git diff --quiet HEAD -- bench/cuda_bench.cu || echo "-dirty"))"

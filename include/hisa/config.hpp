@@ -18,6 +18,13 @@ Method method_from_name(const std::string& name);  // "flat" | "hisa" | "block";
 enum class Pooling : int { Mean = 0, Max = 1 };
 Pooling pooling_from_name(const std::string& name);  // "mean" | "max"; throws otherwise
 
+// How a backend rounds the pooled keys it stores (SEMANTICS.md 4.2 lets it narrow them; tests
+// round the float64 reference the same way). Every form starts from the float64 mean of the
+// dequantised keys rounded to fp32. Exact: the float64 mean itself (the reference); Fp32: fp32
+// (the cpu backends sum in fp32 instead and are judged within tolerance); Fp8Block: fp8 e4m3 with
+// one fp32 scale per block, amax / 448 of the fp32 mean (1 for a zero block); Bf16: bf16.
+enum class PooledRounding : int { Exact = 0, Fp32 = 1, Fp8Block = 2, Bf16 = 3 };
+
 struct SelectConfig {
   Method method = Method::Hisa;
   int block_size = 128;  // B: power of two in [64, 256]

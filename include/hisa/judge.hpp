@@ -16,8 +16,10 @@ double judge_rel_eps(DType dtype);
 // message saying what is wrong (which entry, which scores). For hisa and block, `blocks` (the
 // backend's chosen blocks, [cfg.top_blocks]) is required: the block set is judged on the block
 // scores and the tokens against the candidates of those blocks. With exact = true (small-integer
-// inputs) the sets must equal the reference's, ties included.
+// inputs) the sets must equal the reference's, ties included. `rounding`: how the backend stored
+// its pooled keys (the block scores are judged on the same rounded keys).
 std::string judge_row(const reference::Row& row, const SelectConfig& cfg, const int32_t* indices,
-                      const int32_t* blocks, double rel_eps, bool exact);
+                      const int32_t* blocks, double rel_eps, bool exact,
+                      PooledRounding rounding = PooledRounding::Exact);
 
 }  // namespace hisa

@@ -27,14 +27,20 @@ std::vector<Row> decode_rows(const DecodeInputs& in);    // validates first
 
 // I(t, p) for p in [0, e).
 std::vector<double> token_scores(const Row& row);
-// Pooled key of block j (complete in the sequence), float64.
-std::vector<double> pooled_key(const Row& row, int64_t block, int block_size, Pooling pooling);
+// Pooled key of block j (complete in the sequence), float64, rounded as a backend stores it
+// (PooledRounding, hisa/config.hpp; Exact: the float64 mean).
+std::vector<double> pooled_key(const Row& row, int64_t block, int block_size, Pooling pooling,
+                               PooledRounding rounding = PooledRounding::Exact);
+// Rounds a float64 pooled key as `rounding` stores it (in place).
+void round_pooled(std::vector<double>& key, PooledRounding rounding);
 // J(t, j) for every complete eligible block j < min(ceil(e / B), floor(seq_keys / B)); entries for
 // blocks without a pooled key (the partial one) are NaN.
-std::vector<double> block_scores(const Row& row, int block_size, Pooling pooling);
+std::vector<double> block_scores(const Row& row, int block_size, Pooling pooling,
+                                 PooledRounding rounding = PooledRounding::Exact);
 
 // The reference choice of blocks (ascending) and the candidate positions (ascending) for a row.
-std::vector<int32_t> choose_blocks(const Row& row, const SelectConfig& cfg);
+std::vector<int32_t> choose_blocks(const Row& row, const SelectConfig& cfg,
+                                   PooledRounding rounding = PooledRounding::Exact);
 // Candidates given a block set (hisa/block); every visible position for flat.
 std::vector<int32_t> candidates(const Row& row, const SelectConfig& cfg,
                                 const std::vector<int32_t>& blocks);
@@ -44,6 +50,7 @@ std::vector<int32_t> select_topk(const std::vector<double>& scores, const std::v
 
 // The whole reference selection of one row, written like a backend output: indices
 // [cfg.out_width()] and blocks [cfg.top_blocks] (may be nullptr), ascending then -1 padded.
-void select_row(const Row& row, const SelectConfig& cfg, int32_t* indices, int32_t* blocks);
+void select_row(const Row& row, const SelectConfig& cfg, int32_t* indices, int32_t* blocks,
+                PooledRounding rounding = PooledRounding::Exact);
 
 }  // namespace hisa::reference

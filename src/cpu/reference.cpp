@@ -117,7 +117,24 @@ std::vector<double> token_scores(const Row& row) {
   return s;
 }
 
-std::vector<double> pooled_key(const Row& row, int64_t block, int B, Pooling pooling) {
+void round_pooled(std::vector<double>& key, PooledRounding rounding) {
+  if (rounding == PooledRounding::Exact) return;
+  std::vector<float> f(key.begin(), key.end());  // the fp32 mean (round to nearest)
+  if (rounding == PooledRounding::Fp8Block) {
+    float amax = 0.0f;
+    for (float v : f) amax = std::max(amax, std::fabs(v));
+    const float scale = amax > 0.0f ? amax / 448.0f : 1.0f;
+    for (size_t d = 0; d < f.size(); ++d)
+      key[d] = double(fp8e4m3_to_float(float_to_fp8e4m3(f[d] / scale))) * double(scale);
+  } else if (rounding == PooledRounding::Bf16) {
+    for (size_t d = 0; d < f.size(); ++d) key[d] = double(bf16_to_float(float_to_bf16(f[d])));
+  } else {
+    for (size_t d = 0; d < f.size(); ++d) key[d] = double(f[d]);
+  }
+}
+
+std::vector<double> pooled_key(const Row& row, int64_t block, int B, Pooling pooling,
+                               PooledRounding rounding) {
   const int D = row.head_dim;
   HISA_CHECK((block + 1) * B <= row.seq_keys, "pooled_key: block ", block, " is not complete");
   std::vector<double> out(size_t(D), pooling == Pooling::Max ? -std::numeric_limits<double>::infinity() : 0.0);
@@ -128,18 +145,19 @@ std::vector<double> pooled_key(const Row& row, int64_t block, int B, Pooling poo
     }
   if (pooling == Pooling::Mean)
     for (double& v : out) v /= B;
+  round_pooled(out, rounding);
   return out;
 }
 
-std::vector<double> block_scores(const Row& row, int B, Pooling pooling) {
+std::vector<double> block_scores(const Row& row, int B, Pooling pooling, PooledRounding rounding) {
   const int64_t J = ceil_div(row.visible, B);
   std::vector<double> s(size_t(J), std::numeric_limits<double>::quiet_NaN());
   const int64_t complete = std::min(J, row.seq_keys / B);
-  for (int64_t j = 0; j < complete; ++j) s[size_t(j)] = head_sum(row, pooled_key(row, j, B, pooling).data());
+  for (int64_t j = 0; j < complete; ++j) s[size_t(j)] = head_sum(row, pooled_key(row, j, B, pooling, rounding).data());
   return s;
 }
 
-std::vector<int32_t> choose_blocks(const Row& row, const SelectConfig& cfg) {
+std::vector<int32_t> choose_blocks(const Row& row, const SelectConfig& cfg, PooledRounding rounding) {
   const int B = cfg.block_size, m = cfg.top_blocks;
   const int64_t J = ceil_div(row.visible, B);
   std::vector<int32_t> chosen;
@@ -147,7 +165,7 @@ std::vector<int32_t> choose_blocks(const Row& row, const SelectConfig& cfg) {
     for (int64_t j = 0; j < J; ++j) chosen.push_back(int32_t(j));
     return chosen;
   }
-  const std::vector<double> score = block_scores(row, B, cfg.pooling);
+  const std::vector<double> score = block_scores(row, B, cfg.pooling, rounding);
   for (int j = 0; j < cfg.sink_blocks; ++j) chosen.push_back(j);
   std::vector<int32_t> others;
   for (int64_t j = cfg.sink_blocks; j < J - cfg.local_blocks; ++j) others.push_back(int32_t(j));
@@ -189,12 +207,13 @@ std::vector<int32_t> select_topk(const std::vector<double>& scores, const std::v
   return order;
 }
 
-void select_row(const Row& row, const SelectConfig& cfg, int32_t* indices, int32_t* blocks) {
+void select_row(const Row& row, const SelectConfig& cfg, int32_t* indices, int32_t* blocks,
+                PooledRounding rounding) {
   const int width = cfg.out_width();
   std::fill(indices, indices + width, -1);
   std::vector<int32_t> chosen;
   if (cfg.method != Method::Flat) {
-    chosen = choose_blocks(row, cfg);
+    chosen = choose_blocks(row, cfg, rounding);
     if (blocks) {
       std::fill(blocks, blocks + cfg.top_blocks, -1);
       std::copy(chosen.begin(), chosen.end(), blocks);

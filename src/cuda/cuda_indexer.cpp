@@ -1,6 +1,6 @@
 // The CUDA backend behind the host-pointer Indexer interface: validates on the host (the same
 // checks as the CPU backends), stages the inputs on the device, runs the device API, copies the
-// indices back. Staging buffers are kept between calls.
+// indices (and chosen blocks) back. Staging buffers are kept between calls.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -9,6 +9,7 @@
 
 #include "backends.hpp"
 #include "cuda/common.hpp"
+#include "cuda/device_buffer.hpp"
 #include "hisa/cuda.hpp"
 #include "hisa/error.hpp"
 #include "hisa/validate.hpp"
@@ -16,38 +17,7 @@
 namespace hisa {
 namespace {
 
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() {
-    if (ptr_) cudaFree(ptr_);
-  }
-  void* reserve(size_t bytes) {
-    if (bytes > bytes_) {
-      if (ptr_) HISA_CUDA_CHECK(cudaFree(ptr_));
-      ptr_ = nullptr;
-      bytes_ = 0;
-      HISA_CUDA_CHECK(cudaMalloc(&ptr_, std::max<size_t>(bytes, 256)));
-      bytes_ = std::max<size_t>(bytes, 256);
-    }
-    return ptr_;
-  }
-  // Copies n bytes of host data in (nullptr stays nullptr).
-  template <typename T>
-  const T* upload(const T* host, size_t count, cudaStream_t st) {
-    if (!host) return nullptr;
-    void* d = reserve(count * sizeof(T));
-    if (count)
-      HISA_CUDA_CHECK(cudaMemcpyAsync(d, host, count * sizeof(T), cudaMemcpyHostToDevice, st));
-    return static_cast<const T*>(d);
-  }
-
- private:
-  void* ptr_ = nullptr;
-  size_t bytes_ = 0;
-};
+using cuda::DeviceBuffer;
 
 class CudaIndexer final : public Indexer {
  public:
@@ -59,70 +29,75 @@ class CudaIndexer final : public Indexer {
 
   void select_prefill(const PrefillInputs& in, const SelectConfig& cfg,
                       const SelectOutputs& out) override {
-    check_method(cfg);
     validate_prefill(in, cfg, true);
     if (in.num_q == 0) return;  // an empty batch: nothing to write
-    HISA_CHECK(out.indices, "select: out.indices must be given");
+    HISA_CHECK(out.indices, "select_prefill: out.indices must be given");
     const size_t esz = dtype_size(in.dtype);
     const int64_t T = in.num_q, S = in.num_k;
+    const auto* q = static_cast<const uint8_t*>(in.q);
+    const auto* k = static_cast<const uint8_t*>(in.k);
     PrefillInputs d = in;
-    d.q = buf_[0].upload(static_cast<const uint8_t*>(in.q),
-                         size_t(T) * in.num_heads * in.head_dim * esz, stream_);
-    d.k = buf_[1].upload(static_cast<const uint8_t*>(in.k), size_t(S) * in.head_dim * esz, stream_);
-    d.k_scale = buf_[2].upload(in.k_scale, size_t(S), stream_);
-    d.w = buf_[3].upload(in.w, size_t(T) * in.num_heads, stream_);
+    d.q = q_.upload(q, size_t(T) * in.num_heads * in.head_dim * esz, stream_);
+    d.k = k_.upload(k, size_t(S) * in.head_dim * esz, stream_);
+    d.k_scale = k_scale_.upload(in.k_scale, size_t(S), stream_);
+    d.w = w_.upload(in.w, size_t(T) * in.num_heads, stream_);
     const size_t nseq = in.cu_seqlens_q ? size_t(in.num_seqs) + 1 : 0;
-    d.cu_seqlens_q = buf_[4].upload(in.cu_seqlens_q, nseq, stream_);
-    d.cu_seqlens_k = buf_[5].upload(in.cu_seqlens_k, nseq, stream_);
-    d.ks = buf_[6].upload(in.ks, in.ks ? size_t(T) : 0, stream_);
-    d.ke = buf_[7].upload(in.ke, in.ke ? size_t(T) : 0, stream_);
+    d.cu_seqlens_q = index_[0].upload(in.cu_seqlens_q, nseq, stream_);
+    d.cu_seqlens_k = index_[1].upload(in.cu_seqlens_k, nseq, stream_);
+    d.ks = index_[2].upload(in.ks, in.ks ? size_t(T) : 0, stream_);
+    d.ke = index_[3].upload(in.ke, in.ke ? size_t(T) : 0, stream_);
     SelectOutputs dout;
-    const size_t out_bytes = size_t(T) * cfg.topk * 4;
-    dout.indices = static_cast<int32_t*>(buf_[8].reserve(out_bytes));
+    const size_t out_count = size_t(T) * cfg.out_width();
+    dout.indices = indices_.reserve(out_count);
+    const bool blocks = out.blocks && cfg.has_blocks();
+    const size_t block_count = size_t(T) * cfg.top_blocks;
+    if (blocks) dout.blocks = blocks_.reserve(block_count);
     cuda::Options opt;
     opt.validate = false;  // validated on the host above
     cuda::select_prefill(d, cfg, dout, ws_, stream_, opt);
-    HISA_CUDA_CHECK(
-        cudaMemcpyAsync(out.indices, dout.indices, out_bytes, cudaMemcpyDeviceToHost, stream_));
+    HISA_CUDA_CHECK(cudaMemcpyAsync(out.indices, dout.indices, out_count * 4,
+                                    cudaMemcpyDeviceToHost, stream_));
+    if (blocks)
+      HISA_CUDA_CHECK(cudaMemcpyAsync(out.blocks, dout.blocks, block_count * 4,
+                                      cudaMemcpyDeviceToHost, stream_));
     HISA_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
   void select_decode(const DecodeInputs& in, const SelectConfig& cfg,
                      const SelectOutputs& out) override {
-    check_method(cfg);
+    HISA_CHECK(cfg.method == Method::Flat, "decode: method ", method_name(cfg.method),
+               " is not implemented on the cuda backend (flat only); use --device cpu");
     validate_decode(in, cfg, true);
-    HISA_CHECK(out.indices, "select: out.indices must be given");
+    HISA_CHECK(out.indices, "select_decode: out.indices must be given");
     const int64_t rows = int64_t(in.batch) * in.next_n;
     const size_t qsz = dtype_size(in.q_dtype);
     DecodeInputs d = in;
-    d.q = buf_[0].upload(static_cast<const uint8_t*>(in.q),
-                         size_t(rows) * in.num_heads * in.head_dim * qsz, stream_);
-    d.w = buf_[3].upload(in.w, size_t(rows) * in.num_heads, stream_);
-    d.kv_cache = buf_[1].upload(
-        in.kv_cache, size_t(in.num_pages) * page_bytes(in.page_size, in.head_dim), stream_);
-    d.block_table = buf_[4].upload(in.block_table, size_t(in.batch) * in.max_pages, stream_);
-    d.seq_lens = buf_[5].upload(in.seq_lens, size_t(in.batch), stream_);
+    d.q = q_.upload(static_cast<const uint8_t*>(in.q),
+                    size_t(rows) * in.num_heads * in.head_dim * qsz, stream_);
+    d.w = w_.upload(in.w, size_t(rows) * in.num_heads, stream_);
+    d.kv_cache = k_.upload(in.kv_cache,
+                           size_t(in.num_pages) * page_bytes(in.page_size, in.head_dim), stream_);
+    d.block_table = index_[0].upload(in.block_table, size_t(in.batch) * in.max_pages, stream_);
+    d.seq_lens = index_[1].upload(in.seq_lens, size_t(in.batch), stream_);
     d.pooled = nullptr;
     SelectOutputs dout;
-    const size_t out_bytes = size_t(rows) * cfg.topk * 4;
-    dout.indices = static_cast<int32_t*>(buf_[8].reserve(out_bytes));
+    const size_t out_count = size_t(rows) * cfg.topk;
+    dout.indices = indices_.reserve(out_count);
     cuda::Options opt;
     opt.validate = false;
     cuda::select_decode(d, cfg, dout, ws_, stream_, opt);
-    HISA_CUDA_CHECK(
-        cudaMemcpyAsync(out.indices, dout.indices, out_bytes, cudaMemcpyDeviceToHost, stream_));
+    HISA_CUDA_CHECK(cudaMemcpyAsync(out.indices, dout.indices, out_count * 4,
+                                    cudaMemcpyDeviceToHost, stream_));
     HISA_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
  private:
-  static void check_method(const SelectConfig& cfg) {
-    HISA_CHECK(cfg.method == Method::Flat, "cuda backend: method '", method_name(cfg.method),
-               "' is not implemented on CUDA yet; use --device cpu");
-  }
-
   cudaStream_t stream_ = nullptr;
   cuda::Workspace ws_;
-  DeviceBuffer buf_[9];
+  // Staging buffers, kept between calls.
+  DeviceBuffer<uint8_t> q_, k_;
+  DeviceBuffer<float> k_scale_, w_;
+  DeviceBuffer<int32_t> index_[4], indices_, blocks_;
 };
 
 }  // namespace

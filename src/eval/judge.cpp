@@ -89,11 +89,11 @@ std::string judge_topk(const std::vector<double>& score, const std::vector<int32
 double judge_rel_eps(DType dtype) { return dtype == DType::F32 ? 1e-5 : 1e-3; }
 
 std::string judge_row(const reference::Row& row, const SelectConfig& cfg, const int32_t* indices,
-                      const int32_t* blocks, double rel_eps, bool exact) {
+                      const int32_t* blocks, double rel_eps, bool exact, PooledRounding rounding) {
   std::vector<int32_t> chosen_blocks;
   if (cfg.method != Method::Flat) {
     if (!blocks) return "judge_row: hisa/block outputs need their chosen blocks";
-    const std::vector<int32_t> ref_blocks = reference::choose_blocks(row, cfg);
+    const std::vector<int32_t> ref_blocks = reference::choose_blocks(row, cfg, rounding);
     const int64_t J = (row.visible + cfg.block_size - 1) / cfg.block_size;
     std::set<int32_t> eligible;
     for (int64_t j = 0; j < J; ++j) eligible.insert(int32_t(j));
@@ -106,7 +106,7 @@ std::string judge_row(const reference::Row& row, const SelectConfig& cfg, const 
         if (!have.count(j)) return "blocks: sink block " + std::to_string(j) + " missing";
       for (int64_t j = J - cfg.local_blocks; j < J; ++j)
         if (!have.count(int32_t(j))) return "blocks: local block " + std::to_string(j) + " missing";
-      const std::vector<double> bs = reference::block_scores(row, cfg.block_size, cfg.pooling);
+      const std::vector<double> bs = reference::block_scores(row, cfg.block_size, cfg.pooling, rounding);
       std::vector<int32_t> free_cand, free_chosen, free_ref;
       for (int64_t j = cfg.sink_blocks; j < J - cfg.local_blocks; ++j) free_cand.push_back(int32_t(j));
       for (int32_t j : chosen_blocks)

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/device_buffer.hpp"
 #include "hisa/cuda.hpp"
 #include "hisa/dtype.hpp"
 #include "hisa/judge.hpp"
@@ -20,46 +21,17 @@
 
 namespace hisa::testing {
 
-#define CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
-
 inline bool have_gpu() { return hisa::cuda::device_present(); }
 #define SKIP_WITHOUT_GPU() \
   if (!::hisa::testing::have_gpu()) GTEST_SKIP() << "no CUDA device visible"
 
-// A device copy of a host vector (freed at scope end).
+// Device copies: the library's buffer (every byte 0x5A = poison, never a valid index).
 template <typename T>
-struct Dev {
-  T* ptr = nullptr;
-  size_t n = 0;
-  Dev() = default;
-  explicit Dev(const std::vector<T>& h) { assign(h); }
-  explicit Dev(size_t count) { alloc(count); }
-  Dev(const Dev&) = delete;
-  Dev& operator=(const Dev&) = delete;
-  ~Dev() {
-    if (ptr) cudaFree(ptr);
-  }
-  void alloc(size_t count) {
-    if (ptr) cudaFree(ptr);
-    ptr = nullptr;
-    n = count;
-    if (cudaMalloc(&ptr, std::max<size_t>(count, 1) * sizeof(T)) != cudaSuccess)
-      throw std::runtime_error("cudaMalloc failed");
-  }
-  void assign(const std::vector<T>& h) {
-    alloc(h.size());
-    if (!h.empty() &&
-        cudaMemcpy(ptr, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice) != cudaSuccess)
-      throw std::runtime_error("cudaMemcpy H2D failed");
-  }
-  std::vector<T> get() const {
-    std::vector<T> h(n);
-    if (n && cudaMemcpy(h.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost) != cudaSuccess)
-      throw std::runtime_error("cudaMemcpy D2H failed");
-    return h;
-  }
-  void poison() { cudaMemset(ptr, 0x5A, std::max<size_t>(n, 1) * sizeof(T)); }  // never a valid row
-};
+using Dev = cuda::DeviceBuffer<T>;
+template <typename T>
+void poison(Dev<T>& d) {
+  d.fill_bytes(0x5A);
+}
 
 inline uint64_t seed_for(const std::string& name, uint64_t salt = 0) {
   uint64_t h = 1469598103934665603ull ^ salt;
@@ -167,12 +139,12 @@ struct PrefillDev {
   explicit PrefillDev(const PrefillCase& c)
       : q(c.q), k(c.k), k_scale(c.k_scale), w(c.w), cu_q(c.cu_q), cu_k(c.cu_k), ks(c.ks), ke(c.ke) {
     in = c.host();
-    in.q = q.ptr, in.k = k.ptr, in.w = w.ptr;
-    in.k_scale = c.use_scale ? k_scale.ptr : nullptr;
+    in.q = q.data(), in.k = k.data(), in.w = w.data();
+    in.k_scale = c.use_scale ? k_scale.data() : nullptr;
     if (c.use_kske) {
-      in.ks = ks.ptr, in.ke = ke.ptr;
+      in.ks = ks.data(), in.ke = ke.data();
     } else {
-      in.cu_seqlens_q = cu_q.ptr, in.cu_seqlens_k = cu_k.ptr;
+      in.cu_seqlens_q = cu_q.data(), in.cu_seqlens_k = cu_k.data();
     }
   }
 };
@@ -249,23 +221,27 @@ struct DecodeDev {
   explicit DecodeDev(const DecodeCase& c)
       : q(c.q), cache(c.cache), w(c.w), block_table(c.block_table), seq_lens(c.seq_lens) {
     in = c.host();
-    in.q = q.ptr, in.w = w.ptr, in.kv_cache = cache.ptr;
-    in.block_table = block_table.ptr, in.seq_lens = seq_lens.ptr;
+    in.q = q.data(), in.w = w.data(), in.kv_cache = cache.data();
+    in.block_table = block_table.data(), in.seq_lens = seq_lens.data();
   }
 };
 
-// Judges rows (all, or an evenly spread sample of at most max_rows) against the reference.
+// Judges rows (all, or an evenly spread sample of at most max_rows) against the reference; for
+// hisa and block with the backend's chosen blocks [rows, m] and its pooled-key rounding.
 // Returns the number of failing rows; prints the first few failures.
 inline int judge_rows(const std::vector<reference::Row>& rows, const SelectConfig& cfg,
                       const std::vector<int32_t>& indices, DType dtype, bool exact,
-                      int64_t max_rows = 1 << 30) {
+                      int64_t max_rows = 1 << 30, const std::vector<int32_t>* blocks = nullptr,
+                      PooledRounding rounding = PooledRounding::Exact) {
   const int64_t n = int64_t(rows.size());
   const int64_t step = std::max<int64_t>(1, (n + max_rows - 1) / max_rows);
   std::vector<std::string> errs(static_cast<size_t>(n));
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t t = 0; t < n; t += step) {
-    errs[size_t(t)] = judge_row(rows[size_t(t)], cfg, indices.data() + t * cfg.topk, nullptr,
-                                judge_rel_eps(dtype), exact);
+    errs[size_t(t)] =
+        judge_row(rows[size_t(t)], cfg, indices.data() + t * cfg.out_width(),
+                  blocks ? blocks->data() + t * cfg.top_blocks : nullptr, judge_rel_eps(dtype),
+                  exact, rounding);
   }
   int bad = 0;
   for (int64_t t = 0; t < n; ++t) {

@@ -12,6 +12,7 @@
 
 #include "cuda_test_util.hpp"
 #include "hisa/error.hpp"
+#include "cuda/backend.hpp"
 #include "hisa/indexer.hpp"
 
 namespace hisa::testing {
@@ -19,17 +20,9 @@ namespace {
 
 using cuda::Path;
 
-// Kernel variant of the fused calls (Options::variant; set by the variant tests).
-int g_variant = 0;
-// Options::merge_in_kernel of the fused decode calls (the default; set by the merge tests).
-bool g_merge_in_kernel = cuda::Options{}.merge_in_kernel;
-// Options::pair_tail of the fused decode calls (the default; off in the merge tests).
-bool g_pair_tail = cuda::Options{}.pair_tail;
-// Options::helpers, helper_shift and helper_weight of the fused decode calls (the defaults; set
-// by PairTail).
-int g_helpers = cuda::Options{}.helpers;
-int g_helper_shift = cuda::Options{}.helper_shift;
-int g_helper_weight = cuda::Options{}.helper_weight;
+// Overrides of the decode plan (cuda/backend.hpp), set by the tests of each way a split request
+// ends: merge kernel, merge in the kernel, pair tail, helpers.
+cuda::DecodeOverrides g_over;
 
 // Options of the test calls: the path and split count under test, device-side value checks on.
 cuda::Options test_options(Path path, int splits) {
@@ -37,39 +30,33 @@ cuda::Options test_options(Path path, int splits) {
   opt.path = path;
   opt.splits = splits;
   opt.check_values = true;
-  opt.variant = g_variant;
-  opt.merge_in_kernel = g_merge_in_kernel;
-  opt.pair_tail = g_pair_tail;
-  opt.helpers = g_helpers;
-  opt.helper_shift = g_helper_shift;
-  opt.helper_weight = g_helper_weight;
   return opt;
 }
 
 std::vector<int32_t> run_prefill(const PrefillCase& c, int k, Path path, int splits = 0) {
   PrefillDev d(c);
   Dev<int32_t> out(size_t(c.T) * k);
-  out.poison();
+  poison(out);
   cuda::Workspace ws;
   const cuda::Options opt = test_options(path, splits);
   SelectOutputs o;
-  o.indices = out.ptr;
+  o.indices = out.data();
   cuda::select_prefill(d.in, flat(k), o, ws, nullptr, opt);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  return out.get();
+  return out.to_host();
 }
 
 std::vector<int32_t> run_decode(const DecodeCase& c, int k, Path path, int splits = 0) {
   DecodeDev d(c);
   Dev<int32_t> out(c.seq_lens.size() * size_t(c.next_n) * k);
-  out.poison();
+  poison(out);
   cuda::Workspace ws;
   const cuda::Options opt = test_options(path, splits);
   SelectOutputs o;
-  o.indices = out.ptr;
-  cuda::select_decode(d.in, flat(k), o, ws, nullptr, opt);
+  o.indices = out.data();
+  cuda::select_decode_with(d.in, flat(k), o, ws, nullptr, opt, g_over);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  return out.get();
+  return out.to_host();
 }
 
 // Prefill: run `path`, judge every row (or a sample) against the reference.
@@ -111,10 +98,10 @@ void check_scores(const std::vector<std::pair<int64_t, int64_t>>& seqs, int H, D
   cuda::Workspace ws;
   for (Path path : {Path::Scores, Path::Simt}) {
     Dev<float> sc(size_t(c.T) * c.S);
-    sc.poison();
-    cuda::score_prefill(d.in, 0, c.T, sc.ptr, c.S, path, ws);
+    poison(sc);
+    cuda::score_prefill(d.in, 0, c.T, sc.data(), c.S, path, ws);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    const auto got = sc.get();
+    const auto got = sc.to_host();
     double worst = 0;
     int shown = 0;
     int64_t bad = 0;
@@ -158,51 +145,6 @@ TEST(CudaPrefill, RandomFp8H32Fused) {
   SKIP_WITHOUT_GPU();
   check_prefill({{257, 700}}, 32, DType::F8E4M3, 100, Path::Fused, false, "fp8_h32_fused");
 }
-TEST(CudaPrefill, Variants) {
-  SKIP_WITHOUT_GPU();
-  for (int v : {1, 3, 4, 7, 9}) {
-    g_variant = v;
-    const std::string n = "v" + std::to_string(v) + "_";
-    check_prefill({{300, 300}}, 64, DType::F8E4M3, 64, Path::Fused, false, n + "fp8_h64");
-    check_prefill({{37, 500}, {0, 20}, {64, 64}, {5, 40}, {101, 1030}}, 64, DType::F8E4M3, 96,
-                  Path::Fused, false, n + "ragged");
-    check_prefill({{64, 9000}}, 64, DType::F8E4M3, 2048, Path::Fused, false, n + "long_k2048", 0,
-                  false, 24);
-    check_prefill({{70, 400}, {33, 33}}, 64, DType::F8E4M3, 77, Path::Fused, true, n + "exact");
-    check_prefill({{16, 5000}}, 64, DType::F8E4M3, 2048, Path::Fused, true, n + "exact_long", 0,
-                  false, 8);
-    check_prefill({{6, 9000}}, 64, DType::F8E4M3, 512, Path::Fused, false, n + "split5", 5);
-  }
-  g_variant = 0;
-}
-
-// The fp8 H = 64 prefill kernels with w in registers (production since device run 56: one
-// N = 128 bank, a setmaxnreg register split; variant 3: two N = 64 banks) and with w read from
-// shared memory every stage (variant 4, runs 35-55) run the same FFMA chains in the same order:
-// the scores, and so the indices in their order, must be bitwise the same; so must those of the
-// early scale loads (variant 7) and of the cut counts with __match_any_sync (9).
-TEST(CudaPrefill, WeightsInRegistersMatchProduction) {
-  SKIP_WITHOUT_GPU();
-  const std::string name = "wregs_vs_v3";
-  const uint64_t seed = seed_for(name);
-  SCOPED_TRACE(name + " seed " + std::to_string(seed));
-  std::cout << "[ seed ] " << name << " " << seed << "\n";
-  const PrefillCase c =
-      make_prefill({{37, 900}, {0, 3000}, {128, 2500}}, 64, DType::F8E4M3, seed, false);
-  g_variant = 0;
-  const auto a = run_prefill(c, 512, Path::Fused);
-  for (int v : {3, 4, 7, 9}) {
-    SCOPED_TRACE("variant " + std::to_string(v));
-    g_variant = v;
-    const auto b = run_prefill(c, 512, Path::Fused);
-    ASSERT_EQ(a.size(), b.size());
-    size_t diff = 0;
-    for (size_t i = 0; i < a.size(); ++i) diff += a[i] != b[i];
-    EXPECT_EQ(diff, 0u) << "of " << a.size() << " indices";
-  }
-  g_variant = 0;
-}
-
 TEST(CudaPrefill, RandomBf16H64Fused) {
   SKIP_WITHOUT_GPU();
   check_prefill({{200, 600}}, 64, DType::BF16, 128, Path::Fused, false, "bf16_h64_fused");
@@ -299,27 +241,27 @@ TEST(CudaPrefill, TwentyBitwiseIdenticalReruns) {
   Dev<int32_t> out(size_t(c.T) * k);
   cuda::Workspace ws;
   SelectOutputs o;
-  o.indices = out.ptr;
+  o.indices = out.data();
   std::vector<int32_t> first;
   for (int run = 0; run < 20; ++run) {
-    out.poison();
+    poison(out);
     cuda::select_prefill(d.in, flat(k), o, ws);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    const auto got = out.get();
+    const auto got = out.to_host();
     if (run == 0) first = got;
     ASSERT_TRUE(got == first) << "run " << run << " differs from run 0";
   }
   const DecodeCase dc = make_decode({5000, 3000, 70}, 2, 64, seed, false);
   DecodeDev dd(dc);
   Dev<int32_t> dout(6 * size_t(k));
-  o.indices = dout.ptr;
+  o.indices = dout.data();
   for (int run = 0; run < 20; ++run) {
-    dout.poison();
+    poison(dout);
     cuda::Options opt;
     opt.splits = 3;  // the merge must be deterministic too
     cuda::select_decode(dd.in, flat(k), o, ws, nullptr, opt);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    const auto got = dout.get();
+    const auto got = dout.to_host();
     if (run == 0) first = got;
     ASSERT_TRUE(got == first) << "decode run " << run << " differs from run 0";
   }
@@ -369,22 +311,9 @@ TEST(CudaDecode, SplitsAndK2048) {
   check_decode({9000, 4000}, 1, 64, 2048, Path::Fused, false, "decode_k2048_split1", 1);
   check_decode({5000, 100, 2500}, 3, 64, 500, Path::Fused, false, "decode_split7", 7);
 }
-TEST(CudaDecode, Variants) {
+// More items than SMs: CTAs take several requests (the q stages are reused).
+TEST(CudaDecode, ManyRequestsPerCta) {
   SKIP_WITHOUT_GPU();
-  g_variant = 1;  // run 22's configuration (16-stage epilogue ring)
-  check_decode({9000, 4000, 300}, 1, 64, 2048, Path::Fused, false, "decode_v1_k2048");
-  check_decode({20000, 3000}, 1, 64, 100, Path::Fused, true, "decode_v1_exact_k100", 3);
-  // 14: four key stages; 15: two N = 32 banks; 16: runs 61-63's decode (w from shared memory);
-  // 17: the select warps finish the CTA's last item; 18, 19: sleeping polls; 20: exact cut before
-  // the end, lists published uncut; 21: the merging split's own list stays in shared memory
-  for (int v : {14, 15, 16, 17, 18, 19, 20, 21}) {
-    g_variant = v;
-    const std::string n = "decode_v" + std::to_string(v);
-    check_decode({9000, 4000, 300}, 1, 64, 2048, Path::Fused, false, n + "_k2048");
-    check_decode({20000, 3000}, 1, 64, 100, Path::Fused, true, n + "_exact_k100", 3);
-  }
-  g_variant = 0;
-  // More items than SMs: CTAs take several requests (the q stages are reused).
   std::vector<int> many(300);
   for (size_t i = 0; i < many.size(); ++i) many[i] = 64 + int(i * 37 % 3000);
   check_decode(many, 1, 64, 512, Path::Fused, false, "decode_300_requests");
@@ -393,7 +322,8 @@ TEST(CudaDecode, Variants) {
 // 20 decode calls with `opt` on one workspace (k = 2048, three long requests): the first judged
 // against the reference, every one bitwise equal to the first (per-launch state such as the
 // arrival counters must return to zero).
-void check_decode_reruns(const std::string& name, const cuda::Options& opt) {
+void check_decode_reruns(const std::string& name, const cuda::Options& opt,
+                         const cuda::DecodeOverrides& over) {
   const uint64_t seed = seed_for(name);
   SCOPED_TRACE(name + " seed " + std::to_string(seed));
   std::cout << "[ seed ] " << name << " " << seed << "\n";
@@ -402,13 +332,13 @@ void check_decode_reruns(const std::string& name, const cuda::Options& opt) {
   Dev<int32_t> out(3 * size_t(2048));
   cuda::Workspace ws;
   SelectOutputs o;
-  o.indices = out.ptr;
+  o.indices = out.data();
   std::vector<int32_t> first;
   for (int run = 0; run < 20; ++run) {
-    out.poison();
-    cuda::select_decode(d.in, flat(2048), o, ws, nullptr, opt);
+    poison(out);
+    cuda::select_decode_with(d.in, flat(2048), o, ws, nullptr, opt, over);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    const auto got = out.get();
+    const auto got = out.to_host();
     if (run == 0) {
       first = got;
       EXPECT_EQ(judge_rows(reference::decode_rows(dc.host()), flat(2048), got, DType::F8E4M3,
@@ -418,7 +348,7 @@ void check_decode_reruns(const std::string& name, const cuda::Options& opt) {
     ASSERT_TRUE(got == first) << "run " << run << " differs from run 0";
   }
 }
-// The split-K merge done by each request's last split in the fused kernel (Options::
+// The split-K merge done by each request's last split in the fused kernel (the plan's
 // merge_in_kernel): against the reference, bitwise equal to the merge kernel's output (the same
 // cut over the same slots in the same order), 20 reruns on one workspace bitwise identical (the
 // arrival counters return to zero), more items than SMs, and the shapes it does not take (the
@@ -442,41 +372,35 @@ TEST(CudaDecode, MergeInKernel) {
       {{9000, 4000}, 1, 64, 2048, 4, false, "mik_too_long_for_the_list"},  // merge kernel
       {many, 1, 64, 512, 2, true, "mik_300_requests_exact"},
   };
-  g_pair_tail = false;  // the lists merged, not cut together by 2-CTA clusters
-  for (int v : {0, 16, 17, 20, 21}) {
-    for (const Case& c : cases) {
-      if (v && (c.H != 64 || c.next_n != 1)) continue;
-      g_variant = v;
-      const std::string name = std::string(c.name) + "_v" + std::to_string(v);
-      const uint64_t seed = seed_for(name);
-      SCOPED_TRACE(name + " seed " + std::to_string(seed));
-      std::cout << "[ seed ] " << name << " " << seed << "\n";
-      const DecodeCase dc = make_decode(c.lens, c.next_n, c.H, seed, c.exact);
-      g_merge_in_kernel = false;
-      const auto by_kernel = run_decode(dc, c.k, Path::Fused, c.splits);
-      g_merge_in_kernel = true;
-      const auto in_kernel = run_decode(dc, c.k, Path::Fused, c.splits);
-      g_merge_in_kernel = cuda::Options{}.merge_in_kernel;
-      EXPECT_EQ(judge_rows(reference::decode_rows(dc.host()), flat(c.k), in_kernel, DType::F8E4M3,
-                           c.exact),
-                0);
-      EXPECT_TRUE(in_kernel == by_kernel) << "differs from the merge kernel's output";
-    }
+  g_over = {};
+  g_over.pair_tail = 0;  // the lists merged, not cut together by 2-CTA clusters
+  for (const Case& c : cases) {
+    const std::string name = c.name;
+    const uint64_t seed = seed_for(name);
+    SCOPED_TRACE(name + " seed " + std::to_string(seed));
+    std::cout << "[ seed ] " << name << " " << seed << "\n";
+    const DecodeCase dc = make_decode(c.lens, c.next_n, c.H, seed, c.exact);
+    g_over.merge_in_kernel = 0;
+    const auto by_kernel = run_decode(dc, c.k, Path::Fused, c.splits);
+    g_over.merge_in_kernel = 1;
+    const auto in_kernel = run_decode(dc, c.k, Path::Fused, c.splits);
+    EXPECT_EQ(judge_rows(reference::decode_rows(dc.host()), flat(c.k), in_kernel, DType::F8E4M3,
+                         c.exact),
+              0);
+    EXPECT_TRUE(in_kernel == by_kernel) << "differs from the merge kernel's output";
   }
-  g_variant = 0;
-  g_pair_tail = cuda::Options{}.pair_tail;
+  const cuda::DecodeOverrides mik = g_over;
+  g_over = {};
   // Reruns on one workspace: the counters must be zero again after every launch.
   cuda::Options opt;
   opt.splits = 2;
-  opt.merge_in_kernel = true;
-  opt.pair_tail = false;
-  check_decode_reruns("mik_reruns", opt);
+  check_decode_reruns("mik_reruns", opt, mik);
 }
-// The pair tail (Options::pair_tail, the default): a request's two splits as one 2-CTA cluster
+// The pair tail (the plan's default for two splits): a request's two splits as one 2-CTA cluster
 // that cuts the union of their lists together (digit counts exchanged through distributed shared
 // memory, ties across the pair in position order). Against the reference, bitwise equal to the
 // merge kernel's output, exact integer inputs with many ties, an empty second split, unions
-// shorter than k, variants with the pair tail, 20 reruns bitwise identical; shapes it does not
+// shorter than k, the helpers, 20 reruns bitwise identical; shapes it does not
 // take (not two splits, more requests than SM pairs) go to the merge and stay correct.
 TEST(CudaDecode, PairTail) {
   SKIP_WITHOUT_GPU();
@@ -499,53 +423,44 @@ TEST(CudaDecode, PairTail) {
       {too_many, 256, 2, true, "pair_100_requests_merged"},  // > SMs / 2: the merge
       {{30000, 9000}, 2048, 3, false, "pair_three_splits_merged"},
   };
-  for (int v : {0, 14, 15, 18, 19, 20, 24}) {
-    for (const Case& c : cases) {
-      // (variant 24, one q stage: also the shapes with several items per CTA)
-      if (v && v != 24 && c.lens.size() > 3) continue;
-      const std::string name = std::string(c.name) + "_v" + std::to_string(v);
-      const uint64_t seed = seed_for(name);
-      SCOPED_TRACE(name + " seed " + std::to_string(seed));
-      std::cout << "[ seed ] " << name << " " << seed << "\n";
-      const DecodeCase dc = make_decode(c.lens, 1, 64, seed, c.exact);
-      g_variant = 0;
-      g_pair_tail = false;
-      g_merge_in_kernel = false;
-      const auto by_kernel = run_decode(dc, c.k, Path::Fused, c.splits);
-      g_pair_tail = true;
-      g_merge_in_kernel = cuda::Options{}.merge_in_kernel;
-      g_variant = v;
-      const auto pair = run_decode(dc, c.k, Path::Fused, c.splits);
-      g_variant = 0;
-      EXPECT_EQ(judge_rows(reference::decode_rows(dc.host()), flat(c.k), pair, DType::F8E4M3,
-                           c.exact),
-                0);
-      EXPECT_TRUE(pair == by_kernel) << "differs from the merge kernel's output";
-      if (v == 0) {
-        // The helpers (on by default where the pairs leave SMs idle): off, and with split 1's
-        // own pages moved to split 0 (none left: only the helper's segment) or none moved.
-        // A weight of 16 / 16, and 4 / 16 (short segments).
-        // (helpers 1000: as many as fit, also where the default finds the segments too short)
-        for (const auto& [helpers, shift, weight] : std::vector<std::tuple<int, int, int>>{
-                 {0, -1, -1}, {1000, -1, -1}, {1000, 0, -1}, {1000, 100000, -1}, {2, -1, 16},
-                 {1000, -1, 4}}) {
-          g_helpers = helpers, g_helper_shift = shift, g_helper_weight = weight;
-          const auto h = run_decode(dc, c.k, Path::Fused, c.splits);
-          EXPECT_TRUE(h == by_kernel) << "helpers " << helpers << ", shift " << shift
-                                      << ", weight " << weight
-                                      << ": differs from the merge kernel's output";
-        }
-        g_helpers = cuda::Options{}.helpers, g_helper_shift = cuda::Options{}.helper_shift;
-        g_helper_weight = cuda::Options{}.helper_weight;
-      }
+  for (const Case& c : cases) {
+    const std::string name = c.name;
+    const uint64_t seed = seed_for(name);
+    SCOPED_TRACE(name + " seed " + std::to_string(seed));
+    std::cout << "[ seed ] " << name << " " << seed << "\n";
+    const DecodeCase dc = make_decode(c.lens, 1, 64, seed, c.exact);
+    g_over = {};
+    g_over.pair_tail = 0;
+    g_over.merge_in_kernel = 0;
+    const auto by_kernel = run_decode(dc, c.k, Path::Fused, c.splits);
+    g_over = {};
+    g_over.pair_tail = 1;
+    const auto pair = run_decode(dc, c.k, Path::Fused, c.splits);
+    EXPECT_EQ(judge_rows(reference::decode_rows(dc.host()), flat(c.k), pair, DType::F8E4M3,
+                         c.exact),
+              0);
+    EXPECT_TRUE(pair == by_kernel) << "differs from the merge kernel's output";
+    // The helpers (on by default where the pairs leave SMs idle): off, and with split 1's own
+    // pages moved to split 0 (none left: only the helper's segment) or none moved. A weight of
+    // 16 / 16, and 4 / 16 (short segments). (helpers 1000: as many as fit, also where the plan
+    // finds the segments too short)
+    for (const auto& [helpers, shift, weight] : std::vector<std::tuple<int, int, int>>{
+             {0, -1, -1}, {1000, -1, -1}, {1000, 0, -1}, {1000, 100000, -1}, {2, -1, 16},
+             {1000, -1, 4}}) {
+      g_over.helpers = helpers, g_over.helper_shift = shift, g_over.helper_weight = weight;
+      const auto h = run_decode(dc, c.k, Path::Fused, c.splits);
+      EXPECT_TRUE(h == by_kernel) << "helpers " << helpers << ", shift " << shift << ", weight "
+                                  << weight << ": differs from the merge kernel's output";
     }
   }
-  g_pair_tail = cuda::Options{}.pair_tail;
+  g_over = {};
   cuda::Options opt;
   opt.splits = 2;
-  check_decode_reruns("pair_reruns", opt);
-  opt.helpers = 1000;
-  check_decode_reruns("pair_helpers_reruns", opt);
+  cuda::DecodeOverrides pair;
+  pair.pair_tail = 1;
+  check_decode_reruns("pair_reruns", opt, pair);
+  pair.helpers = 1000;
+  check_decode_reruns("pair_helpers_reruns", opt, pair);
   // Two inputs in turn on one workspace: a helper flag left set by one call would let the next
   // call's split 1 read the segment before its helper wrote it (the other input's scores).
   const DecodeCase ca = make_decode({30000, 12000, 4000}, 1, 64, seed_for("helpers_a"), false);
@@ -554,13 +469,13 @@ TEST(CudaDecode, PairTail) {
   Dev<int32_t> out(3 * size_t(2048));
   cuda::Workspace ws;
   SelectOutputs o;
-  o.indices = out.ptr;
+  o.indices = out.data();
   std::vector<int32_t> first[2];
   for (int run = 0; run < 10; ++run) {
-    out.poison();
-    cuda::select_decode(run % 2 ? db.in : da.in, flat(2048), o, ws, nullptr, opt);
+    poison(out);
+    cuda::select_decode_with(run % 2 ? db.in : da.in, flat(2048), o, ws, nullptr, opt, pair);
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    const auto got = out.get();
+    const auto got = out.to_host();
     if (run < 2) {
       first[run] = got;
       EXPECT_EQ(judge_rows(reference::decode_rows((run ? cb : ca).host()), flat(2048), got,
@@ -618,19 +533,18 @@ TEST(CudaIndexer, HostInterfaceMatchesReference) {
   EXPECT_EQ(judge_rows(reference::decode_rows(dc.host()), flat(64), dout, DType::F8E4M3, false), 0);
 }
 
-TEST(CudaIndexer, HisaMethodIsAClearError) {
+TEST(CudaIndexer, HisaDecodeIsAClearError) {
   SKIP_WITHOUT_GPU();
   auto idx = make_indexer("cuda");
-  const PrefillCase c = make_prefill({{4, 300}}, 64, DType::F8E4M3, 1, false);
-  std::vector<int32_t> out(4 * 4096), blocks(4 * 64);
+  const DecodeCase dc = make_decode({500, 70}, 1, 64, 23, false);
+  std::vector<int32_t> out(2 * 2048), blocks(2 * 64);
   SelectConfig cfg;  // hisa by default
   SelectOutputs o{out.data(), blocks.data()};
   try {
-    idx->select_prefill(c.host(), cfg, o);
+    idx->select_decode(dc.host(), cfg, o);
     FAIL() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(
-                  "method 'hisa' is not implemented on CUDA yet; use --device cpu"),
+    EXPECT_NE(std::string(e.what()).find("is not implemented on the cuda backend (flat only)"),
               std::string::npos)
         << e.what();
   }
@@ -652,7 +566,7 @@ TEST(CudaBadInputs, DeviceChecksNameTheEntry) {
   cuda::Workspace ws;
   Dev<int32_t> out(64 * 64);
   SelectOutputs o;
-  o.indices = out.ptr;
+  o.indices = out.data();
   {
     PrefillCase c = make_prefill({{10, 40}, {10, 40}}, 64, DType::F8E4M3, 3, false);
     c.cu_q[1] = 30;  // sequence 1 would have -10 queries
@@ -713,9 +627,12 @@ TEST(CudaBadInputs, DeviceChecksNameTheEntry) {
     PrefillCase c = make_prefill({{10, 40}}, 64, DType::F8E4M3, 3, false);
     PrefillDev d(c);
     SelectConfig cfg = flat(8);
-    cfg.method = Method::Block;
-    const std::string e = error_of([&] { cuda::select_prefill(d.in, cfg, o, ws); });
-    EXPECT_NE(e.find("method 'block' is not implemented on CUDA yet"), std::string::npos) << e;
+    cfg.method = Method::Hisa;  // f32: the fused kernels do not take it, and hisa runs on them
+    PrefillCase f = make_prefill({{10, 40}}, 64, DType::F32, 3, false);
+    PrefillDev df(f);
+    const std::string e = error_of([&] { cuda::select_prefill(df.in, cfg, o, ws); });
+    EXPECT_NE(e.find("method hisa on the cuda backend needs fp8 or bf16"), std::string::npos)
+        << e;
   }
 }
 
@@ -742,10 +659,10 @@ TEST(CudaTopk, RowsWithTiesAndShortRows) {
     }
     Dev<float> ds(s);
     Dev<int32_t> dl(len), out(size_t(rows) * k);
-    out.poison();
-    cuda::topk_rows(ds.ptr, rows, ld, dl.ptr, 0, k, out.ptr);
+    poison(out);
+    cuda::topk_rows(ds.data(), rows, ld, dl.data(), 0, k, out.data());
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    const auto got = out.get();
+    const auto got = out.to_host();
     for (int64_t r = 0; r < rows; ++r) {
       std::vector<int32_t> order(static_cast<size_t>(len[size_t(r)]));
       std::iota(order.begin(), order.end(), 0);

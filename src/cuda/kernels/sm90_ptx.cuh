@@ -45,7 +45,7 @@ __device__ __forceinline__ bool mbar_try_wait(uint64_t* bar, uint32_t parity) {
 // Like mbar_try_wait, but the thread may be suspended (up to the hint, ~1 ms here) until the phase
 // completes. It compiles to NANOSLEEP.SYNCS, which wakes on any barrier event of the CTA: the
 // producer now sleeps while the key ring is full, the math warps still poll about as often as
-// before (runs 5-6: 342M -> 295M polls in a 32K prefill).
+// before (342M -> 295M polls in a 32K prefill).
 __device__ __forceinline__ bool mbar_try_wait_suspend(uint64_t* bar, uint32_t parity) {
   uint32_t done;
   asm volatile(
@@ -63,21 +63,12 @@ __device__ __forceinline__ bool mbar_try_wait_suspend(uint64_t* bar, uint32_t pa
 // (4e10 SM cycles) means a broken pipeline (a copy that never lands, a miscounted barrier): trap
 // instead of hanging the device (the launch then fails with an illegal-instruction error; no
 // printf: a call inside the wgmma loop makes ptxas serialise every wgmma). The cycle counter is
-// read once per 16 polls: reading %globaltimer on every poll delayed each wake-up (run 1).
-// kSleepNs > 0: a miss sleeps that many nanoseconds before the next plain poll instead of a
-// suspended try-wait (which wakes on every barrier event of the CTA), for warps with slack (decode
-// variants 18-19, runs 66-67: no measurable gain).
-template <unsigned kSleepNs = 0>
+// read once per 16 polls: reading %globaltimer on every poll delayed each wake-up.
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
   if (mbar_try_wait(bar, parity)) return;
   const long long t0 = clock64();
   for (uint32_t polls = 1;; ++polls) {
-    if constexpr (kSleepNs > 0) {
-      __nanosleep(kSleepNs);
-      if (mbar_try_wait(bar, parity)) return;
-    } else {
-      if (mbar_try_wait_suspend(bar, parity)) return;
-    }
+    if (mbar_try_wait_suspend(bar, parity)) return;
     if ((polls & 15) == 0 && clock64() - t0 > 40000000000ll) __trap();
   }
 }
@@ -100,19 +91,6 @@ __device__ __forceinline__ void wait_flag_gpu(const int* p) {
     if (clock64() - t0 > 40000000000ll) __trap();
   }
 }
-// The SM this thread runs on (measurement only).
-__device__ __forceinline__ uint32_t sm_id() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%smid;" : "=r"(r));
-  return r;
-}
-// Nanoseconds of the GPU's global timer (measurement only).
-__device__ __forceinline__ uint64_t globaltimer_ns() {
-  uint64_t t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-
 // ---- thread block clusters (distributed shared memory) ----
 __device__ __forceinline__ uint32_t cluster_ctarank() {
   uint32_t r;

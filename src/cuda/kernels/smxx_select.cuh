@@ -68,7 +68,7 @@ __device__ __forceinline__ int block_exclusive_sum(int v, int lane, int warp, in
 }
 
 // A single CTA's cut: nothing to combine. A Peer adds a partner's digit counts to each pass
-// (the decode's 2-CTA cluster cuts the union of two lists: PairPeer in sm90_flat_topk.cuh):
+// (the decode's 2-CTA cluster cuts the union of two lists: PairPeer in sm90_fused_topk.cuh):
 // exchange(hist, pass) is called by every thread after the pass's counts are complete and must
 // leave the partner's counts of that pass readable through other(bin, pass) in both CTAs.
 struct NoPeer {
@@ -79,7 +79,7 @@ struct NoPeer {
 // get(i, &u) -> bool valid. Slots [0, n). hist: 256 ints; bcast: 4 ints (shared memory).
 // When at most k slots are valid (or counted), every counted slot is kept (need = INT_MAX).
 // kUnroll slots per thread and step, loaded before they are counted: several loads in flight
-// (the merge reads its lists from L2; one load per step left each pass latency-bound, run 2).
+// (the merge reads its lists from L2; one load per step left each pass latency-bound).
 //
 // Anchored start (the fused kernel's candidate lists): when every valid key is known to share the
 // bits above `top_bit` with `start_prefix` (keys lie between the list's threshold and its maximum),
@@ -92,7 +92,7 @@ struct NoPeer {
 // than one each: worth it where a warp's keys share digits (the top byte of unanchored passes,
 // lists of many equal scores), a loss on anchored passes over spread-out keys, where the MATCH
 // sits in every key's dependent chain (the fused kernel's cuts: 24.6K -> 17.6K cycles without
-// it, device run 58).
+// it).
 template <int kThreads, int kUnroll = 4, class Get, class Sync, class Peer = NoPeer>
 __device__ __forceinline__ RadixCut radix_select(int64_t n, int k, Get get, int* hist, int* bcast,
                                                  Sync sync, uint32_t start_prefix = 0u,
@@ -224,6 +224,71 @@ __device__ __forceinline__ int ordered_compact(int64_t n, const RadixCut& cut, G
   }
   sync();
   return total_sure + min(total_tie, cut.need);
+}
+
+// ---- The anchored cut: every caller's cut of a candidate list ----
+//
+// A candidate list is n entries in shared memory, keys cu[i] (order keys) with positions cp[i], in
+// position order. When every key lies in [lo, mx] (lo: the list's threshold or smallest key, mx:
+// its largest key), the radix digits start at the highest bit where lo and mx differ: the bits
+// above are common to all keys, so the passes over them are skipped (at 128K a list's keys share
+// the sign, the exponent and more).
+
+// The largest of every thread's `mx` over kT threads (whole warps; warp: the caller's warp among
+// them; the barrier `sync` is made). scratch: kT / 32 ints that nothing else uses until the
+// caller's next barrier.
+template <int kT, class Sync>
+__device__ __forceinline__ uint32_t block_max(uint32_t mx, int warp, int* scratch, Sync sync) {
+  mx = __reduce_max_sync(0xFFFFFFFFu, mx);
+  if (threadIdx.x % 32 == 0) scratch[warp] = int(mx);
+  sync();
+#pragma unroll
+  for (int w = 0; w < kT / 32; ++w) mx = max(mx, uint32_t(scratch[w]));
+  return mx;
+}
+
+// radix_select anchored at [lo, mx] over `get` (see radix_select for max_passes, stop_kept and
+// the Peer). Plain shared-memory atomics: anchored digits spread a list over many bins.
+template <int kT, class Get, class Sync, class Peer = NoPeer>
+__device__ __forceinline__ RadixCut anchored_select(int64_t n, int k, Get get, uint32_t lo,
+                                                    uint32_t mx, int* hist, int* bcast, Sync sync,
+                                                    int max_passes = 4, int stop_kept = -1,
+                                                    Peer peer = Peer{}) {
+  const uint32_t diff = mx ^ lo;
+  const int top_bit = diff ? 31 - __clz(diff) : 0;
+  return radix_select<kT>(n, k, get, hist, bcast, sync, mx, top_bit, max_passes, stop_kept, false,
+                          peer);
+}
+
+// The list's cut: anchored_select over cu[0, n).
+template <int kT, class Sync, class Peer = NoPeer>
+__device__ __forceinline__ RadixCut select_list(int n, int k, const uint32_t* cu, uint32_t lo,
+                                                uint32_t mx, int* hist, int* bcast, Sync sync,
+                                                int max_passes = 4, int stop_kept = -1,
+                                                Peer peer = Peer{}) {
+  return anchored_select<kT>(
+      n, k, [&](int64_t i, uint32_t* u) { return *u = cu[i], true; }, lo, mx, hist, bcast, sync,
+      max_passes, stop_kept, peer);
+}
+
+// Keeps the list entries the cut keeps, in place and in order; returns the new length.
+// scan: 2 * kT / 32 ints.
+template <int kT, class Sync>
+__device__ __forceinline__ int compact_list(int n, const RadixCut& cut, uint32_t* cu, int32_t* cp,
+                                            int* scan, Sync sync) {
+  return ordered_compact<kT, 4>(
+      n, cut, [&](int64_t i, uint32_t* u, int32_t* p) { return *u = cu[i], *p = cp[i], true; },
+      [&](int dst, uint32_t u, int32_t p) { cu[dst] = u, cp[dst] = p; }, scan, sync);
+}
+
+// The exact top k of the list (ties toward the lower position), in place; returns the new length
+// (min(n, k)).
+template <int kT, class Sync>
+__device__ __forceinline__ int cut_list_exact(int n, int k, uint32_t* cu, int32_t* cp, uint32_t lo,
+                                              uint32_t mx, int* hist, int* bcast, int* scan,
+                                              Sync sync) {
+  const RadixCut cut = select_list<kT>(n, k, cu, lo, mx, hist, bcast, sync);
+  return compact_list<kT>(n, cut, cu, cp, scan, sync);
 }
 
 }  // namespace hisa::cuda

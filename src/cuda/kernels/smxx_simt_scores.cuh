@@ -9,49 +9,10 @@
 
 #include <cstdint>
 
-#include "hisa/dtype.hpp"
+#include "cuda/kernels/smxx_values.cuh"
+#include "cuda/simt_params.hpp"
 
 namespace hisa::cuda {
-
-__device__ __forceinline__ float fp8e4m3_value(uint8_t v) {
-  const uint32_t s = v >> 7, e = (v >> 3) & 0xF, m = v & 7;
-  const float mag = e ? __uint_as_float(((e + 120u) << 23) | (m << 20)) : float(m) * 0.001953125f;
-  return s ? -mag : mag;
-}
-
-__device__ __forceinline__ float load_value(DType t, const void* base, int64_t i) {
-  switch (t) {
-    case DType::F8E4M3:
-      return fp8e4m3_value(static_cast<const uint8_t*>(base)[i]);
-    case DType::BF16:
-      return __uint_as_float(uint32_t(static_cast<const uint16_t*>(base)[i]) << 16);
-    default:
-      return static_cast<const float*>(base)[i];
-  }
-}
-
-struct SimtParams {
-  int64_t row_begin = 0, rows = 0;  // rows [row_begin, row_begin + rows) of the call
-  int heads = 0, dim = 0;
-  DType q_dtype = DType::F32, k_dtype = DType::F32;
-  const void* q = nullptr;   // [rows total, H, D] q_dtype
-  const float* w = nullptr;  // [rows total, H] fp32
-
-  // prefill keys (paged == 0)
-  const void* k = nullptr;          // [S, D] k_dtype
-  const float* k_scale = nullptr;   // [S] fp32 or nullptr (1)
-  const int32_t* row_ks = nullptr;  // [T] int32
-  const int32_t* row_ke = nullptr;  // [T] int32
-  // decode keys (paged == 1): fp8 cache
-  int paged = 0;
-  int next_n = 1, page_size = 64, max_pages = 0;
-  const uint8_t* kv_cache = nullptr;     // [pages, page_size, D + 4] uint8
-  const int32_t* block_table = nullptr;  // [N, max_pages] int32
-  const int32_t* seq_lens = nullptr;     // [N] int32
-
-  float* scores = nullptr;  // [rows, ld] fp32: position p of chunk row i at i * ld + p
-  int64_t ld = 0;
-};
 
 // Grid: x = key tiles of 128, y = rows of the chunk. Dynamic shared memory: (H * D + H) floats.
 __global__ void __launch_bounds__(128) smxx_simt_scores_kernel(const SimtParams p) {

@@ -76,15 +76,15 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Merge of split-K partial lists with the keys staged in shared memory first (one coalesced read
-// of every list instead of one per radix pass; run 3: the global-memory merge of 32K entries took
-// ~80 us for one row). Dynamic shared memory: splits * k * 4 bytes. Empty slots hold key 0, below
+// of every list instead of one per radix pass: the global-memory merge of 32K entries took ~80 us
+// for one row). Dynamic shared memory: splits * k * 4 bytes. Empty slots hold key 0, below
 // every real key (order keys of finite floats are >= 0x00800000).
 // A full list (k entries) is its split's exact top-k, so its smallest key is its split's k-th
 // largest, and the row's k-th largest key is at least the largest of those (`floor`): smaller keys
 // cannot be selected. The radix passes count only keys >= floor, with digits anchored at the
-// highest bit where floor and the row's largest key differ, and plain atomics (device run 67:
-// the merge of 16 splits of 2048, b1 at 128K, took ~60 us with four unanchored passes over every
-// slot and __match_any_sync counts).
+// highest bit where floor and the row's largest key differ, and plain atomics (the anchored cut of
+// smxx_select.cuh; the merge of 16 splits of 2048, b1 at 128K, took ~60 us with four unanchored
+// passes over every slot and __match_any_sync counts).
 template <int kThreads>
 __global__ void __launch_bounds__(kThreads)
     smxx_merge_smem_kernel(PartialLists src, int64_t rows, int k, int32_t* out) {
@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   const int64_t n = src.slots(r);
   uint32_t mx = 0;
-  // Keys only, eight independent loads in flight per thread (run 66: the loop of dependent count,
+  // Keys only, eight independent loads in flight per thread (the loop of dependent count,
   // key and position loads took most of the b1 merge).
 #pragma unroll 8
   for (int64_t i = threadIdx.x; i < n; i += kThreads) {
@@ -131,15 +131,13 @@ __global__ void __launch_bounds__(kThreads)
   const uint32_t floor = bounds[0];
   mx = bounds[1];
   const auto sync = [] { __syncthreads(); };
-  const uint32_t diff = mx ^ floor;
-  const int top_bit = diff ? 31 - __clz(diff) : 0;
-  const RadixCut cut = radix_select<kThreads>(
+  const RadixCut cut = anchored_select<kThreads>(
       n, k,
       [&](int64_t i, uint32_t* u) {
         *u = staged[i];
         return *u != 0u && *u >= floor;
       },
-      hist, bcast, sync, mx, top_bit, 4, -1, false);
+      floor, mx, hist, bcast, sync);
   int32_t* row_out = out + r * k;
   const int kept = ordered_compact<kThreads, 4>(
       n, cut,

@@ -1,5 +1,6 @@
-// Host launchers of the fused flat kernel, one explicit instance per .cu file (flat_*.cu) so that
-// the instances compile in parallel. Included by .cu files only.
+// Host launcher of the fused scoring + top-k kernel (kernels/sm90_fused_topk.cuh). Each production
+// instance is defined by one file in instances/ (HISA_FUSED_INSTANCE), so that they compile in
+// parallel; host code includes this header for the declarations and the instances' constants.
 #pragma once
 
 #include <cuda.h>
@@ -8,33 +9,35 @@
 #include <atomic>
 #include <type_traits>
 
-#include "cuda/kernels/sm90_flat_topk.cuh"
+#include "cuda/kernels/sm90_fused_topk.cuh"
 
 namespace hisa::cuda {
 
-enum FlatElem : int { kFp8 = 0, kBf16 = 1 };
+enum FusedElem : int { kFp8 = 0, kBf16 = 1 };
 
-struct FlatLaunch {
-  CUtensorMap q;  // [rows * H, D] q tile map (128-byte swizzle)
-  CUtensorMap k;  // prefill: [S, D] keys; decode: [pages, 64, D] cache values (128-byte swizzle)
-  CUtensorMap scale;  // prefill: [S] fp32 key scales (unused when !has_scale and for decode)
-  sm90::FlatParams p;
+template <int kElem, int kHeads, int kNQ, int kSource, bool kScores>
+using FusedConfigOf =
+    sm90::FusedConfig<std::conditional_t<kElem == kFp8, sm90::Fp8, sm90::Bf16>, kHeads, kNQ,
+                      kSource, kScores>;
+
+struct FusedLaunch {
+  CUtensorMap q;      // [rows * H, D] q tile map (128-byte swizzle)
+  CUtensorMap k;      // dense / gathered: [S, D] keys; paged: [pages, 64, D] cache values
+  CUtensorMap scale;  // dense / gathered: [S] fp32 key scales (unused when !has_scale; paged: k)
+  sm90::FusedParams p;
   int grid = 0;
   cudaStream_t stream = nullptr;
   int cluster = 1;  // 2: 2-CTA clusters (the decode's pair tail, p.pair_tail)
 };
 
-template <int kElem, int kHeads, int kNQ, bool kPaged, bool kScores, bool kProf = false,
-          int kTune = 0, int kSub = 0>
-cudaError_t launch_flat(const FlatLaunch& l);
+template <int kElem, int kHeads, int kNQ, int kSource, bool kScores>
+cudaError_t launch_fused(const FusedLaunch& l);
 
-#ifdef HISA_FLAT_DEFINE_LAUNCH
-template <int kElem, int kHeads, int kNQ, bool kPaged, bool kScores, bool kProf, int kTune,
-          int kSub>
-cudaError_t launch_flat(const FlatLaunch& l) {
-  using T = std::conditional_t<kElem == kFp8, sm90::Fp8, sm90::Bf16>;
-  using Cfg = sm90::FlatConfig<T, kHeads, kNQ, kPaged, kScores, kProf, kTune, kSub>;
-  auto kernel = sm90::sm90_flat_topk_kernel<Cfg>;
+#ifdef HISA_FUSED_DEFINE_LAUNCH
+template <int kElem, int kHeads, int kNQ, int kSource, bool kScores>
+cudaError_t launch_fused(const FusedLaunch& l) {
+  using Cfg = FusedConfigOf<kElem, kHeads, kNQ, kSource, kScores>;
+  auto kernel = sm90::sm90_fused_topk_kernel<Cfg>;
   // The shared-memory opt-in once per device (a driver call per launch is host time in every
   // decode step); devices 0-63 tracked, others set every time.
   static std::atomic<unsigned long long> opted_in{0};
@@ -62,7 +65,7 @@ cudaError_t launch_flat(const FlatLaunch& l) {
     a[0].val.clusterDim.x = 2, a[0].val.clusterDim.y = 1, a[0].val.clusterDim.z = 1;
     c.attrs = a;
     c.numAttrs = 1;
-    sm90::FlatParams p = l.p;
+    sm90::FusedParams p = l.p;
     if (p.helpers > 0) {
       // The pairs wait for their helpers: every CTA of the grid must be resident at once. Where
       // fewer clusters fit the device together (cudaOccupancyMaxActiveClusters, once per device)
@@ -80,15 +83,12 @@ cudaError_t launch_flat(const FlatLaunch& l) {
       }
     }
     return cudaLaunchKernelEx(&c, kernel, l.q, l.k, l.scale, p);
-  } else {
-    kernel<<<l.grid, Cfg::kThreads, Cfg::kSmemBytes, l.stream>>>(l.q, l.k, l.scale, l.p);
-    return cudaGetLastError();
   }
+  kernel<<<l.grid, Cfg::kThreads, Cfg::kSmemBytes, l.stream>>>(l.q, l.k, l.scale, l.p);
+  return cudaGetLastError();
 }
-#define HISA_FLAT_INSTANCE(E, H, NQ, PAGED, SCORES) \
-  template cudaError_t launch_flat<E, H, NQ, PAGED, SCORES, false, 0, 0>(const FlatLaunch&);
-#define HISA_FLAT_VARIANT_INSTANCE(E, H, NQ, PAGED, PROF, TUNE, SUB) \
-  template cudaError_t launch_flat<E, H, NQ, PAGED, false, PROF, TUNE, SUB>(const FlatLaunch&);
+#define HISA_FUSED_INSTANCE(E, H, NQ, SOURCE, SCORES) \
+  template cudaError_t launch_fused<E, H, NQ, SOURCE, SCORES>(const FusedLaunch&);
 #endif
 
 }  // namespace hisa::cuda

@@ -1,7 +1,0 @@
-// Fused flat kernel instance: paged decode, fp8, H = 32, next_n = 4.
-#define HISA_FLAT_DEFINE_LAUNCH
-#include "cuda/flat_launch.cuh"
-
-namespace hisa::cuda {
-HISA_FLAT_INSTANCE(kFp8, 32, 4, true, false)
-}  // namespace hisa::cuda

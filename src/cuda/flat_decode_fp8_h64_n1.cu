@@ -1,7 +1,0 @@
-// Fused flat kernel instance: paged decode, fp8, H = 64, next_n = 1.
-#define HISA_FLAT_DEFINE_LAUNCH
-#include "cuda/flat_launch.cuh"
-
-namespace hisa::cuda {
-HISA_FLAT_INSTANCE(kFp8, 64, 1, true, false)
-}  // namespace hisa::cuda

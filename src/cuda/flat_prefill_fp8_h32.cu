@@ -1,8 +1,0 @@
-// Fused flat kernel instances: prefill, fp8 q/k, H = 32 (top-k and score modes).
-#define HISA_FLAT_DEFINE_LAUNCH
-#include "cuda/flat_launch.cuh"
-
-namespace hisa::cuda {
-HISA_FLAT_INSTANCE(kFp8, 32, 2, false, false)
-HISA_FLAT_INSTANCE(kFp8, 32, 2, false, true)
-}  // namespace hisa::cuda

@@ -1,0 +1,103 @@
+// Pooled keys of HISA prefill (the device twin of hisa::update_pooled_keys): for every complete
+// block some row scores, the mean of its B dequantised keys, stored as the fused kernel reads
+// keys (fp8 e4m3 with one fp32 scale per block, or bf16).
+//
+// Pooled slots: block j of a sequence whose keys start at row ks is slot ks / B + j. Slots are
+// distinct across sequences (two blocks start at least B rows apart, so their starts divided by B
+// differ), so no sequence table is needed: every row names its own blocks from its ks. Which
+// slots to pool, in three steps:
+//   1. need: each row whose blocks are scored (J > m) asks for its sequence's blocks [0, J - local)
+//      at slot ks / B (atomicMax; the rows of one sequence agree on ks);
+//   2. owner: for every slot, the nearest slot at or below it where a sequence asks (a max-scan);
+//   3. pool: slot p pools block p - owner of that sequence when the block was asked for.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+
+#include <cstdint>
+
+#include "cuda/kernels/smxx_values.cuh"
+#include "hisa/dtype.hpp"
+
+namespace hisa::cuda {
+
+// Step 1: need[slot] = blocks asked for, start[slot] = the sequence's first key row.
+__global__ void smxx_pool_need_kernel(int64_t rows, const int32_t* row_ks, const int32_t* row_ke,
+                                      int block_size, int top_blocks, int local_blocks,
+                                      int32_t* need, int32_t* start) {
+  const int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (t >= rows) return;
+  const int32_t ks = row_ks[t], e = row_ke[t] - ks;
+  const int32_t J = (e + block_size - 1) / block_size;
+  if (J <= top_blocks) return;
+  const int32_t slot = ks / block_size;
+  atomicMax(need + slot, J - local_blocks);
+  start[slot] = ks;
+}
+
+// Step 2, one CTA of 1024 threads: owner[i] = the largest j <= i with need[j] > 0, else -1.
+// Thread r scans a contiguous run of the slots; the runs' maxima are scanned in shared memory.
+__global__ void __launch_bounds__(1024)
+    smxx_pool_owner_kernel(int64_t slots, const int32_t* need, int32_t* owner) {
+  __shared__ int32_t run_max[1024];
+  const int64_t per = (slots + 1023) / 1024;
+  const int64_t a = threadIdx.x * per, b = a + per < slots ? a + per : slots;
+  int32_t m = -1;
+  for (int64_t i = a; i < b; ++i)
+    if (need[i] > 0) m = int32_t(i);
+  run_max[threadIdx.x] = m;
+  __syncthreads();
+  for (int o = 1; o < 1024; o <<= 1) {  // inclusive max-scan over the runs (Hillis-Steele)
+    const int32_t x = threadIdx.x >= o ? run_max[threadIdx.x - o] : -1;
+    __syncthreads();
+    run_max[threadIdx.x] = max(run_max[threadIdx.x], x);
+    __syncthreads();
+  }
+  m = threadIdx.x > 0 ? run_max[threadIdx.x - 1] : -1;
+  for (int64_t i = a; i < b; ++i) {
+    if (need[i] > 0) m = int32_t(i);
+    owner[i] = m;
+  }
+}
+
+// Step 3: one CTA of 128 threads (thread d: dimension d) per slot. The mean in float64 from the
+// dequantised keys (every product of an fp8 or bf16 value and an fp32 scale is exact in float64,
+// so the sum is the same whichever order the compiler fuses), rounded to fp32, then stored:
+// fp8 (store_fp8): e4m3 of mean / scale with scale = amax / 448 (1 for a zero block), RNE with
+// saturation; else bf16 (RNE). hisa::reference::round_pooled rounds the same way.
+__global__ void __launch_bounds__(128)
+    smxx_pool_blocks_kernel(DType dtype, const void* k, const float* k_scale, int block_size,
+                            int64_t slots, const int32_t* owner, const int32_t* need,
+                            const int32_t* start, int store_fp8, uint8_t* pooled,
+                            float* pooled_scale) {
+  __shared__ float amax_w[4];
+  const int d = threadIdx.x;
+  for (int64_t p = blockIdx.x; p < slots; p += gridDim.x) {
+    const int32_t o = owner[p];
+    if (o < 0 || p - o >= need[o]) continue;  // uniform over the CTA
+    const int64_t row0 = int64_t(start[o]) + (p - o) * block_size;
+    double acc = 0.0;
+    for (int i = 0; i < block_size; ++i) {
+      const double v = double(load_value(dtype, k, (row0 + i) * 128 + d));
+      acc += k_scale ? v * double(k_scale[row0 + i]) : v;
+    }
+    const float mean = float(acc * (1.0 / double(block_size)));  // B: a power of two
+    if (store_fp8) {
+      float a = fabsf(mean);
+      for (int o2 = 16; o2 > 0; o2 >>= 1) a = fmaxf(a, __shfl_xor_sync(0xFFFFFFFFu, a, o2));
+      if (d % 32 == 0) amax_w[d / 32] = a;
+      __syncthreads();
+      const float amax = fmaxf(fmaxf(amax_w[0], amax_w[1]), fmaxf(amax_w[2], amax_w[3]));
+      const float scale = amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
+      pooled[p * 128 + d] =
+          uint8_t(__nv_cvt_float_to_fp8(__fdiv_rn(mean, scale), __NV_SATFINITE, __NV_E4M3));
+      if (d == 0) pooled_scale[p] = scale;
+      __syncthreads();  // amax_w is rewritten by the next slot
+    } else {
+      reinterpret_cast<__nv_bfloat16*>(pooled)[p * 128 + d] = __float2bfloat16_rn(mean);
+    }
+  }
+}
+
+}  // namespace hisa::cuda
