@@ -9,6 +9,7 @@
 //                   [--methods flat,hisa,block] [--prefill 8192,32768|none] [--ragged] [--sweep]
 //                   [--decode 1x32768,64x131072|none] [--next-n 1,2,4] [--block-size 128]
 //                   [--top-blocks 64] [--path auto|fused|scores|simt] [--splits 0] [--no-ceilings]
+//                   [--workload topical|gaussian]
 //
 // Shapes: H = 64, D = 128, k = 2048, fp8 e4m3 q and k with per-key fp32 scales. Prefill is full
 // causal (T_b = S_b) in one call; decode reads a paged cache (page 64) whose requests the batches
@@ -86,6 +87,45 @@ void fill(DeviceBuffer<T>& buf, uint64_t seed, Fill kind, float a, float b = 0.0
   fill_random<<<4096, 256>>>(buf.data(), int64_t(buf.size()), seed, kind, a, b);
   HISA_CUDA_CHECK(cudaGetLastError());
 }
+// Topical inputs (docs/workloads.md's topical generator, on the device): 16 topic centres
+// u_c ~ N(0, I); key p belongs to topic hash(p / 512) (documents move between topics in 512-token
+// spans): k_p = 1.5 u_c + N(0, I); head h of query t asks about topic hash(t / 32, h) (neighbouring
+// queries ask about the same things): q = u_c + N(0, I). Keys are then quantised per token to fp8
+// with amax / 448 scales, queries scaled by 40 into fp8's range. This is where blocks carry the
+// signal and neighbouring rows choose overlapping blocks; --workload gaussian is i.i.d.
+constexpr int kTopics = 16;
+__device__ uint32_t topic_of(uint64_t seed, uint64_t span, uint64_t h) {
+  return mix(seed * 31 + span * 977 + h * 0x9E3779B97F4A7C15ull) % kTopics;
+}
+__global__ void fill_topical_q(uint8_t* q, int64_t rows, int heads, uint64_t seed) {
+  const int64_t n = rows * heads * kDim;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t = i / (int64_t(heads) * kDim);
+    const int h = int(i / kDim % heads), d = int(i % kDim);
+    const uint32_t c = topic_of(seed, uint64_t(t / 32), uint64_t(h));
+    q[i] = to_fp8(40.0f * (gauss(seed + 1, uint64_t(c) * kDim + d) + gauss(seed + 2, i)));
+  }
+}
+// One warp per key row: the topical key, then its per-token fp8 quantisation (amax / 448).
+__global__ void fill_topical_k(uint8_t* k, float* k_scale, int64_t rows, uint64_t seed) {
+  const int lane = threadIdx.x % 32;
+  for (int64_t p = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32; p < rows;
+       p += int64_t(gridDim.x) * blockDim.x / 32) {
+    const uint32_t c = topic_of(seed, uint64_t(p / 512), 0);
+    float v[kDim / 32], amax = 0.0f;
+    for (int j = 0; j < kDim / 32; ++j) {
+      const int d = lane + 32 * j;
+      v[j] = 1.5f * gauss(seed + 1, uint64_t(c) * kDim + d) + gauss(seed + 3, uint64_t(p) * kDim + d);
+      amax = fmaxf(amax, fabsf(v[j]));
+    }
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, o));
+    const float scale = amax > 0.0f ? amax / 448.0f : 1.0f;
+    for (int j = 0; j < kDim / 32; ++j) k[p * kDim + lane + 32 * j] = to_fp8(v[j] / scale);
+    if (lane == 0) k_scale[p] = scale;
+  }
+}
+
 // Cache pages: fp8 values (3 x Gaussian), then the page's 64 scales in [1, 2).
 __global__ void fill_cache(uint8_t* cache, int64_t pages, uint64_t seed) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < pages * kPageBytes;
@@ -212,6 +252,7 @@ struct Args {
   std::vector<int> next_n = {1};
   int block_size = 128, top_blocks = 64, splits = 0;
   hisa::cuda::Path path = hisa::cuda::Path::Auto;
+  std::string workload = "topical";  // prefill inputs: topical or gaussian
 };
 
 // "a,b,c" -> {a, b, c}; "none" -> {}.
@@ -253,6 +294,12 @@ Args parse_args(int argc, char** argv) {
       {"--block-size", [&] { a.block_size = int(positive(value())); }},
       {"--top-blocks", [&] { a.top_blocks = int(positive(value())); }},
       {"--splits", [&] { a.splits = std::stoi(value()); }},
+      {"--workload",
+       [&] {
+         a.workload = value();
+         if (a.workload != "topical" && a.workload != "gaussian")
+           throw std::invalid_argument("--workload: topical or gaussian, got " + a.workload);
+       }},
       {"--methods",
        [&] {
          a.methods.clear();
@@ -449,7 +496,7 @@ struct PrefillData {
   }
 };
 
-PrefillData make_prefill(const std::vector<int32_t>& lens) {
+PrefillData make_prefill(const std::vector<int32_t>& lens, const std::string& workload) {
   PrefillData d;
   d.lens = lens, d.cu = {0};
   for (int32_t n : lens) d.cu.push_back(d.cu.back() + n);
@@ -457,9 +504,15 @@ PrefillData make_prefill(const std::vector<int32_t>& lens) {
   d.q.reserve(size_t(T) * kHeads * kDim), d.k.reserve(size_t(T) * kDim);
   d.k_scale.reserve(size_t(T)), d.w.reserve(size_t(T) * kHeads);
   d.cu_dev.assign(d.cu);
-  fill(d.q, 1000 + T, kFp8Gauss, 40.0f);
-  fill(d.k, 2000 + T, kFp8Gauss, 3.0f);
-  fill(d.k_scale, 3000 + T, kUniform, 0.5f, 2.0f);
+  if (workload == "topical") {
+    fill_topical_q<<<4096, 256>>>(d.q.data(), T, kHeads, 1000 + T);
+    fill_topical_k<<<2048, 256>>>(d.k.data(), d.k_scale.data(), T, 1000 + T);
+    HISA_CUDA_CHECK(cudaGetLastError());
+  } else {
+    fill(d.q, 1000 + T, kFp8Gauss, 40.0f);
+    fill(d.k, 2000 + T, kFp8Gauss, 3.0f);
+    fill(d.k_scale, 3000 + T, kUniform, 0.5f, 2.0f);
+  }
   fill(d.w, 4000 + T, kGauss, 0.1f);
   return d;
 }
@@ -509,6 +562,27 @@ json time_prefill(const PrefillData& d, const SelectConfig& cfg, const Args& a,
             {"flops", flops},
             {"tflops", flops / (t.median_ms * 1e-3) / 1e12},
             {"workspace_bytes", ws.bytes()}};
+  if (cfg.method == Method::Hisa) {
+    // The token stage streams, per tile of two rows, the union of their chosen blocks once: the
+    // keys gathered per query (and their bytes, 128 + 4 per key) with that reuse and without.
+    const int64_t tiles = T / 2, m = cfg.top_blocks, step = std::max<int64_t>(1, tiles / 4096);
+    double sum_union = 0, sum_own = 0;
+    int64_t n = 0;
+    for (int64_t i = 0; i < tiles; i += step, ++n) {
+      const auto b = blocks.to_host(size_t(2 * i * m), size_t(2 * m));
+      std::set<int32_t> u;
+      for (int32_t x : b)
+        if (x >= 0) u.insert(x);
+      sum_union += double(u.size());
+      sum_own += double(std::count_if(b.begin(), b.end(), [](int32_t x) { return x >= 0; }));
+    }
+    const double per_query = sum_union / std::max<int64_t>(n, 1) / 2.0 * cfg.block_size;
+    const double without = sum_own / std::max<int64_t>(n, 1) / 2.0 * cfg.block_size;
+    r["gathered_keys_per_query"] = per_query;
+    r["gathered_bytes_per_query"] = per_query * (kDim + 4);
+    r["keys_per_query_without_reuse"] = without;
+    r["reuse_fraction"] = without > 0 ? 1.0 - per_query / without : 0.0;
+  }
   int bad = 0;
   for (int64_t row : rows)
     bad += judge(d.reference_row(row), cfg, idx, blocks, size_t(row), "row " + std::to_string(row));
@@ -542,6 +616,13 @@ void print_prefill(json& r, const Baselines& base) {
               r["ns_per_token"].get<double>(), r["tflops"].get<double>(), fp8.c_str(),
               r["workspace_bytes"].get<double>() / 1e6, checked(r).c_str(), vdg.c_str(),
               vdgt.c_str(), vt.c_str());
+  if (r.contains("gathered_keys_per_query"))
+    std::printf("        token stage: %.0f keys (%.2f MB) gathered per query, %.0f without the "
+                "tile's reuse (%.0f%% reused)\n",
+                r["gathered_keys_per_query"].get<double>(),
+                r["gathered_bytes_per_query"].get<double>() / 1e6,
+                r["keys_per_query_without_reuse"].get<double>(),
+                100 * r["reuse_fraction"].get<double>());
   std::fflush(stdout);
 }
 
@@ -621,7 +702,7 @@ void run_prefill(const Args& a, const Baselines& base, json& results) {
       kHeads, kDim, kTopk, a.block_size, a.top_blocks);
   std::fputs(kPrefillHeader, stdout);
   for (int64_t L : a.prefill) {
-    const PrefillData d = make_prefill({int32_t(L)});
+    const PrefillData d = make_prefill({int32_t(L)}, a.workload);
     // A float64 reference row costs e * H * D multiply-adds: 2 rows past 128K tokens, else 4.
     std::set<int64_t> rows = {std::min<int64_t>(17, L - 1), L - 1};
     if (L <= 131072) rows.insert({std::min<int64_t>(L - 1, 2100), L / 2});
@@ -648,7 +729,7 @@ void run_ragged(const Args& a, const Baselines& base, json& results) {
                                1536,  24600, 3072,  12288, 57344, 6150, 40960, 20480};
   if (a.quick)
     for (auto& n : lens) n /= 4;
-  const PrefillData d = make_prefill(lens);
+  const PrefillData d = make_prefill(lens, a.workload);
   std::printf(
       "\nragged prefill: %zu sequences of %d-%d tokens (%lld in all) in one call, then one "
       "sequence of the same FLOPs\n",
@@ -671,7 +752,7 @@ void run_ragged(const Args& a, const Baselines& base, json& results) {
         else
           hi = mid;
       }
-      json s = time_prefill(make_prefill({lo}), cfg, a, {lo - 1});
+      json s = time_prefill(make_prefill({lo}, a.workload), cfg, a, {lo - 1});
       print_prefill(s, base);
       const double ms = r["median_ms"].get<double>(), one_ms = s["median_ms"].get<double>();
       s["tokens_per_s"] = lo / (one_ms * 1e-3);
@@ -694,7 +775,7 @@ void run_ragged(const Args& a, const Baselines& base, json& results) {
 void run_sweep(const Args& a, json& results) {
   if (!a.sweep) return;
   for (int64_t L : a.quick ? std::vector<int64_t>{32768} : std::vector<int64_t>{32768, 131072}) {
-    const PrefillData d = make_prefill({int32_t(L)});
+    const PrefillData d = make_prefill({int32_t(L)}, a.workload);
     const std::set<int64_t> budgets = {4096, 8192, 16384, L / 4};
     std::printf("\nhisa sweep, L = %lld: median ms (TFLOP/s) by B and budget m*B\n  B   ",
                 (long long)L);
@@ -934,7 +1015,7 @@ int main(int argc, char** argv) {
         "[--commit H] [--quick] [--methods flat,hisa,block] [--prefill 8192,...|none] "
         "[--ragged] [--sweep] [--decode 1x32768,...|none] [--next-n 1,2,4] "
         "[--block-size 128] [--top-blocks 64] [--path auto|fused|scores|simt] "
-        "[--splits N] [--no-ceilings]\n",
+        "[--splits N] [--no-ceilings] [--workload topical|gaussian]\n",
         e.what());
     return 2;
   }

@@ -14,7 +14,8 @@ enum class Method : int {
 std::string method_name(Method m);
 Method method_from_name(const std::string& name);  // "flat" | "hisa" | "block"; throws otherwise
 
-// Mean is the contract's pooling (SEMANTICS.md 4.2). Max is an experimental variant.
+// Mean is the contract's pooling (SEMANTICS.md 4.2). Max (the CPU backends only) is there for
+// fidelity studies of the pooling rule.
 enum class Pooling : int { Mean = 0, Max = 1 };
 Pooling pooling_from_name(const std::string& name);  // "mean" | "max"; throws otherwise
 

@@ -39,7 +39,7 @@ inline int64_t packed_query_floats(int num_heads, int head_dim) {
 PackedQuery pack_query(DType t, const void* q, const float* w, int num_heads, int head_dim,
                        float* buf, float* scratch);
 
-// Microkernel variants. The default is AVX-512 where the CPU has it (checked at run time), else
+// Microkernel instruction sets. The default is AVX-512 where the CPU has it (checked at run time), else
 // AVX2 (the portable loop in builds without AVX2). Sums differ in the last bits between the two, so
 // outputs are bitwise deterministic per machine. set_kernel lets tests run both; it is not meant to
 // change while a selection runs.
