@@ -520,6 +520,12 @@ TEST(CpuBackend, SmallCallsRunOnTheCallingThread) {
   const SelectConfig hisa = make_config(Method::Hisa, 128, 64, 2048);
   EXPECT_EQ(cpu::threads_for_work(cpu::decode_work(in, flat)), 1);
   EXPECT_EQ(cpu::threads_for_work(cpu::decode_work(in, hisa)), 1);
+  // Rows with at most k candidates keep them all and score nothing, however many requests.
+  const std::vector<int32_t> many_short(64, 2048);
+  in.batch = 64;
+  in.seq_lens = many_short.data();
+  EXPECT_EQ(cpu::decode_work(in, flat), 0.0);
+  EXPECT_EQ(cpu::threads_for_work(cpu::decode_work(in, flat)), 1);
   in.batch = 4;
   in.seq_lens = long_lens;
   EXPECT_EQ(cpu::threads_for_work(cpu::decode_work(in, flat)), omp_get_max_threads());

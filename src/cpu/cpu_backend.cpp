@@ -69,8 +69,15 @@ struct Workspace {
 // error (an exception must not leave an OpenMP region).
 template <class Fn>
 void parallel_for(int64_t n, int head_dim, int threads, const Fn& fn) {
+  if (n <= 1 || threads <= 1) {
+    // No region at all, not an inactive one: a region for_each_task opens inside is then a
+    // top-level one, served by the thread pool instead of a nested team.
+    Workspace ws(head_dim);
+    for (int64_t i = 0; i < n; ++i) fn(i, ws);
+    return;
+  }
   std::exception_ptr error;
-#pragma omp parallel num_threads(threads) if (n > 1 && threads > 1)
+#pragma omp parallel num_threads(threads)
   {
     Workspace ws(head_dim);
 #pragma omp for schedule(dynamic, 1)
@@ -399,13 +406,16 @@ class CpuIndexer final : public Indexer {
 namespace cpu {
 namespace {
 
-// Key scores of a row with causal end e (see prefill_work).
+// Key scores of a row with causal end e (see prefill_work). A row with at most k candidates keeps
+// them all and scores none.
 double row_key_scores(int64_t visible, const SelectConfig& cfg) {
-  if (cfg.method == Method::Flat) return double(visible);
   const int64_t J = ceil_div(visible, cfg.block_size);
-  const double blocks = J > cfg.top_blocks ? double(J) : 0.0;
-  if (cfg.method == Method::Block) return blocks;
-  return blocks + double(std::min<int64_t>(visible, int64_t(cfg.top_blocks) * cfg.block_size));
+  const bool pools = cfg.has_blocks() && J > cfg.top_blocks;
+  const int64_t candidates =
+      pools ? std::min<int64_t>(visible, int64_t(cfg.top_blocks) * cfg.block_size) : visible;
+  const double tokens =
+      cfg.method != Method::Block && candidates > cfg.topk ? double(candidates) : 0.0;
+  return (pools ? double(J) : 0.0) + tokens;
 }
 
 }  // namespace

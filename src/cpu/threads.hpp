@@ -29,8 +29,9 @@ inline int threads_for_work(double multiply_adds) {
 }
 
 // Multiply-adds a call costs, as the fast backend estimates them for threads_for_work: H * D per
-// key score (every visible key for flat; for hisa and block the pooled keys of rows with J > m,
-// then for hisa at most m * B candidates) plus B * D per pooled block a prefill computes.
+// key score (the pooled keys of hisa and block rows with J > m; the candidates of flat and hisa
+// rows with more than k: every visible key for flat, at most m * B for hisa) plus B * D per pooled
+// block a prefill computes.
 double prefill_work(const PrefillInputs& in, const SelectConfig& cfg,
                     const std::vector<RowSpan>& spans);
 double decode_work(const DecodeInputs& in, const SelectConfig& cfg);
