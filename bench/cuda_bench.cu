@@ -82,9 +82,10 @@ __global__ void fill_random(void* p, int64_t n, uint64_t seed, Fill kind, float 
           kind == kUniform ? a + (b - a) * uniform(seed, i) : a * gauss(seed, i);
   }
 }
+// Reserves n elements of buf and fills them.
 template <typename T>
-void fill(DeviceBuffer<T>& buf, uint64_t seed, Fill kind, float a, float b = 0.0f) {
-  fill_random<<<4096, 256>>>(buf.data(), int64_t(buf.size()), seed, kind, a, b);
+void fill(DeviceBuffer<T>& buf, size_t n, uint64_t seed, Fill kind, float a, float b = 0.0f) {
+  fill_random<<<4096, 256>>>(buf.reserve(n), int64_t(n), seed, kind, a, b);
   HISA_CUDA_CHECK(cudaGetLastError());
 }
 // Topical inputs (docs/workloads.md's topical generator, on the device): 16 topic centres
@@ -509,11 +510,11 @@ PrefillData make_prefill(const std::vector<int32_t>& lens, const std::string& wo
     fill_topical_k<<<2048, 256>>>(d.k.data(), d.k_scale.data(), T, 1000 + T);
     HISA_CUDA_CHECK(cudaGetLastError());
   } else {
-    fill(d.q, 1000 + T, kFp8Gauss, 40.0f);
-    fill(d.k, 2000 + T, kFp8Gauss, 3.0f);
-    fill(d.k_scale, 3000 + T, kUniform, 0.5f, 2.0f);
+    fill(d.q, size_t(T) * kHeads * kDim, 1000 + T, kFp8Gauss, 40.0f);
+    fill(d.k, size_t(T) * kDim, 2000 + T, kFp8Gauss, 3.0f);
+    fill(d.k_scale, size_t(T), 3000 + T, kUniform, 0.5f, 2.0f);
   }
-  fill(d.w, 4000 + T, kGauss, 0.1f);
+  fill(d.w, size_t(T) * kHeads, 4000 + T, kGauss, 0.1f);
   return d;
 }
 
@@ -648,8 +649,10 @@ json run_ceilings(const Args& a, const Baselines& base) {
     // The decode floor over a cache of 64 requests x 128K tokens (1.1 GB), pages shuffled: the
     // best of a few launch shapes (the resident warps bound the pages in flight).
     const int64_t pages = int64_t(kCacheRequests) * (131072 / kPage);
-    DeviceBuffer<uint8_t> cache(size_t(pages) * kPageBytes);
+    const size_t cache_bytes = size_t(pages) * kPageBytes;
+    DeviceBuffer<uint8_t> cache(cache_bytes);
     fill_cache<<<8192, 256>>>(cache.data(), pages, 77);
+    HISA_CUDA_CHECK(cudaGetLastError());
     std::vector<int32_t> perm(static_cast<size_t>(pages));
     std::iota(perm.begin(), perm.end(), 0);
     std::shuffle(perm.begin(), perm.end(), std::mt19937_64(5));
@@ -658,14 +661,14 @@ json run_ceilings(const Args& a, const Baselines& base) {
     int dev = 0, sms = 0;
     HISA_CUDA_CHECK(cudaGetDevice(&dev));
     HISA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    const double bytes = double(cache.size());
+    const double bytes = double(cache_bytes);
     double flat = 0, paged = 0;
     for (int per_sm : a.quick ? std::vector<int>{4} : std::vector<int>{1, 2, 4, 8})
       for (int threads : a.quick ? std::vector<int>{512} : std::vector<int>{256, 512, 1024}) {
         const Timing tf = time_it(
             [&](int) {
               read_flat<<<sms * per_sm, threads>>>(reinterpret_cast<const int4*>(cache.data()),
-                                                   int64_t(cache.size() / 16), sink.data());
+                                                   int64_t(cache_bytes / 16), sink.data());
             },
             0.1, 5, 50);
         const Timing tp = time_it(
@@ -923,13 +926,12 @@ void run_decode(const Args& a, const Baselines& base, const json& ceilings, json
   d.num_pages = d.requests * d.pages_per_req;
   d.cache.reserve(size_t(d.num_pages) * kPageBytes);
   fill_cache<<<8192, 256>>>(d.cache.data(), d.num_pages, 77);
+  HISA_CUDA_CHECK(cudaGetLastError());
   d.perm.resize(size_t(d.num_pages));
   std::iota(d.perm.begin(), d.perm.end(), 0);
   std::shuffle(d.perm.begin(), d.perm.end(), std::mt19937_64(5));
-  d.q.reserve(size_t(d.requests) * nn_max * kHeads * kDim);
-  d.w.reserve(size_t(d.requests) * nn_max * kHeads);
-  fill(d.q, 88, kFp8Gauss, 40.0f);
-  fill(d.w, 99, kGauss, 0.1f);
+  fill(d.q, size_t(d.requests) * nn_max * kHeads * kDim, 88, kFp8Gauss, 40.0f);
+  fill(d.w, size_t(d.requests) * nn_max * kHeads, 99, kGauss, 0.1f);
   const double read_tbps = num(ceilings, "read_paged_tbps");
   std::printf(
       "\ndecode: paged fp8 cache (page %d), H=%d D=%d k=%d, batches rotating through %d "
