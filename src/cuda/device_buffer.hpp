@@ -37,7 +37,6 @@ class DeviceBuffer {
   // previous contents are lost when it grows. Freeing synchronises the device, so a buffer that
   // grows is never in use by queued work. zero_new: new memory is zeroed.
   T* reserve(size_t count, bool zero_new = false) {
-    count_ = count;
     if (count > capacity_ || !ptr_) {
       free_memory();
       const size_t bytes = std::max<size_t>(count * sizeof(T), 256);
@@ -45,6 +44,7 @@ class DeviceBuffer {
       if (zero_new) HISA_CUDA_CHECK(cudaMemset(ptr_, 0, bytes));
       capacity_ = bytes / sizeof(T);
     }
+    count_ = count;
     return ptr_;
   }
   // Copies the host vector in (synchronously).
