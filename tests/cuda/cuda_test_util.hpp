@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <numeric>
 #include <random>
@@ -16,6 +17,7 @@
 #include "cuda/device_buffer.hpp"
 #include "hisa/cuda.hpp"
 #include "hisa/dtype.hpp"
+#include "hisa/error.hpp"
 #include "hisa/judge.hpp"
 #include "hisa/reference.hpp"
 
@@ -251,6 +253,16 @@ inline int judge_rows(const std::vector<reference::Row>& rows, const SelectConfi
                     << "): " << errs[size_t(t)];
   }
   return bad;
+}
+
+// The message of the hisa::Error that f throws ("" when it throws none).
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 inline SelectConfig flat(int k) {

@@ -552,15 +552,6 @@ TEST(CudaIndexer, HisaDecodeIsAClearError) {
 
 // ------------------------------------------------------------------------ bad inputs
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(CudaBadInputs, DeviceChecksNameTheEntry) {
   SKIP_WITHOUT_GPU();
   cuda::Workspace ws;

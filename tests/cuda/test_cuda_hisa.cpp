@@ -220,15 +220,6 @@ TEST(CudaHisa, HostInterfaceAndBlocksOutput) {
   EXPECT_TRUE(out2 == out);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(CudaHisa, ShapesOffTheFusedPathAreClearErrors) {
   SKIP_WITHOUT_GPU();
   cuda::Workspace ws;
