@@ -219,12 +219,7 @@ void flat_decode(const DecodeInputs& in, int k, int32_t* out, Path path, Workspa
   p.pair_tail = plan.pair_tail ? 1 : 0;
   p.part_stride = k;
   const bool merge_kernel = splits > 1 && !plan.pair_tail && !plan.merge_in_kernel;
-  if (splits > 1 && !plan.pair_tail) {
-    const size_t n = size_t(rows) * splits * k;
-    p.part_u = static_cast<uint32_t*>(ws.get(kSlotPartU, n * 4));
-    p.part_pos = static_cast<int32_t*>(ws.get(kSlotPartPos, n * 4));
-    p.part_cnt = static_cast<int32_t*>(ws.get(kSlotPartCnt, size_t(rows) * splits * 4));
-  }
+  if (splits > 1 && !plan.pair_tail) use_partial_lists(p, rows, ws);
   l.grid = int(std::min<int64_t>(int64_t(in.batch) * splits, sms));
   l.cluster = plan.pair_tail ? 2 : 1;
   if (plan.helpers > 0) {

@@ -80,12 +80,7 @@ void fused_dense_topk(const PrefillInputs& in, int k, int32_t* out, const int32_
   p.w = in.w;
   p.out = out;
   p.part_stride = k;
-  if (splits > 1) {
-    const size_t n = size_t(in.num_q) * splits * k;
-    p.part_u = static_cast<uint32_t*>(ws.get(kSlotPartU, n * 4));
-    p.part_pos = static_cast<int32_t*>(ws.get(kSlotPartPos, n * 4));
-    p.part_cnt = static_cast<int32_t*>(ws.get(kSlotPartCnt, size_t(in.num_q) * splits * 4));
-  }
+  if (splits > 1) use_partial_lists(p, in.num_q, ws);
   l.grid = int(std::min<int64_t>(tiles * splits, sms));
   l.stream = st;
   HISA_CUDA_CHECK(launch_dense(in.dtype, in.num_heads, false, l));

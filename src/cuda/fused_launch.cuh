@@ -9,6 +9,7 @@
 #include <atomic>
 #include <type_traits>
 
+#include "cuda/backend.hpp"
 #include "cuda/kernels/sm90_fused_topk.cuh"
 
 namespace hisa::cuda {
@@ -32,6 +33,14 @@ struct FusedLaunch {
 
 template <int kElem, int kHeads, int kNQ, int kSource, bool kScores>
 cudaError_t launch_fused(const FusedLaunch& l);
+
+// The split-K partial lists of `rows` rows ([rows, p.splits, p.part_stride]) from the workspace.
+inline void use_partial_lists(sm90::FusedParams& p, int64_t rows, Workspace& ws) {
+  const size_t n = size_t(rows) * p.splits * p.part_stride;
+  p.part_u = static_cast<uint32_t*>(ws.get(kSlotPartU, n * 4));
+  p.part_pos = static_cast<int32_t*>(ws.get(kSlotPartPos, n * 4));
+  p.part_cnt = static_cast<int32_t*>(ws.get(kSlotPartCnt, size_t(rows) * p.splits * 4));
+}
 
 #ifdef HISA_FUSED_DEFINE_LAUNCH
 template <int kElem, int kHeads, int kNQ, int kSource, bool kScores>
