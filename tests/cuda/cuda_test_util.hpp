@@ -91,7 +91,8 @@ struct PrefillCase {
 
 // seqs: (T_b, S_b). exact: integer q/k in [-4, 4], integer w in [-2, 3], scales powers of two.
 inline PrefillCase make_prefill(const std::vector<std::pair<int64_t, int64_t>>& seqs, int H,
-                                DType dtype, uint64_t seed, bool exact) {
+                                DType dtype, uint64_t seed, bool exact,
+                                ScaleRule rule = ScaleRule::Amax) {
   std::mt19937_64 rng(seed);
   PrefillCase c;
   c.H = H, c.dtype = dtype;
@@ -116,10 +117,11 @@ inline PrefillCase make_prefill(const std::vector<std::pair<int64_t, int64_t>>& 
   for (auto& x : c.w) x = exact ? float(int(rng() % 6) - 2) : g(rng) * 0.1f;
   c.k_scale.resize(size_t(c.S));
   if (dtype == DType::F8E4M3 && !exact) {
-    // Keys quantised per token the way the models do (amax / 448 scale).
+    // Keys quantised per token the way the models do (amax / 448 scale, or its power of two
+    // above: UE8M0).
     c.k.resize(kv.size());
     for (auto& x : kv) x *= 3.0f;
-    quantize_fp8_rows(kv.data(), size_t(c.S), size_t(c.D), ScaleRule::Amax, c.k.data(),
+    quantize_fp8_rows(kv.data(), size_t(c.S), size_t(c.D), rule, c.k.data(),
                       c.k_scale.data());
     for (auto& x : qv) x *= 40.0f;  // spread over the fp8 range
     c.q = encode(dtype, qv);

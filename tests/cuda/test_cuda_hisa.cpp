@@ -124,6 +124,17 @@ TEST(CudaHisa, RandomRaggedBf16AndH32) {
   check_random(kRagged, 32, DType::BF16, hisa_cfg(64, 12, 200), "hisa_bf16_h32", false, 120);
 }
 
+TEST(CudaHisa, BothKeyScaleConventions) {
+  SKIP_WITHOUT_GPU();
+  // fp8 keys with amax / 448 scales (the other tests) and with UE8M0 (power-of-two) scales.
+  const std::string name = "hisa_ue8m0";
+  const uint64_t seed = seed_for(name);
+  SCOPED_TRACE(name + " seed " + std::to_string(seed));
+  std::cout << "[ seed ] " << name << " " << seed << "\n";
+  const PrefillCase c = make_prefill(kRagged, 64, DType::F8E4M3, seed, false, ScaleRule::UE8M0);
+  check_hisa(c, hisa_cfg(128, 8, 512), false, 120);
+}
+
 TEST(CudaHisa, KsKeInputForm) {
   SKIP_WITHOUT_GPU();
   check_random(kRagged, 64, DType::F8E4M3, hisa_cfg(128, 8, 512), "hisa_kske", true, 120);
