@@ -5,7 +5,7 @@
 // bench/torch_baseline.py --json). A speed-up "vs X" is X's time over hisa's (above 1: hisa is
 // faster); none is printed when the baseline is absent or was timed on another device model.
 //
-//   hisa_cuda_bench [--json F] [--deepgemm F] [--torch F] [--commit HASH] [--quick]
+//   hisa_cuda_bench [--json F] [--deepgemm F] [--torch F] [--commit HASH] [--quick] [--once]
 //                   [--methods flat,hisa,block] [--prefill 8192,32768|none] [--ragged] [--sweep]
 //                   [--decode 1x32768,64x131072|none] [--next-n 1,2,4] [--block-size 128]
 //                   [--top-blocks 64] [--path auto|fused|scores|simt] [--splits 0] [--no-ceilings]
@@ -212,10 +212,15 @@ double time_call(const std::function<void(int)>& f, int rep, bool queued) {
   return ms;
 }
 
+// --once: every timing makes one warm-up and one timed call, so that a profiler run (ncu) lists
+// the kernels of exactly two calls per case.
+bool g_once = false;
+
 // A warm-up call f(0), then f(1), f(2), ... until budget_s of timed calls (at least min_reps, at
 // most max_reps): median and min. rest_ms: idle GPU between the warm-up and the timed calls.
 Timing time_it(const std::function<void(int)>& f, double budget_s, int min_reps, int max_reps,
                bool queued = false, int rest_ms = 0) {
+  if (g_once) budget_s = 0, min_reps = max_reps = 1;
   f(0);
   HISA_CUDA_CHECK(cudaDeviceSynchronize());
   if (rest_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(rest_ms));
@@ -289,6 +294,7 @@ Args parse_args(int argc, char** argv) {
       {"--torch", [&] { a.torch_path = value(); }},
       {"--commit", [&] { a.commit = value(); }},
       {"--quick", [&] { a.quick = true; }},
+      {"--once", [&] { g_once = true; }},
       {"--ragged", [&] { a.ragged = true; }},
       {"--sweep", [&] { a.sweep = true; }},
       {"--no-ceilings", [&] { a.ceilings = false; }},
@@ -1014,7 +1020,7 @@ int main(int argc, char** argv) {
     std::fprintf(
         stderr,
         "hisa_cuda_bench: %s\nusage: hisa_cuda_bench [--json F] [--deepgemm F] [--torch F] "
-        "[--commit H] [--quick] [--methods flat,hisa,block] [--prefill 8192,...|none] "
+        "[--commit H] [--quick] [--once] [--methods flat,hisa,block] [--prefill 8192,...|none] "
         "[--ragged] [--sweep] [--decode 1x32768,...|none] [--next-n 1,2,4] "
         "[--block-size 128] [--top-blocks 64] [--path auto|fused|scores|simt] "
         "[--splits N] [--no-ceilings] [--workload topical|gaussian]\n",
