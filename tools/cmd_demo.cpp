@@ -53,15 +53,7 @@ void run_demo(const DemoArgs& a) {
   opt.device = device;
   opt.score_rows = 32;
   opt.show_progress = true;
-  EvalReport r;
-  try {
-    r = evaluate(in, {hisa_cfg, block_cfg}, opt);
-  } catch (const Error& e) {
-    if (!gpu) throw;
-    std::printf("note: %s\n      running the prefill comparison on the cpu backend instead\n", e.what());
-    opt.device = "cpu";
-    r = evaluate(in, {hisa_cfg, block_cfg}, opt);
-  }
+  const EvalReport r = evaluate(in, {hisa_cfg, block_cfg}, opt);
   const ConfigFidelity& h = r.configs[0];
   const ConfigFidelity& b = r.configs[1];
   std::printf("\nprefill on %s (%lld query rows; %lld of them see more than m*B = %d keys)\n", r.device.c_str(),
