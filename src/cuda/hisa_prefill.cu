@@ -125,7 +125,7 @@ void hisa_prefill(const PrefillInputs& in, const SelectConfig& cfg, const Select
     FusedLaunch l;
     l.q = map_rows(in.q, in.dtype, uint64_t(T) * in.num_heads, 2 * in.num_heads, "q");
     l.k = map_rows(in.k, in.dtype, uint64_t(in.num_k), 64, "k");
-    l.scale = in.k_scale ? map_scales(in.k_scale, uint64_t(in.num_k), 64) : l.k;
+    l.scale = l.k;  // (the scales are copied by the producer's lanes: FusedParams::k_scale)
     sm90::FusedParams& p = l.p;
     p.row_begin = r0;
     p.row_end = r0 + rows;
@@ -133,6 +133,8 @@ void hisa_prefill(const PrefillInputs& in, const SelectConfig& cfg, const Select
     p.splits = 1;
     p.topk = cfg.topk;
     p.has_scale = in.k_scale != nullptr;
+    p.k_scale = in.k_scale;
+    p.num_keys = in.num_k;
     p.row_ks = row_ks;
     p.row_ke = row_ke;
     p.chunks = chunks;

@@ -69,6 +69,11 @@ struct FusedParams {
   const int32_t* chunks = nullptr;       // [num_tiles, chunk_stride] int32
   const int32_t* chunk_count = nullptr;  // [num_tiles] int32
   int chunk_stride = 0;
+  // The key scales ([num_keys] fp32, when has_scale) of the gathered chunks, copied by the
+  // producer's lanes: a chunk starts at any key row, and the 1D TMA box needs a 16-byte aligned
+  // start.
+  const float* k_scale = nullptr;
+  int64_t num_keys = 0;
 
   // decode (paged cache, page_size 64)
   int next_n = 1, max_pages = 0, pages_per_split = 0;
@@ -305,6 +310,9 @@ struct FusedConfig {
                 "swizzled tiles must stay 1024-aligned");
   static_assert(kQRows <= 256, "one TMA box holds at most 256 rows");
   static_assert(!kGathered || (!kWriteScores && kNQ == 2), "gathered keys: top-k mode, two rows");
+  // Arrivals that complete a key stage: the producer's expect_tx, and with gathered keys one more
+  // per producer lane (its scale copies, cp.async).
+  static constexpr int kKVArrivals = kGathered ? 33 : 1;
 };
 
 // The rows and keys of one work item, computed identically by every role.
@@ -354,6 +362,10 @@ struct Item {
           hi = max(hi, int64_t(p.row_ke[row0 + q]));
         }
       }
+      // The range starts at a multiple of 4 keys: the key scales' 1D TMA box needs a 16-byte
+      // aligned start (an unaligned one is an illegal instruction); the keys below the rows'
+      // own starts are masked like any other invisible key.
+      lo &= ~int64_t(3);
       const int64_t total = hi > lo ? (hi - lo + Cfg::kBlockKV - 1) / Cfg::kBlockKV : 0;
       const int64_t per = (total + p.splits - 1) / p.splits;
       const int64_t b0 = min(total, int64_t(split) * per), b1 = min(total, b0 + per);
@@ -769,23 +781,37 @@ __device__ __forceinline__ void producer_warp(const CUtensorMap& map_q, const CU
           const int rel = first + i;
           page_id[i] = __shfl_sync(0xFFFFFFFFu, (rel >> 5) == c ? ids0 : ids1, rel & 31);
         }
-        if (lane != 0) continue;
+        // (gathered keys: every lane copies scales)
+        if (!Cfg::kGathered && lane != 0) continue;
       }
       const int s = kv_iter % kKS;
       mbar_wait(&sm.empty_kv[s], ((kv_iter / kKS) & 1) ^ 1);
       uint8_t* dst = sm.kv + s * Cfg::kKVBytes;
       if constexpr (Cfg::kGathered) {
         const int valid = min(kPPS, it.page1 - blk * kPPS);
-        mbar_arrive_expect_tx(&sm.full_kv[s],
-                              valid * (64 * Cfg::kRowBytes + (p.has_scale ? 64 * 4 : 0)));
+        // The scales: two of each chunk's 64 per lane (zero past the last key), then the lane's
+        // arrival once its copies land.
+        if (p.has_scale) {
+          for (int i = 0; i < valid; ++i) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int64_t row = int64_t(page_id[i]) + lane + 32 * h;
+              const bool in = row < p.num_keys;
+              cp_async_4_zfill(sm.scale + s * kBlockKV + i * 64 + lane + 32 * h,
+                               in ? p.k_scale + row : p.k_scale, in ? 4 : 0);
+            }
+          }
+          cp_async_arrive_noinc(&sm.full_kv[s]);
+        } else {
+          mbar_arrive(&sm.full_kv[s]);
+        }
+        if (lane != 0) continue;
+        mbar_arrive_expect_tx(&sm.full_kv[s], valid * 64 * Cfg::kRowBytes);
         for (int i = 0; i < valid; ++i) {
-          const int32_t row = page_id[i];
 #pragma unroll
           for (int a = 0; a < Cfg::kAtoms; ++a)
             tma_load_2d(dst + a * kBlockKV * 128 + i * 64 * 128, &map_k, &sm.full_kv[s], a * 64,
-                        row);
-          if (p.has_scale)
-            tma_load_1d(sm.scale + s * kBlockKV + i * 64, &map_scale, &sm.full_kv[s], row);
+                        page_id[i]);
         }
       } else if constexpr (!Cfg::kPaged) {
         const int32_t y = int32_t(it.key0 + int64_t(blk) * kBlockKV);
@@ -822,6 +848,18 @@ __device__ __forceinline__ void select_warps(const FusedParams& p, const Shared<
   auto sync = [] { named_barrier(1, Cfg::kSelThreads); };
   uint32_t* const cand_u = sm.cand_u;
   int32_t* const cand_pos = sm.cand_pos;
+  // A list's cut, the list's maximum first reduced over the select warps, and its compaction
+  // (as lambdas: with block_max, select_list and compact_list called at each site ptxas spills
+  // 52 bytes in the fp8 H = 64 prefill kernel instead of 36).
+  const auto cut_list = [&](int n, const uint32_t* cu, uint32_t mx, uint32_t lo, int max_passes,
+                            int stop_kept) {
+    mx = block_max<kST>(mx, ew, sm.scan + 8, sync);
+    return select_list<kST>(n, p.topk, cu, lo, mx, sm.hist, sm.bcast, sync, max_passes,
+                            stop_kept);
+  };
+  const auto compact = [&](int n, const RadixCut& cut, uint32_t* cu, int32_t* cp) {
+    return compact_list<kST>(n, cut, cu, cp, sm.scan, sync);
+  };
   uint32_t epi_iter = 0;
   int parity = 0;
   for (int item = items.first; item < items.end; item += items.step) {
@@ -1026,11 +1064,9 @@ __device__ __forceinline__ void select_warps(const FusedParams& p, const Shared<
             // scores: an exact cut, ties by position).
             // (scan[8, 8 + warps): ordered_compact writes scan only after the passes' barriers)
             constexpr int kRoom = Cfg::kCap - kSub * kBlockKV;
-            const uint32_t mx = block_max<kST>(umax[q], ew, sm.scan + 8, sync);
-            RadixCut cut = select_list<kST>(cnt[q], p.topk, cu, thr[q], mx, sm.hist, sm.bcast, sync,
-                                            4, p.topk + (kRoom - p.topk) / 8);
+            RadixCut cut = cut_list(cnt[q], cu, umax[q], thr[q], 4, p.topk + (kRoom - p.topk) / 8);
             if (cut.kept <= (p.topk + kRoom) / 2) cut.need = 0x7FFFFFFF;
-            cnt[q] = compact_list<kST>(cnt[q], cut, cu, cp, sm.scan, sync);
+            cnt[q] = compact(cnt[q], cut, cu, cp);
             thr[q] = max(thr[q], cut_threshold(cut));
           }
         }
@@ -1076,9 +1112,7 @@ __device__ __forceinline__ void select_warps(const FusedParams& p, const Shared<
           uint32_t* cu = cand_u + q * Cfg::kCap;
           int32_t* cp = cand_pos + q * Cfg::kCap;
           if (cnt[q] > p.topk) {
-            const uint32_t mx = block_max<kST>(umax[q], ew, sm.scan + 8, sync);
-            cnt[q] = cut_list_exact<kST>(cnt[q], p.topk, cu, cp, thr[q], mx, sm.hist, sm.bcast,
-                                         sm.scan, sync);
+            cnt[q] = compact(cnt[q], cut_list(cnt[q], cu, umax[q], thr[q], 4, -1), cu, cp);
           }
           if (p.splits == 1) {
             int32_t* out = p.out + r * p.topk;
@@ -1390,7 +1424,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     for (int i = 0; i < kQS; ++i)
       mbar_init(&sm.full_q[i], 32), mbar_init(&sm.empty_q[i], kMathThreads);
     for (int i = 0; i < kKS; ++i)
-      mbar_init(&sm.full_kv[i], 1), mbar_init(&sm.empty_kv[i], kMathThreads);
+      mbar_init(&sm.full_kv[i], Cfg::kKVArrivals), mbar_init(&sm.empty_kv[i], kMathThreads);
     for (int i = 0; i < kES; ++i)
       mbar_init(&sm.full_epi[i], kMathThreads), mbar_init(&sm.empty_epi[i], Cfg::kSelThreads);
     if constexpr (Cfg::kPairTail)

@@ -159,6 +159,20 @@ __device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, u
       "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_addr(bar)), "r"(x), "r"(y), "r"(z)
       : "memory");
 }
+// ---- cp.async (per-thread copies global -> shared) ----
+// 4 bytes from `src` (global) to `dst` (shared); src_bytes 0 writes zeros and reads nothing.
+__device__ __forceinline__ void cp_async_4_zfill(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(smem_addr(dst)),
+               "l"(uint64_t(__cvta_generic_to_global(src))), "r"(src_bytes)
+               : "memory");
+}
+// An arrival on `bar` once this thread's earlier cp.async copies have landed; the barrier's
+// arrival count includes it (.noinc).
+__device__ __forceinline__ void cp_async_arrive_noinc(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(smem_addr(bar))
+               : "memory");
+}
+
 // Plain bulk copy (no tensor map): bytes and both addresses must be multiples of 16.
 __device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes,
                                           uint64_t* bar) {
