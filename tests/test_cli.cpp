@@ -507,6 +507,12 @@ TEST(Cli, SelectDecodeBadInputsGiveClearErrors) {
       {"kv_cache of the wrong width",
        [&](auto& t) { t["kv_cache"] = Tensor(DType::U8, {num_pages, 64, 128}); },
        {"kv_cache must be [num_pages, page_size, D + 4] with D + 4 = 68"}},
+      {"NaN in the cache",
+       [&](auto& t) {
+         const int64_t page = data.block_table[0];
+         t["kv_cache"].template data<uint8_t>()[page * page_bytes(64, 64) + 5 * 64 + 7] = 0xff;
+       },
+       {"NaN", "request 0"}},
       {"a misspelt tensor", [&](auto& t) { t["pooled_keys"] = Tensor(DType::F32, {3, 1, 64}); },
        {"unknown tensor 'pooled_keys' in a decode case file"}},
   };
