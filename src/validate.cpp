@@ -219,8 +219,9 @@ void validate_decode(const DecodeInputs& in, const SelectConfig& cfg, bool check
   validate_decode_shapes(in, cfg);
   for (int b = 0; b < in.batch; ++b) {
     const int64_t len = in.seq_lens[b];
-    HISA_CHECK(len >= in.next_n, "decode: seq_lens[", b, "] = ", len, " is shorter than next_n = ",
-               in.next_n, " (a request's cache holds its next_n query tokens)");
+    HISA_CHECK(len >= in.next_n, "decode: seq_lens[", b, "] = ", len,
+               " is shorter than next_n = ", in.next_n,
+               " (a request's cache holds its next_n query tokens)");
     HISA_CHECK(len <= int64_t(in.max_pages) * in.page_size, "decode: seq_lens[", b, "] = ", len,
                " runs past the block table: max_pages * page_size = ", in.max_pages, " * ",
                in.page_size, " = ", int64_t(in.max_pages) * in.page_size);

@@ -4,8 +4,8 @@
 
 #include <array>
 #include <chrono>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -262,7 +262,6 @@ TEST(Cli, SelectWarnsBeforeALargeOutput) {
   EXPECT_THAT(r.out, ::testing::HasSubstr("--output: cannot write"));
 }
 
-
 // ---- Decode case files ----
 
 Tensor tensor_of(DType dtype, std::vector<int64_t> shape, const void* data) {
@@ -378,9 +377,11 @@ TEST(Cli, SelectDecodeCaseEqualsTheReferenceOnCpuBackends) {
 // pooled keys `select` computes itself and with those written into the case.
 TEST(Cli, MakeCaseWritesDecodeCasesThatSelectRuns) {
   const fs::path dir = temp_dir();
-  const fs::path plain = dir / "gen_decode.safetensors", pooled = dir / "gen_decode_pooled.safetensors";
-  const std::string gen = "make-case --decode --workload needles --seq-lens 2000,700,130 --next-n 2 "
-                          "--heads 8 --seed 4 -o ";
+  const fs::path plain = dir / "gen_decode.safetensors",
+                 pooled = dir / "gen_decode_pooled.safetensors";
+  const std::string gen =
+      "make-case --decode --workload needles --seq-lens 2000,700,130 --next-n 2 "
+      "--heads 8 --seed 4 -o ";
   CliRun r = hisa_cli(gen + plain.string());
   ASSERT_EQ(r.code, 0) << r.out;
   r = hisa_cli(gen + pooled.string() + " --pooled-block-size 64");
@@ -409,8 +410,8 @@ TEST(Cli, MakeCaseWritesDecodeCasesThatSelectRuns) {
     for (const fs::path& input : {plain, pooled}) {
       SCOPED_TRACE(method_name(m) + " " + input.filename().string());
       const fs::path out = dir / "gen_out.safetensors";
-      r = hisa_cli("select -i " + input.string() + " -o " + out.string() + " --device cpu --method " +
-                   method_name(m) + kDecodeConfig);
+      r = hisa_cli("select -i " + input.string() + " -o " + out.string() +
+                   " --device cpu --method " + method_name(m) + kDecodeConfig);
       ASSERT_EQ(r.code, 0) << r.out;
       const SelectFile got = read_selection(out);
       EXPECT_EQ(test::judge_decode(in, cfg, got.sel, false), "");
@@ -425,10 +426,12 @@ TEST(Cli, MakeCaseWritesDecodeCasesThatSelectRuns) {
   r = hisa_cli("select -i " + pooled.string() + " -o " + (dir / "x.safetensors").string() +
                " --device cpu --method hisa --block-size 128 --top-blocks 4 --topk 100");
   EXPECT_EQ(r.code, 1);
-  EXPECT_THAT(r.out, ::testing::HasSubstr("pooled with B = 64 (mean) but hisa selects with B = 128"));
+  EXPECT_THAT(r.out,
+              ::testing::HasSubstr("pooled with B = 64 (mean) but hisa selects with B = 128"));
   // Decode options need --decode, and --queries does not go with it.
   EXPECT_NE(hisa_cli("make-case --next-n 2 -o " + (dir / "y.safetensors").string()).code, 0);
-  EXPECT_NE(hisa_cli("make-case --decode --queries 4 -o " + (dir / "y.safetensors").string()).code, 0);
+  EXPECT_NE(hisa_cli("make-case --decode --queries 4 -o " + (dir / "y.safetensors").string()).code,
+            0);
   r = hisa_cli("make-case --decode --seq-lens 100 --pooled-block-size 100 -o " +
                (dir / "y.safetensors").string());
   EXPECT_EQ(r.code, 1);
@@ -438,8 +441,10 @@ TEST(Cli, MakeCaseWritesDecodeCasesThatSelectRuns) {
 TEST(Cli, MakeCaseWritesPrefillCases) {
   const fs::path dir = temp_dir();
   const fs::path input = dir / "gen_prefill.safetensors";
-  CliRun r = hisa_cli("make-case --workload topical --context 1500 --queries 12 --heads 8 --dtype bf16 "
-                      "--seed 2 -o " + input.string());
+  CliRun r = hisa_cli(
+      "make-case --workload topical --context 1500 --queries 12 --heads 8 --dtype bf16 "
+      "--seed 2 -o " +
+      input.string());
   ASSERT_EQ(r.code, 0) << r.out;
   const Case c = load_case(input.string());
   const PrefillInputs in = c.inputs();
@@ -448,8 +453,8 @@ TEST(Cli, MakeCaseWritesPrefillCases) {
   EXPECT_EQ(in.dtype, DType::BF16);
   EXPECT_EQ(c.metadata.at("seed"), "2");
   const fs::path out = dir / "gen_prefill_out.safetensors";
-  r = hisa_cli("select -i " + input.string() + " -o " + out.string() + " --device cpu --method hisa" +
-               kDecodeConfig);
+  r = hisa_cli("select -i " + input.string() + " -o " + out.string() +
+               " --device cpu --method hisa" + kDecodeConfig);
   ASSERT_EQ(r.code, 0) << r.out;
   const SelectFile got = read_selection(out);
   EXPECT_EQ(got.metadata.at("case"), "prefill");
@@ -476,7 +481,9 @@ TEST(Cli, SelectDecodeBadInputsGiveClearErrors) {
   };
   const std::vector<Bad> cases = {
       {"block table entry out of range",
-       [&](auto& t) { t["block_table"].template data<int32_t>()[2 * max_pages + 1] = num_pages + 3; },
+       [&](auto& t) {
+         t["block_table"].template data<int32_t>()[2 * max_pages + 1] = num_pages + 3;
+       },
        {"block_table[2, 1] = " + std::to_string(num_pages + 3) + " is out of range [0, " +
         std::to_string(num_pages) + ")"}},
       {"negative block table entry",
@@ -502,10 +509,14 @@ TEST(Cli, SelectDecodeBadInputsGiveClearErrors) {
        [&](auto& t) { t["seq_lens"] = Tensor(DType::I32, {2}); },
        {"q has 9 rows, not a positive multiple of the batch N = 2 (seq_lens [2])"}},
       {"q rows not a multiple of the batch",
-       [&](auto& t) { t["q"] = Tensor(DType::F8E4M3, {8, 4, 64}); },
+       [&](auto& t) {
+         t["q"] = Tensor(DType::F8E4M3, {8, 4, 64});
+       },
        {"q has 8 rows, not a positive multiple of the batch N = 3"}},
       {"kv_cache of the wrong width",
-       [&](auto& t) { t["kv_cache"] = Tensor(DType::U8, {num_pages, 64, 128}); },
+       [&](auto& t) {
+         t["kv_cache"] = Tensor(DType::U8, {num_pages, 64, 128});
+       },
        {"kv_cache must be [num_pages, page_size, D + 4] with D + 4 = 68"}},
       {"NaN in the cache",
        [&](auto& t) {
@@ -513,7 +524,10 @@ TEST(Cli, SelectDecodeBadInputsGiveClearErrors) {
          t["kv_cache"].template data<uint8_t>()[page * page_bytes(64, 64) + 5 * 64 + 7] = 0xff;
        },
        {"NaN", "request 0"}},
-      {"a misspelt tensor", [&](auto& t) { t["pooled_keys"] = Tensor(DType::F32, {3, 1, 64}); },
+      {"a misspelt tensor",
+       [&](auto& t) {
+         t["pooled_keys"] = Tensor(DType::F32, {3, 1, 64});
+       },
        {"unknown tensor 'pooled_keys' in a decode case file"}},
   };
   for (const Bad& bad : cases) {
@@ -529,8 +543,8 @@ TEST(Cli, SelectDecodeBadInputsGiveClearErrors) {
     fs::remove(out);
     for (const char* dev : {"reference", "cpu"}) {
       for (const char* method : {"flat", "hisa"}) {
-        const CliRun r = hisa_cli("select -i " + input.string() + " -o " + out.string() + " --device " +
-                                  dev + " --method " + method + kDecodeConfig);
+        const CliRun r = hisa_cli("select -i " + input.string() + " -o " + out.string() +
+                                  " --device " + dev + " --method " + method + kDecodeConfig);
         EXPECT_EQ(r.code, 1) << dev << " " << method << ": " << r.out;
         for (const std::string& part : bad.message)
           EXPECT_THAT(r.out, ::testing::HasSubstr(part)) << dev << " " << method;

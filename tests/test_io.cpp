@@ -658,13 +658,13 @@ TEST(Case, LoadAndSaveErrors) {
   EXPECT_FALSE(std::ifstream(fresh).good());
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Decode case files
 
 // A small generated decode case: 3 requests of different lengths, next_n 2, shuffled pages.
 DecodeCase small_decode_case(uint64_t seed = 5) {
-  return make_decode_workload(WorkloadKind::Gaussian, {300, 70, 129}, 2, 4, 64, DType::F8E4M3, seed);
+  return make_decode_workload(WorkloadKind::Gaussian, {300, 70, 129}, 2, 4, 64, DType::F8E4M3,
+                              seed);
 }
 
 TEST(DecodeCaseFile, SaveAndLoadRoundTrip) {
@@ -698,7 +698,7 @@ TEST(DecodeCaseFile, SaveAndLoadRoundTrip) {
     EXPECT_EQ(in.num_pages, int(c.kv_cache.shape[0]));
     EXPECT_EQ(in.max_pages, 5);
     EXPECT_EQ(in.pooled != nullptr, with_pooled);
-    if (with_pooled) EXPECT_EQ(in.pooled_max_blocks, 2);  // 300 / 128
+    EXPECT_EQ(in.pooled_max_blocks, with_pooled ? 2 : 0);  // 300 / 128
 
     // load_any_case tells the kinds apart; each single-kind loader refuses the other kind.
     EXPECT_TRUE(std::holds_alternative<DecodeCase>(load_any_case(path)));
@@ -769,7 +769,8 @@ TEST(DecodeCaseFile, ShapeAndDtypeErrorsNameTheTensor) {
 
   c = good;
   c.block_table = Tensor(DType::I32, {2, 5});
-  EXPECT_HISA_ERROR(c.inputs(), "block_table must be [N, max_pages] I32 with N = 3", "got [2, 5] I32");
+  EXPECT_HISA_ERROR(c.inputs(), "block_table must be [N, max_pages] I32 with N = 3",
+                    "got [2, 5] I32");
   c.block_table = Tensor(DType::F32, {3, 5});
   EXPECT_HISA_ERROR(c.inputs(), "block_table must be [N, max_pages] I32", "got [3, 5] F32");
 
@@ -813,12 +814,15 @@ TEST(DecodeCaseFile, LoadErrorsNameTheFile) {
   write_safetensors(path, with("pooled", pooled));
   EXPECT_HISA_ERROR(load_decode_case(path), path, "pooled keys need the block size B");
   write_safetensors(path, with("pooled", pooled), {{"pooled_block_size", "12x"}});
-  EXPECT_HISA_ERROR(load_decode_case(path), path, "metadata pooled_block_size = '12x' is not a positive integer");
-  write_safetensors(path, with("pooled", pooled), {{"pooled_block_size", "128"}, {"pooling", "median"}});
+  EXPECT_HISA_ERROR(load_decode_case(path), path,
+                    "metadata pooled_block_size = '12x' is not a positive integer");
+  write_safetensors(path, with("pooled", pooled),
+                    {{"pooled_block_size", "128"}, {"pooling", "median"}});
   EXPECT_HISA_ERROR(load_decode_case(path), path, "unknown pooling 'median'");
   write_safetensors(path, tensors, {{"pooled_block_size", "128"}});
   EXPECT_HISA_ERROR(load_decode_case(path), path, "there is no pooled tensor");
-  write_safetensors(path, with("pooled", pooled), {{"pooled_block_size", "128"}, {"pooling", "max"}});
+  write_safetensors(path, with("pooled", pooled),
+                    {{"pooled_block_size", "128"}, {"pooling", "max"}});
   const DecodeCase back = load_decode_case(path);
   EXPECT_EQ(back.pooled_block_size, 128);
   EXPECT_EQ(back.pooling, Pooling::Max);
@@ -827,12 +831,13 @@ TEST(DecodeCaseFile, LoadErrorsNameTheFile) {
 
 TEST(DecodeCaseFile, PooledKeysMustMatchTheSelection) {
   DecodeCase c = small_decode_case();
-  SelectConfig cfg;  // hisa B = 128, mean
+  SelectConfig cfg;                      // hisa B = 128, mean
   EXPECT_NO_THROW(c.check_pooled(cfg));  // no pooled keys: nothing to match
   c.pool(128, Pooling::Mean);
   EXPECT_NO_THROW(c.check_pooled(cfg));
   cfg.block_size = 64;
-  EXPECT_HISA_ERROR(c.check_pooled(cfg), "pooled with B = 128 (mean) but hisa selects with B = 64 (mean)");
+  EXPECT_HISA_ERROR(c.check_pooled(cfg),
+                    "pooled with B = 128 (mean) but hisa selects with B = 64 (mean)");
   cfg.block_size = 128;
   cfg.pooling = Pooling::Max;
   EXPECT_HISA_ERROR(c.check_pooled(cfg), "B = 128 (mean) but hisa selects with B = 128 (max)");
@@ -868,12 +873,14 @@ TEST(DecodeCaseFile, ValidateNamesTheOffendingEntry) {
   c.seq_lens.data<int32_t>()[2] = 1;  // next_n = 2
   EXPECT_HISA_ERROR(validate_decode(c.inputs(), cfg), "seq_lens[2] = 1 is shorter than next_n = 2");
   c.seq_lens.data<int32_t>()[2] = 5 * 64 + 1;
-  EXPECT_HISA_ERROR(validate_decode(c.inputs(), cfg),
-                    "seq_lens[2] = 321 runs past the block table: max_pages * page_size = 5 * 64 = 320");
+  EXPECT_HISA_ERROR(
+      validate_decode(c.inputs(), cfg),
+      "seq_lens[2] = 321 runs past the block table: max_pages * page_size = 5 * 64 = 320");
 
   c = good;
   c.q.data<uint8_t>()[(3 * 4 + 2) * 64 + 9] = 0x7f;  // fp8 e4m3 NaN at row 3, head 2, dim 9
-  EXPECT_HISA_ERROR(validate_decode(c.inputs(), cfg), "q has a non-finite value at row 3, head 2, dim 9");
+  EXPECT_HISA_ERROR(validate_decode(c.inputs(), cfg),
+                    "q has a non-finite value at row 3, head 2, dim 9");
   c = good;
   c.w.data<float>()[5 * 4 + 1] = std::numeric_limits<float>::infinity();
   EXPECT_HISA_ERROR(validate_decode(c.inputs(), cfg), "w has a non-finite value at row 5, head 1");

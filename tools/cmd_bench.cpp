@@ -109,7 +109,8 @@ void run_bench(BenchArgs a) {
   if (!a.no_decode) {
     WorkloadSpec spec = to_spec(a.workload);
     const std::vector<int64_t> lens(size_t(a.batch), a.decode_context);
-    DecodeCase dc = make_decode_workload(spec.kind, lens, a.next_n, spec.num_heads, 128, spec.dtype, spec.seed);
+    DecodeCase dc =
+        make_decode_workload(spec.kind, lens, a.next_n, spec.num_heads, 128, spec.dtype, spec.seed);
     const SelectConfig& any_blocks = configs.back();
     const double t0 = now_seconds();
     dc.pool(any_blocks.block_size, any_blocks.pooling);

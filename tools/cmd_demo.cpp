@@ -70,7 +70,8 @@ void run_demo(const DemoArgs& a) {
 
   progress(3, 3, "decode: paged fp8 cache at 128K");
   const std::vector<int64_t> lens(size_t(a.batch), 131072);
-  DecodeCase dc = make_decode_workload(WorkloadKind::Topical, lens, 1, 64, 128, DType::F8E4M3, a.seed);
+  DecodeCase dc =
+      make_decode_workload(WorkloadKind::Topical, lens, 1, 64, 128, DType::F8E4M3, a.seed);
   dc.pool(hisa_cfg.block_size, hisa_cfg.pooling);
   const DecodeInputs din = dc.inputs();
   SelectConfig flat_cfg = hisa_cfg;

@@ -30,8 +30,10 @@ void warn_if_large(int64_t rows, const SelectConfig& cfg) {
   const int num_blocks = cfg.has_blocks() ? cfg.top_blocks : 0;
   const double bytes = double(rows) * (cfg.out_width() + num_blocks) * 4;
   if (bytes <= kWarnOutputBytes) return;
-  std::string what = "indices [" + std::to_string(rows) + ", " + std::to_string(cfg.out_width()) + "]";
-  if (num_blocks) what += " and blocks [" + std::to_string(rows) + ", " + std::to_string(num_blocks) + "]";
+  std::string what =
+      "indices [" + std::to_string(rows) + ", " + std::to_string(cfg.out_width()) + "]";
+  if (num_blocks)
+    what += " and blocks [" + std::to_string(rows) + ", " + std::to_string(num_blocks) + "]";
   std::fprintf(stderr,
                "hisa select: warning: the output will be %.0f MB (%s int32), held in memory "
                "while it is written\n",
@@ -94,12 +96,13 @@ void add_select_command(CLI::App& app) {
   auto args = std::make_shared<SelectArgs>();
   CLI::App* cmd = app.add_subcommand(
       "select",
-      "Run one indexer call on a case file and write `indices` [rows, topk] (block: [rows, m*B]), each "
-      "row sorted ascending and -1 padded, plus `blocks` [rows, m] for hisa and block. A prefill case "
-      "holds q [T,H,D], k [S,D], optional k_scale [S], w [T,H], optional cu_seqlens_q/cu_seqlens_k or "
-      "ks/ke (rows = T); a decode case holds q [N*next_n,H,D], w [N*next_n,H], kv_cache "
-      "[pages,page_size,D+4] U8, block_table [N,max_pages], seq_lens [N] and optional pooled keys "
-      "(rows = N*next_n, request-major). docs/case-files.md describes both; `hisa make-case` writes them.");
+      "Run one indexer call on a case file and write `indices` [rows, topk] (block: "
+      "[rows, m*B]), each row sorted ascending and -1 padded, plus `blocks` [rows, m] for hisa "
+      "and block. A prefill case holds q [T,H,D], k [S,D], optional k_scale [S], w [T,H], "
+      "optional cu_seqlens_q/cu_seqlens_k or ks/ke (rows = T); a decode case holds "
+      "q [N*next_n,H,D], w [N*next_n,H], kv_cache [pages,page_size,D+4] U8, "
+      "block_table [N,max_pages], seq_lens [N] and optional pooled keys (rows = N*next_n, "
+      "request-major). docs/case-files.md describes both; `hisa make-case` writes them.");
   cmd->add_option("--input,-i", args->input, "case file (.safetensors)")->required()->check(CLI::ExistingFile);
   cmd->add_option("--output,-o", args->output, "output file (.safetensors)")->required();
   cmd->add_option("--device", args->device, "reference (float64 oracle), cpu, cuda or auto")

@@ -62,14 +62,14 @@ void save_case(const std::string& path, const Case& c);
 // docs/case-files.md). Sizes come from the shapes: N from seq_lens, next_n = q's rows / N,
 // page_size and D from kv_cache. Absent optional tensors stay empty.
 struct DecodeCase {
-  Tensor q;            // [N * next_n, H, D] F32, BF16 or F8_E4M3; row b * next_n + j is query j of request b
+  Tensor q;            // [N * next_n, H, D] F32, BF16 or F8_E4M3; row b * next_n + j: query j of b
   Tensor w;            // [N * next_n, H] F32
   Tensor kv_cache;     // [num_pages, page_size, D + 4] U8: per page page_size * D fp8 e4m3 values
                        // (token-major), then page_size fp32 scales
   Tensor block_table;  // [N, max_pages] I32: physical page of each logical page; entries past a
                        // request's last page are not read (engines pad them, often with -1)
   Tensor seq_lens;     // [N] I32: tokens in each request's cache, its next_n queries included
-  Tensor pooled;       // optional [N, max_blocks, D] F32: pooled key of block j of request b at [b, j]
+  Tensor pooled;       // optional [N, max_blocks, D] F32: block j of request b at [b, j]
   // How `pooled` was pooled; stored as the metadata entries "pooled_block_size" and "pooling".
   int pooled_block_size = 0;  // B; 0 exactly when there is no pooled tensor
   Pooling pooling = Pooling::Mean;

@@ -553,7 +553,8 @@ DecodeCase make_decode_workload(WorkloadKind kind, const std::vector<int64_t>& s
   uint8_t* cache = dc.kv_cache.data<uint8_t>();
   const float one = 1.0f;
   for (int64_t pg = 0; pg < num_pages; ++pg)
-    for (int s = 0; s < ps; ++s) std::memcpy(cache + pg * pbytes + int64_t(ps) * D + s * 4, &one, 4);
+    for (int s = 0; s < ps; ++s)
+      std::memcpy(cache + pg * pbytes + int64_t(ps) * D + s * 4, &one, 4);
   const int64_t S = raw.key_start.back();
   std::vector<uint8_t> k8(size_t(S) * D);
   std::vector<float> kscale(static_cast<size_t>(S));

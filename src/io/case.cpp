@@ -220,14 +220,15 @@ void save_case(const std::string& path, const Case& c) {
 }
 
 DecodeInputs DecodeCase::inputs() const {
-  HISA_CHECK(!q.empty() && !w.empty() && !kv_cache.empty() && !block_table.empty() &&
-                 !seq_lens.empty(),
-             "a decode case needs q, w, kv_cache, block_table and seq_lens (missing: ",
-             q.empty() ? "q " : "", w.empty() ? "w " : "", kv_cache.empty() ? "kv_cache " : "",
-             block_table.empty() ? "block_table " : "", seq_lens.empty() ? "seq_lens" : "", ")");
+  HISA_CHECK(
+      !q.empty() && !w.empty() && !kv_cache.empty() && !block_table.empty() && !seq_lens.empty(),
+      "a decode case needs q, w, kv_cache, block_table and seq_lens (missing: ",
+      q.empty() ? "q " : "", w.empty() ? "w " : "", kv_cache.empty() ? "kv_cache " : "",
+      block_table.empty() ? "block_table " : "", seq_lens.empty() ? "seq_lens" : "", ")");
 
   HISA_CHECK(seq_lens.shape.size() == 1 && seq_lens.dtype == DType::I32,
-             "seq_lens must be [N] I32, got ", seq_lens.shape_str(), " ", dtype_name(seq_lens.dtype));
+             "seq_lens must be [N] I32, got ", seq_lens.shape_str(), " ",
+             dtype_name(seq_lens.dtype));
   check_bytes(seq_lens, "seq_lens");
   const int64_t N = seq_lens.shape[0];
   HISA_CHECK(N >= 1 && N <= INT_MAX, "seq_lens ", seq_lens.shape_str(),
@@ -237,8 +238,9 @@ DecodeInputs DecodeCase::inputs() const {
   HISA_CHECK(is_qk_dtype(q.dtype), "q must be F32, BF16 or F8_E4M3, got ", dtype_name(q.dtype));
   check_bytes(q, "q");
   const int64_t rows = q.shape[0], H = q.shape[1], D = q.shape[2];
-  HISA_CHECK(rows % N == 0 && rows > 0, "q has ", rows, " rows, not a positive multiple of the batch N = ",
-             N, " (seq_lens ", seq_lens.shape_str(), "): q must be [N * next_n, H, D]");
+  HISA_CHECK(rows % N == 0 && rows > 0, "q has ", rows,
+             " rows, not a positive multiple of the batch N = ", N, " (seq_lens ",
+             seq_lens.shape_str(), "): q must be [N * next_n, H, D]");
   const int64_t next_n = rows / N;
   HISA_CHECK(next_n <= 4, "q has ", rows, " rows for N = ", N, " requests: next_n = ", next_n,
              " but must be in 1..4");
@@ -249,7 +251,8 @@ DecodeInputs DecodeCase::inputs() const {
   HISA_CHECK(w.dtype == DType::F32, "w must be F32, got ", dtype_name(w.dtype));
   check_bytes(w, "w");
 
-  HISA_CHECK(kv_cache.dtype == DType::U8, "kv_cache must be U8 (fp8 values and fp32 scales as bytes), got ",
+  HISA_CHECK(kv_cache.dtype == DType::U8,
+             "kv_cache must be U8 (fp8 values and fp32 scales as bytes), got ",
              dtype_name(kv_cache.dtype));
   HISA_CHECK(kv_cache.shape.size() == 3 && kv_cache.shape[2] == D + 4,
              "kv_cache must be [num_pages, page_size, D + 4] with D + 4 = ", D + 4, " (D = ", D,
@@ -257,12 +260,13 @@ DecodeInputs DecodeCase::inputs() const {
   check_bytes(kv_cache, "kv_cache");
   const int64_t num_pages = kv_cache.shape[0], page_size = kv_cache.shape[1];
   HISA_CHECK(num_pages >= 1 && num_pages <= INT_MAX && page_size >= 1 && page_size <= INT_MAX,
-             "kv_cache ", kv_cache.shape_str(), ": num_pages and page_size must be in [1, INT_MAX]");
+             "kv_cache ", kv_cache.shape_str(),
+             ": num_pages and page_size must be in [1, INT_MAX]");
 
-  HISA_CHECK(block_table.shape.size() == 2 && block_table.shape[0] == N &&
-                 block_table.dtype == DType::I32,
-             "block_table must be [N, max_pages] I32 with N = ", N, " as in seq_lens, got ",
-             block_table.shape_str(), " ", dtype_name(block_table.dtype));
+  HISA_CHECK(
+      block_table.shape.size() == 2 && block_table.shape[0] == N && block_table.dtype == DType::I32,
+      "block_table must be [N, max_pages] I32 with N = ", N, " as in seq_lens, got ",
+      block_table.shape_str(), " ", dtype_name(block_table.dtype));
   check_bytes(block_table, "block_table");
   const int64_t max_pages = block_table.shape[1];
   HISA_CHECK(max_pages >= 1 && max_pages <= INT_MAX, "block_table ", block_table.shape_str(),
@@ -295,8 +299,9 @@ DecodeInputs DecodeCase::inputs() const {
   check_bytes(pooled, "pooled");
   HISA_CHECK(pooled.shape[1] >= 1 && pooled.shape[1] <= INT_MAX, "pooled ", pooled.shape_str(),
              ": max_blocks must be in [1, INT_MAX]");
-  HISA_CHECK(pooled_block_size > 0, "pooled keys need the block size B they were pooled with "
-             "(metadata ", kPooledBlockSizeKey, ")");
+  HISA_CHECK(pooled_block_size > 0,
+             "pooled keys need the block size B they were pooled with (metadata ",
+             kPooledBlockSizeKey, ")");
   in.pooled = pooled.data<float>();
   in.pooled_max_blocks = int(pooled.shape[1]);
   return in;
@@ -311,7 +316,8 @@ void DecodeCase::pool(int block_size, Pooling how) {
   HISA_CHECK(block_size >= 1, "pool: block_size must be >= 1, got ", block_size);
   const int64_t max_blocks = std::max<int64_t>(1, longest / block_size);
   Tensor keys(DType::F32, {in.batch, max_blocks, in.head_dim});
-  update_pooled_keys(in, nullptr, in.seq_lens, block_size, how, keys.data<float>(), int(max_blocks));
+  update_pooled_keys(in, nullptr, in.seq_lens, block_size, how, keys.data<float>(),
+                     int(max_blocks));
   pooled = std::move(keys);
   pooled_block_size = block_size;
   pooling = how;
@@ -321,8 +327,8 @@ void DecodeCase::check_pooled(const SelectConfig& cfg) const {
   if (pooled.empty() || !cfg.has_blocks()) return;
   HISA_CHECK(pooled_block_size == cfg.block_size && pooling == cfg.pooling,
              "the case's pooled keys were pooled with B = ", pooled_block_size, " (",
-             pooling_name(pooling), ") but ", method_name(cfg.method), " selects with B = ",
-             cfg.block_size, " (", pooling_name(cfg.pooling),
+             pooling_name(pooling), ") but ", method_name(cfg.method),
+             " selects with B = ", cfg.block_size, " (", pooling_name(cfg.pooling),
              "): choose that block size and pooling, or write the case without pooled keys");
 }
 
