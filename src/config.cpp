@@ -22,6 +22,8 @@ Method method_from_name(const std::string& n) {
   throw Error("unknown method '" + n + "' (expected flat, hisa or block)");
 }
 
+std::string pooling_name(Pooling p) { return p == Pooling::Max ? "max" : "mean"; }
+
 Pooling pooling_from_name(const std::string& n) {
   if (n == "mean") return Pooling::Mean;
   if (n == "max") return Pooling::Max;

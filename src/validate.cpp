@@ -153,9 +153,12 @@ void validate_prefill(const PrefillInputs& in, const SelectConfig& cfg, bool che
   }
   if (!check_values) return;
   const ValueScan q = scan_values(in.dtype, in.q, in.num_q * in.num_heads * in.head_dim);
-  HISA_CHECK(q.first_bad < 0, "prefill: q has a non-finite value at flat index ", q.first_bad);
+  HISA_CHECK(q.first_bad < 0, "prefill: q has a non-finite value at row ",
+             q.first_bad / (int64_t(in.num_heads) * in.head_dim), ", head ",
+             q.first_bad / in.head_dim % in.num_heads, ", dim ", q.first_bad % in.head_dim);
   const ValueScan k = scan_values(in.dtype, in.k, in.num_k * in.head_dim);
-  HISA_CHECK(k.first_bad < 0, "prefill: k has a non-finite value at flat index ", k.first_bad);
+  HISA_CHECK(k.first_bad < 0, "prefill: k has a non-finite value at key row ",
+             k.first_bad / in.head_dim, ", dim ", k.first_bad % in.head_dim);
   const ValueScan w = scan_weights(in.w, in.num_q, in.num_heads);
   HISA_CHECK(w.first_bad < 0, "prefill: w has a non-finite value at row ",
              w.first_bad / in.num_heads, ", head ", w.first_bad % in.num_heads);
@@ -216,9 +219,12 @@ void validate_decode(const DecodeInputs& in, const SelectConfig& cfg, bool check
   validate_decode_shapes(in, cfg);
   for (int b = 0; b < in.batch; ++b) {
     const int64_t len = in.seq_lens[b];
-    HISA_CHECK(len >= in.next_n && len <= int64_t(in.max_pages) * in.page_size, "decode: seq_lens[", b,
-               "] = ", len, " must be in [next_n = ", in.next_n, ", max_pages * page_size = ",
-               int64_t(in.max_pages) * in.page_size, "]");
+    HISA_CHECK(len >= in.next_n, "decode: seq_lens[", b, "] = ", len,
+               " is shorter than next_n = ", in.next_n,
+               " (a request's cache holds its next_n query tokens)");
+    HISA_CHECK(len <= int64_t(in.max_pages) * in.page_size, "decode: seq_lens[", b, "] = ", len,
+               " runs past the block table: max_pages * page_size = ", in.max_pages, " * ",
+               in.page_size, " = ", int64_t(in.max_pages) * in.page_size);
     const int64_t used = (len + in.page_size - 1) / in.page_size;
     for (int64_t j = 0; j < used; ++j) {
       const int32_t page = in.block_table[int64_t(b) * in.max_pages + j];
@@ -229,7 +235,10 @@ void validate_decode(const DecodeInputs& in, const SelectConfig& cfg, bool check
   if (!check_values) return;
   const int64_t rows = int64_t(in.batch) * in.next_n;
   const ValueScan q = scan_values(in.q_dtype, in.q, rows * in.num_heads * in.head_dim);
-  HISA_CHECK(q.first_bad < 0, "decode: q has a non-finite value at flat index ", q.first_bad);
+  HISA_CHECK(q.first_bad < 0, "decode: q has a non-finite value at row ",
+             q.first_bad / (int64_t(in.num_heads) * in.head_dim), ", head ",
+             q.first_bad / in.head_dim % in.num_heads, ", dim ", q.first_bad % in.head_dim,
+             " (row b * next_n + j is query j of request b)");
   const ValueScan w = scan_weights(in.w, rows, in.num_heads);
   HISA_CHECK(w.first_bad < 0, "decode: w has a non-finite value at row ",
              w.first_bad / in.num_heads, ", head ", w.first_bad % in.num_heads);

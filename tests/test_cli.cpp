@@ -4,16 +4,21 @@
 
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 
 #include "hisa/indexer.hpp"
 #include "hisa/io.hpp"
+#include "hisa/reference.hpp"
 #include "hisa/workloads.hpp"
+#include "testing.hpp"
 
 namespace hisa {
 namespace {
@@ -59,7 +64,7 @@ Case exact_case(int64_t S, int64_t T, int H, uint64_t seed) {
 
 TEST(Cli, HelpOnEverySubcommand) {
   EXPECT_EQ(hisa_cli("--help").code, 0);
-  for (const char* sub : {"select", "eval", "bench", "demo"}) {
+  for (const char* sub : {"select", "make-case", "eval", "bench", "demo"}) {
     const CliRun r = hisa_cli(std::string(sub) + " --help");
     EXPECT_EQ(r.code, 0) << sub;
     EXPECT_THAT(r.out, ::testing::HasSubstr("--")) << sub;
@@ -230,8 +235,9 @@ TEST(Cli, SelectOnAnEmptyBatchWritesEmptyOutputs) {
       ASSERT_TRUE(t.count("indices"));
       EXPECT_EQ(t.at("indices").shape,
                 (std::vector<int64_t>{0, std::string(method) == "block" ? 256 : 100}));
-      if (std::string(method) != "flat")
+      if (std::string(method) != "flat") {
         EXPECT_EQ(t.at("blocks").shape, (std::vector<int64_t>{0, 4}));
+      }
     }
   }
 }
@@ -254,6 +260,331 @@ TEST(Cli, SelectWarnsBeforeALargeOutput) {
                (dir / "no" / "o.safetensors").string());
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.out, ::testing::HasSubstr("--output: cannot write"));
+}
+
+// ---- Decode case files ----
+
+Tensor tensor_of(DType dtype, std::vector<int64_t> shape, const void* data) {
+  Tensor t(dtype, std::move(shape));
+  std::memcpy(t.bytes.data(), data, t.bytes.size());
+  return t;
+}
+
+// The decode case of the test helpers (exact: small integers, power-of-two key scales, pages
+// shuffled, spare pages poisoned with NaN) as a case file's tensors.
+DecodeCase decode_case_of(const test::DecodeData& d) {
+  const DecodeInputs in = d.inputs();
+  const int64_t rows = int64_t(in.batch) * in.next_n;
+  DecodeCase c;
+  c.q = tensor_of(in.q_dtype, {rows, in.num_heads, in.head_dim}, in.q);
+  c.w = tensor_of(DType::F32, {rows, in.num_heads}, in.w);
+  c.kv_cache = tensor_of(DType::U8, {in.num_pages, in.page_size, in.head_dim + 4}, in.kv_cache);
+  c.block_table = tensor_of(DType::I32, {in.batch, in.max_pages}, in.block_table);
+  c.seq_lens = tensor_of(DType::I32, {in.batch}, in.seq_lens);
+  return c;
+}
+
+test::DecodeData exact_decode(uint64_t seed, int heads = 4, int dim = 64) {
+  test::DecodeSpec spec;
+  spec.exact = true;
+  spec.tie_rate = 0.1;  // tied token scores: ties go to the lower position on every backend
+  spec.num_heads = heads;
+  spec.head_dim = dim;
+  spec.next_n = 3;
+  spec.seq_lens = {700, 300, 65};
+  spec.seed = seed;
+  return test::make_decode(spec);
+}
+
+std::vector<int32_t> ints(const Tensor& t) {
+  EXPECT_EQ(t.dtype, DType::I32);
+  std::vector<int32_t> v(size_t(t.numel()));
+  std::memcpy(v.data(), t.bytes.data(), v.size() * 4);
+  return v;
+}
+
+struct SelectFile {
+  std::vector<int64_t> shape;  // of indices
+  test::Selection sel;         // indices and (hisa/block) blocks
+  std::map<std::string, std::string> metadata;
+};
+
+SelectFile read_selection(const fs::path& path) {
+  SelectFile f;
+  const auto t = read_safetensors(path.string(), &f.metadata);
+  EXPECT_TRUE(t.count("indices")) << path;
+  if (!t.count("indices")) return f;
+  f.shape = t.at("indices").shape;
+  f.sel.indices = ints(t.at("indices"));
+  if (t.count("blocks")) f.sel.blocks = ints(t.at("blocks"));
+  return f;
+}
+
+const char* kDecodeConfig = " --block-size 64 --top-blocks 4 --topk 100";
+
+SelectConfig decode_config(Method m) { return test::make_config(m, 64, 4, 100); }
+
+// The case format round-trips, and `hisa select` on a decode case gives, on the reference and on
+// the fast CPU backend, exactly the float64 reference's selection computed here in-process, row
+// by row in request-major order, ties included.
+TEST(Cli, SelectDecodeCaseEqualsTheReferenceOnCpuBackends) {
+  const fs::path dir = temp_dir();
+  const uint64_t seed = 21;
+  std::cout << "seed " << seed << "\n";
+  const test::DecodeData data = exact_decode(seed);
+  const fs::path input = dir / "decode_exact.safetensors";
+  save_decode_case(input.string(), decode_case_of(data));
+  const DecodeCase back = load_decode_case(input.string());
+  const DecodeInputs in = back.inputs();
+  EXPECT_EQ(in.batch, 3);
+  EXPECT_EQ(in.next_n, 3);
+  EXPECT_EQ(in.max_pages, data.max_pages);
+  EXPECT_EQ(ints(back.block_table), data.block_table);
+  EXPECT_EQ(back.kv_cache.bytes, data.kv_cache);
+
+  const std::vector<reference::Row> rows = reference::decode_rows(data.inputs());
+  ASSERT_EQ(rows.size(), 9u);
+  for (Method m : {Method::Flat, Method::Hisa, Method::Block}) {
+    const SelectConfig cfg = decode_config(m);
+    // The reference's rows, written as the command writes them (ascending, -1 padded).
+    test::Selection want;
+    want.indices.assign(rows.size() * cfg.out_width(), -1);
+    if (cfg.has_blocks()) want.blocks.assign(rows.size() * cfg.top_blocks, -1);
+    for (size_t r = 0; r < rows.size(); ++r)
+      reference::select_row(rows[r], cfg, want.indices.data() + r * cfg.out_width(),
+                            cfg.has_blocks() ? want.blocks.data() + r * cfg.top_blocks : nullptr);
+    for (const char* dev : {"reference", "cpu"}) {
+      SCOPED_TRACE(method_name(m) + " on " + dev);
+      const fs::path out = dir / ("decode_" + method_name(m) + "_" + dev + ".safetensors");
+      const CliRun r = hisa_cli("select -i " + input.string() + " -o " + out.string() +
+                                " --method " + method_name(m) + " --device " + dev + kDecodeConfig);
+      ASSERT_EQ(r.code, 0) << r.out;
+      EXPECT_THAT(r.out, ::testing::HasSubstr("decode N=3 next_n=3"));
+      const SelectFile got = read_selection(out);
+      EXPECT_EQ(got.shape, (std::vector<int64_t>{9, cfg.out_width()}));
+      EXPECT_EQ(got.metadata.at("case"), "decode");
+      EXPECT_EQ(got.metadata.at("device"), dev);
+      EXPECT_EQ(got.metadata.at("config"), cfg.describe());
+      EXPECT_TRUE(got.sel.indices == want.indices) << "indices differ from the reference";
+      EXPECT_TRUE(got.sel.blocks == want.blocks) << "blocks differ from the reference";
+      EXPECT_EQ(test::judge_decode(data.inputs(), cfg, got.sel, true), "");
+    }
+  }
+}
+
+// A generated case (make-case --decode): pages shuffled, requests of different lengths, next_n 2;
+// the fast CPU backend is judged against the float64 reference (SEMANTICS.md section 7), with the
+// pooled keys `select` computes itself and with those written into the case.
+TEST(Cli, MakeCaseWritesDecodeCasesThatSelectRuns) {
+  const fs::path dir = temp_dir();
+  const fs::path plain = dir / "gen_decode.safetensors",
+                 pooled = dir / "gen_decode_pooled.safetensors";
+  const std::string gen =
+      "make-case --decode --workload needles --seq-lens 2000,700,130 --next-n 2 "
+      "--heads 8 --seed 4 -o ";
+  CliRun r = hisa_cli(gen + plain.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = hisa_cli(gen + pooled.string() + " --pooled-block-size 64");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_THAT(r.out, ::testing::HasSubstr("pooled keys B=64 mean"));
+
+  const DecodeCase c = load_decode_case(plain.string());
+  const DecodeInputs in = c.inputs();
+  EXPECT_EQ(in.batch, 3);
+  EXPECT_EQ(in.next_n, 2);
+  EXPECT_EQ(in.num_heads, 8);
+  EXPECT_EQ(in.q_dtype, DType::F8E4M3);
+  EXPECT_EQ(c.metadata.at("workload"), "needles");
+  EXPECT_TRUE(c.pooled.empty());
+  int in_order = 0, steps = 0;  // consecutive logical pages that are consecutive physical pages
+  for (int64_t j = 1; j < (2000 + 63) / 64; ++j, ++steps)
+    in_order += in.block_table[j] == in.block_table[j - 1] + 1;
+  EXPECT_LT(in_order, steps / 2) << "pages are not shuffled";
+  const DecodeCase p = load_decode_case(pooled.string());
+  EXPECT_EQ(p.pooled_block_size, 64);
+  EXPECT_EQ(p.pooled.shape, (std::vector<int64_t>{3, 2000 / 64, 128}));
+
+  for (Method m : {Method::Flat, Method::Hisa, Method::Block}) {
+    const SelectConfig cfg = decode_config(m);
+    std::vector<int32_t> cpu_indices;
+    for (const fs::path& input : {plain, pooled}) {
+      SCOPED_TRACE(method_name(m) + " " + input.filename().string());
+      const fs::path out = dir / "gen_out.safetensors";
+      r = hisa_cli("select -i " + input.string() + " -o " + out.string() +
+                   " --device cpu --method " + method_name(m) + kDecodeConfig);
+      ASSERT_EQ(r.code, 0) << r.out;
+      const SelectFile got = read_selection(out);
+      EXPECT_EQ(test::judge_decode(in, cfg, got.sel, false), "");
+      // The pooled keys in the file are the ones select computes: the same selection.
+      if (cpu_indices.empty())
+        cpu_indices = got.sel.indices;
+      else
+        EXPECT_TRUE(cpu_indices == got.sel.indices);
+    }
+  }
+  // Pooled keys of another block size are refused, not used.
+  r = hisa_cli("select -i " + pooled.string() + " -o " + (dir / "x.safetensors").string() +
+               " --device cpu --method hisa --block-size 128 --top-blocks 4 --topk 100");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out,
+              ::testing::HasSubstr("pooled with B = 64 (mean) but hisa selects with B = 128"));
+  // Decode options need --decode, and --queries does not go with it.
+  EXPECT_NE(hisa_cli("make-case --next-n 2 -o " + (dir / "y.safetensors").string()).code, 0);
+  EXPECT_NE(hisa_cli("make-case --decode --queries 4 -o " + (dir / "y.safetensors").string()).code,
+            0);
+  r = hisa_cli("make-case --decode --seq-lens 100 --pooled-block-size 100 -o " +
+               (dir / "y.safetensors").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, ::testing::HasSubstr("--pooled-block-size must be 0 (none) or"));
+}
+
+TEST(Cli, MakeCaseWritesPrefillCases) {
+  const fs::path dir = temp_dir();
+  const fs::path input = dir / "gen_prefill.safetensors";
+  CliRun r = hisa_cli(
+      "make-case --workload topical --context 1500 --queries 12 --heads 8 --dtype bf16 "
+      "--seed 2 -o " +
+      input.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  const Case c = load_case(input.string());
+  const PrefillInputs in = c.inputs();
+  EXPECT_EQ(in.num_q, 12);
+  EXPECT_EQ(in.num_k, 1500);
+  EXPECT_EQ(in.dtype, DType::BF16);
+  EXPECT_EQ(c.metadata.at("seed"), "2");
+  const fs::path out = dir / "gen_prefill_out.safetensors";
+  r = hisa_cli("select -i " + input.string() + " -o " + out.string() +
+               " --device cpu --method hisa" + kDecodeConfig);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const SelectFile got = read_selection(out);
+  EXPECT_EQ(got.metadata.at("case"), "prefill");
+  EXPECT_EQ(test::judge_prefill(in, decode_config(Method::Hisa), got.sel, false), "");
+  // eval takes prefill cases and says so for a decode case.
+  r = hisa_cli("make-case --decode --seq-lens 300 -o " + (dir / "d.safetensors").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = hisa_cli("eval -q -i " + (dir / "d.safetensors").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.out, ::testing::HasSubstr("this is a decode case file"));
+}
+
+// Each bad decode input is refused with exit 1 and a message naming the field and the index; no
+// output is written.
+TEST(Cli, SelectDecodeBadInputsGiveClearErrors) {
+  const fs::path dir = temp_dir();
+  const test::DecodeData data = exact_decode(22);
+  const DecodeCase good = decode_case_of(data);
+  const int max_pages = data.max_pages, num_pages = data.num_pages;
+  struct Bad {
+    std::string what;
+    std::function<void(std::map<std::string, Tensor>&)> spoil;
+    std::vector<std::string> message;
+  };
+  const std::vector<Bad> cases = {
+      {"block table entry out of range",
+       [&](auto& t) {
+         t["block_table"].template data<int32_t>()[2 * max_pages + 1] = num_pages + 3;
+       },
+       {"block_table[2, 1] = " + std::to_string(num_pages + 3) + " is out of range [0, " +
+        std::to_string(num_pages) + ")"}},
+      {"negative block table entry",
+       [&](auto& t) { t["block_table"].template data<int32_t>()[0] = -1; },
+       {"block_table[0, 0] = -1 is out of range"}},
+      {"seq_lens past the table",
+       [&](auto& t) { t["seq_lens"].template data<int32_t>()[1] = max_pages * 64 + 1; },
+       {"seq_lens[1] = " + std::to_string(max_pages * 64 + 1) + " runs past the block table",
+        "max_pages * page_size = " + std::to_string(max_pages) + " * 64"}},
+      {"next_n > seq_len",
+       [&](auto& t) { t["seq_lens"].template data<int32_t>()[2] = 2; },
+       {"seq_lens[2] = 2 is shorter than next_n = 3"}},
+      {"NaN in q",
+       [&](auto& t) { t["q"].template data<uint8_t>()[(4 * 4 + 3) * 64 + 10] = 0xff; },
+       {"q has a non-finite value at row 4, head 3, dim 10"}},
+      {"NaN in w",
+       [&](auto& t) { t["w"].template data<float>()[7 * 4 + 2] = std::nanf(""); },
+       {"w has a non-finite value at row 7, head 2"}},
+      {"block_table of the wrong dtype",
+       [&](auto& t) { t["block_table"].dtype = DType::F32; },
+       {"block_table must be [N, max_pages] I32", "F32"}},
+      {"seq_lens of the wrong shape",
+       [&](auto& t) { t["seq_lens"] = Tensor(DType::I32, {2}); },
+       {"q has 9 rows, not a positive multiple of the batch N = 2 (seq_lens [2])"}},
+      {"q rows not a multiple of the batch",
+       [&](auto& t) {
+         t["q"] = Tensor(DType::F8E4M3, {8, 4, 64});
+       },
+       {"q has 8 rows, not a positive multiple of the batch N = 3"}},
+      {"kv_cache of the wrong width",
+       [&](auto& t) {
+         t["kv_cache"] = Tensor(DType::U8, {num_pages, 64, 128});
+       },
+       {"kv_cache must be [num_pages, page_size, D + 4] with D + 4 = 68"}},
+      {"NaN in the cache",
+       [&](auto& t) {
+         const int64_t page = data.block_table[0];
+         t["kv_cache"].template data<uint8_t>()[page * page_bytes(64, 64) + 5 * 64 + 7] = 0xff;
+       },
+       {"NaN", "request 0"}},
+      {"a misspelt tensor",
+       [&](auto& t) {
+         t["pooled_keys"] = Tensor(DType::F32, {3, 1, 64});
+       },
+       {"unknown tensor 'pooled_keys' in a decode case file"}},
+  };
+  for (const Bad& bad : cases) {
+    SCOPED_TRACE(bad.what);
+    std::map<std::string, Tensor> t = {{"q", good.q},
+                                       {"w", good.w},
+                                       {"kv_cache", good.kv_cache},
+                                       {"block_table", good.block_table},
+                                       {"seq_lens", good.seq_lens}};
+    bad.spoil(t);
+    const fs::path input = dir / "decode_bad.safetensors", out = dir / "decode_bad_out.safetensors";
+    write_safetensors(input.string(), t);
+    fs::remove(out);
+    for (const char* dev : {"reference", "cpu"}) {
+      for (const char* method : {"flat", "hisa"}) {
+        const CliRun r = hisa_cli("select -i " + input.string() + " -o " + out.string() +
+                                  " --device " + dev + " --method " + method + kDecodeConfig);
+        EXPECT_EQ(r.code, 1) << dev << " " << method << ": " << r.out;
+        for (const std::string& part : bad.message)
+          EXPECT_THAT(r.out, ::testing::HasSubstr(part)) << dev << " " << method;
+        EXPECT_FALSE(fs::exists(out)) << dev << " " << method;
+      }
+    }
+  }
+}
+
+// cuda runs flat decode on the device, and refuses what it does not implement (hisa and block
+// decode) instead of running it elsewhere; without a device or a CUDA build it refuses at once.
+TEST(Cli, SelectDecodeOnCudaRunsFlatAndRefusesTheRest) {
+  const fs::path dir = temp_dir();
+  const test::DecodeData data = exact_decode(23, 32, 128);  // a shape the fused kernels take
+  const fs::path input = dir / "decode_cuda.safetensors";
+  save_decode_case(input.string(), decode_case_of(data));
+  for (Method m : {Method::Flat, Method::Hisa, Method::Block}) {
+    SCOPED_TRACE(method_name(m));
+    const fs::path out = dir / ("decode_cuda_" + method_name(m) + ".safetensors");
+    fs::remove(out);
+    const CliRun r = hisa_cli("select -i " + input.string() + " -o " + out.string() +
+                              " --device cuda --method " + method_name(m) + kDecodeConfig);
+    if (!cuda_available()) {
+      EXPECT_EQ(r.code, 1) << r.out;
+      EXPECT_THAT(r.out, ::testing::HasSubstr("device 'cuda'"));
+      EXPECT_FALSE(fs::exists(out));
+      continue;
+    }
+    if (m == Method::Flat) {
+      ASSERT_EQ(r.code, 0) << r.out;
+      const SelectFile got = read_selection(out);
+      EXPECT_EQ(got.metadata.at("device"), "cuda");
+      EXPECT_EQ(test::judge_decode(data.inputs(), decode_config(m), got.sel, true), "");
+    } else {
+      EXPECT_EQ(r.code, 1) << r.out;
+      EXPECT_THAT(r.out, ::testing::HasSubstr("decode: method " + method_name(m) +
+                                              " is not implemented on the cuda backend"));
+      EXPECT_FALSE(fs::exists(out));
+    }
+  }
 }
 
 }  // namespace

@@ -1,22 +1,27 @@
-// safetensors and .npy files, and prefill case files (hisa/io.hpp).
+// safetensors and .npy files, and prefill and decode case files (hisa/io.hpp).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <initializer_list>
 #include <iostream>
 #include <iterator>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "hisa/config.hpp"
 #include "hisa/error.hpp"
 #include "hisa/io.hpp"
+#include "hisa/pooled.hpp"
 #include "hisa/validate.hpp"
+#include "hisa/workloads.hpp"
 
 namespace hisa {
 namespace {
@@ -651,6 +656,240 @@ TEST(Case, LoadAndSaveErrors) {
   const std::string fresh = temp_path("never_written.safetensors");
   EXPECT_HISA_ERROR(save_case(fresh, bad), fresh, "k_scale must be [S] = [10], got [3]");
   EXPECT_FALSE(std::ifstream(fresh).good());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode case files
+
+// A small generated decode case: 3 requests of different lengths, next_n 2, shuffled pages.
+DecodeCase small_decode_case(uint64_t seed = 5) {
+  return make_decode_workload(WorkloadKind::Gaussian, {300, 70, 129}, 2, 4, 64, DType::F8E4M3,
+                              seed);
+}
+
+TEST(DecodeCaseFile, SaveAndLoadRoundTrip) {
+  for (const bool with_pooled : {false, true}) {
+    SCOPED_TRACE(with_pooled ? "with pooled keys" : "without pooled keys");
+    DecodeCase c = small_decode_case();
+    if (with_pooled) c.pool(128, Pooling::Max);
+    c.metadata["note"] = "a hand-made entry";
+    const std::string path = temp_path("decode.safetensors");
+    save_decode_case(path, c);
+    const DecodeCase back = load_decode_case(path);
+    expect_same(back.q, c.q, "q");
+    expect_same(back.w, c.w, "w");
+    expect_same(back.kv_cache, c.kv_cache, "kv_cache");
+    expect_same(back.block_table, c.block_table, "block_table");
+    expect_same(back.seq_lens, c.seq_lens, "seq_lens");
+    expect_same(back.pooled, c.pooled, "pooled");
+    EXPECT_EQ(back.pooled_block_size, with_pooled ? 128 : 0);
+    EXPECT_EQ(back.pooling, with_pooled ? Pooling::Max : Pooling::Mean);
+    EXPECT_EQ(back.metadata, c.metadata);  // the pooled-key entries live in the fields
+    std::map<std::string, std::string> file_meta;
+    EXPECT_EQ(read_safetensors(path, &file_meta).size(), with_pooled ? 6u : 5u);
+    EXPECT_EQ(file_meta.count("pooled_block_size"), with_pooled ? 1u : 0u);
+
+    const DecodeInputs in = back.inputs();
+    EXPECT_EQ(in.batch, 3);
+    EXPECT_EQ(in.next_n, 2);
+    EXPECT_EQ(in.num_heads, 4);
+    EXPECT_EQ(in.head_dim, 64);
+    EXPECT_EQ(in.page_size, 64);
+    EXPECT_EQ(in.num_pages, int(c.kv_cache.shape[0]));
+    EXPECT_EQ(in.max_pages, 5);
+    EXPECT_EQ(in.pooled != nullptr, with_pooled);
+    EXPECT_EQ(in.pooled_max_blocks, with_pooled ? 2 : 0);  // 300 / 128
+
+    // load_any_case tells the kinds apart; each single-kind loader refuses the other kind.
+    EXPECT_TRUE(std::holds_alternative<DecodeCase>(load_any_case(path)));
+    EXPECT_HISA_ERROR(load_case(path), path, "this is a decode case file");
+  }
+  const std::string prefill = temp_path("prefill.safetensors");
+  save_case(prefill, make_case(2, 32, 64, 10));
+  EXPECT_TRUE(std::holds_alternative<Case>(load_any_case(prefill)));
+  EXPECT_HISA_ERROR(load_decode_case(prefill), prefill, "not a decode case file");
+}
+
+TEST(DecodeCaseFile, PoolMatchesIncrementalPooledKeys) {
+  DecodeCase c = small_decode_case(6);
+  c.pool(64, Pooling::Mean);
+  const DecodeInputs in = c.inputs();
+  ASSERT_EQ(in.pooled_max_blocks, 4);  // 300 / 64
+  // Pool the same blocks in two steps, as an engine appending tokens does.
+  std::vector<float> keys(size_t(3) * 4 * 64, 0.0f);
+  const std::vector<int32_t> half = {150, 35, 64}, full = {300, 70, 129};
+  update_pooled_keys(in, nullptr, half.data(), 64, Pooling::Mean, keys.data(), 4);
+  update_pooled_keys(in, half.data(), full.data(), 64, Pooling::Mean, keys.data(), 4);
+  const float* pooled = c.pooled.data<float>();
+  for (size_t i = 0; i < keys.size(); ++i) ASSERT_EQ(pooled[i], keys[i]) << "entry " << i;
+  // Blocks that are not complete stay zero; complete ones are not.
+  EXPECT_EQ(pooled[(1 * 4 + 1) * 64], 0.0f);  // request 1 (70 tokens) has one complete block
+  double norm = 0;
+  for (int d = 0; d < 64; ++d) norm += std::fabs(pooled[(2 * 4 + 1) * 64 + d]);
+  EXPECT_GT(norm, 0.0);
+}
+
+TEST(DecodeCaseFile, ShapeAndDtypeErrorsNameTheTensor) {
+  const DecodeCase good = small_decode_case();
+  ASSERT_NO_THROW(good.inputs());
+  DecodeCase c = good;
+
+  c.seq_lens = Tensor();
+  EXPECT_HISA_ERROR(c.inputs(), "a decode case needs q, w, kv_cache, block_table and seq_lens",
+                    "missing: seq_lens");
+  c = good;
+  c.seq_lens = Tensor(DType::I64, {3});
+  EXPECT_HISA_ERROR(c.inputs(), "seq_lens must be [N] I32, got [3] I64");
+
+  c = good;
+  c.q = Tensor(DType::F8E4M3, {5, 4, 64});
+  EXPECT_HISA_ERROR(c.inputs(), "q has 5 rows, not a positive multiple of the batch N = 3");
+  c.q = Tensor(DType::F8E4M3, {15, 4, 64});
+  EXPECT_HISA_ERROR(c.inputs(), "next_n = 5 but must be in 1..4");
+  c.q = Tensor(DType::I32, {6, 4, 64});
+  EXPECT_HISA_ERROR(c.inputs(), "q must be F32, BF16 or F8_E4M3, got I32");
+  c.q = Tensor(DType::F8E4M3, {6, 256});
+  EXPECT_HISA_ERROR(c.inputs(), "q must be [N * next_n, H, D], got [6, 256]");
+
+  c = good;
+  c.w = Tensor(DType::F32, {3, 4});
+  EXPECT_HISA_ERROR(c.inputs(), "w must be [N * next_n, H] = [6, 4], got [3, 4]");
+  c.w = Tensor(DType::BF16, {6, 4});
+  EXPECT_HISA_ERROR(c.inputs(), "w must be F32, got BF16");
+
+  c = good;
+  c.kv_cache = Tensor(DType::F8E4M3, {good.kv_cache.shape[0], 64, 68});
+  EXPECT_HISA_ERROR(c.inputs(), "kv_cache must be U8", "got F8_E4M3");
+  c.kv_cache = Tensor(DType::U8, {good.kv_cache.shape[0], 64, 132});
+  EXPECT_HISA_ERROR(c.inputs(), "kv_cache must be [num_pages, page_size, D + 4] with D + 4 = 68",
+                    "got [", ", 64, 132]");
+  c = good;
+  c.kv_cache.bytes.pop_back();
+  EXPECT_HISA_ERROR(c.inputs(), "kv_cache", "bytes but holds");
+
+  c = good;
+  c.block_table = Tensor(DType::I32, {2, 5});
+  EXPECT_HISA_ERROR(c.inputs(), "block_table must be [N, max_pages] I32 with N = 3",
+                    "got [2, 5] I32");
+  c.block_table = Tensor(DType::F32, {3, 5});
+  EXPECT_HISA_ERROR(c.inputs(), "block_table must be [N, max_pages] I32", "got [3, 5] F32");
+
+  c = good;
+  c.pooled = Tensor(DType::F32, {3, 2, 64});
+  EXPECT_HISA_ERROR(c.inputs(), "pooled keys need the block size B they were pooled with");
+  c.pooled_block_size = 128;
+  EXPECT_NO_THROW(c.inputs());
+  c.pooled = Tensor(DType::F32, {3, 2, 128});
+  EXPECT_HISA_ERROR(c.inputs(), "pooled must be [N, max_blocks, D] F32 with N = 3 and D = 64",
+                    "got [3, 2, 128] F32");
+  c.pooled = Tensor();
+  EXPECT_HISA_ERROR(c.inputs(), "pooled_block_size = 128 is given but there is no pooled tensor");
+
+  // save_decode_case refuses an invalid case before writing anything.
+  c = good;
+  c.w = Tensor(DType::F32, {6, 3});
+  const std::string fresh = temp_path("never_written.safetensors");
+  EXPECT_HISA_ERROR(save_decode_case(fresh, c), fresh, "w must be [N * next_n, H] = [6, 4]");
+  EXPECT_FALSE(std::ifstream(fresh).good());
+}
+
+TEST(DecodeCaseFile, LoadErrorsNameTheFile) {
+  const DecodeCase good = small_decode_case();
+  const std::string path = temp_path("decode_bad.safetensors");
+  const std::map<std::string, Tensor> tensors = {{"q", good.q},
+                                                 {"w", good.w},
+                                                 {"kv_cache", good.kv_cache},
+                                                 {"block_table", good.block_table},
+                                                 {"seq_lens", good.seq_lens}};
+  auto with = [&](const std::string& name, const Tensor& t) {
+    std::map<std::string, Tensor> m = tensors;
+    m[name] = t;
+    return m;
+  };
+  // A misspelt tensor is refused.
+  write_safetensors(path, with("seq_len", good.seq_lens));
+  EXPECT_HISA_ERROR(load_decode_case(path), path, "unknown tensor 'seq_len' in a decode case file");
+  // Pooled keys without their block size, or with an unreadable one.
+  const Tensor pooled(DType::F32, {3, 2, 64});
+  write_safetensors(path, with("pooled", pooled));
+  EXPECT_HISA_ERROR(load_decode_case(path), path, "pooled keys need the block size B");
+  write_safetensors(path, with("pooled", pooled), {{"pooled_block_size", "12x"}});
+  EXPECT_HISA_ERROR(load_decode_case(path), path,
+                    "metadata pooled_block_size = '12x' is not a positive integer");
+  write_safetensors(path, with("pooled", pooled),
+                    {{"pooled_block_size", "128"}, {"pooling", "median"}});
+  EXPECT_HISA_ERROR(load_decode_case(path), path, "unknown pooling 'median'");
+  write_safetensors(path, tensors, {{"pooled_block_size", "128"}});
+  EXPECT_HISA_ERROR(load_decode_case(path), path, "there is no pooled tensor");
+  write_safetensors(path, with("pooled", pooled),
+                    {{"pooled_block_size", "128"}, {"pooling", "max"}});
+  const DecodeCase back = load_decode_case(path);
+  EXPECT_EQ(back.pooled_block_size, 128);
+  EXPECT_EQ(back.pooling, Pooling::Max);
+  EXPECT_TRUE(back.metadata.empty());
+}
+
+TEST(DecodeCaseFile, PooledKeysMustMatchTheSelection) {
+  DecodeCase c = small_decode_case();
+  SelectConfig cfg;                      // hisa B = 128, mean
+  EXPECT_NO_THROW(c.check_pooled(cfg));  // no pooled keys: nothing to match
+  c.pool(128, Pooling::Mean);
+  EXPECT_NO_THROW(c.check_pooled(cfg));
+  cfg.block_size = 64;
+  EXPECT_HISA_ERROR(c.check_pooled(cfg),
+                    "pooled with B = 128 (mean) but hisa selects with B = 64 (mean)");
+  cfg.block_size = 128;
+  cfg.pooling = Pooling::Max;
+  EXPECT_HISA_ERROR(c.check_pooled(cfg), "B = 128 (mean) but hisa selects with B = 128 (max)");
+  cfg.method = Method::Flat;  // flat reads no pooled keys
+  EXPECT_NO_THROW(c.check_pooled(cfg));
+}
+
+// validate_decode, the checks every backend runs, on the inputs of a decode case: each bad value
+// is named with its index.
+TEST(DecodeCaseFile, ValidateNamesTheOffendingEntry) {
+  const DecodeCase good = small_decode_case();
+  SelectConfig cfg;
+  cfg.block_size = 64;
+  cfg.top_blocks = 4;
+  cfg.topk = 128;
+  ASSERT_NO_THROW(validate_decode(good.inputs(), cfg));
+  const int max_pages = int(good.block_table.shape[1]);
+  const int num_pages = int(good.kv_cache.shape[0]);
+
+  DecodeCase c = good;
+  c.block_table.data<int32_t>()[1 * max_pages + 1] = num_pages;
+  EXPECT_HISA_ERROR(validate_decode(c.inputs(), cfg),
+                    "block_table[1, 1] = " + std::to_string(num_pages) + " is out of range [0, " +
+                        std::to_string(num_pages) + ")");
+  c.block_table.data<int32_t>()[1 * max_pages + 1] = -1;
+  EXPECT_HISA_ERROR(validate_decode(c.inputs(), cfg), "block_table[1, 1] = -1 is out of range");
+  // Entries past a request's last page are not read (request 1 uses 2 of 5 pages).
+  c = good;
+  c.block_table.data<int32_t>()[1 * max_pages + 2] = num_pages + 7;
+  EXPECT_NO_THROW(validate_decode(c.inputs(), cfg));
+
+  c = good;
+  c.seq_lens.data<int32_t>()[2] = 1;  // next_n = 2
+  EXPECT_HISA_ERROR(validate_decode(c.inputs(), cfg), "seq_lens[2] = 1 is shorter than next_n = 2");
+  c.seq_lens.data<int32_t>()[2] = 5 * 64 + 1;
+  EXPECT_HISA_ERROR(
+      validate_decode(c.inputs(), cfg),
+      "seq_lens[2] = 321 runs past the block table: max_pages * page_size = 5 * 64 = 320");
+
+  c = good;
+  c.q.data<uint8_t>()[(3 * 4 + 2) * 64 + 9] = 0x7f;  // fp8 e4m3 NaN at row 3, head 2, dim 9
+  EXPECT_HISA_ERROR(validate_decode(c.inputs(), cfg),
+                    "q has a non-finite value at row 3, head 2, dim 9");
+  c = good;
+  c.w.data<float>()[5 * 4 + 1] = std::numeric_limits<float>::infinity();
+  EXPECT_HISA_ERROR(validate_decode(c.inputs(), cfg), "w has a non-finite value at row 5, head 1");
+
+  // B must be a multiple of the page size for the methods that choose blocks.
+  c = good;
+  c.kv_cache = Tensor(DType::U8, {num_pages / 2, 128, 68});
+  EXPECT_HISA_ERROR(validate_decode(c.inputs(), cfg),
+                    "block_size (64) must be a multiple of page_size (128)");
 }
 
 }  // namespace

@@ -326,39 +326,40 @@ TEST(Workloads, DecodeCaseValidatesWithAShuffledPageTable) {
     hisa_cfg.top_blocks = 4;
     hisa_cfg.topk = 256;
     EXPECT_NO_THROW(validate_decode(in, hisa_cfg));
-    EXPECT_EQ(dc.page_size, 64);
-    EXPECT_EQ(dc.max_pages, 16);
-    EXPECT_EQ(dc.q.size(), size_t(5 * 2 * 8 * 64));
-    EXPECT_EQ(dc.kv_cache.size(), size_t(dc.num_pages * page_bytes(64, 64)));
+    EXPECT_EQ(in.page_size, 64);
+    EXPECT_EQ(in.max_pages, 16);
+    EXPECT_EQ(dc.q.shape, (std::vector<int64_t>{5 * 2, 8, 64}));
+    EXPECT_EQ(dc.kv_cache.shape, (std::vector<int64_t>{in.num_pages, 64, 64 + 4}));
+    EXPECT_TRUE(dc.pooled.empty());
     // Used entries: distinct pages in range, one per used page; the rest -1; not contiguous.
     std::set<int32_t> pages;
     int64_t used_total = 0, steps_of_one = 0, steps = 0;
-    for (int b = 0; b < dc.batch; ++b) {
+    for (int b = 0; b < in.batch; ++b) {
       const int64_t used = (lens[size_t(b)] + 63) / 64;
       used_total += used;
-      for (int64_t j = 0; j < dc.max_pages; ++j) {
-        const int32_t page = dc.block_table[size_t(b * dc.max_pages + j)];
+      for (int64_t j = 0; j < in.max_pages; ++j) {
+        const int32_t page = in.block_table[b * in.max_pages + j];
         if (j >= used) {
           EXPECT_EQ(page, -1);
           continue;
         }
         EXPECT_GE(page, 0);
-        EXPECT_LT(page, dc.num_pages);
+        EXPECT_LT(page, in.num_pages);
         pages.insert(page);
         if (j > 0) {
-          steps_of_one += page == dc.block_table[size_t(b * dc.max_pages + j - 1)] + 1;
+          steps_of_one += page == in.block_table[b * in.max_pages + j - 1] + 1;
           ++steps;
         }
       }
     }
     EXPECT_EQ(int64_t(pages.size()), used_total);
-    EXPECT_GE(dc.num_pages, used_total);
+    EXPECT_GE(in.num_pages, used_total);
     EXPECT_LT(steps_of_one, steps / 2);
     const DecodeCase again = make_decode_workload(kind, lens, 2, 8, 64, DType::F8E4M3, 4);
-    EXPECT_EQ(again.kv_cache, dc.kv_cache);
-    EXPECT_EQ(again.block_table, dc.block_table);
-    EXPECT_EQ(again.q, dc.q);
-    EXPECT_EQ(again.w, dc.w);
+    EXPECT_EQ(again.kv_cache.bytes, dc.kv_cache.bytes);
+    EXPECT_EQ(again.block_table.bytes, dc.block_table.bytes);
+    EXPECT_EQ(again.q.bytes, dc.q.bytes);
+    EXPECT_EQ(again.w.bytes, dc.w.bytes);
   }
 }
 
@@ -369,7 +370,7 @@ TEST(Workloads, DecodeCaseMatchesThePrefillCaseOfTheSameSeed) {
   for (DType qd : kDtypes) {
     SCOPED_TRACE(dtype_name(qd) + " seed 17");
     const DecodeCase dc = make_decode_workload(WorkloadKind::Topical, lens, 3, 8, 128, qd, 17);
-    EXPECT_EQ(dc.q_dtype, qd);
+    EXPECT_EQ(dc.q.dtype, qd);
     WorkloadSpec s;
     s.kind = WorkloadKind::Topical;
     s.seq_keys = lens;

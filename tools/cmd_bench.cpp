@@ -109,22 +109,21 @@ void run_bench(BenchArgs a) {
   if (!a.no_decode) {
     WorkloadSpec spec = to_spec(a.workload);
     const std::vector<int64_t> lens(size_t(a.batch), a.decode_context);
-    const DecodeCase dc = make_decode_workload(spec.kind, lens, a.next_n, spec.num_heads, 128, spec.dtype, spec.seed);
-    DecodeInputs in = dc.inputs();
+    DecodeCase dc =
+        make_decode_workload(spec.kind, lens, a.next_n, spec.num_heads, 128, spec.dtype, spec.seed);
     const SelectConfig& any_blocks = configs.back();
     const double t0 = now_seconds();
-    PooledStore pooled = build_pooled(in, any_blocks);
+    dc.pool(any_blocks.block_size, any_blocks.pooling);
     const double pool_s = now_seconds() - t0;
-    in.pooled = pooled.data.data();
-    in.pooled_max_blocks = pooled.max_blocks;
+    const DecodeInputs in = dc.inputs();
     // Incremental upkeep: every request completes exactly one block (old length one token short).
-    std::vector<int32_t> old_lens(dc.seq_lens.begin(), dc.seq_lens.end());
+    std::vector<int32_t> old_lens(in.seq_lens, in.seq_lens + in.batch);
     int completed = 0;
     for (int32_t& l : old_lens)
       if (l % any_blocks.block_size == 0) --l, ++completed;
     const double t1 = now_seconds();
-    update_pooled_keys(in, old_lens.data(), dc.seq_lens.data(), any_blocks.block_size, any_blocks.pooling,
-                       pooled.data.data(), pooled.max_blocks);
+    update_pooled_keys(in, old_lens.data(), in.seq_lens, any_blocks.block_size, any_blocks.pooling,
+                       dc.pooled.data<float>(), in.pooled_max_blocks);
     const double upd_s = now_seconds() - t1;
     std::printf("\ndecode: %s workload, batch %d x next_n %d at %lld tokens, H=%d, page 64 (shuffled pages)\n",
                 a.workload.kind.c_str(), a.batch, a.next_n, (long long)a.decode_context, in.num_heads);

@@ -70,11 +70,10 @@ void run_demo(const DemoArgs& a) {
 
   progress(3, 3, "decode: paged fp8 cache at 128K");
   const std::vector<int64_t> lens(size_t(a.batch), 131072);
-  const DecodeCase dc = make_decode_workload(WorkloadKind::Topical, lens, 1, 64, 128, DType::F8E4M3, a.seed);
-  DecodeInputs din = dc.inputs();
-  PooledStore pooled = build_pooled(din, hisa_cfg);
-  din.pooled = pooled.data.data();
-  din.pooled_max_blocks = pooled.max_blocks;
+  DecodeCase dc =
+      make_decode_workload(WorkloadKind::Topical, lens, 1, 64, 128, DType::F8E4M3, a.seed);
+  dc.pool(hisa_cfg.block_size, hisa_cfg.pooling);
+  const DecodeInputs din = dc.inputs();
   SelectConfig flat_cfg = hisa_cfg;
   flat_cfg.method = Method::Flat;
   Timing tf = time_decode(*backend, din, flat_cfg, 5, true);

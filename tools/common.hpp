@@ -63,6 +63,7 @@ std::string fmt_seconds(double s);  // "812 us", "12.3 ms", "4.56 s"
 
 // Subcommands.
 void add_select_command(CLI::App& app);
+void add_make_case_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_demo_command(CLI::App& app);

@@ -1,4 +1,4 @@
-// The `hisa` command: select, eval, bench, demo.
+// The `hisa` command: select, make-case, eval, bench, demo.
 #include <unistd.h>
 
 #include <cstdio>
@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
       "hisa: the sparse-attention indexer (flat DSA and hierarchical HISA top-k selection), CPU and CUDA"};
   app.require_subcommand(1);
   hisa::cli::add_select_command(app);
+  hisa::cli::add_make_case_command(app);
   hisa::cli::add_eval_command(app);
   hisa::cli::add_bench_command(app);
   hisa::cli::add_demo_command(app);

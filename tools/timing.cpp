@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "hisa/pooled.hpp"
 #include "hisa/validate.hpp"
 
 namespace hisa::cli {
@@ -89,16 +88,6 @@ double decode_gflop(const DecodeInputs& in, const SelectConfig& cfg) {
       g += row_gflop(len - in.next_n + j + 1, len, in.num_heads, in.head_dim, cfg);
     }
   return g;
-}
-
-PooledStore build_pooled(const DecodeInputs& in, const SelectConfig& cfg) {
-  PooledStore p;
-  int64_t longest = 0;
-  for (int b = 0; b < in.batch; ++b) longest = std::max<int64_t>(longest, in.seq_lens[b]);
-  p.max_blocks = int(std::max<int64_t>(1, longest / cfg.block_size));
-  p.data.assign(size_t(in.batch) * p.max_blocks * in.head_dim, 0.0f);
-  update_pooled_keys(in, nullptr, in.seq_lens, cfg.block_size, cfg.pooling, p.data.data(), p.max_blocks);
-  return p;
 }
 
 }  // namespace hisa::cli

@@ -35,11 +35,4 @@ Timing time_decode(Indexer& backend, const DecodeInputs& in, const SelectConfig&
 double prefill_gflop(const PrefillInputs& in, const SelectConfig& cfg);
 double decode_gflop(const DecodeInputs& in, const SelectConfig& cfg);
 
-// Pooled keys for a decode case built from scratch (fp32 [batch, max_blocks, D]).
-struct PooledStore {
-  std::vector<float> data;
-  int max_blocks = 0;
-};
-PooledStore build_pooled(const DecodeInputs& in, const SelectConfig& cfg);
-
 }  // namespace hisa::cli

@@ -17,6 +17,7 @@ Method method_from_name(const std::string& name);  // "flat" | "hisa" | "block";
 // Mean is the contract's pooling (SEMANTICS.md 4.2). Max (the CPU backends only) is there for
 // fidelity studies of the pooling rule.
 enum class Pooling : int { Mean = 0, Max = 1 };
+std::string pooling_name(Pooling p);                 // "mean" | "max"
 Pooling pooling_from_name(const std::string& name);  // "mean" | "max"; throws otherwise
 
 // How a backend rounds the pooled keys it stores (SEMANTICS.md 4.2 lets it narrow them; tests

@@ -6,7 +6,9 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <variant>
 
+#include "hisa/config.hpp"
 #include "hisa/params.hpp"
 #include "hisa/tensor.hpp"
 
@@ -55,5 +57,42 @@ struct Case {
 Case load_case(const std::string& path);
 // Checks the case as inputs() does, then writes the tensors it has and its metadata.
 void save_case(const std::string& path, const Case& c);
+
+// A decode case: the inputs of one paged decode call (SEMANTICS.md section 1; the file format is
+// docs/case-files.md). Sizes come from the shapes: N from seq_lens, next_n = q's rows / N,
+// page_size and D from kv_cache. Absent optional tensors stay empty.
+struct DecodeCase {
+  Tensor q;            // [N * next_n, H, D] F32, BF16 or F8_E4M3; row b * next_n + j: query j of b
+  Tensor w;            // [N * next_n, H] F32
+  Tensor kv_cache;     // [num_pages, page_size, D + 4] U8: per page page_size * D fp8 e4m3 values
+                       // (token-major), then page_size fp32 scales
+  Tensor block_table;  // [N, max_pages] I32: physical page of each logical page; entries past a
+                       // request's last page are not read (engines pad them, often with -1)
+  Tensor seq_lens;     // [N] I32: tokens in each request's cache, its next_n queries included
+  Tensor pooled;       // optional [N, max_blocks, D] F32: block j of request b at [b, j]
+  // How `pooled` was pooled; stored as the metadata entries "pooled_block_size" and "pooling".
+  int pooled_block_size = 0;  // B; 0 exactly when there is no pooled tensor
+  Pooling pooling = Pooling::Mean;
+  std::map<std::string, std::string> metadata;  // the other metadata entries (generator, seed, ...)
+
+  // Pointers into this case's tensors (pooled too, when present). Checks shapes, dtypes and the
+  // pooled-key fields against each other (throws hisa::Error naming the tensor); values
+  // (seq_lens, block_table entries, finiteness) are validate_decode's job.
+  DecodeInputs inputs() const;
+  // Pools every complete block of every request from scratch (hisa::update_pooled_keys) into
+  // `pooled` [N, max(1, max_b seq_lens[b] / B), D], replacing any pooled keys the case had.
+  void pool(int block_size, Pooling pooling);
+  // For a method that chooses blocks: the case's pooled keys, when it has some, must have been
+  // pooled with cfg's block size and pooling (a mismatch would score blocks with the wrong keys).
+  void check_pooled(const SelectConfig& cfg) const;
+};
+// Reads a decode case file. Tensors other than the six above are refused; the case is checked as
+// inputs() does, with the file named in the message.
+DecodeCase load_decode_case(const std::string& path);
+// Checks the case as inputs() does, then writes its tensors and metadata.
+void save_decode_case(const std::string& path, const DecodeCase& c);
+// Reads a case file of either kind, reading it once: a file with kv_cache holds a decode case,
+// any other a prefill case.
+std::variant<Case, DecodeCase> load_any_case(const std::string& path);
 
 }  // namespace hisa

@@ -32,19 +32,13 @@ struct WorkloadSpec {
 // Builds a prefill case (q, k, k_scale, w, cu_seqlens_q, cu_seqlens_k). Deterministic in spec.
 Case make_workload(const WorkloadSpec& spec);
 
-// A paged decode batch built from the same generators: owns its buffers; inputs() points into them.
-struct DecodeCase {
-  int batch = 0, next_n = 1, num_heads = 64, head_dim = 128, page_size = 64;
-  DType q_dtype = DType::F8E4M3;
-  std::vector<uint8_t> q;            // [batch * next_n, H, D] q_dtype
-  std::vector<float> w;              // [batch * next_n, H]
-  std::vector<uint8_t> kv_cache;     // [num_pages, page_size, D + 4]
-  int num_pages = 0, max_pages = 0;
-  std::vector<int32_t> block_table;  // [batch, max_pages], pages shuffled (not contiguous)
-  std::vector<int32_t> seq_lens;     // [batch]
-  DecodeInputs inputs() const;
-};
+// A paged decode case (hisa/io.hpp) built from the same generators: request b holds the keys of
+// the prefill case with seq_keys = seq_lens and its last next_n tokens as queries. Pages of 64
+// tokens, handed out in shuffled order (as an allocator that has run a while does), a few spare
+// pages, -1 past each request's last page. q in q_dtype (per-row fp8 scales folded into w), the
+// cache's fp8 keys scaled per token by scale_rule. No pooled keys (DecodeCase::pool adds them).
 DecodeCase make_decode_workload(WorkloadKind kind, const std::vector<int64_t>& seq_lens, int next_n,
-                                int num_heads, int head_dim, DType q_dtype, uint64_t seed);
+                                int num_heads, int head_dim, DType q_dtype, uint64_t seed,
+                                ScaleRule scale_rule = ScaleRule::UE8M0);
 
 }  // namespace hisa

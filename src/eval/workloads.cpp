@@ -488,26 +488,9 @@ Case make_workload(const WorkloadSpec& spec) {
   return c;
 }
 
-DecodeInputs DecodeCase::inputs() const {
-  DecodeInputs in;
-  in.batch = batch;
-  in.next_n = next_n;
-  in.num_heads = num_heads;
-  in.head_dim = head_dim;
-  in.q_dtype = q_dtype;
-  in.q = q.data();
-  in.w = w.data();
-  in.num_pages = num_pages;
-  in.page_size = page_size;
-  in.kv_cache = kv_cache.data();
-  in.max_pages = max_pages;
-  in.block_table = block_table.data();
-  in.seq_lens = seq_lens.data();
-  return in;
-}
-
 DecodeCase make_decode_workload(WorkloadKind kind, const std::vector<int64_t>& seq_lens, int next_n,
-                                int num_heads, int head_dim, DType q_dtype, uint64_t seed) {
+                                int num_heads, int head_dim, DType q_dtype, uint64_t seed,
+                                ScaleRule scale_rule) {
   HISA_CHECK(next_n >= 1 && next_n <= 4, "decode workload: next_n must be in 1..4, got ", next_n);
   HISA_CHECK(!seq_lens.empty(), "decode workload: seq_lens must name at least one request");
   HISA_CHECK(q_dtype == DType::F8E4M3 || q_dtype == DType::BF16 || q_dtype == DType::F32,
@@ -526,66 +509,74 @@ DecodeCase make_decode_workload(WorkloadKind kind, const std::vector<int64_t>& s
   spec.seed = seed;
   const RawWorkload raw = generate(spec);
 
+  constexpr int ps = 64;  // tokens per page, as DeepGEMM and vLLM page the indexer cache
+  const int H = num_heads, D = head_dim;
+  const int64_t batch = int64_t(seq_lens.size());
+  const int64_t rows = batch * next_n;
   DecodeCase dc;
-  const int H = num_heads, D = head_dim, ps = dc.page_size;
-  dc.batch = int(seq_lens.size());
-  dc.next_n = next_n;
-  dc.num_heads = H;
-  dc.head_dim = D;
-  dc.q_dtype = q_dtype;
-  const int64_t rows = int64_t(dc.batch) * next_n;
-  dc.q.resize(size_t(rows * H * D) * dtype_size(q_dtype));
-  dc.w.resize(size_t(rows * H));
-  convert_queries(raw.q, raw.w_raw, H, D, q_dtype, ScaleRule::UE8M0, dc.q.data(), dc.w.data());
+  dc.q = Tensor(q_dtype, {rows, H, D});
+  dc.w = Tensor(DType::F32, {rows, H});
+  convert_queries(raw.q, raw.w_raw, H, D, q_dtype, scale_rule, dc.q.data<uint8_t>(),
+                  dc.w.data<float>());
 
-  // Pages: a few spare ones, then a shuffled assignment, as an allocator that has run a while
-  // hands them out. Entries past a request's used pages are -1.
+  // Pages: a few spare ones, then a shuffled assignment. Entries past a request's used pages
+  // are -1.
   constexpr int kSparePages = 3;
-  int64_t used_total = 0;
+  int64_t used_total = 0, max_pages = 0;
   for (int64_t len : seq_lens) {
     const int64_t used = (len + ps - 1) / ps;
     used_total += used;
-    dc.max_pages = std::max(dc.max_pages, int(used));
+    max_pages = std::max(max_pages, used);
   }
   HISA_CHECK(used_total + kSparePages < (int64_t(1) << 31), "decode workload: too many pages");
-  dc.num_pages = int(used_total) + kSparePages;
-  std::vector<int32_t> perm(static_cast<size_t>(dc.num_pages));
-  for (int i = 0; i < dc.num_pages; ++i) perm[size_t(i)] = i;
+  const int64_t num_pages = used_total + kSparePages;
+  std::vector<int32_t> perm(static_cast<size_t>(num_pages));
+  for (int64_t i = 0; i < num_pages; ++i) perm[size_t(i)] = int32_t(i);
   Rng rng(seed, kPages, 0, 0);
-  for (int i = dc.num_pages - 1; i > 0; --i)
+  for (int64_t i = num_pages - 1; i > 0; --i)
     std::swap(perm[size_t(i)], perm[size_t(rng.below(uint64_t(i) + 1))]);
-  dc.block_table.assign(size_t(dc.batch) * dc.max_pages, -1);
-  dc.seq_lens.resize(size_t(dc.batch));
+  dc.block_table = Tensor(DType::I32, {batch, max_pages});
+  dc.seq_lens = Tensor(DType::I32, {batch});
+  int32_t* table = dc.block_table.data<int32_t>();
+  std::fill(table, table + batch * max_pages, -1);
   size_t next_page = 0;
-  for (int b = 0; b < dc.batch; ++b) {
-    dc.seq_lens[size_t(b)] = int32_t(seq_lens[size_t(b)]);
+  for (int64_t b = 0; b < batch; ++b) {
+    dc.seq_lens.data<int32_t>()[b] = int32_t(seq_lens[size_t(b)]);
     const int64_t used = (seq_lens[size_t(b)] + ps - 1) / ps;
-    for (int64_t j = 0; j < used; ++j)
-      dc.block_table[size_t(b * dc.max_pages + j)] = perm[next_page++];
+    for (int64_t j = 0; j < used; ++j) table[b * max_pages + j] = perm[next_page++];
   }
 
   // Cache: per page, ps x D fp8 values (token-major) then ps fp32 scales. Unused slots hold zeros
   // with scale 1, so every slot is a valid key.
   const int64_t pbytes = page_bytes(ps, D);
-  dc.kv_cache.assign(size_t(dc.num_pages * pbytes), 0);
+  dc.kv_cache = Tensor(DType::U8, {num_pages, ps, D + 4});
+  uint8_t* cache = dc.kv_cache.data<uint8_t>();
   const float one = 1.0f;
-  for (int64_t pg = 0; pg < dc.num_pages; ++pg)
+  for (int64_t pg = 0; pg < num_pages; ++pg)
     for (int s = 0; s < ps; ++s)
-      std::memcpy(dc.kv_cache.data() + pg * pbytes + int64_t(ps) * D + s * 4, &one, 4);
+      std::memcpy(cache + pg * pbytes + int64_t(ps) * D + s * 4, &one, 4);
   const int64_t S = raw.key_start.back();
   std::vector<uint8_t> k8(size_t(S) * D);
   std::vector<float> kscale(static_cast<size_t>(S));
-  quantize_rows_parallel(raw.k.data(), S, D, ScaleRule::UE8M0, k8.data(), kscale.data());
-  for (int b = 0; b < dc.batch; ++b) {
+  quantize_rows_parallel(raw.k.data(), S, D, scale_rule, k8.data(), kscale.data());
+  for (int64_t b = 0; b < batch; ++b) {
     const int64_t k0 = raw.key_start[size_t(b)];
     for (int64_t p = 0; p < seq_lens[size_t(b)]; ++p) {
-      uint8_t* base =
-          dc.kv_cache.data() + dc.block_table[size_t(b * dc.max_pages + p / ps)] * pbytes;
+      uint8_t* base = cache + table[b * max_pages + p / ps] * pbytes;
       const int64_t off = p % ps;
       std::memcpy(base + off * D, k8.data() + (k0 + p) * D, size_t(D));
       std::memcpy(base + int64_t(ps) * D + off * 4, &kscale[size_t(k0 + p)], 4);
     }
   }
+  dc.metadata["generator"] = "hisa.workloads/1";
+  dc.metadata["workload"] = workload_name(kind);
+  dc.metadata["seed"] = std::to_string(seed);
+  dc.metadata["seq_lens"] = join(seq_lens);
+  dc.metadata["next_n"] = std::to_string(next_n);
+  dc.metadata["num_heads"] = std::to_string(H);
+  dc.metadata["head_dim"] = std::to_string(D);
+  dc.metadata["dtype"] = dtype_name(q_dtype);
+  dc.metadata["scale_rule"] = scale_rule == ScaleRule::UE8M0 ? "ue8m0" : "amax";
   return dc;
 }
 
