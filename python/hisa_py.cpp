@@ -94,6 +94,8 @@ bool is(dl::DataType t, uint8_t code, int bits) {
 void check_compact(const std::string& name, const std::vector<int64_t>& shape,
                    const int64_t* strides, int64_t unit) {
   if (!strides) return;
+  for (int64_t n : shape)
+    if (n == 0) return;  // an empty array has no layout to check
   int64_t expect = unit;
   for (int i = int(shape.size()) - 1; i >= 0; --i) {
     if (shape[size_t(i)] != 1)
@@ -804,6 +806,14 @@ py::dict fidelity(py::handle a, py::handle b, py::handle scores, py::handle visi
   }
   // a and b may differ in width (block: m * B; flat: k): both are padded to the wider one.
   const int width = int(std::max(A.dim(1), B.dim(1)));
+  // Without scores only IoU and recall are reported; row_fidelity still wants a mass, so it gets
+  // zeros (its mass is then discarded).
+  std::vector<double> zeros;
+  if (!sp) {
+    int64_t e = 0;
+    for (int64_t t = 0; t < T; ++t) e = std::max<int64_t>(e, vis.ptr[t]);
+    zeros.assign(size_t(e), 0.0);
+  }
   std::vector<int32_t> ra(static_cast<size_t>(width)), rb(static_cast<size_t>(width));
   py::array_t<double> iou(T), recall(T), mass(T);
   py::array_t<bool> differ(T);
@@ -816,7 +826,7 @@ py::dict fidelity(py::handle a, py::handle b, py::handle scores, py::handle visi
     HISA_CHECK(!sp || vis.ptr[t] <= ld, "fidelity: visible[", t, "] = ", vis.ptr[t],
                " exceeds the scores' width ", ld);
     const hisa::RowFidelity f =
-        hisa::row_fidelity(ra.data(), rb.data(), width, sp ? sp + t * ld : nullptr, vis.ptr[t],
+        hisa::row_fidelity(ra.data(), rb.data(), width, sp ? sp + t * ld : zeros.data(), vis.ptr[t],
                            budget_tokens);
     iou.mutable_at(t) = f.iou;
     recall.mutable_at(t) = f.recall;

@@ -20,6 +20,7 @@ from ._core import (  # noqa: F401
     hisa_indexer,
     judge_decode,
     judge_prefill,
+    pack_paged_cache,
     quantize_fp8,
     reference_decode_scores,
     reference_scores,
@@ -33,6 +34,6 @@ from . import _torch_ops as ops  # noqa: F401,E402  (ops.available says whether 
 __all__ = [
     "Error", "allocate_pooled_keys", "backends", "cuda_available", "cuda_built", "cuda_device",
     "dequantize_fp8", "dsa_indexer", "fidelity", "hisa_indexer", "judge_decode", "judge_prefill",
-    "ops", "quantize_fp8", "reference_decode_scores", "reference_scores", "select_decode",
+    "ops", "pack_paged_cache", "quantize_fp8", "reference_decode_scores", "reference_scores", "select_decode",
     "select_prefill", "to_bf16", "to_float", "update_pooled_keys",
 ]

@@ -88,6 +88,11 @@ def _empty_int32(like, shape):
                 "hisa allocates device outputs only through PyTorch or CuPy" % (type(like).__name__, dev))
 
 
+def _shaped(x):
+    """Sequences (lists) become NumPy arrays; arrays pass as they are."""
+    return x if hasattr(x, "shape") else np.asarray(x)
+
+
 def _backend(lead, backend, device):
     if device is not None:  # the earlier name of the argument
         if backend is not None and backend != device:
@@ -133,6 +138,7 @@ def select_prefill(q, k, w, *, k_scale=None, cu_seqlens_q=None, cu_seqlens_k=Non
     """
     width = _hisa.check_config(method, block_size, top_blocks, topk, sink_blocks, local_blocks, pooling)
     has_blocks = method not in ("flat", "dsa")
+    q = _shaped(q)
     rows = int(q.shape[0])
     indices, blocks = _outputs(q, rows, width, top_blocks, has_blocks, out)
     st = _stream(q, stream)
@@ -190,6 +196,7 @@ def select_decode(q, kv_cache, weights, context_lens, block_table, *, next_n=Non
     """
     width = _hisa.check_config(method, block_size, top_blocks, topk, sink_blocks, local_blocks, pooling)
     has_blocks = method not in ("flat", "dsa")
+    q, context_lens = _shaped(q), _shaped(context_lens)
     n = _next_n(q, next_n)
     rows = int(q.shape[0]) * (int(q.shape[1]) if len(q.shape) == 4 else 1)
     indices, blocks = _outputs(q, rows, width, top_blocks, has_blocks, out)
@@ -370,3 +377,48 @@ def fidelity(a, b, visible, *, scores=None, budget_tokens=0):
     'all' / 'differ' summaries (rows, iou_mean, iou_p1, iou_min, recall_mean, recall_min, and
     mass_mean, mass_p1, mass_min with scores)."""
     return _hisa.fidelity(_arg(a), _arg(b), _arg(scores), _arg(visible), int(budget_tokens))
+
+
+# ---- building a paged cache on the host (tests, examples) ---------------------------------------
+
+def pack_paged_cache(codes, scale, seq_lens, page_size=64, num_pages=None, shuffle_seed=None):
+    """A paged fp8 indexer cache in DeepGEMM's layout from per-request keys, on the host (NumPy).
+
+    codes [B, L, D] uint8 (fp8 e4m3 bits, L >= max seq_lens) and scale [B, L] float32: request b's
+    keys, of which the first seq_lens[b] are stored. Returns (kv_cache uint8 [pages, page_size, 1,
+    D + 4]: per page, page_size * D fp8 values token-major then page_size fp32 scales; block_table
+    int32 [B, max_pages]). Pages are handed out in order, or shuffled with shuffle_seed; unused
+    table entries point at page 0."""
+    codes = np.asarray(codes, dtype=np.uint8)
+    scale = np.asarray(scale, dtype=np.float32)
+    lens = np.asarray(seq_lens, dtype=np.int64)
+    B, L, D = codes.shape
+    if scale.shape != (B, L) or lens.shape != (B,) or (lens > L).any() or (lens < 0).any():
+        raise Error("pack_paged_cache: codes [B, L, D], scale [B, L] and seq_lens [B] <= L, got %s, %s, %s"
+                    % (codes.shape, scale.shape, lens.shape))
+    pages_of = [(int(n) + page_size - 1) // page_size for n in lens]
+    max_pages = max(1, max(pages_of) if pages_of else 1)
+    used = sum(pages_of)
+    total = max(used, 1) if num_pages is None else int(num_pages)
+    if total < used:
+        raise Error("pack_paged_cache: num_pages = %d but the requests need %d" % (total, used))
+    order = np.arange(total)
+    if shuffle_seed is not None:
+        order = np.random.default_rng(shuffle_seed).permutation(total)
+    page_bytes = page_size * (D + 4)
+    cache = np.zeros((total, page_bytes), dtype=np.uint8)
+    table = np.zeros((B, max_pages), dtype=np.int32)
+    nxt = 0
+    for b in range(B):
+        for j in range(pages_of[b]):
+            p = int(order[nxt])
+            nxt += 1
+            table[b, j] = p
+            lo, hi = j * page_size, min((j + 1) * page_size, int(lens[b]))
+            vals = np.zeros((page_size, D), dtype=np.uint8)
+            vals[: hi - lo] = codes[b, lo:hi]
+            sc = np.ones(page_size, dtype=np.float32)
+            sc[: hi - lo] = scale[b, lo:hi]
+            cache[p, : page_size * D] = vals.reshape(-1)
+            cache[p, page_size * D:] = sc.view(np.uint8)
+    return cache.reshape(total, page_size, 1, D + 4), table
