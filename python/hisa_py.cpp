@@ -1,9 +1,9 @@
 // Python bindings (thin): arrays in, selections out. Every array argument may be a NumPy array
 // (or anything NumPy reads through the array interface), an object that speaks DLPack
-// (`__dlpack__` / `__dlpack_device__`: PyTorch, CuPy, JAX ...) or a DLPack capsule. Host memory goes
-// to the host backends (hisa::Indexer), CUDA memory to the device-pointer API (hisa::cuda) on the
-// caller's stream; nothing is copied between host and device. Outputs are given by the caller (the
-// Python package allocates them next to the inputs). Checks and messages are the library's;
+// (`__dlpack__` / `__dlpack_device__`: PyTorch, CuPy, JAX ...) or a DLPack capsule. Host memory
+// goes to the host backends (hisa::Indexer), CUDA memory to the device-pointer API (hisa::cuda) on
+// the caller's stream; nothing is copied between host and device. Outputs are given by the caller
+// (the Python package allocates them next to the inputs). Checks and messages are the library's;
 // hisa::Error becomes hisa.Error (a ValueError).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -11,8 +11,8 @@
 
 #include <algorithm>
 #include <climits>
-#include <limits>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -76,12 +76,18 @@ struct Arr {
 std::string dtype_str(dl::DataType t) {
   if (t.lanes != 1) return "a vector type";
   switch (t.code) {
-    case dl::kInt: return "int" + std::to_string(t.bits);
-    case dl::kUInt: return "uint" + std::to_string(t.bits);
-    case dl::kFloat: return "float" + std::to_string(t.bits);
-    case dl::kBfloat: return "bfloat16";
-    case dl::kBool: return "bool";
-    case dl::kFloat8_e4m3fn: return "float8_e4m3fn";
+    case dl::kInt:
+      return "int" + std::to_string(t.bits);
+    case dl::kUInt:
+      return "uint" + std::to_string(t.bits);
+    case dl::kFloat:
+      return "float" + std::to_string(t.bits);
+    case dl::kBfloat:
+      return "bfloat16";
+    case dl::kBool:
+      return "bool";
+    case dl::kFloat8_e4m3fn:
+      return "float8_e4m3fn";
   }
   return "dlpack type code " + std::to_string(t.code);
 }
@@ -120,11 +126,16 @@ Arr from_numpy(py::array a, const std::string& name) {
   HISA_CHECK(dt.byteorder() != '>', name, ": big-endian arrays are not supported");
   const char kind = dt.kind();
   const int bits = int(a.itemsize()) * 8;
-  if (kind == 'f') r.dtype = {dl::kFloat, uint8_t(bits), 1};
-  else if (kind == 'i') r.dtype = {dl::kInt, uint8_t(bits), 1};
-  else if (kind == 'u') r.dtype = {dl::kUInt, uint8_t(bits), 1};
-  else if (kind == 'b') r.dtype = {dl::kBool, 8, 1};
-  else r.dtype = {255, uint8_t(bits), 1};
+  if (kind == 'f')
+    r.dtype = {dl::kFloat, uint8_t(bits), 1};
+  else if (kind == 'i')
+    r.dtype = {dl::kInt, uint8_t(bits), 1};
+  else if (kind == 'u')
+    r.dtype = {dl::kUInt, uint8_t(bits), 1};
+  else if (kind == 'b')
+    r.dtype = {dl::kBool, 8, 1};
+  else
+    r.dtype = {255, uint8_t(bits), 1};
   r.keep = std::make_shared<py::array>(std::move(a));
   return r;
 }
@@ -184,8 +195,10 @@ Arr view(py::handle obj, const std::string& name, int64_t stream) {
     r.name = name;
     return r;
   }
-  if (py::isinstance<py::array>(obj)) return from_numpy(py::reinterpret_borrow<py::array>(obj), name);
-  if (PyCapsule_CheckExact(obj.ptr())) return from_capsule(py::reinterpret_borrow<py::capsule>(obj), name);
+  if (py::isinstance<py::array>(obj))
+    return from_numpy(py::reinterpret_borrow<py::array>(obj), name);
+  if (PyCapsule_CheckExact(obj.ptr()))
+    return from_capsule(py::reinterpret_borrow<py::capsule>(obj), name);
   if (py::hasattr(obj, "__dlpack__")) {
     const py::tuple dev = obj.attr("__dlpack_device__")();
     const int type = dev[0].cast<int>();
@@ -203,7 +216,8 @@ Arr view(py::handle obj, const std::string& name, int64_t stream) {
     return from_numpy(a, name);
   }
   throw hisa::Error(name + ": expected a NumPy array, an object with __dlpack__ or the array " +
-                    "interface, got " + std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
+                    "interface, got " +
+                    std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
 }
 
 void check_shape(const Arr& a, std::vector<int64_t> want, const std::string& form) {
@@ -266,11 +280,17 @@ Index index_array(const Arr& a) {
     int64_t v = 0;
     const char* p = static_cast<const char*>(a.data);
     switch (a.dtype.bits) {
-      case 8: v = code == dl::kInt ? int64_t(reinterpret_cast<const int8_t*>(p)[i])
-                                   : int64_t(reinterpret_cast<const uint8_t*>(p)[i]); break;
-      case 16: v = code == dl::kInt ? int64_t(reinterpret_cast<const int16_t*>(p)[i])
-                                    : int64_t(reinterpret_cast<const uint16_t*>(p)[i]); break;
-      case 32: v = int64_t(reinterpret_cast<const uint32_t*>(p)[i]); break;
+      case 8:
+        v = code == dl::kInt ? int64_t(reinterpret_cast<const int8_t*>(p)[i])
+                             : int64_t(reinterpret_cast<const uint8_t*>(p)[i]);
+        break;
+      case 16:
+        v = code == dl::kInt ? int64_t(reinterpret_cast<const int16_t*>(p)[i])
+                             : int64_t(reinterpret_cast<const uint16_t*>(p)[i]);
+        break;
+      case 32:
+        v = int64_t(reinterpret_cast<const uint32_t*>(p)[i]);
+        break;
       case 64: {
         if (code == dl::kInt) {
           v = reinterpret_cast<const int64_t*>(p)[i];
@@ -281,9 +301,11 @@ Index index_array(const Arr& a) {
         }
         break;
       }
-      default: throw hisa::Error(a.name + ": unsupported integer width");
+      default:
+        throw hisa::Error(a.name + ": unsupported integer width");
     }
-    HISA_CHECK(v >= INT32_MIN && v <= INT32_MAX, a.name, "[", i, "] = ", v, " does not fit in int32");
+    HISA_CHECK(v >= INT32_MIN && v <= INT32_MAX, a.name, "[", i, "] = ", v,
+               " does not fit in int32");
     r.copy[size_t(i)] = int32_t(v);
   }
   r.ptr = r.copy.data();
@@ -451,12 +473,13 @@ void read_prefill(Prefill& p, py::handle q, py::handle k, py::handle w, py::hand
   HISA_CHECK(p.k.dim(1) == in.head_dim, "k must be [S, D] with D = ", in.head_dim, " (q's), got ",
              p.k.shape_str());
   need_f32(p.w);
-  check_shape(p.w, {in.num_q, in.num_heads}, "[T, H] = [" + std::to_string(in.num_q) + ", " +
-                                                 std::to_string(in.num_heads) + "]");
+  check_shape(p.w, {in.num_q, in.num_heads},
+              "[T, H] = [" + std::to_string(in.num_q) + ", " + std::to_string(in.num_heads) + "]");
   if (p.k_scale.given) {
     need_f32(p.k_scale);
-    const bool ok = (p.k_scale.ndim() == 1 && p.k_scale.dim(0) == in.num_k) ||
-                    (p.k_scale.ndim() == 2 && p.k_scale.dim(0) == in.num_k && p.k_scale.dim(1) == 1);
+    const bool ok =
+        (p.k_scale.ndim() == 1 && p.k_scale.dim(0) == in.num_k) ||
+        (p.k_scale.ndim() == 2 && p.k_scale.dim(0) == in.num_k && p.k_scale.dim(1) == 1);
     HISA_CHECK(ok, "k_scale must be [S] or [S, 1] with S = ", in.num_k, ", got shape ",
                p.k_scale.shape_str());
   }
@@ -466,7 +489,8 @@ void read_prefill(Prefill& p, py::handle q, py::handle k, py::handle w, py::hand
   in.k_scale = static_cast<const float*>(p.k_scale.data);
   if (p.cu_q.given || p.cu_k.given) {
     HISA_CHECK(p.cu_q.given && p.cu_k.given, "cu_seqlens_q and cu_seqlens_k go together");
-    HISA_CHECK(!p.ks.given && !p.ke.given, "give either cu_seqlens_q/cu_seqlens_k or ks/ke, not both");
+    HISA_CHECK(!p.ks.given && !p.ke.given,
+               "give either cu_seqlens_q/cu_seqlens_k or ks/ke, not both");
     p.icu_q = index_array(p.cu_q);
     p.icu_k = index_array(p.cu_k);
     HISA_CHECK(p.cu_q.ndim() == 1 && p.cu_k.ndim() == 1 && p.cu_q.dim(0) == p.cu_k.dim(0) &&
@@ -480,10 +504,10 @@ void read_prefill(Prefill& p, py::handle q, py::handle k, py::handle w, py::hand
     HISA_CHECK(p.ks.given && p.ke.given, "ks and ke go together");
     p.iks = index_array(p.ks);
     p.ike = index_array(p.ke);
-    HISA_CHECK(p.ks.ndim() == 1 && p.ke.ndim() == 1 && p.ks.dim(0) == in.num_q &&
-                   p.ke.dim(0) == in.num_q,
-               "ks and ke must both be [T] with T = ", in.num_q, ", got ", p.ks.shape_str(), " and ",
-               p.ke.shape_str());
+    HISA_CHECK(
+        p.ks.ndim() == 1 && p.ke.ndim() == 1 && p.ks.dim(0) == in.num_q && p.ke.dim(0) == in.num_q,
+        "ks and ke must both be [T] with T = ", in.num_q, ", got ", p.ks.shape_str(), " and ",
+        p.ke.shape_str());
     in.ks = p.iks.ptr;
     in.ke = p.ike.ptr;
   } else {
@@ -502,23 +526,25 @@ void prefill(py::handle q, py::handle k, py::handle w, py::handle k_scale, py::h
              const std::string& method, int block_size, int top_blocks, int topk, int sink,
              int local, const std::string& pooling, const std::string& backend, int64_t stream,
              bool validate) {
-  const hisa::SelectConfig cfg = make_config(method, block_size, top_blocks, topk, sink, local, pooling);
+  const hisa::SelectConfig cfg =
+      make_config(method, block_size, top_blocks, topk, sink, local, pooling);
   Prefill p;
   read_prefill(p, q, k, w, k_scale, cu_q, cu_k, ks, ke, stream);
   Arr out = view(indices, "indices", stream);
   Arr out_blocks = view(blocks, "blocks", stream);
   check_output(out, p.q, {p.in.num_q, cfg.out_width()});
   if (out_blocks.given) check_output(out_blocks, p.q, {p.in.num_q, cfg.top_blocks});
-  hisa::SelectOutputs o{static_cast<int32_t*>(out.data),
-                        cfg.has_blocks() && out_blocks.given ? static_cast<int32_t*>(out_blocks.data)
-                                                             : nullptr};
+  hisa::SelectOutputs o{
+      static_cast<int32_t*>(out.data),
+      cfg.has_blocks() && out_blocks.given ? static_cast<int32_t*>(out_blocks.data) : nullptr};
   if (p.q.cuda) {
     check_device_backend(p.q, backend);
 #if HISA_WITH_CUDA
     py::gil_scoped_release release;
-    on_stream(p.q.device, stream, validate, [&](hisa::cuda::Workspace& ws, const hisa::cuda::Options& opt, void* st) {
-      hisa::cuda::select_prefill(p.in, cfg, o, ws, st, opt);
-    });
+    on_stream(p.q.device, stream, validate,
+              [&](hisa::cuda::Workspace& ws, const hisa::cuda::Options& opt, void* st) {
+                hisa::cuda::select_prefill(p.in, cfg, o, ws, st, opt);
+              });
 #else
     no_cuda_build(p.q);
 #endif
@@ -552,7 +578,8 @@ void read_decode(Decode& d, py::handle q, py::handle w, py::handle kv_cache, py:
              "q, weights, kv_cache, block_table and context_lens must be given");
   same_place(d.q, {&d.w, &d.cache, &d.table, &d.lens, &d.pooled});
   hisa::DecodeInputs& in = d.in;
-  HISA_CHECK(d.table.ndim() == 2, "block_table must be [B, max_pages], got shape ", d.table.shape_str());
+  HISA_CHECK(d.table.ndim() == 2, "block_table must be [B, max_pages], got shape ",
+             d.table.shape_str());
   in.batch = int(d.table.dim(0));
   in.max_pages = int(d.table.dim(1));
   if (d.q.ndim() == 4) {
@@ -579,19 +606,21 @@ void read_decode(Decode& d, py::handle q, py::handle w, py::handle kv_cache, py:
                      d.w.dim(2) == in.num_heads);
   HISA_CHECK(w_ok, "weights must be [B * next_n, H] = [", rows, ", ", in.num_heads,
              "] or [B, next_n, H], got shape ", d.w.shape_str());
-  HISA_CHECK(is(d.cache.dtype, dl::kUInt, 8) || is(d.cache.dtype, dl::kInt, 8), "kv_cache: expected uint8, got ",
-             dtype_str(d.cache.dtype));
+  HISA_CHECK(is(d.cache.dtype, dl::kUInt, 8) || is(d.cache.dtype, dl::kInt, 8),
+             "kv_cache: expected uint8, got ", dtype_str(d.cache.dtype));
   const bool cache_ok = (d.cache.ndim() == 3) || (d.cache.ndim() == 4 && d.cache.dim(2) == 1);
-  HISA_CHECK(cache_ok && d.cache.dim(d.cache.ndim() - 1) == in.head_dim + 4,
-             "kv_cache must be [pages, page_size, D + 4] or [pages, page_size, 1, D + 4] with D + 4 = ",
-             in.head_dim + 4, ", got shape ", d.cache.shape_str());
+  HISA_CHECK(
+      cache_ok && d.cache.dim(d.cache.ndim() - 1) == in.head_dim + 4,
+      "kv_cache must be [pages, page_size, D + 4] or [pages, page_size, 1, D + 4] with D + 4 = ",
+      in.head_dim + 4, ", got shape ", d.cache.shape_str());
   in.num_pages = int(d.cache.dim(0));
   in.page_size = int(d.cache.dim(1));
   in.kv_cache = static_cast<const uint8_t*>(d.cache.data);
   d.itable = index_array(d.table);
   d.ilens = index_array(d.lens);
   HISA_CHECK(d.lens.ndim() == 1 && d.lens.dim(0) == in.batch, "context_lens must be [B] = [",
-             in.batch, "] here (the package reads the last column of a [B, next_n] form), got shape ",
+             in.batch,
+             "] here (the package reads the last column of a [B, next_n] form), got shape ",
              d.lens.shape_str());
   in.block_table = d.itable.ptr;
   in.seq_lens = d.ilens.ptr;
@@ -599,9 +628,10 @@ void read_decode(Decode& d, py::handle q, py::handle w, py::handle kv_cache, py:
   in.w = static_cast<const float*>(d.w.data);
   if (d.pooled.given) {
     need_f32(d.pooled);
-    HISA_CHECK(d.pooled.ndim() == 3 && d.pooled.dim(0) == in.batch && d.pooled.dim(2) == in.head_dim,
-               "pooled must be [B, max_blocks, D] = [", in.batch, ", *, ", in.head_dim, "], got shape ",
-               d.pooled.shape_str());
+    HISA_CHECK(
+        d.pooled.ndim() == 3 && d.pooled.dim(0) == in.batch && d.pooled.dim(2) == in.head_dim,
+        "pooled must be [B, max_blocks, D] = [", in.batch, ", *, ", in.head_dim, "], got shape ",
+        d.pooled.shape_str());
     in.pooled = static_cast<const float*>(d.pooled.data);
     in.pooled_max_blocks = int(d.pooled.dim(1));
   }
@@ -612,7 +642,8 @@ void decode(py::handle q, py::handle w, py::handle kv_cache, py::handle block_ta
             py::handle blocks, const std::string& method, int block_size, int top_blocks, int topk,
             int sink, int local, const std::string& pooling, const std::string& backend,
             int64_t stream, bool validate) {
-  const hisa::SelectConfig cfg = make_config(method, block_size, top_blocks, topk, sink, local, pooling);
+  const hisa::SelectConfig cfg =
+      make_config(method, block_size, top_blocks, topk, sink, local, pooling);
   Decode d;
   read_decode(d, q, w, kv_cache, block_table, seq_lens, next_n, pooled, stream);
   const int64_t rows = int64_t(d.in.batch) * d.in.next_n;
@@ -620,16 +651,17 @@ void decode(py::handle q, py::handle w, py::handle kv_cache, py::handle block_ta
   Arr out_blocks = view(blocks, "blocks", stream);
   check_output(out, d.q, {rows, cfg.out_width()});
   if (out_blocks.given) check_output(out_blocks, d.q, {rows, cfg.top_blocks});
-  hisa::SelectOutputs o{static_cast<int32_t*>(out.data),
-                        cfg.has_blocks() && out_blocks.given ? static_cast<int32_t*>(out_blocks.data)
-                                                             : nullptr};
+  hisa::SelectOutputs o{
+      static_cast<int32_t*>(out.data),
+      cfg.has_blocks() && out_blocks.given ? static_cast<int32_t*>(out_blocks.data) : nullptr};
   if (d.q.cuda) {
     check_device_backend(d.q, backend);
 #if HISA_WITH_CUDA
     py::gil_scoped_release release;
-    on_stream(d.q.device, stream, validate, [&](hisa::cuda::Workspace& ws, const hisa::cuda::Options& opt, void* st) {
-      hisa::cuda::select_decode(d.in, cfg, o, ws, st, opt);
-    });
+    on_stream(d.q.device, stream, validate,
+              [&](hisa::cuda::Workspace& ws, const hisa::cuda::Options& opt, void* st) {
+                hisa::cuda::select_decode(d.in, cfg, o, ws, st, opt);
+              });
 #else
     no_cuda_build(d.q);
 #endif
@@ -659,11 +691,14 @@ void update_pooled(py::handle kv_cache, py::handle block_table, py::handle old_l
   for (const Arr* a : {&cache, &table, &olds, &news, &out}) host_only(*a, "update_pooled_keys");
   HISA_CHECK(cache.given && table.given && news.given && out.given,
              "update_pooled_keys: kv_cache, block_table, new_lens and pooled must be given");
-  HISA_CHECK(is(cache.dtype, dl::kUInt, 8), "kv_cache: expected uint8, got ", dtype_str(cache.dtype));
-  HISA_CHECK(cache.ndim() == 3 || (cache.ndim() == 4 && cache.dim(2) == 1),
-             "kv_cache must be [pages, page_size, D + 4] or [pages, page_size, 1, D + 4], got shape ",
-             cache.shape_str());
-  HISA_CHECK(table.ndim() == 2, "block_table must be [B, max_pages], got shape ", table.shape_str());
+  HISA_CHECK(is(cache.dtype, dl::kUInt, 8), "kv_cache: expected uint8, got ",
+             dtype_str(cache.dtype));
+  HISA_CHECK(
+      cache.ndim() == 3 || (cache.ndim() == 4 && cache.dim(2) == 1),
+      "kv_cache must be [pages, page_size, D + 4] or [pages, page_size, 1, D + 4], got shape ",
+      cache.shape_str());
+  HISA_CHECK(table.ndim() == 2, "block_table must be [B, max_pages], got shape ",
+             table.shape_str());
   hisa::DecodeInputs c;
   c.batch = int(table.dim(0));
   c.max_pages = int(table.dim(1));
@@ -675,8 +710,8 @@ void update_pooled(py::handle kv_cache, py::handle block_table, py::handle old_l
   c.block_table = it.ptr;
   HISA_CHECK(news.ndim() == 1 && news.dim(0) == c.batch, "new_lens must be [B] = [", c.batch,
              "], got shape ", news.shape_str());
-  HISA_CHECK(!olds.given || (olds.ndim() == 1 && olds.dim(0) == c.batch), "old_lens must be [B] = [",
-             c.batch, "], got shape ", olds.shape_str());
+  HISA_CHECK(!olds.given || (olds.ndim() == 1 && olds.dim(0) == c.batch),
+             "old_lens must be [B] = [", c.batch, "], got shape ", olds.shape_str());
   need_f32(out);
   HISA_CHECK(out.writable, "pooled is read-only");
   HISA_CHECK(out.ndim() == 3 && out.dim(0) == c.batch && out.dim(2) == c.head_dim,
@@ -699,9 +734,12 @@ void quantize_fp8(py::handle x, py::handle codes, py::handle scale, const std::s
   HISA_CHECK(is(sc.dtype, dl::kFloat, 32) && sc.numel() == rows && sc.writable,
              "scale must be a writable float32 array with one entry per row of x");
   hisa::ScaleRule r;
-  if (rule == "amax") r = hisa::ScaleRule::Amax;
-  else if (rule == "ue8m0") r = hisa::ScaleRule::UE8M0;
-  else throw hisa::Error("unknown scale rule '" + rule + "' (expected amax or ue8m0)");
+  if (rule == "amax")
+    r = hisa::ScaleRule::Amax;
+  else if (rule == "ue8m0")
+    r = hisa::ScaleRule::UE8M0;
+  else
+    throw hisa::Error("unknown scale rule '" + rule + "' (expected amax or ue8m0)");
   py::gil_scoped_release release;
   hisa::quantize_fp8_rows(static_cast<const float*>(in.data), size_t(rows), size_t(cols), r,
                           static_cast<uint8_t*>(out.data), static_cast<float*>(sc.data));
@@ -720,9 +758,10 @@ std::vector<hisa::reference::Row> reference_rows(py::handle q, py::handle k, py:
   return hisa::reference::prefill_rows(p.in);
 }
 
-std::vector<hisa::reference::Row> reference_decode_rows(py::handle q, py::handle w, py::handle kv_cache,
-                                                        py::handle block_table, py::handle seq_lens,
-                                                        int next_n, hisa::DType* dtype) {
+std::vector<hisa::reference::Row> reference_decode_rows(py::handle q, py::handle w,
+                                                        py::handle kv_cache, py::handle block_table,
+                                                        py::handle seq_lens, int next_n,
+                                                        hisa::DType* dtype) {
   Decode d;
   read_decode(d, q, w, kv_cache, block_table, seq_lens, next_n, py::none(), 0);
   for (const Arr* a : {&d.q, &d.w, &d.cache, &d.table, &d.lens}) host_only(*a, "reference");
@@ -750,15 +789,14 @@ hisa::PooledRounding rounding_from_name(const std::string& n) {
   if (n == "fp32") return hisa::PooledRounding::Fp32;
   if (n == "fp8_block") return hisa::PooledRounding::Fp8Block;
   if (n == "bf16") return hisa::PooledRounding::Bf16;
-  throw hisa::Error("unknown pooled rounding '" + n + "' (expected exact, fp32, fp8_block or bf16)");
+  throw hisa::Error("unknown pooled rounding '" + n +
+                    "' (expected exact, fp32, fp8_block or bf16)");
 }
 
 // Judges every row (SEMANTICS.md section 7); returns (row, message) for each wrong row.
-std::vector<std::pair<int64_t, std::string>> judge_rows(const std::vector<hisa::reference::Row>& rows,
-                                                        hisa::DType dtype, py::handle indices,
-                                                        py::handle blocks,
-                                                        const hisa::SelectConfig& cfg, bool exact,
-                                                        const std::string& rounding) {
+std::vector<std::pair<int64_t, std::string>> judge_rows(
+    const std::vector<hisa::reference::Row>& rows, hisa::DType dtype, py::handle indices,
+    py::handle blocks, const hisa::SelectConfig& cfg, bool exact, const std::string& rounding) {
   Arr idx = view(indices, "indices", 0), blk = view(blocks, "blocks", 0);
   host_only(idx, "judge");
   host_only(blk, "judge");
@@ -786,16 +824,19 @@ std::vector<std::pair<int64_t, std::string>> judge_rows(const std::vector<hisa::
 
 py::dict fidelity(py::handle a, py::handle b, py::handle scores, py::handle visible,
                   int64_t budget_tokens) {
-  Arr A = view(a, "a", 0), B = view(b, "b", 0), S = view(scores, "scores", 0), V = view(visible, "visible", 0);
+  Arr A = view(a, "a", 0), B = view(b, "b", 0), S = view(scores, "scores", 0),
+      V = view(visible, "visible", 0);
   for (const Arr* x : {&A, &B, &S, &V}) host_only(*x, "fidelity");
   HISA_CHECK(A.given && B.given && V.given, "fidelity: a, b and visible must be given");
-  HISA_CHECK(is(A.dtype, dl::kInt, 32) && is(B.dtype, dl::kInt, 32), "fidelity: a and b must be int32");
+  HISA_CHECK(is(A.dtype, dl::kInt, 32) && is(B.dtype, dl::kInt, 32),
+             "fidelity: a and b must be int32");
   HISA_CHECK(A.ndim() == 2 && B.ndim() == 2 && A.dim(0) == B.dim(0),
              "fidelity: a and b must be [T, width] with the same T, got ", A.shape_str(), " and ",
              B.shape_str());
   const int64_t T = A.dim(0);
   const Index vis = index_array(V);
-  HISA_CHECK(V.ndim() == 1 && V.dim(0) == T, "visible must be [T] = [", T, "], got shape ", V.shape_str());
+  HISA_CHECK(V.ndim() == 1 && V.dim(0) == T, "visible must be [T] = [", T, "], got shape ",
+             V.shape_str());
   const double* sp = nullptr;
   int64_t ld = 0;
   if (S.given) {
@@ -825,9 +866,8 @@ py::dict fidelity(py::handle a, py::handle b, py::handle scores, py::handle visi
     std::copy_n(static_cast<const int32_t*>(B.data) + t * B.dim(1), B.dim(1), rb.begin());
     HISA_CHECK(!sp || vis.ptr[t] <= ld, "fidelity: visible[", t, "] = ", vis.ptr[t],
                " exceeds the scores' width ", ld);
-    const hisa::RowFidelity f =
-        hisa::row_fidelity(ra.data(), rb.data(), width, sp ? sp + t * ld : zeros.data(), vis.ptr[t],
-                           budget_tokens);
+    const hisa::RowFidelity f = hisa::row_fidelity(
+        ra.data(), rb.data(), width, sp ? sp + t * ld : zeros.data(), vis.ptr[t], budget_tokens);
     iou.mutable_at(t) = f.iou;
     recall.mutable_at(t) = f.recall;
     mass.mutable_at(t) = sp ? f.mass_recall : std::numeric_limits<double>::quiet_NaN();
@@ -856,10 +896,13 @@ py::array_t<float> bits_to_float(py::handle bits) {
   Arr a = view(bits, "bits", 0);
   host_only(a, "to_float");
   DType t;
-  if (is(a.dtype, dl::kUInt, 8) || is(a.dtype, dl::kFloat8_e4m3fn, 8)) t = DType::F8E4M3;
-  else if (is(a.dtype, dl::kUInt, 16) || is(a.dtype, dl::kBfloat, 16)) t = DType::BF16;
-  else throw hisa::Error("to_float: expected uint8 (fp8 e4m3 bits) or uint16 (bf16 bits), got " +
-                         dtype_str(a.dtype));
+  if (is(a.dtype, dl::kUInt, 8) || is(a.dtype, dl::kFloat8_e4m3fn, 8))
+    t = DType::F8E4M3;
+  else if (is(a.dtype, dl::kUInt, 16) || is(a.dtype, dl::kBfloat, 16))
+    t = DType::BF16;
+  else
+    throw hisa::Error("to_float: expected uint8 (fp8 e4m3 bits) or uint16 (bf16 bits), got " +
+                      dtype_str(a.dtype));
   py::array_t<float> out(std::vector<py::ssize_t>(a.shape.begin(), a.shape.end()));
   hisa::to_float(t, a.data, out.mutable_data(), size_t(a.numel()));
   return out;
@@ -888,8 +931,9 @@ std::string cuda_device_description() {
 }  // namespace
 
 PYBIND11_MODULE(_hisa, m) {
-  m.doc() = "hisa's C++ core (use the hisa package): flat DSA and hierarchical HISA top-k "
-            "selection on host or CUDA arrays";
+  m.doc() =
+      "hisa's C++ core (use the hisa package): flat DSA and hierarchical HISA top-k "
+      "selection on host or CUDA arrays";
   py::register_exception<hisa::Error>(m, "Error", PyExc_ValueError);
   m.def("prefill", &prefill, py::arg("q"), py::arg("k"), py::arg("w"), py::arg("k_scale"),
         py::arg("cu_seqlens_q"), py::arg("cu_seqlens_k"), py::arg("ks"), py::arg("ke"),
@@ -920,7 +964,8 @@ PYBIND11_MODULE(_hisa, m) {
       "reference_decode_scores",
       [](py::handle q, py::handle w, py::handle kv_cache, py::handle block_table,
          py::handle seq_lens, int next_n) {
-        return scores_of(reference_decode_rows(q, w, kv_cache, block_table, seq_lens, next_n, nullptr));
+        return scores_of(
+            reference_decode_rows(q, w, kv_cache, block_table, seq_lens, next_n, nullptr));
       },
       py::arg("q"), py::arg("weights"), py::arg("kv_cache"), py::arg("block_table"),
       py::arg("context_lens"), py::arg("next_n"));
@@ -960,23 +1005,26 @@ PYBIND11_MODULE(_hisa, m) {
       py::arg("rounding"));
   m.def("fidelity", &fidelity, py::arg("a"), py::arg("b"), py::arg("scores"), py::arg("visible"),
         py::arg("budget_tokens"));
-  m.def("check_config",
-        [](const std::string& method, int block_size, int top_blocks, int topk, int sink, int local,
-           const std::string& pooling) {
-          return make_config(method, block_size, top_blocks, topk, sink, local, pooling).out_width();
-        },
-        py::arg("method"), py::arg("block_size"), py::arg("top_blocks"), py::arg("topk"),
-        py::arg("sink_blocks"), py::arg("local_blocks"), py::arg("pooling"),
-        "Validates a configuration; returns the width of its indices output.");
+  m.def(
+      "check_config",
+      [](const std::string& method, int block_size, int top_blocks, int topk, int sink, int local,
+         const std::string& pooling) {
+        return make_config(method, block_size, top_blocks, topk, sink, local, pooling).out_width();
+      },
+      py::arg("method"), py::arg("block_size"), py::arg("top_blocks"), py::arg("topk"),
+      py::arg("sink_blocks"), py::arg("local_blocks"), py::arg("pooling"),
+      "Validates a configuration; returns the width of its indices output.");
   m.def("to_float", &bits_to_float, py::arg("bits"),
         "fp8 e4m3 (uint8) or bf16 (uint16) bits to float32 (host)");
   m.def("to_bf16", &float_to_bf16_bits, py::arg("x"), "float32 to bf16 bits (uint16, RNE; host)");
   m.def("backends", &hisa::backend_names, "Backends compiled into this build");
   m.def("cuda_available", &hisa::cuda_available, "This build has the CUDA backend and sees a GPU");
 #if HISA_WITH_CUDA
-  m.def("cuda_built", [] { return true; }, "This build has the CUDA backend");
+  m.def(
+      "cuda_built", [] { return true; }, "This build has the CUDA backend");
 #else
-  m.def("cuda_built", [] { return false; }, "This build has the CUDA backend");
+  m.def(
+      "cuda_built", [] { return false; }, "This build has the CUDA backend");
 #endif
   m.def("cuda_device", &cuda_device_description, "The current CUDA device, or '' without one");
 }

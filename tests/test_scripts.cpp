@@ -61,8 +61,9 @@ ScriptRun run_script(const std::string& script, const std::string& args, bool gp
   const std::string cmd =
       "cd " + (dir / "repo").string() +
       " && env -u HISA_BUILD_DIR -u HISA_CMAKE_ARGS -u HISA_TARGETS -u HISA_CUDA "
-      "-u HISA_TESTS -u HISA_PYTHON HISA_PYTHON_EXE=" + (dir / "bin" / "python3").string() +
-      " PATH=" + (dir / "bin").string() + ":$PATH bash scripts/" + script + " " + args + " 2>&1";
+      "-u HISA_TESTS -u HISA_PYTHON HISA_PYTHON_EXE=" +
+      (dir / "bin" / "python3").string() + " PATH=" + (dir / "bin").string() +
+      ":$PATH bash scripts/" + script + " " + args + " 2>&1";
   ScriptRun r{0, "", ""};
   FILE* p = popen(cmd.c_str(), "r");
   std::array<char, 4096> buf;
