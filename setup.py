@@ -24,7 +24,7 @@ class CMakeBuild(build_ext):
                                "or HISA_PYTHON=1 bash scripts/deps.sh)")
         build_dir = os.path.join(os.path.abspath(self.build_temp), "cmake")
         os.makedirs(build_dir, exist_ok=True)
-        args = ["-DCMAKE_BUILD_TYPE=Release", "-DHISA_PYTHON=ON", "-DHISA_TESTS=OFF",
+        args = ["-DCMAKE_BUILD_TYPE=Release", "-DHISA_PYTHON=ON", "-DHISA_TESTS=OFF", "-DHISA_CLI=OFF",
                 "-DHISA_CUDA=" + os.environ.get("HISA_CUDA", "AUTO"),
                 "-DPython3_EXECUTABLE=" + sys.executable]
         if shutil.which("ninja"):
