@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from common import (block_scores, e4m3_codes, log, pooled_keys, quantize_indexer, row_metrics, save_safetensors,
                     score_softmax, select, summarize, token_scores, topk_mask)
+from hisa_select import select_mask
 from train import autocast, base_attention_probs
 
 
@@ -136,12 +137,18 @@ def fidelity_layer(d, st, configs, extra=True):
         e = rc + 1
         Sc = min(S, int(math.ceil(int(e[-1].item()) / 256.0)) * 256)
         I = token_scores(d["q8"][ci], d["w8"][ci], d["k8"][:Sc], d["ks"][:Sc])
-        Xf = select("flat", I, e, Sc, k=st.k)
+        # Flat, HISA and block-sparse with mean pooling are the library's selection (the hisa
+        # package); the pooling experiments it does not have (max, quarter blocks, the oracle
+        # block filter) rank their own block scores with common.select.
+        Xf = select_mask("flat", d["q8"][ci], d["w8"][ci], d["k8"], d["ks"], e, Sc, k=st.k)
         pI = score_softmax(I, e)
         sels = {}
         for name, method, B, m, pooling in configs:
-            J = _J(d, cache, ci, I, e, B, pooling)
-            X = select(method, I, e, Sc, J=J, B=B, m=m, k=st.k)
+            if pooling == "mean":
+                X = select_mask(method, d["q8"][ci], d["w8"][ci], d["k8"], d["ks"], e, Sc, B=B, m=m, k=st.k)
+            else:
+                J = _J(d, cache, ci, I, e, B, pooling)
+                X = select(method, I, e, Sc, J=J, B=B, m=m, k=st.k)
             iou, rec, mass = row_metrics(X, Xf, I, e, pI)
             r = res[name]
             r["e"].append(e.cpu())
@@ -204,7 +211,6 @@ def sparse_nll(model, idxs, tok, method, st, B=128, m=64):
             qi, ki, wi = idxs[li](h[0].float())
             q8, k8, ks, w8 = quantize_indexer(qi, ki, wi)
             del qi, ki
-            kbar = pooled_keys(k8, ks, B, "mean")
         y = torch.empty(T, H, dh, device=dev)
         chunk = min(1024, st.chunk_rows(T))
         for r0 in range(0, T, chunk):
@@ -218,10 +224,8 @@ def sparse_nll(model, idxs, tok, method, st, B=128, m=64):
             elif method == "oracle":
                 p = s.masked_fill(~vis[None], float("-inf")).softmax(-1).mean(0)
                 X = topk_mask(p, vis, st.k)
-            else:
-                I = None if method == "block" else token_scores(q8[rc], w8[rc], k8[:Sc], ks[:Sc])
-                J = block_scores(q8[rc], w8[rc], kbar[: Sc // B])
-                X = select(method, I, e, Sc, J=J, B=B, m=m, k=st.k)
+            else:  # flat, hisa, block: the library's selection
+                X = select_mask(method, q8[rc], w8[rc], k8, ks, e, Sc, B=B, m=m, k=st.k)
             s = s.masked_fill(~X[None], float("-inf")).softmax(-1)
             y[rc] = torch.matmul(s, v[:, :Sc]).transpose(0, 1)
         x = x + blk.o(y.reshape(1, T, -1))

@@ -16,6 +16,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import E4M3, load_safetensors_np, summarize  # noqa: E402
+from select_np import choose_blocks, top_lower  # noqa: E402
 
 DEFAULT_CONFIGS = [
     ("hisa", 128, 64, 2048),   # the library default
@@ -28,21 +29,6 @@ DEFAULT_CONFIGS = [
 
 def cfg_name(method, B, m, k):
     return "%s B=%d m=%d k=%d" % (method, B, m, k)
-
-
-def top_lower(scores, pos, n):
-    """The n best positions (scores desc, ties toward the lower position). pos ascending."""
-    order = np.lexsort((pos, -scores))
-    return pos[order[:n]]
-
-
-def choose_blocks(J, e, B, m, sink=1, local=1):
-    nblk = (e + B - 1) // B
-    if nblk <= m:
-        return np.arange(nblk)
-    others = np.arange(sink, nblk - local)
-    best = top_lower(J[others], others, m - sink - local)
-    return np.sort(np.concatenate([np.arange(sink), best, np.arange(nblk - local, nblk)]))
 
 
 def eval_case(path, configs=DEFAULT_CONFIGS, verbose=True):

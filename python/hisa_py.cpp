@@ -1,38 +1,319 @@
-// Python bindings (thin): numpy arrays in, numpy arrays out. Only translate types; checks and errors
-// come from the library (hisa::Error becomes ValueError).
+// Python bindings (thin): arrays in, selections out. Every array argument may be a NumPy array
+// (or anything NumPy reads through the array interface), an object that speaks DLPack
+// (`__dlpack__` / `__dlpack_device__`: PyTorch, CuPy, JAX ...) or a DLPack capsule. Host memory
+// goes to the host backends (hisa::Indexer), CUDA memory to the device-pointer API (hisa::cuda) on
+// the caller's stream; nothing is copied between host and device. Outputs are given by the caller
+// (the Python package allocates them next to the inputs). Checks and messages are the library's;
+// hisa::Error becomes hisa.Error (a ValueError).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <climits>
 #include <cstdint>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "dlpack_abi.hpp"
+#include "hisa/dtype.hpp"
 #include "hisa/error.hpp"
-#include "hisa/evaluate.hpp"
+#include "hisa/fidelity.hpp"
 #include "hisa/indexer.hpp"
+#include "hisa/judge.hpp"
+#include "hisa/pooled.hpp"
+#include "hisa/reference.hpp"
+#include "hisa/validate.hpp"
+
+#if HISA_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "hisa/cuda.hpp"
+#endif
 
 namespace py = pybind11;
 
 namespace {
 
-// q/k arrays: float32, or uint16 holding bf16 bits, or uint8 holding fp8 e4m3 bits.
-hisa::DType qk_dtype(const py::array& a, const std::string& name) {
-  if (py::isinstance<py::array_t<float>>(a)) return hisa::DType::F32;
-  if (a.dtype().kind() == 'u' && a.itemsize() == 2) return hisa::DType::BF16;
-  if (a.dtype().kind() == 'u' && a.itemsize() == 1) return hisa::DType::F8E4M3;
-  throw hisa::Error(name + ": expected float32, uint16 (bf16 bits) or uint8 (fp8 e4m3 bits), got " +
-                    std::string(py::str(a.dtype())));
+using hisa::DType;
+namespace dl = hisa::dlpack;
+
+// ---------------------------------------------------------------------------------------------
+// One array argument, read without copying: where it lives, its shape and element type.
+
+struct Arr {
+  std::string name;
+  void* data = nullptr;
+  std::vector<int64_t> shape;
+  dl::DataType dtype{0, 0, 1};
+  bool given = false;
+  bool cuda = false;  // CUDA device memory (else host-readable)
+  int device = -1;    // CUDA device id
+  bool writable = true;
+  std::shared_ptr<void> keep;  // the NumPy array or the consumed DLPack tensor
+
+  int ndim() const { return int(shape.size()); }
+  int64_t dim(int i) const { return shape[size_t(i)]; }
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t s : shape) n *= s;
+    return n;
+  }
+  std::string where() const { return cuda ? "cuda:" + std::to_string(device) : "cpu"; }
+  std::string shape_str() const {
+    std::string s = "[";
+    for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+    return s + "]";
+  }
+};
+
+std::string dtype_str(dl::DataType t) {
+  if (t.lanes != 1) return "a vector type";
+  switch (t.code) {
+    case dl::kInt:
+      return "int" + std::to_string(t.bits);
+    case dl::kUInt:
+      return "uint" + std::to_string(t.bits);
+    case dl::kFloat:
+      return "float" + std::to_string(t.bits);
+    case dl::kBfloat:
+      return "bfloat16";
+    case dl::kBool:
+      return "bool";
+    case dl::kFloat8_e4m3fn:
+      return "float8_e4m3fn";
+  }
+  return "dlpack type code " + std::to_string(t.code);
 }
 
-template <typename T>
-const T* ptr_or_null(const std::optional<py::array_t<T, py::array::c_style | py::array::forcecast>>& a) {
-  return a ? a->data() : nullptr;
+bool is(dl::DataType t, uint8_t code, int bits) {
+  return t.code == code && t.bits == bits && t.lanes == 1;
 }
 
-hisa::SelectConfig make_config(const std::string& method, int block_size, int top_blocks, int topk, int sink,
-                               int local, const std::string& pooling) {
+// Row-major compactness; dimensions of size 1 may carry any stride.
+void check_compact(const std::string& name, const std::vector<int64_t>& shape,
+                   const int64_t* strides, int64_t unit) {
+  if (!strides) return;
+  for (int64_t n : shape)
+    if (n == 0) return;  // an empty array has no layout to check
+  int64_t expect = unit;
+  for (int i = int(shape.size()) - 1; i >= 0; --i) {
+    if (shape[size_t(i)] != 1)
+      HISA_CHECK(strides[i] == expect, name,
+                 " must be contiguous (row-major); make a contiguous copy first (.contiguous() "
+                 "in PyTorch, np.ascontiguousarray in NumPy)");
+    expect *= shape[size_t(i)];
+  }
+}
+
+Arr from_numpy(py::array a, const std::string& name) {
+  Arr r;
+  r.name = name;
+  r.given = true;
+  r.writable = a.writeable();
+  r.data = const_cast<void*>(a.data());
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) r.shape.push_back(a.shape(i));
+  std::vector<int64_t> strides;
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) strides.push_back(a.strides(i));
+  check_compact(name, r.shape, strides.data(), a.itemsize());
+  const py::dtype dt = a.dtype();
+  HISA_CHECK(dt.byteorder() != '>', name, ": big-endian arrays are not supported");
+  const char kind = dt.kind();
+  const int bits = int(a.itemsize()) * 8;
+  if (kind == 'f')
+    r.dtype = {dl::kFloat, uint8_t(bits), 1};
+  else if (kind == 'i')
+    r.dtype = {dl::kInt, uint8_t(bits), 1};
+  else if (kind == 'u')
+    r.dtype = {dl::kUInt, uint8_t(bits), 1};
+  else if (kind == 'b')
+    r.dtype = {dl::kBool, 8, 1};
+  else
+    r.dtype = {255, uint8_t(bits), 1};
+  r.keep = std::make_shared<py::array>(std::move(a));
+  return r;
+}
+
+// Consumes a DLPack capsule: renames it "used_..." (so that its own destructor leaves the tensor
+// alone) and calls the producer's deleter when the Arr goes (with the GIL held).
+Arr from_capsule(py::capsule cap, const std::string& name) {
+  const char* cname = cap.name();
+  const std::string cn = cname ? cname : "";
+  dl::Tensor* t = nullptr;
+  Arr r;
+  r.name = name;
+  if (cn == "dltensor") {
+    auto* mt = static_cast<dl::ManagedTensor*>(PyCapsule_GetPointer(cap.ptr(), "dltensor"));
+    HISA_CHECK(mt, name, ": invalid DLPack capsule");
+    PyCapsule_SetName(cap.ptr(), "used_dltensor");
+    r.keep = std::shared_ptr<void>(mt, [](void* p) {
+      auto* m = static_cast<dl::ManagedTensor*>(p);
+      if (m->deleter) m->deleter(m);
+    });
+    t = &mt->dl_tensor;
+  } else if (cn == "dltensor_versioned") {
+    auto* mt = static_cast<dl::ManagedTensorVersioned*>(
+        PyCapsule_GetPointer(cap.ptr(), "dltensor_versioned"));
+    HISA_CHECK(mt, name, ": invalid DLPack capsule");
+    HISA_CHECK(mt->version.major == 1, name, ": DLPack version ", mt->version.major,
+               " is not supported (1.x is)");
+    PyCapsule_SetName(cap.ptr(), "used_dltensor_versioned");
+    r.keep = std::shared_ptr<void>(mt, [](void* p) {
+      auto* m = static_cast<dl::ManagedTensorVersioned*>(p);
+      if (m->deleter) m->deleter(m);
+    });
+    r.writable = !(mt->flags & dl::kFlagReadOnly);
+    t = &mt->dl_tensor;
+  } else {
+    throw hisa::Error(name + ": a capsule that is not a DLPack tensor ('" + cn + "')");
+  }
+  r.given = true;
+  const int32_t dev = t->device.device_type;
+  HISA_CHECK(dev == dl::kCPU || dev == dl::kCUDA || dev == dl::kCUDAHost || dev == dl::kCUDAManaged,
+             name, ": memory of DLPack device type ", dev, " is not supported (CPU or CUDA)");
+  r.cuda = dev == dl::kCUDA || dev == dl::kCUDAManaged;
+  r.device = r.cuda ? t->device.device_id : -1;
+  r.dtype = t->dtype;
+  HISA_CHECK(r.dtype.lanes == 1, name, ": vector element types are not supported");
+  r.shape.assign(t->shape, t->shape + t->ndim);
+  check_compact(name, r.shape, t->strides, 1);
+  r.data = static_cast<char*>(t->data) + t->byte_offset;
+  return r;
+}
+
+// Any array argument. `stream` is the consumer's CUDA stream (DLPack's convention: 1 is the
+// legacy default stream); the producer orders its pending work before it.
+Arr view(py::handle obj, const std::string& name, int64_t stream) {
+  if (obj.is_none()) {
+    Arr r;
+    r.name = name;
+    return r;
+  }
+  if (py::isinstance<py::array>(obj))
+    return from_numpy(py::reinterpret_borrow<py::array>(obj), name);
+  if (PyCapsule_CheckExact(obj.ptr()))
+    return from_capsule(py::reinterpret_borrow<py::capsule>(obj), name);
+  if (py::hasattr(obj, "__dlpack__")) {
+    const py::tuple dev = obj.attr("__dlpack_device__")();
+    const int type = dev[0].cast<int>();
+    py::object cap;
+    if (type == dl::kCUDA || type == dl::kCUDAManaged)
+      cap = obj.attr("__dlpack__")(py::arg("stream") = stream == 0 ? 1 : stream);
+    else
+      cap = obj.attr("__dlpack__")();
+    return from_capsule(py::reinterpret_borrow<py::capsule>(cap), name);
+  }
+  if (py::hasattr(obj, "__array_interface__") || py::hasattr(obj, "__array__") ||
+      py::isinstance<py::sequence>(obj)) {
+    const py::array a = py::array::ensure(obj);
+    HISA_CHECK(a, name, ": cannot be read as an array");
+    return from_numpy(a, name);
+  }
+  throw hisa::Error(name + ": expected a NumPy array, an object with __dlpack__ or the array " +
+                    "interface, got " +
+                    std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
+}
+
+void check_shape(const Arr& a, std::vector<int64_t> want, const std::string& form) {
+  HISA_CHECK(a.shape == want, a.name, " must be ", form, ", got shape ", a.shape_str());
+}
+
+// q / k element type: float32, bfloat16 (or uint16 holding its bits), fp8 e4m3 (float8_e4m3fn,
+// or uint8 holding its bits).
+DType qk_dtype(const Arr& a) {
+  if (is(a.dtype, dl::kFloat, 32)) return DType::F32;
+  if (is(a.dtype, dl::kBfloat, 16) || is(a.dtype, dl::kUInt, 16)) return DType::BF16;
+  if (is(a.dtype, dl::kFloat8_e4m3fn, 8) || is(a.dtype, dl::kUInt, 8)) return DType::F8E4M3;
+  throw hisa::Error(a.name + ": expected float32, bfloat16 (or uint16 bits), float8_e4m3fn (or " +
+                    "uint8 bits), got " + dtype_str(a.dtype));
+}
+
+void need_f32(const Arr& a) {
+  HISA_CHECK(is(a.dtype, dl::kFloat, 32), a.name, ": expected float32, got ", dtype_str(a.dtype));
+}
+
+// Every given input lives where `ref` lives (one CUDA device, or the host).
+void same_place(const Arr& ref, std::initializer_list<const Arr*> others) {
+  for (const Arr* a : others) {
+    if (!a->given) continue;
+    HISA_CHECK(a->cuda == ref.cuda && a->device == ref.device, a->name, " is on ", a->where(),
+               " but ", ref.name, " is on ", ref.where(),
+               " (hisa copies nothing between devices: move them to one place)");
+  }
+}
+
+void check_output(const Arr& a, const Arr& ref, std::vector<int64_t> want) {
+  HISA_CHECK(a.given, a.name, " must be given");
+  HISA_CHECK(is(a.dtype, dl::kInt, 32), a.name, ": expected int32, got ", dtype_str(a.dtype));
+  check_shape(a, want, "[" + std::to_string(want[0]) + ", " + std::to_string(want[1]) + "]");
+  HISA_CHECK(a.writable, a.name, " is read-only");
+  same_place(ref, {&a});
+}
+
+// An int32 index array. Device arrays must be int32 already (nothing is converted on the
+// device); host arrays of another integer type are converted when every value fits.
+struct Index {
+  const int32_t* ptr = nullptr;
+  std::vector<int32_t> copy;
+};
+Index index_array(const Arr& a) {
+  Index r;
+  if (!a.given) return r;
+  const uint8_t code = a.dtype.code;
+  HISA_CHECK(code == dl::kInt || code == dl::kUInt, a.name,
+             ": expected an integer array (int32), got dtype ", dtype_str(a.dtype));
+  if (is(a.dtype, dl::kInt, 32)) {
+    r.ptr = static_cast<const int32_t*>(a.data);
+    return r;
+  }
+  HISA_CHECK(!a.cuda, a.name, ": expected int32 on the device, got ", dtype_str(a.dtype),
+             " (convert it first, e.g. .to(torch.int32))");
+  const int64_t n = a.numel();
+  r.copy.resize(size_t(n));
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t v = 0;
+    const char* p = static_cast<const char*>(a.data);
+    switch (a.dtype.bits) {
+      case 8:
+        v = code == dl::kInt ? int64_t(reinterpret_cast<const int8_t*>(p)[i])
+                             : int64_t(reinterpret_cast<const uint8_t*>(p)[i]);
+        break;
+      case 16:
+        v = code == dl::kInt ? int64_t(reinterpret_cast<const int16_t*>(p)[i])
+                             : int64_t(reinterpret_cast<const uint16_t*>(p)[i]);
+        break;
+      case 32:
+        v = int64_t(reinterpret_cast<const uint32_t*>(p)[i]);
+        break;
+      case 64: {
+        if (code == dl::kInt) {
+          v = reinterpret_cast<const int64_t*>(p)[i];
+        } else {
+          const uint64_t u = reinterpret_cast<const uint64_t*>(p)[i];
+          HISA_CHECK(u <= uint64_t(INT32_MAX), a.name, "[", i, "] = ", u, " does not fit in int32");
+          v = int64_t(u);
+        }
+        break;
+      }
+      default:
+        throw hisa::Error(a.name + ": unsupported integer width");
+    }
+    HISA_CHECK(v >= INT32_MIN && v <= INT32_MAX, a.name, "[", i, "] = ", v,
+               " does not fit in int32");
+    r.copy[size_t(i)] = int32_t(v);
+  }
+  r.ptr = r.copy.data();
+  return r;
+}
+
+hisa::SelectConfig make_config(const std::string& method, int block_size, int top_blocks, int topk,
+                               int sink, int local, const std::string& pooling) {
   hisa::SelectConfig c;
   c.method = hisa::method_from_name(method);
   c.block_size = block_size;
@@ -40,114 +321,710 @@ hisa::SelectConfig make_config(const std::string& method, int block_size, int to
   c.topk = topk;
   c.sink_blocks = sink;
   c.local_blocks = local;
-  c.pooling = hisa::pooling_from_name(pooling);
+  c.pooling = hisa::pooling_from_name(pooling);  // an unknown name is an error, never "mean"
   c.validate();
   return c;
 }
 
-using I32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
-using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
+// ---------------------------------------------------------------------------------------------
+// Host backends: one per name, kept for the process (the cuda one keeps its staging buffers).
 
-// Index arrays (cu_seqlens, ks, ke): arrays or sequences of any integer dtype whose values fit in
-// int32. Floats are refused rather than truncated.
-std::optional<I32> int32_array(const std::optional<py::object>& obj, const char* name) {
-  if (!obj || obj->is_none()) return std::nullopt;
-  const py::array a = py::array::ensure(*obj);
-  HISA_CHECK(a, name, ": expected an integer array (int32)");
-  const char kind = a.dtype().kind();
-  HISA_CHECK(kind == 'i' || kind == 'u', name, ": expected an integer array (int32), got dtype ",
-             std::string(py::str(a.dtype())));
-  const auto wide = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
-  HISA_CHECK(wide, name, ": cannot read it as int64");
-  I32 out(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
-  const int64_t* v = wide.data();
-  int32_t* o = out.mutable_data();
-  for (py::ssize_t i = 0; i < wide.size(); ++i) {
-    HISA_CHECK(v[i] >= INT32_MIN && v[i] <= INT32_MAX, name, "[", i, "] = ", v[i],
-               " does not fit in int32");
-    o[i] = int32_t(v[i]);
+struct HostBackend {
+  std::mutex mu;
+  std::unique_ptr<hisa::Indexer> indexer;
+};
+HostBackend& host_backend(const std::string& name) {
+  static std::mutex mu;
+  static auto* backends = new std::map<std::string, std::unique_ptr<HostBackend>>();
+  std::lock_guard<std::mutex> lock(mu);
+  auto& slot = (*backends)[name];
+  if (!slot) {
+    auto b = std::make_unique<HostBackend>();
+    b->indexer = hisa::make_indexer(name);
+    slot = std::move(b);
+  }
+  return *slot;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CUDA device-pointer path: one workspace per (device, stream); calls captured into a CUDA
+// graph share one workspace per device that never frees a buffer (the graphs keep pointing at
+// them), so graphs holding hisa calls are replayed one at a time, as graphs sharing a memory pool.
+
+#if HISA_WITH_CUDA
+void cuda_check(cudaError_t e, const char* what) {
+  HISA_CHECK(e == cudaSuccess, "cuda: ", what, " failed: ", cudaGetErrorName(e), " (",
+             cudaGetErrorString(e), ")");
+}
+
+struct DeviceGuard {
+  int prev = -1, want;
+  explicit DeviceGuard(int d) : want(d) {
+    cuda_check(cudaGetDevice(&prev), "cudaGetDevice");
+    if (prev != want) cuda_check(cudaSetDevice(want), "cudaSetDevice");
+  }
+  ~DeviceGuard() {
+    if (prev >= 0 && prev != want) cudaSetDevice(prev);
+  }
+};
+
+struct StreamWorkspace {
+  std::mutex mu;
+  hisa::cuda::Workspace ws;
+};
+
+constexpr uintptr_t kCaptureKey = ~uintptr_t(0);
+
+StreamWorkspace& workspace_for(int device, uintptr_t key) {
+  static std::mutex mu;
+  // Never destroyed: freeing device memory after the CUDA runtime shut down at exit is an error.
+  static auto* all = new std::map<std::pair<int, uintptr_t>, std::unique_ptr<StreamWorkspace>>();
+  std::lock_guard<std::mutex> lock(mu);
+  auto& slot = (*all)[{device, key}];
+  if (!slot) {
+    slot = std::make_unique<StreamWorkspace>();
+    if (key == kCaptureKey) slot->ws.set_keep_grown(true);
+  }
+  return *slot;
+}
+
+// Runs fn(workspace, options) on `stream` of `device`. Under stream capture: no device-side
+// checks (they read a flag back, which capture forbids), and the thread's capture mode relaxed
+// for the call so that a workspace that grows may allocate, as PyTorch's allocator does.
+template <typename Fn>
+void on_stream(int device, int64_t stream, bool validate, Fn&& fn) {
+  DeviceGuard guard(device);
+  auto* st = reinterpret_cast<cudaStream_t>(uintptr_t(stream));
+  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+  cuda_check(cudaStreamIsCapturing(st, &cap), "cudaStreamIsCapturing");
+  HISA_CHECK(cap != cudaStreamCaptureStatusInvalidated,
+             "cuda: the stream's graph capture was invalidated by an earlier error");
+  const bool capturing = cap == cudaStreamCaptureStatusActive;
+  hisa::cuda::Options opt;
+  opt.validate = validate && !capturing;
+  StreamWorkspace& w = workspace_for(device, capturing ? kCaptureKey : uintptr_t(stream));
+  std::lock_guard<std::mutex> lock(w.mu);
+  if (!capturing) {
+    fn(w.ws, opt, static_cast<void*>(st));
+    return;
+  }
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  cuda_check(cudaThreadExchangeStreamCaptureMode(&mode), "cudaThreadExchangeStreamCaptureMode");
+  try {
+    fn(w.ws, opt, static_cast<void*>(st));
+  } catch (...) {
+    cudaThreadExchangeStreamCaptureMode(&mode);
+    throw;
+  }
+  cuda_check(cudaThreadExchangeStreamCaptureMode(&mode), "cudaThreadExchangeStreamCaptureMode");
+}
+#endif
+
+#if !HISA_WITH_CUDA
+[[noreturn]] void no_cuda_build(const Arr& a) {
+  throw hisa::Error(a.name + " is in CUDA memory (" + a.where() +
+                    ") but this build of hisa has no CUDA backend (built without nvcc)");
+}
+#endif
+
+void check_device_backend(const Arr& q, const std::string& backend) {
+  HISA_CHECK(backend == "cuda" || backend == "auto", q.name, " is in CUDA memory (", q.where(),
+             ") but backend '", backend,
+             "' reads host memory: hisa never copies device data to the host (move the inputs "
+             "with .cpu(), or use backend 'cuda')");
+}
+
+std::string host_backend_name(const std::string& backend) {
+  return backend == "auto" ? (hisa::cuda_available() ? "cuda" : "cpu") : backend;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prefill
+
+struct Prefill {
+  Arr q, k, w, k_scale, cu_q, cu_k, ks, ke;
+  Index icu_q, icu_k, iks, ike;
+  std::vector<int32_t> one_q, one_k;
+  hisa::PrefillInputs in;
+};
+
+void read_prefill(Prefill& p, py::handle q, py::handle k, py::handle w, py::handle k_scale,
+                  py::handle cu_q, py::handle cu_k, py::handle ks, py::handle ke, int64_t stream) {
+  p.q = view(q, "q", stream);
+  p.k = view(k, "k", stream);
+  p.w = view(w, "w", stream);
+  p.k_scale = view(k_scale, "k_scale", stream);
+  p.cu_q = view(cu_q, "cu_seqlens_q", stream);
+  p.cu_k = view(cu_k, "cu_seqlens_k", stream);
+  p.ks = view(ks, "ks", stream);
+  p.ke = view(ke, "ke", stream);
+  HISA_CHECK(p.q.given && p.k.given && p.w.given, "q, k and w must be given");
+  same_place(p.q, {&p.k, &p.w, &p.k_scale, &p.cu_q, &p.cu_k, &p.ks, &p.ke});
+  HISA_CHECK(p.q.ndim() == 3, "q must be [T, H, D], got shape ", p.q.shape_str());
+  HISA_CHECK(p.k.ndim() == 2, "k must be [S, D], got shape ", p.k.shape_str());
+  hisa::PrefillInputs& in = p.in;
+  in.dtype = qk_dtype(p.q);
+  HISA_CHECK(qk_dtype(p.k) == in.dtype, "q and k must have the same dtype (q is ",
+             dtype_str(p.q.dtype), ", k is ", dtype_str(p.k.dtype), ")");
+  in.num_q = p.q.dim(0);
+  in.num_heads = int(p.q.dim(1));
+  in.head_dim = int(p.q.dim(2));
+  in.num_k = p.k.dim(0);
+  HISA_CHECK(p.k.dim(1) == in.head_dim, "k must be [S, D] with D = ", in.head_dim, " (q's), got ",
+             p.k.shape_str());
+  need_f32(p.w);
+  check_shape(p.w, {in.num_q, in.num_heads},
+              "[T, H] = [" + std::to_string(in.num_q) + ", " + std::to_string(in.num_heads) + "]");
+  if (p.k_scale.given) {
+    need_f32(p.k_scale);
+    const bool ok =
+        (p.k_scale.ndim() == 1 && p.k_scale.dim(0) == in.num_k) ||
+        (p.k_scale.ndim() == 2 && p.k_scale.dim(0) == in.num_k && p.k_scale.dim(1) == 1);
+    HISA_CHECK(ok, "k_scale must be [S] or [S, 1] with S = ", in.num_k, ", got shape ",
+               p.k_scale.shape_str());
+  }
+  in.q = p.q.data;
+  in.k = p.k.data;
+  in.w = static_cast<const float*>(p.w.data);
+  in.k_scale = static_cast<const float*>(p.k_scale.data);
+  if (p.cu_q.given || p.cu_k.given) {
+    HISA_CHECK(p.cu_q.given && p.cu_k.given, "cu_seqlens_q and cu_seqlens_k go together");
+    HISA_CHECK(!p.ks.given && !p.ke.given,
+               "give either cu_seqlens_q/cu_seqlens_k or ks/ke, not both");
+    p.icu_q = index_array(p.cu_q);
+    p.icu_k = index_array(p.cu_k);
+    HISA_CHECK(p.cu_q.ndim() == 1 && p.cu_k.ndim() == 1 && p.cu_q.dim(0) == p.cu_k.dim(0) &&
+                   p.cu_q.dim(0) >= 2,
+               "cu_seqlens must both be [N + 1] with N >= 1, got ", p.cu_q.shape_str(), " and ",
+               p.cu_k.shape_str());
+    in.num_seqs = int(p.cu_q.dim(0) - 1);
+    in.cu_seqlens_q = p.icu_q.ptr;
+    in.cu_seqlens_k = p.icu_k.ptr;
+  } else if (p.ks.given || p.ke.given) {
+    HISA_CHECK(p.ks.given && p.ke.given, "ks and ke go together");
+    p.iks = index_array(p.ks);
+    p.ike = index_array(p.ke);
+    HISA_CHECK(
+        p.ks.ndim() == 1 && p.ke.ndim() == 1 && p.ks.dim(0) == in.num_q && p.ke.dim(0) == in.num_q,
+        "ks and ke must both be [T] with T = ", in.num_q, ", got ", p.ks.shape_str(), " and ",
+        p.ke.shape_str());
+    in.ks = p.iks.ptr;
+    in.ke = p.ike.ptr;
+  } else {
+    // One sequence: q's rows are the last T of k's S positions.
+    HISA_CHECK(!p.q.cuda, "prefill on the device needs cu_seqlens_q/cu_seqlens_k or ks/ke");
+    p.one_q = {0, int32_t(in.num_q)};
+    p.one_k = {0, int32_t(in.num_k)};
+    in.num_seqs = 1;
+    in.cu_seqlens_q = p.one_q.data();
+    in.cu_seqlens_k = p.one_k.data();
+  }
+}
+
+void prefill(py::handle q, py::handle k, py::handle w, py::handle k_scale, py::handle cu_q,
+             py::handle cu_k, py::handle ks, py::handle ke, py::handle indices, py::handle blocks,
+             const std::string& method, int block_size, int top_blocks, int topk, int sink,
+             int local, const std::string& pooling, const std::string& backend, int64_t stream,
+             bool validate) {
+  const hisa::SelectConfig cfg =
+      make_config(method, block_size, top_blocks, topk, sink, local, pooling);
+  Prefill p;
+  read_prefill(p, q, k, w, k_scale, cu_q, cu_k, ks, ke, stream);
+  Arr out = view(indices, "indices", stream);
+  Arr out_blocks = view(blocks, "blocks", stream);
+  check_output(out, p.q, {p.in.num_q, cfg.out_width()});
+  if (out_blocks.given) check_output(out_blocks, p.q, {p.in.num_q, cfg.top_blocks});
+  hisa::SelectOutputs o{
+      static_cast<int32_t*>(out.data),
+      cfg.has_blocks() && out_blocks.given ? static_cast<int32_t*>(out_blocks.data) : nullptr};
+  if (p.q.cuda) {
+    check_device_backend(p.q, backend);
+#if HISA_WITH_CUDA
+    py::gil_scoped_release release;
+    on_stream(p.q.device, stream, validate,
+              [&](hisa::cuda::Workspace& ws, const hisa::cuda::Options& opt, void* st) {
+                hisa::cuda::select_prefill(p.in, cfg, o, ws, st, opt);
+              });
+#else
+    no_cuda_build(p.q);
+#endif
+    return;
+  }
+  HostBackend& b = host_backend(host_backend_name(backend));
+  py::gil_scoped_release release;
+  std::lock_guard<std::mutex> lock(b.mu);
+  b.indexer->select_prefill(p.in, cfg, o);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode from the paged cache (DeepGEMM / vLLM layout; DeepGEMM's [pages, page_size, 1, D + 4]
+// view as it is).
+
+struct Decode {
+  Arr q, w, cache, table, lens, pooled;
+  Index itable, ilens;
+  hisa::DecodeInputs in;
+};
+
+void read_decode(Decode& d, py::handle q, py::handle w, py::handle kv_cache, py::handle block_table,
+                 py::handle seq_lens, int next_n, py::handle pooled, int64_t stream) {
+  d.q = view(q, "q", stream);
+  d.w = view(w, "weights", stream);
+  d.cache = view(kv_cache, "kv_cache", stream);
+  d.table = view(block_table, "block_table", stream);
+  d.lens = view(seq_lens, "context_lens", stream);
+  d.pooled = view(pooled, "pooled", stream);
+  HISA_CHECK(d.q.given && d.w.given && d.cache.given && d.table.given && d.lens.given,
+             "q, weights, kv_cache, block_table and context_lens must be given");
+  same_place(d.q, {&d.w, &d.cache, &d.table, &d.lens, &d.pooled});
+  hisa::DecodeInputs& in = d.in;
+  HISA_CHECK(d.table.ndim() == 2, "block_table must be [B, max_pages], got shape ",
+             d.table.shape_str());
+  in.batch = int(d.table.dim(0));
+  in.max_pages = int(d.table.dim(1));
+  if (d.q.ndim() == 4) {
+    HISA_CHECK(d.q.dim(0) == in.batch, "q [B, next_n, H, D] has B = ", d.q.dim(0),
+               " but block_table has ", in.batch, " rows");
+    HISA_CHECK(next_n == 0 || next_n == d.q.dim(1), "next_n = ", next_n, " but q is ",
+               d.q.shape_str());
+    in.next_n = int(d.q.dim(1));
+  } else {
+    HISA_CHECK(d.q.ndim() == 3, "q must be [B, next_n, H, D] or [B * next_n, H, D], got shape ",
+               d.q.shape_str());
+    in.next_n = next_n == 0 ? 1 : next_n;
+    HISA_CHECK(d.q.dim(0) == int64_t(in.batch) * in.next_n, "q [B * next_n, H, D] must have ",
+               int64_t(in.batch) * in.next_n, " rows (B = ", in.batch, ", next_n = ", in.next_n,
+               "), got shape ", d.q.shape_str());
+  }
+  const int64_t rows = int64_t(in.batch) * in.next_n;
+  in.num_heads = int(d.q.dim(d.q.ndim() - 2));
+  in.head_dim = int(d.q.dim(d.q.ndim() - 1));
+  in.q_dtype = qk_dtype(d.q);
+  need_f32(d.w);
+  const bool w_ok = (d.w.ndim() == 2 && d.w.dim(0) == rows && d.w.dim(1) == in.num_heads) ||
+                    (d.w.ndim() == 3 && d.w.dim(0) == in.batch && d.w.dim(1) == in.next_n &&
+                     d.w.dim(2) == in.num_heads);
+  HISA_CHECK(w_ok, "weights must be [B * next_n, H] = [", rows, ", ", in.num_heads,
+             "] or [B, next_n, H], got shape ", d.w.shape_str());
+  HISA_CHECK(is(d.cache.dtype, dl::kUInt, 8) || is(d.cache.dtype, dl::kInt, 8),
+             "kv_cache: expected uint8, got ", dtype_str(d.cache.dtype));
+  const bool cache_ok = (d.cache.ndim() == 3) || (d.cache.ndim() == 4 && d.cache.dim(2) == 1);
+  HISA_CHECK(
+      cache_ok && d.cache.dim(d.cache.ndim() - 1) == in.head_dim + 4,
+      "kv_cache must be [pages, page_size, D + 4] or [pages, page_size, 1, D + 4] with D + 4 = ",
+      in.head_dim + 4, ", got shape ", d.cache.shape_str());
+  in.num_pages = int(d.cache.dim(0));
+  in.page_size = int(d.cache.dim(1));
+  in.kv_cache = static_cast<const uint8_t*>(d.cache.data);
+  d.itable = index_array(d.table);
+  d.ilens = index_array(d.lens);
+  HISA_CHECK(d.lens.ndim() == 1 && d.lens.dim(0) == in.batch, "context_lens must be [B] = [",
+             in.batch,
+             "] here (the package reads the last column of a [B, next_n] form), got shape ",
+             d.lens.shape_str());
+  in.block_table = d.itable.ptr;
+  in.seq_lens = d.ilens.ptr;
+  in.q = d.q.data;
+  in.w = static_cast<const float*>(d.w.data);
+  if (d.pooled.given) {
+    need_f32(d.pooled);
+    HISA_CHECK(
+        d.pooled.ndim() == 3 && d.pooled.dim(0) == in.batch && d.pooled.dim(2) == in.head_dim,
+        "pooled must be [B, max_blocks, D] = [", in.batch, ", *, ", in.head_dim, "], got shape ",
+        d.pooled.shape_str());
+    in.pooled = static_cast<const float*>(d.pooled.data);
+    in.pooled_max_blocks = int(d.pooled.dim(1));
+  }
+}
+
+void decode(py::handle q, py::handle w, py::handle kv_cache, py::handle block_table,
+            py::handle seq_lens, int next_n, py::handle pooled, py::handle indices,
+            py::handle blocks, const std::string& method, int block_size, int top_blocks, int topk,
+            int sink, int local, const std::string& pooling, const std::string& backend,
+            int64_t stream, bool validate) {
+  const hisa::SelectConfig cfg =
+      make_config(method, block_size, top_blocks, topk, sink, local, pooling);
+  Decode d;
+  read_decode(d, q, w, kv_cache, block_table, seq_lens, next_n, pooled, stream);
+  const int64_t rows = int64_t(d.in.batch) * d.in.next_n;
+  Arr out = view(indices, "indices", stream);
+  Arr out_blocks = view(blocks, "blocks", stream);
+  check_output(out, d.q, {rows, cfg.out_width()});
+  if (out_blocks.given) check_output(out_blocks, d.q, {rows, cfg.top_blocks});
+  hisa::SelectOutputs o{
+      static_cast<int32_t*>(out.data),
+      cfg.has_blocks() && out_blocks.given ? static_cast<int32_t*>(out_blocks.data) : nullptr};
+  if (d.q.cuda) {
+    check_device_backend(d.q, backend);
+#if HISA_WITH_CUDA
+    py::gil_scoped_release release;
+    on_stream(d.q.device, stream, validate,
+              [&](hisa::cuda::Workspace& ws, const hisa::cuda::Options& opt, void* st) {
+                hisa::cuda::select_decode(d.in, cfg, o, ws, st, opt);
+              });
+#else
+    no_cuda_build(d.q);
+#endif
+    return;
+  }
+  HostBackend& b = host_backend(host_backend_name(backend));
+  py::gil_scoped_release release;
+  std::lock_guard<std::mutex> lock(b.mu);
+  b.indexer->select_decode(d.in, cfg, o);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host-only helpers: pooled keys of the paged cache, fp8 quantisation, the float64 reference,
+// judging and fidelity.
+
+void host_only(const Arr& a, const char* what) {
+  HISA_CHECK(!a.given || !a.cuda, what, ": ", a.name, " is in CUDA memory (", a.where(),
+             "); this function runs on the host only (pass host arrays)");
+}
+
+void update_pooled(py::handle kv_cache, py::handle block_table, py::handle old_lens,
+                   py::handle new_lens, py::handle pooled, int block_size,
+                   const std::string& pooling) {
+  Arr cache = view(kv_cache, "kv_cache", 0), table = view(block_table, "block_table", 0);
+  Arr olds = view(old_lens, "old_lens", 0), news = view(new_lens, "new_lens", 0);
+  Arr out = view(pooled, "pooled", 0);
+  for (const Arr* a : {&cache, &table, &olds, &news, &out}) host_only(*a, "update_pooled_keys");
+  HISA_CHECK(cache.given && table.given && news.given && out.given,
+             "update_pooled_keys: kv_cache, block_table, new_lens and pooled must be given");
+  HISA_CHECK(is(cache.dtype, dl::kUInt, 8), "kv_cache: expected uint8, got ",
+             dtype_str(cache.dtype));
+  HISA_CHECK(
+      cache.ndim() == 3 || (cache.ndim() == 4 && cache.dim(2) == 1),
+      "kv_cache must be [pages, page_size, D + 4] or [pages, page_size, 1, D + 4], got shape ",
+      cache.shape_str());
+  HISA_CHECK(table.ndim() == 2, "block_table must be [B, max_pages], got shape ",
+             table.shape_str());
+  hisa::DecodeInputs c;
+  c.batch = int(table.dim(0));
+  c.max_pages = int(table.dim(1));
+  c.num_pages = int(cache.dim(0));
+  c.page_size = int(cache.dim(1));
+  c.head_dim = int(cache.dim(cache.ndim() - 1)) - 4;
+  c.kv_cache = static_cast<const uint8_t*>(cache.data);
+  const Index it = index_array(table), io = index_array(olds), in_ = index_array(news);
+  c.block_table = it.ptr;
+  HISA_CHECK(news.ndim() == 1 && news.dim(0) == c.batch, "new_lens must be [B] = [", c.batch,
+             "], got shape ", news.shape_str());
+  HISA_CHECK(!olds.given || (olds.ndim() == 1 && olds.dim(0) == c.batch),
+             "old_lens must be [B] = [", c.batch, "], got shape ", olds.shape_str());
+  need_f32(out);
+  HISA_CHECK(out.writable, "pooled is read-only");
+  HISA_CHECK(out.ndim() == 3 && out.dim(0) == c.batch && out.dim(2) == c.head_dim,
+             "pooled must be [B, max_blocks, D] = [", c.batch, ", *, ", c.head_dim, "], got shape ",
+             out.shape_str());
+  const hisa::Pooling pool = hisa::pooling_from_name(pooling);
+  py::gil_scoped_release release;
+  hisa::update_pooled_keys(c, io.ptr, in_.ptr, block_size, pool, static_cast<float*>(out.data),
+                           int(out.dim(1)));
+}
+
+void quantize_fp8(py::handle x, py::handle codes, py::handle scale, const std::string& rule) {
+  Arr in = view(x, "x", 0), out = view(codes, "codes", 0), sc = view(scale, "scale", 0);
+  for (const Arr* a : {&in, &out, &sc}) host_only(*a, "quantize_fp8");
+  need_f32(in);
+  HISA_CHECK(in.ndim() >= 1, "x must have at least one dimension");
+  const int64_t cols = in.dim(in.ndim() - 1), rows = cols ? in.numel() / cols : 0;
+  HISA_CHECK(is(out.dtype, dl::kUInt, 8) && out.numel() == in.numel() && out.writable,
+             "codes must be a writable uint8 array of x's shape");
+  HISA_CHECK(is(sc.dtype, dl::kFloat, 32) && sc.numel() == rows && sc.writable,
+             "scale must be a writable float32 array with one entry per row of x");
+  hisa::ScaleRule r;
+  if (rule == "amax")
+    r = hisa::ScaleRule::Amax;
+  else if (rule == "ue8m0")
+    r = hisa::ScaleRule::UE8M0;
+  else
+    throw hisa::Error("unknown scale rule '" + rule + "' (expected amax or ue8m0)");
+  py::gil_scoped_release release;
+  hisa::quantize_fp8_rows(static_cast<const float*>(in.data), size_t(rows), size_t(cols), r,
+                          static_cast<uint8_t*>(out.data), static_cast<float*>(sc.data));
+}
+
+std::vector<hisa::reference::Row> reference_rows(py::handle q, py::handle k, py::handle w,
+                                                 py::handle k_scale, py::handle cu_q,
+                                                 py::handle cu_k, py::handle ks, py::handle ke,
+                                                 hisa::DType* dtype) {
+  Prefill p;
+  read_prefill(p, q, k, w, k_scale, cu_q, cu_k, ks, ke, 0);
+  for (const Arr* a : {&p.q, &p.k, &p.w, &p.k_scale, &p.cu_q, &p.cu_k, &p.ks, &p.ke})
+    host_only(*a, "reference");
+  if (dtype) *dtype = p.in.dtype;
+  py::gil_scoped_release release;
+  return hisa::reference::prefill_rows(p.in);
+}
+
+std::vector<hisa::reference::Row> reference_decode_rows(py::handle q, py::handle w,
+                                                        py::handle kv_cache, py::handle block_table,
+                                                        py::handle seq_lens, int next_n,
+                                                        hisa::DType* dtype) {
+  Decode d;
+  read_decode(d, q, w, kv_cache, block_table, seq_lens, next_n, py::none(), 0);
+  for (const Arr* a : {&d.q, &d.w, &d.cache, &d.table, &d.lens}) host_only(*a, "reference");
+  if (dtype) *dtype = d.in.q_dtype;
+  py::gil_scoped_release release;
+  return hisa::reference::decode_rows(d.in);
+}
+
+// I(t, p) in float64 for p < e_t; [T, max_t e_t], NaN past each row's end.
+py::array_t<double> scores_of(const std::vector<hisa::reference::Row>& rows) {
+  int64_t width = 0;
+  for (const auto& r : rows) width = std::max(width, r.visible);
+  py::array_t<double> out({int64_t(rows.size()), width});
+  double* o = out.mutable_data();
+  std::fill(o, o + out.size(), std::numeric_limits<double>::quiet_NaN());
+  for (size_t t = 0; t < rows.size(); ++t) {
+    const std::vector<double> s = hisa::reference::token_scores(rows[t]);
+    std::copy(s.begin(), s.end(), o + int64_t(t) * width);
   }
   return out;
 }
 
-py::tuple select_prefill(py::array q, py::array k, F32 w, std::optional<F32> k_scale,
-                         std::optional<py::object> cu_seqlens_q,
-                         std::optional<py::object> cu_seqlens_k, std::optional<py::object> ks_array,
-                         std::optional<py::object> ke_array, const std::string& method,
-                         int block_size, int top_blocks, int topk, int sink, int local,
-                         const std::string& pooling, const std::string& device) {
-  const std::optional<I32> cu_q = int32_array(cu_seqlens_q, "cu_seqlens_q");
-  const std::optional<I32> cu_k = int32_array(cu_seqlens_k, "cu_seqlens_k");
-  const std::optional<I32> ks = int32_array(ks_array, "ks");
-  const std::optional<I32> ke = int32_array(ke_array, "ke");
-  const hisa::SelectConfig cfg = make_config(method, block_size, top_blocks, topk, sink, local, pooling);
-  HISA_CHECK(q.ndim() == 3, "q must be [T, H, D], got ", q.ndim(), " dimensions");
-  HISA_CHECK(k.ndim() == 2, "k must be [S, D], got ", k.ndim(), " dimensions");
-  q = py::array::ensure(q, py::array::c_style);
-  k = py::array::ensure(k, py::array::c_style);
-  hisa::PrefillInputs in;
-  in.dtype = qk_dtype(q, "q");
-  HISA_CHECK(qk_dtype(k, "k") == in.dtype, "q and k must have the same dtype");
-  in.num_q = q.shape(0);
-  in.num_heads = int(q.shape(1));
-  in.head_dim = int(q.shape(2));
-  in.num_k = k.shape(0);
-  HISA_CHECK(k.shape(1) == in.head_dim, "k must be [S, D] with D = ", in.head_dim);
-  HISA_CHECK(w.ndim() == 2 && w.shape(0) == in.num_q && w.shape(1) == in.num_heads, "w must be [T, H]");
-  HISA_CHECK(!k_scale || (k_scale->ndim() == 1 && k_scale->shape(0) == in.num_k), "k_scale must be [S]");
-  in.q = q.data();
-  in.k = k.data();
-  in.k_scale = ptr_or_null(k_scale);
-  in.w = w.data();
-  I32 one_q, one_k;
-  if (cu_q || cu_k) {
-    HISA_CHECK(cu_q && cu_k, "cu_seqlens_q and cu_seqlens_k go together");
-    HISA_CHECK(cu_q->size() == cu_k->size() && cu_q->size() >= 2, "cu_seqlens must both be [N + 1]");
-    in.num_seqs = int(cu_q->size() - 1);
-    in.cu_seqlens_q = cu_q->data();
-    in.cu_seqlens_k = cu_k->data();
-  } else if (ks || ke) {
-    HISA_CHECK(ks && ke && ks->size() == in.num_q && ke->size() == in.num_q, "ks and ke must both be [T]");
-    in.ks = ks->data();
-    in.ke = ke->data();
-  } else {
-    one_q = I32(std::vector<py::ssize_t>{2});
-    one_k = I32(std::vector<py::ssize_t>{2});
-    one_q.mutable_at(0) = 0, one_q.mutable_at(1) = int32_t(in.num_q);
-    one_k.mutable_at(0) = 0, one_k.mutable_at(1) = int32_t(in.num_k);
-    in.num_seqs = 1;
-    in.cu_seqlens_q = one_q.data();
-    in.cu_seqlens_k = one_k.data();
+hisa::PooledRounding rounding_from_name(const std::string& n) {
+  if (n == "exact") return hisa::PooledRounding::Exact;
+  if (n == "fp32") return hisa::PooledRounding::Fp32;
+  if (n == "fp8_block") return hisa::PooledRounding::Fp8Block;
+  if (n == "bf16") return hisa::PooledRounding::Bf16;
+  throw hisa::Error("unknown pooled rounding '" + n +
+                    "' (expected exact, fp32, fp8_block or bf16)");
+}
+
+// Judges every row (SEMANTICS.md section 7); returns (row, message) for each wrong row.
+std::vector<std::pair<int64_t, std::string>> judge_rows(
+    const std::vector<hisa::reference::Row>& rows, hisa::DType dtype, py::handle indices,
+    py::handle blocks, const hisa::SelectConfig& cfg, bool exact, const std::string& rounding) {
+  Arr idx = view(indices, "indices", 0), blk = view(blocks, "blocks", 0);
+  host_only(idx, "judge");
+  host_only(blk, "judge");
+  const int64_t T = int64_t(rows.size());
+  HISA_CHECK(is(idx.dtype, dl::kInt, 32), "indices: expected int32, got ", dtype_str(idx.dtype));
+  check_shape(idx, {T, cfg.out_width()}, "[T, " + std::to_string(cfg.out_width()) + "]");
+  if (cfg.has_blocks()) {
+    HISA_CHECK(blk.given, "judge: hisa and block selections are judged with their chosen blocks");
+    HISA_CHECK(is(blk.dtype, dl::kInt, 32), "blocks: expected int32, got ", dtype_str(blk.dtype));
+    check_shape(blk, {T, cfg.top_blocks}, "[T, " + std::to_string(cfg.top_blocks) + "]");
   }
-  py::array_t<int32_t> indices({in.num_q, py::ssize_t(cfg.out_width())});
-  py::array_t<int32_t> blocks({in.num_q, py::ssize_t(cfg.has_blocks() ? cfg.top_blocks : 0)});
-  hisa::SelectOutputs out{indices.mutable_data(), cfg.has_blocks() ? blocks.mutable_data() : nullptr};
-  auto backend = hisa::make_indexer(device);
-  {
-    py::gil_scoped_release release;
-    backend->select_prefill(in, cfg, out);
+  const hisa::PooledRounding round = rounding_from_name(rounding);
+  std::vector<std::pair<int64_t, std::string>> bad;
+  const auto* ip = static_cast<const int32_t*>(idx.data);
+  const auto* bp = cfg.has_blocks() ? static_cast<const int32_t*>(blk.data) : nullptr;
+  py::gil_scoped_release release;
+  for (int64_t t = 0; t < T; ++t) {
+    std::string m = hisa::judge_row(rows[size_t(t)], cfg, ip + t * cfg.out_width(),
+                                    bp ? bp + t * cfg.top_blocks : nullptr,
+                                    hisa::judge_rel_eps(dtype), exact, round);
+    if (!m.empty()) bad.emplace_back(t, std::move(m));
   }
-  return py::make_tuple(indices, blocks);
+  return bad;
+}
+
+py::dict fidelity(py::handle a, py::handle b, py::handle scores, py::handle visible,
+                  int64_t budget_tokens) {
+  Arr A = view(a, "a", 0), B = view(b, "b", 0), S = view(scores, "scores", 0),
+      V = view(visible, "visible", 0);
+  for (const Arr* x : {&A, &B, &S, &V}) host_only(*x, "fidelity");
+  HISA_CHECK(A.given && B.given && V.given, "fidelity: a, b and visible must be given");
+  HISA_CHECK(is(A.dtype, dl::kInt, 32) && is(B.dtype, dl::kInt, 32),
+             "fidelity: a and b must be int32");
+  HISA_CHECK(A.ndim() == 2 && B.ndim() == 2 && A.dim(0) == B.dim(0),
+             "fidelity: a and b must be [T, width] with the same T, got ", A.shape_str(), " and ",
+             B.shape_str());
+  const int64_t T = A.dim(0);
+  const Index vis = index_array(V);
+  HISA_CHECK(V.ndim() == 1 && V.dim(0) == T, "visible must be [T] = [", T, "], got shape ",
+             V.shape_str());
+  const double* sp = nullptr;
+  int64_t ld = 0;
+  if (S.given) {
+    HISA_CHECK(is(S.dtype, dl::kFloat, 64) && S.ndim() == 2 && S.dim(0) == T,
+               "scores must be float64 [T, S], got ", dtype_str(S.dtype), " ", S.shape_str());
+    sp = static_cast<const double*>(S.data);
+    ld = S.dim(1);
+  }
+  // a and b may differ in width (block: m * B; flat: k): both are padded to the wider one.
+  const int width = int(std::max(A.dim(1), B.dim(1)));
+  // Without scores only IoU and recall are reported; row_fidelity still wants a mass, so it gets
+  // zeros (its mass is then discarded).
+  std::vector<double> zeros;
+  if (!sp) {
+    int64_t e = 0;
+    for (int64_t t = 0; t < T; ++t) e = std::max<int64_t>(e, vis.ptr[t]);
+    zeros.assign(size_t(e), 0.0);
+  }
+  std::vector<int32_t> ra(static_cast<size_t>(width)), rb(static_cast<size_t>(width));
+  py::array_t<double> iou(T), recall(T), mass(T);
+  py::array_t<bool> differ(T);
+  std::vector<hisa::RowFidelity> all, diff;
+  for (int64_t t = 0; t < T; ++t) {
+    std::fill(ra.begin(), ra.end(), -1);
+    std::fill(rb.begin(), rb.end(), -1);
+    std::copy_n(static_cast<const int32_t*>(A.data) + t * A.dim(1), A.dim(1), ra.begin());
+    std::copy_n(static_cast<const int32_t*>(B.data) + t * B.dim(1), B.dim(1), rb.begin());
+    HISA_CHECK(!sp || vis.ptr[t] <= ld, "fidelity: visible[", t, "] = ", vis.ptr[t],
+               " exceeds the scores' width ", ld);
+    const hisa::RowFidelity f = hisa::row_fidelity(
+        ra.data(), rb.data(), width, sp ? sp + t * ld : zeros.data(), vis.ptr[t], budget_tokens);
+    iou.mutable_at(t) = f.iou;
+    recall.mutable_at(t) = f.recall;
+    mass.mutable_at(t) = sp ? f.mass_recall : std::numeric_limits<double>::quiet_NaN();
+    differ.mutable_at(t) = f.can_differ;
+    all.push_back(f);
+    if (f.can_differ) diff.push_back(f);
+  }
+  auto summary = [&](const std::vector<hisa::RowFidelity>& rows) {
+    const hisa::FidelitySummary s = hisa::summarize(rows);
+    py::dict d;
+    d["rows"] = s.rows;
+    d["iou_mean"] = s.iou_mean, d["iou_p1"] = s.iou_p1, d["iou_min"] = s.iou_min;
+    d["recall_mean"] = s.recall_mean, d["recall_min"] = s.recall_min;
+    if (sp) d["mass_mean"] = s.mass_mean, d["mass_p1"] = s.mass_p1, d["mass_min"] = s.mass_min;
+    return d;
+  };
+  py::dict out;
+  out["iou"] = iou, out["recall"] = recall, out["mass_recall"] = mass, out["can_differ"] = differ;
+  out["all"] = summary(all);
+  out["differ"] = summary(diff);
+  return out;
+}
+
+// fp8 e4m3 or bf16 bits (uint8 / uint16, host) to float32, by the library's exact decoders.
+py::array_t<float> bits_to_float(py::handle bits) {
+  Arr a = view(bits, "bits", 0);
+  host_only(a, "to_float");
+  DType t;
+  if (is(a.dtype, dl::kUInt, 8) || is(a.dtype, dl::kFloat8_e4m3fn, 8))
+    t = DType::F8E4M3;
+  else if (is(a.dtype, dl::kUInt, 16) || is(a.dtype, dl::kBfloat, 16))
+    t = DType::BF16;
+  else
+    throw hisa::Error("to_float: expected uint8 (fp8 e4m3 bits) or uint16 (bf16 bits), got " +
+                      dtype_str(a.dtype));
+  py::array_t<float> out(std::vector<py::ssize_t>(a.shape.begin(), a.shape.end()));
+  hisa::to_float(t, a.data, out.mutable_data(), size_t(a.numel()));
+  return out;
+}
+
+// float32 to bf16 bits (round to nearest even), host.
+py::array_t<uint16_t> float_to_bf16_bits(py::handle x) {
+  Arr a = view(x, "x", 0);
+  host_only(a, "to_bf16");
+  need_f32(a);
+  py::array_t<uint16_t> out(std::vector<py::ssize_t>(a.shape.begin(), a.shape.end()));
+  const float* in = static_cast<const float*>(a.data);
+  uint16_t* o = out.mutable_data();
+  for (int64_t i = 0; i < a.numel(); ++i) o[i] = hisa::float_to_bf16(in[i]);
+  return out;
+}
+
+std::string cuda_device_description() {
+#if HISA_WITH_CUDA
+  return hisa::cuda::device_description();
+#else
+  return "";
+#endif
 }
 
 }  // namespace
 
 PYBIND11_MODULE(_hisa, m) {
-  m.doc() = "hisa: flat DSA and hierarchical HISA top-k selection for sparse-attention indexers";
+  m.doc() =
+      "hisa's C++ core (use the hisa package): flat DSA and hierarchical HISA top-k "
+      "selection on host or CUDA arrays";
   py::register_exception<hisa::Error>(m, "Error", PyExc_ValueError);
-  m.def("select_prefill", &select_prefill, py::arg("q"), py::arg("k"), py::arg("w"), py::kw_only(),
-        py::arg("k_scale") = py::none(), py::arg("cu_seqlens_q") = py::none(),
-        py::arg("cu_seqlens_k") = py::none(), py::arg("ks") = py::none(),
-        py::arg("ke") = py::none(), py::arg("method") = "hisa", py::arg("block_size") = 128,
-        py::arg("top_blocks") = 64, py::arg("topk") = 2048, py::arg("sink_blocks") = 1,
-        py::arg("local_blocks") = 1, py::arg("pooling") = "mean", py::arg("device") = "cpu",
-        "Select top-k key positions per query row. q [T,H,D] and k [S,D]: float32, uint16 (bf16 "
-        "bits) or "
-        "uint8 (fp8 e4m3 bits); w [T,H] float32; k_scale [S] float32; cu_seqlens_q/cu_seqlens_k "
-        "[N+1] or "
-        "ks/ke [T]: integer arrays. Returns (indices [T, width] int32, blocks [T, m] int32); "
-        "positions "
-        "relative to each sequence's start, valid entries first, then -1.");
+  m.def("prefill", &prefill, py::arg("q"), py::arg("k"), py::arg("w"), py::arg("k_scale"),
+        py::arg("cu_seqlens_q"), py::arg("cu_seqlens_k"), py::arg("ks"), py::arg("ke"),
+        py::arg("indices"), py::arg("blocks"), py::arg("method"), py::arg("block_size"),
+        py::arg("top_blocks"), py::arg("topk"), py::arg("sink_blocks"), py::arg("local_blocks"),
+        py::arg("pooling"), py::arg("backend"), py::arg("stream"), py::arg("validate"),
+        "Ragged prefill into the caller's indices [T, width] (and blocks [T, m] or None).");
+  m.def("decode", &decode, py::arg("q"), py::arg("weights"), py::arg("kv_cache"),
+        py::arg("block_table"), py::arg("context_lens"), py::arg("next_n"), py::arg("pooled"),
+        py::arg("indices"), py::arg("blocks"), py::arg("method"), py::arg("block_size"),
+        py::arg("top_blocks"), py::arg("topk"), py::arg("sink_blocks"), py::arg("local_blocks"),
+        py::arg("pooling"), py::arg("backend"), py::arg("stream"), py::arg("validate"),
+        "Paged decode into the caller's indices [B * next_n, width].");
+  m.def("update_pooled_keys", &update_pooled, py::arg("kv_cache"), py::arg("block_table"),
+        py::arg("old_lens"), py::arg("new_lens"), py::arg("pooled"), py::arg("block_size"),
+        py::arg("pooling"));
+  m.def("quantize_fp8", &quantize_fp8, py::arg("x"), py::arg("codes"), py::arg("scale"),
+        py::arg("rule"));
+  m.def(
+      "reference_scores",
+      [](py::handle q, py::handle k, py::handle w, py::handle k_scale, py::handle cu_q,
+         py::handle cu_k, py::handle ks, py::handle ke) {
+        return scores_of(reference_rows(q, k, w, k_scale, cu_q, cu_k, ks, ke, nullptr));
+      },
+      py::arg("q"), py::arg("k"), py::arg("w"), py::arg("k_scale"), py::arg("cu_seqlens_q"),
+      py::arg("cu_seqlens_k"), py::arg("ks"), py::arg("ke"));
+  m.def(
+      "reference_decode_scores",
+      [](py::handle q, py::handle w, py::handle kv_cache, py::handle block_table,
+         py::handle seq_lens, int next_n) {
+        return scores_of(
+            reference_decode_rows(q, w, kv_cache, block_table, seq_lens, next_n, nullptr));
+      },
+      py::arg("q"), py::arg("weights"), py::arg("kv_cache"), py::arg("block_table"),
+      py::arg("context_lens"), py::arg("next_n"));
+  m.def(
+      "judge_prefill",
+      [](py::handle q, py::handle k, py::handle w, py::handle k_scale, py::handle cu_q,
+         py::handle cu_k, py::handle ks, py::handle ke, py::handle indices, py::handle blocks,
+         const std::string& method, int block_size, int top_blocks, int topk, int sink, int local,
+         const std::string& pooling, bool exact, const std::string& rounding) {
+        const hisa::SelectConfig cfg =
+            make_config(method, block_size, top_blocks, topk, sink, local, pooling);
+        hisa::DType dt;
+        const auto rows = reference_rows(q, k, w, k_scale, cu_q, cu_k, ks, ke, &dt);
+        return judge_rows(rows, dt, indices, blocks, cfg, exact, rounding);
+      },
+      py::arg("q"), py::arg("k"), py::arg("w"), py::arg("k_scale"), py::arg("cu_seqlens_q"),
+      py::arg("cu_seqlens_k"), py::arg("ks"), py::arg("ke"), py::arg("indices"), py::arg("blocks"),
+      py::arg("method"), py::arg("block_size"), py::arg("top_blocks"), py::arg("topk"),
+      py::arg("sink_blocks"), py::arg("local_blocks"), py::arg("pooling"), py::arg("exact"),
+      py::arg("rounding"));
+  m.def(
+      "judge_decode",
+      [](py::handle q, py::handle w, py::handle kv_cache, py::handle block_table,
+         py::handle seq_lens, int next_n, py::handle indices, py::handle blocks,
+         const std::string& method, int block_size, int top_blocks, int topk, int sink, int local,
+         const std::string& pooling, bool exact, const std::string& rounding) {
+        const hisa::SelectConfig cfg =
+            make_config(method, block_size, top_blocks, topk, sink, local, pooling);
+        hisa::DType dt;
+        const auto rows = reference_decode_rows(q, w, kv_cache, block_table, seq_lens, next_n, &dt);
+        return judge_rows(rows, dt, indices, blocks, cfg, exact, rounding);
+      },
+      py::arg("q"), py::arg("weights"), py::arg("kv_cache"), py::arg("block_table"),
+      py::arg("context_lens"), py::arg("next_n"), py::arg("indices"), py::arg("blocks"),
+      py::arg("method"), py::arg("block_size"), py::arg("top_blocks"), py::arg("topk"),
+      py::arg("sink_blocks"), py::arg("local_blocks"), py::arg("pooling"), py::arg("exact"),
+      py::arg("rounding"));
+  m.def("fidelity", &fidelity, py::arg("a"), py::arg("b"), py::arg("scores"), py::arg("visible"),
+        py::arg("budget_tokens"));
+  m.def(
+      "check_config",
+      [](const std::string& method, int block_size, int top_blocks, int topk, int sink, int local,
+         const std::string& pooling) {
+        return make_config(method, block_size, top_blocks, topk, sink, local, pooling).out_width();
+      },
+      py::arg("method"), py::arg("block_size"), py::arg("top_blocks"), py::arg("topk"),
+      py::arg("sink_blocks"), py::arg("local_blocks"), py::arg("pooling"),
+      "Validates a configuration; returns the width of its indices output.");
+  m.def("to_float", &bits_to_float, py::arg("bits"),
+        "fp8 e4m3 (uint8) or bf16 (uint16) bits to float32 (host)");
+  m.def("to_bf16", &float_to_bf16_bits, py::arg("x"), "float32 to bf16 bits (uint16, RNE; host)");
   m.def("backends", &hisa::backend_names, "Backends compiled into this build");
-  m.def("cuda_available", &hisa::cuda_available);
+  m.def("cuda_available", &hisa::cuda_available, "This build has the CUDA backend and sees a GPU");
+#if HISA_WITH_CUDA
+  m.def(
+      "cuda_built", [] { return true; }, "This build has the CUDA backend");
+#else
+  m.def(
+      "cuda_built", [] { return false; }, "This build has the CUDA backend");
+#endif
+  m.def("cuda_device", &cuda_device_description, "The current CUDA device, or '' without one");
 }

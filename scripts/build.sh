@@ -15,8 +15,9 @@ BUILD=${HISA_BUILD_DIR:-build}
 # Always passed: the cache of an existing build folder may hold another choice (a demo build
 # without tests or CUDA, say).
 args=(-DCMAKE_BUILD_TYPE=Release "-DHISA_CUDA=${HISA_CUDA:-AUTO}" "-DHISA_TESTS=${HISA_TESTS:-ON}")
-# Python bindings against Debian's python3 (which has numpy from Debian's packages).
-[ "${HISA_PYTHON:-0}" = 1 ] && args+=(-DHISA_PYTHON=ON -DPython3_EXECUTABLE=/usr/bin/python3)
+# Python bindings against Debian's python3 (which has numpy from Debian's packages), or the
+# interpreter named by HISA_PYTHON_EXE (one with PyTorch, say).
+[ "${HISA_PYTHON:-0}" = 1 ] && args+=(-DHISA_PYTHON=ON "-DPython3_EXECUTABLE=${HISA_PYTHON_EXE:-/usr/bin/python3}")
 # shellcheck disable=SC2206  # word splitting intended: a list of -D arguments
 args+=(${HISA_CMAKE_ARGS:-})
 step "configuring $BUILD: cmake ${args[*]}"

@@ -3,7 +3,7 @@
 # Progress goes to stderr, so that a caller's stdout stays its own.
 set -euo pipefail
 pkgs=(g++ cmake ninja-build googletest libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev)
-[ "${HISA_PYTHON:-0}" = 1 ] && pkgs+=(pybind11-dev python3-dev python3-numpy)
+[ "${HISA_PYTHON:-0}" = 1 ] && pkgs+=(pybind11-dev python3-dev python3-numpy python3-pytest)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

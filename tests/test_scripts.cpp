@@ -53,6 +53,7 @@ ScriptRun run_script(const std::string& script, const std::string& args, bool gp
           "  printf '#!/bin/sh\\necho \"stub hisa: $*\"\\n' > \"$2/hisa\"; chmod +x \"$2/hisa\"\n"
           "else echo '-- hisa: CUDA backend OFF (CPU backends only)'; fi\n");
   write_exe(dir / "bin" / "ctest", "#!/bin/sh\necho \"stub ctest: $*\"\n");
+  write_exe(dir / "bin" / "python3", "#!/bin/sh\necho \"stub python3: $*\"\n");
   write_exe(dir / "bin" / "dpkg-query", "#!/bin/sh\necho 'install ok installed'\n");
   write_exe(dir / "bin" / "nvidia-smi",
             gpu ? "#!/bin/sh\necho 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)'\n"
@@ -60,8 +61,9 @@ ScriptRun run_script(const std::string& script, const std::string& args, bool gp
   const std::string cmd =
       "cd " + (dir / "repo").string() +
       " && env -u HISA_BUILD_DIR -u HISA_CMAKE_ARGS -u HISA_TARGETS -u HISA_CUDA "
-      "-u HISA_TESTS -u HISA_PYTHON PATH=" +
-      (dir / "bin").string() + ":$PATH bash scripts/" + script + " " + args + " 2>&1";
+      "-u HISA_TESTS -u HISA_PYTHON HISA_PYTHON_EXE=" +
+      (dir / "bin" / "python3").string() + " PATH=" + (dir / "bin").string() +
+      ":$PATH bash scripts/" + script + " " + args + " 2>&1";
   ScriptRun r{0, "", ""};
   FILE* p = popen(cmd.c_str(), "r");
   std::array<char, 4096> buf;
@@ -109,6 +111,10 @@ TEST(Scripts, TestBuildsEverythingWithCudaDetectedAndTheTests) {
   EXPECT_THAT(r.cmake, HasSubstr("-DHISA_PYTHON=ON"));
   EXPECT_THAT(r.cmake, Not(HasSubstr("--target")));  // every target, the CUDA ones included
   EXPECT_THAT(r.out, HasSubstr("stub ctest: --output-on-failure"));
+  // Then the Python package's pytest suite, with the interpreter the package was built for.
+  EXPECT_THAT(r.cmake, HasSubstr("-DPython3_EXECUTABLE=" + fs::temp_directory_path().string()));
+  EXPECT_THAT(r.out, HasSubstr("==> running the Python tests"));
+  EXPECT_THAT(r.out, HasSubstr("stub python3: -m pytest -q -p no:cacheprovider python/tests"));
 }
 
 }  // namespace

@@ -38,6 +38,10 @@ class Workspace {
   size_t bytes() const;
   // Frees everything (synchronises the device).
   void release();
+  // Keep buffers that grow instead of freeing them (until release() or destruction). For work
+  // captured into a CUDA graph: the graph keeps pointing at every buffer a captured call used,
+  // and freeing would also synchronise, which capture forbids.
+  void set_keep_grown(bool keep);
   // Internal: a device buffer of at least `bytes` for `slot` (contents undefined, or zero when
   // zero_new and the buffer is newly allocated).
   void* get(int slot, size_t bytes, bool zero_new = false);

@@ -13,6 +13,8 @@ namespace hisa::cuda {
 
 struct Workspace::Impl {
   std::vector<DeviceBuffer<uint8_t>> slots;
+  std::vector<DeviceBuffer<uint8_t>> kept;  // grown-out buffers kept for captured graphs
+  bool keep_grown = false;
 };
 
 Workspace::Workspace() : impl_(new Impl) {}
@@ -20,16 +22,24 @@ Workspace::~Workspace() = default;
 size_t Workspace::bytes() const {
   size_t n = 0;
   for (auto& b : impl_->slots) n += b.data() ? b.bytes() : 0;
+  for (auto& b : impl_->kept) n += b.bytes();
   return n;
 }
 void Workspace::release() {
   for (auto& b : impl_->slots) b.release();
+  for (auto& b : impl_->kept) b.release();
+  impl_->kept.clear();
 }
+void Workspace::set_keep_grown(bool keep) { impl_->keep_grown = keep; }
 void* Workspace::get(int slot, size_t bytes, bool zero_new) {
   if (size_t(slot) >= impl_->slots.size()) impl_->slots.resize(size_t(slot) + 1);
   DeviceBuffer<uint8_t>& b = impl_->slots[size_t(slot)];
-  // (a buffer that grows is freed first: cudaFree synchronises, so nothing queued still uses it)
-  if (!b.data() || b.bytes() < bytes) return b.reserve(bytes, zero_new);
+  // (a buffer that grows is freed first: cudaFree synchronises, so nothing queued still uses it;
+  // with keep_grown it is kept instead, for graphs that captured it)
+  if (!b.data() || b.bytes() < bytes) {
+    if (b.data() && impl_->keep_grown) impl_->kept.push_back(std::move(b));
+    return b.reserve(bytes, zero_new);
+  }
   return b.data();
 }
 

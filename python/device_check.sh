@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# On a GPU machine: builds the hisa package against this machine's Python, PyTorch and CUDA, then
+# runs the pytest suite (the PyTorch CUDA tests included), the per-call overhead measurement and
+# the indexer-replacement example. Needs no network: where the machine lacks pybind11,
+# nlohmann_json or pytest, it uses the copies that python/stage_device_deps.sh put in .carry/deps
+# (carry that folder along). Everything goes to the log ${OUT:-.}/python_device_check.log; the
+# exit status is pytest's.
+#   HISA_PYTHON_EXE   the interpreter with PyTorch (default: python3 on PATH)
+#   HISA_BUILD_DIR    the build folder (default: build-device)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${HISA_PYTHON_EXE:-$(command -v python3)}
+BUILD=${HISA_BUILD_DIR:-build-device}
+LOG="${OUT:-.}/python_device_check.log"
+mkdir -p "$(dirname "$LOG")"
+exec > >(tee "$LOG") 2>&1
+step() { echo "==> $*"; }
+
+step "machine"
+nvidia-smi -L 2>/dev/null || echo "nvidia-smi: none"
+"$PY" - <<'PYEOF'
+import sys
+print("python", sys.version.split()[0], sys.executable)
+try:
+    import torch
+    print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu", torch.cuda.is_available() and torch.cuda.get_device_name())
+except ImportError as e:
+    print("torch: not importable:", e)
+PYEOF
+
+deps="$PWD/.carry/deps"
+prefix=()
+[ -d "$deps" ] && prefix+=("$deps")
+if pyb=$("$PY" -m pybind11 --cmakedir 2>/dev/null); then prefix=("$pyb" "${prefix[@]}"); fi
+nvcc=${CUDACXX:-/usr/local/cuda/bin/nvcc}
+gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
+step "configuring $BUILD (python $PY, nvcc $nvcc, prefix ${prefix[*]:-none})"
+cmake -S . -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DHISA_PYTHON=ON -DHISA_TESTS=OFF \
+  -DHISA_CLI=OFF -DHISA_CUDA=ON "-DCMAKE_CUDA_COMPILER=$nvcc" "-DPython3_EXECUTABLE=$PY" \
+  "-DCMAKE_PREFIX_PATH=$(IFS=';'; echo "${prefix[*]:-}")" || exit 1
+step "building _hisa"
+cmake --build "$BUILD" --target _hisa -j "$(nproc)" || exit 1
+
+export HISA_PYTHONPATH="$PWD/$BUILD/python"
+if ! "$PY" -c "import pytest" 2>/dev/null; then
+  [ -d "$deps/pylib" ] || { echo "pytest is missing and .carry/deps/pylib was not carried"; exit 1; }
+  export PYTHONPATH="$deps/pylib${PYTHONPATH:+:$PYTHONPATH}"
+fi
+step "pytest python/tests"
+"$PY" -m pytest -v -rs -p no:cacheprovider python/tests
+status=$?
+step "per-call overhead (python/bench_overhead.py)"
+PYTHONPATH="$HISA_PYTHONPATH${PYTHONPATH:+:$PYTHONPATH}" "$PY" python/bench_overhead.py || echo "bench_overhead failed"
+step "indexer replacement example (python/examples/replace_indexer.py)"
+PYTHONPATH="$HISA_PYTHONPATH${PYTHONPATH:+:$PYTHONPATH}" "$PY" python/examples/replace_indexer.py || echo "replace_indexer failed"
+step "pytest exit status $status"
+exit $status
