@@ -1213,10 +1213,8 @@ __device__ __forceinline__ void math_warpgroups(const FusedParams& p, const Shar
 #pragma unroll
     for (int i = 0; i < kR; ++i) fence_operand(acc[i]);
   };
-  // Gathered keys, one bank: a chunk that only query r of the tile chose takes an N = 64 wgmma
-  // with that query's q rows, into its 64 columns of the N = 128 accumulators (the other query's
-  // columns keep stale values, which the select warps never take: the chunk's entry does not name
-  // that query).
+  // Gathered keys, one bank: a chunk one query chose takes issue_row (the other query's columns
+  // keep stale values, which the select warps never take: the chunk's entry does not name it).
   constexpr bool kRowChunks = Cfg::kGathered && Cfg::kBanks == 1 && kNQ == 2;
   // Adds the bank's ReLU-weighted columns into sums[query][row half] (even columns of each
   // 8-column group) and alt[query][row half] (odd columns): one FFMA per column, two chains.
