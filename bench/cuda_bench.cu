@@ -117,7 +117,8 @@ __global__ void fill_topical_k(uint8_t* k, float* k_scale, int64_t rows, uint64_
     float v[kDim / 32], amax = 0.0f;
     for (int j = 0; j < kDim / 32; ++j) {
       const int d = lane + 32 * j;
-      v[j] = 1.5f * gauss(seed + 1, uint64_t(c) * kDim + d) + gauss(seed + 3, uint64_t(p) * kDim + d);
+      v[j] =
+          1.5f * gauss(seed + 1, uint64_t(c) * kDim + d) + gauss(seed + 3, uint64_t(p) * kDim + d);
       amax = fmaxf(amax, fabsf(v[j]));
     }
     for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFFu, amax, o));
@@ -455,10 +456,10 @@ int judge(const hisa::reference::Row& ref, const SelectConfig& cfg,
       hisa::judge_row(ref, cfg, oh.data(), cfg.has_blocks() ? bh.data() : nullptr,
                       hisa::judge_rel_eps(hisa::DType::F8E4M3), /*exact=*/false);
 #else
-  const std::string err = hisa::judge_row(
-      ref, cfg, oh.data(), cfg.has_blocks() ? bh.data() : nullptr,
-      hisa::judge_rel_eps(hisa::DType::F8E4M3), /*exact=*/false,
-      hisa::cuda::pooled_rounding(hisa::DType::F8E4M3));
+  const std::string err =
+      hisa::judge_row(ref, cfg, oh.data(), cfg.has_blocks() ? bh.data() : nullptr,
+                      hisa::judge_rel_eps(hisa::DType::F8E4M3), /*exact=*/false,
+                      hisa::cuda::pooled_rounding(hisa::DType::F8E4M3));
 #endif
   if (!err.empty()) std::printf("  CHECK FAILED %s: %s\n", label.c_str(), err.c_str());
   return err.empty() ? 0 : 1;
@@ -624,12 +625,12 @@ void print_prefill(json& r, const Baselines& base) {
               r["workspace_bytes"].get<double>() / 1e6, checked(r).c_str(), vdg.c_str(),
               vdgt.c_str(), vt.c_str());
   if (r.contains("gathered_keys_per_query"))
-    std::printf("        token stage: %.0f keys (%.2f MB) gathered per query, %.0f without the "
-                "tile's reuse (%.0f%% reused)\n",
-                r["gathered_keys_per_query"].get<double>(),
-                r["gathered_bytes_per_query"].get<double>() / 1e6,
-                r["keys_per_query_without_reuse"].get<double>(),
-                100 * r["reuse_fraction"].get<double>());
+    std::printf(
+        "        token stage: %.0f keys (%.2f MB) gathered per query, %.0f without the "
+        "tile's reuse (%.0f%% reused)\n",
+        r["gathered_keys_per_query"].get<double>(),
+        r["gathered_bytes_per_query"].get<double>() / 1e6,
+        r["keys_per_query_without_reuse"].get<double>(), 100 * r["reuse_fraction"].get<double>());
   std::fflush(stdout);
 }
 
@@ -852,9 +853,45 @@ json time_decode(const DecodeData& d, int batch, int ctx, int next_n, const Sele
     in.num_pages = d.num_pages, in.page_size = kPage, in.kv_cache = d.cache.data();
     in.max_pages = max_pages, in.block_table = table.data() + r0 * max_pages;
     in.seq_lens = lens.data() + r0;
-    // in.pooled stays null: hisa and block decode on CUDA take a device pooled-key cache.
     return in;
   };
+  // hisa, block: the device pooled cache of every request (rows follow the block table's), and
+  // the update's cost for a decode step that completes a block in every request of the batch.
+  const int max_blocks = int((int64_t(max_pages) * kPage + cfg.block_size - 1) / cfg.block_size);
+  DeviceBuffer<uint8_t> pooled_keys(cfg.has_blocks() ? size_t(d.requests) * max_blocks * 128 : 0);
+  DeviceBuffer<float> pooled_scales(cfg.has_blocks() ? size_t(d.requests) * max_blocks : 0);
+  const auto pooled_view = [&](int rep) {
+    const size_t r0 = size_t(rep % groups) * batch;
+    hisa::cuda::PooledCache pc;
+    pc.keys = pooled_keys.data() + r0 * max_blocks * 128;
+    pc.scales = pooled_scales.data() + r0 * max_blocks;
+    pc.batch = batch, pc.max_blocks = max_blocks, pc.block_size = cfg.block_size;
+    return pc;
+  };
+  json update;
+  if (cfg.has_blocks()) {
+    for (int g = 0; g < groups; ++g)
+      hisa::cuda::update_pooled_cache(inputs(g), nullptr, lens.data() + size_t(g) * batch,
+                                      pooled_view(g));
+    HISA_CUDA_CHECK(cudaDeviceSynchronize());
+    // One decode token per request (old = ctx - 1: block ctx / B - 1 completes when B divides
+    // ctx), and a 32K-token prefill chunk (old = ctx - 32768) of every request of the batch.
+    const DeviceBuffer<int32_t> step_old(std::vector<int32_t>(size_t(batch), ctx - 1));
+    const DeviceBuffer<int32_t> chunk_old(
+        std::vector<int32_t>(size_t(batch), std::max(0, ctx - 32768)));
+    const auto upd = [&](const DeviceBuffer<int32_t>& old) {
+      return [&](int rep) {
+        hisa::cuda::update_pooled_cache(
+            inputs(rep), old.data(), lens.data() + size_t(rep % groups) * batch, pooled_view(rep));
+      };
+    };
+    const Timing ts = time_it(upd(step_old), 0, 25, 25, /*queued=*/true, kRestMs);
+    const Timing tc = time_it(upd(chunk_old), 0, 10, 10, /*queued=*/true, kRestMs);
+    update = {{"decode_step_rested_us", ts.median_ms * 1e3},
+              {"prefill_chunk_tokens", std::min(ctx, 32768)},
+              {"prefill_chunk_rested_us", tc.median_ms * 1e3},
+              {"pooled_cache_bytes_per_request", double(max_blocks) * 132}};
+  }
   hisa::cuda::Workspace ws;
   const hisa::cuda::Options opt = timing_options(a);
   int last_rep = 0;
@@ -863,7 +900,9 @@ json time_decode(const DecodeData& d, int batch, int ctx, int next_n, const Sele
     hisa::SelectOutputs o;
     o.indices = idx.data() + row0 * width;
     o.blocks = cfg.has_blocks() ? blocks.data() + row0 * m : nullptr;
-    hisa::cuda::select_decode(inputs(rep), cfg, o, ws, nullptr, opt);
+    const hisa::cuda::PooledCache pc = pooled_view(rep);
+    hisa::cuda::select_decode(inputs(rep), cfg, o, ws, nullptr, opt,
+                              cfg.has_blocks() ? &pc : nullptr);
     last_rep = rep;
   };
   const Timing rested = time_it(call, 0, 25, 25, /*queued=*/true, kRestMs);
@@ -889,6 +928,7 @@ json time_decode(const DecodeData& d, int batch, int ctx, int next_n, const Sele
             {"tbps_rested", bytes / (rested.median_ms * 1e-3) / 1e12},
             {"tbps_sync", bytes / (sync.median_ms * 1e-3) / 1e12},
             {"workspace_bytes", ws.bytes()}};
+  if (!update.is_null()) r["pooled_update"] = update;
   // The last call's request 0 query 0 and last request's last query, from one-request host
   // inputs holding that request's pages in table order.
   HISA_CUDA_CHECK(cudaDeviceSynchronize());
@@ -997,6 +1037,14 @@ void run_decode(const Args& a, const Baselines& base, const json& ceilings, json
             r["back_to_back_us"].get<double>(), r["bytes"].get<double>() / 1e6,
             r["tbps_rested"].get<double>(), frac.c_str(), checked(r).c_str(), vdg.c_str(),
             vdgt.c_str(), vt.c_str());
+        if (r.contains("pooled_update"))
+          std::printf(
+              "        pooled-cache update: a decode step %.1f us, a %d-token chunk %.1f us "
+              "(rested); %.0f KB per request\n",
+              r["pooled_update"]["decode_step_rested_us"].get<double>(),
+              r["pooled_update"]["prefill_chunk_tokens"].get<int>(),
+              r["pooled_update"]["prefill_chunk_rested_us"].get<double>(),
+              r["pooled_update"]["pooled_cache_bytes_per_request"].get<double>() / 1e3);
         std::fflush(stdout);
         results.push_back(r);
       }

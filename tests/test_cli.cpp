@@ -82,9 +82,9 @@ TEST(Cli, SelectExactCaseIsIdenticalAcrossBackends) {
     int i = 0;
     for (const char* dev : {"reference", "cpu"}) {
       const fs::path out = dir / (std::string(method) + "_" + dev + ".safetensors");
-      const CliRun r = hisa_cli("select -i " + (dir / "case.safetensors").string() + " -o " + out.string() +
-                             " --method " + method + " --device " + dev +
-                             " --block-size 64 --top-blocks 4 --topk 100");
+      const CliRun r = hisa_cli("select -i " + (dir / "case.safetensors").string() + " -o " +
+                                out.string() + " --method " + method + " --device " + dev +
+                                " --block-size 64 --top-blocks 4 --topk 100");
       ASSERT_EQ(r.code, 0) << r.out;
       auto t = read_safetensors(out.string());
       ASSERT_TRUE(t.count("indices"));
@@ -111,28 +111,30 @@ TEST(Cli, ClearErrors) {
   EXPECT_NE(r.code, 0);
   EXPECT_THAT(r.out, ::testing::HasSubstr("nonexistent"));
   save_case((dir / "c.safetensors").string(), exact_case(300, 10, 2, 1));
-  r = hisa_cli("select -i " + (dir / "c.safetensors").string() + " -o " + (dir / "o.safetensors").string() +
-               " --top-blocks 8");
+  r = hisa_cli("select -i " + (dir / "c.safetensors").string() + " -o " +
+               (dir / "o.safetensors").string() + " --top-blocks 8");
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.out, ::testing::HasSubstr("must be at least topk"));
-  r = hisa_cli("select -i " + (dir / "c.safetensors").string() + " -o " + (dir / "o.safetensors").string() +
-               " --method dense");
+  r = hisa_cli("select -i " + (dir / "c.safetensors").string() + " -o " +
+               (dir / "o.safetensors").string() + " --method dense");
   EXPECT_NE(r.code, 0);
   // A case whose w has the wrong shape.
   Case bad = exact_case(300, 10, 2, 1);
   bad.w = Tensor(DType::F32, {10, 3});
   // save_case refuses such a case, so write the tensors directly.
   write_safetensors((dir / "bad.safetensors").string(), {{"q", bad.q}, {"k", bad.k}, {"w", bad.w}});
-  r = hisa_cli("select -i " + (dir / "bad.safetensors").string() + " -o " + (dir / "o.safetensors").string());
+  r = hisa_cli("select -i " + (dir / "bad.safetensors").string() + " -o " +
+               (dir / "o.safetensors").string());
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.out, ::testing::HasSubstr("w"));
 }
 
 TEST(Cli, EvalWritesJson) {
   const fs::path dir = temp_dir();
-  const CliRun r = hisa_cli("eval --workload topical --context 3000 --queries 24 --heads 32 --topk 256 "
-                         "--block-sizes 64,128 --budgets 512 --score-rows 8 -q --json " +
-                         (dir / "eval.json").string());
+  const CliRun r = hisa_cli(
+      "eval --workload topical --context 3000 --queries 24 --heads 32 --topk 256 "
+      "--block-sizes 64,128 --budgets 512 --score-rows 8 -q --json " +
+      (dir / "eval.json").string());
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_THAT(r.out, ::testing::HasSubstr("hisa"));
   nlohmann::json j;
@@ -145,17 +147,19 @@ TEST(Cli, EvalWritesJson) {
     EXPECT_LE(iou, 1.0);
   }
   // Fidelity gate: an impossible bound fails with exit 1 and says why.
-  const CliRun g = hisa_cli("eval --workload topical --context 3000 --queries 24 --heads 32 --topk 256 "
-                         "--top-blocks 4 --score-rows 4 -q --fail-below-iou 1.01");
+  const CliRun g = hisa_cli(
+      "eval --workload topical --context 3000 --queries 24 --heads 32 --topk 256 "
+      "--top-blocks 4 --score-rows 4 -q --fail-below-iou 1.01");
   EXPECT_EQ(g.code, 1);
   EXPECT_THAT(g.out, ::testing::HasSubstr("fidelity check failed"));
 }
 
 TEST(Cli, BenchRunsAndReportsRatios) {
   const fs::path dir = temp_dir();
-  const CliRun r = hisa_cli("bench --context 2048 --queries 16 --heads 32 --topk 256 --top-blocks 8 "
-                         "--decode-context 4096 --batch 2 --repeats 1 --devices reference,cpu --json " +
-                         (dir / "bench.json").string());
+  const CliRun r = hisa_cli(
+      "bench --context 2048 --queries 16 --heads 32 --topk 256 --top-blocks 8 "
+      "--decode-context 4096 --batch 2 --repeats 1 --devices reference,cpu --json " +
+      (dir / "bench.json").string());
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_THAT(r.out, ::testing::HasSubstr("vs flat"));
   EXPECT_THAT(r.out, ::testing::HasSubstr("min .. max"));
@@ -554,9 +558,9 @@ TEST(Cli, SelectDecodeBadInputsGiveClearErrors) {
   }
 }
 
-// cuda runs flat decode on the device, and refuses what it does not implement (hisa and block
-// decode) instead of running it elsewhere; without a device or a CUDA build it refuses at once.
-TEST(Cli, SelectDecodeOnCudaRunsFlatAndRefusesTheRest) {
+// cuda runs flat, hisa and block decode on the device; without a device or a CUDA build it
+// refuses at once instead of running elsewhere.
+TEST(Cli, SelectDecodeOnCudaRunsEveryMethod) {
   const fs::path dir = temp_dir();
   const test::DecodeData data = exact_decode(23, 32, 128);  // a shape the fused kernels take
   const fs::path input = dir / "decode_cuda.safetensors";
@@ -573,17 +577,17 @@ TEST(Cli, SelectDecodeOnCudaRunsFlatAndRefusesTheRest) {
       EXPECT_FALSE(fs::exists(out));
       continue;
     }
-    if (m == Method::Flat) {
-      ASSERT_EQ(r.code, 0) << r.out;
-      const SelectFile got = read_selection(out);
-      EXPECT_EQ(got.metadata.at("device"), "cuda");
+    ASSERT_EQ(r.code, 0) << r.out;
+    const SelectFile got = read_selection(out);
+    EXPECT_EQ(got.metadata.at("device"), "cuda");
+    // hisa, block: the device stores pooled keys as fp8 with a per-block scale, and scores them
+    // in fp32 on the tensor cores (judged within tolerance on that rounding).
+    if (m == Method::Flat)
       EXPECT_EQ(test::judge_decode(data.inputs(), decode_config(m), got.sel, true), "");
-    } else {
-      EXPECT_EQ(r.code, 1) << r.out;
-      EXPECT_THAT(r.out, ::testing::HasSubstr("decode: method " + method_name(m) +
-                                              " is not implemented on the cuda backend"));
-      EXPECT_FALSE(fs::exists(out));
-    }
+    else
+      EXPECT_EQ(test::judge_decode(data.inputs(), decode_config(m), got.sel, false,
+                                   PooledRounding::Fp8Block),
+                "");
   }
 }
 

@@ -335,7 +335,8 @@ inline Selection run_decode(Indexer& indexer, const DecodeInputs& in, const Sele
 // Judges every row with hisa::judge_row (rows in parallel: the float64 scores dominate test time).
 // Returns "" or the first failing row's message.
 inline std::string judge_rows(const std::vector<reference::Row>& rows, const SelectConfig& cfg,
-                              const Selection& sel, double rel_eps, bool exact) {
+                              const Selection& sel, double rel_eps, bool exact,
+                              PooledRounding rounding = PooledRounding::Exact) {
   const int64_t n = int64_t(rows.size());
   if (sel.indices.size() != size_t(n) * cfg.out_width()) return "judge_rows: wrong indices size";
   if (cfg.has_blocks() && sel.blocks.size() != size_t(n) * cfg.top_blocks)
@@ -343,9 +344,10 @@ inline std::string judge_rows(const std::vector<reference::Row>& rows, const Sel
   std::vector<std::string> errors(static_cast<size_t>(n));
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t t = 0; t < n; ++t) {
-    errors[size_t(t)] = judge_row(
-        rows[size_t(t)], cfg, sel.indices.data() + t * cfg.out_width(),
-        cfg.has_blocks() ? sel.blocks.data() + t * cfg.top_blocks : nullptr, rel_eps, exact);
+    errors[size_t(t)] =
+        judge_row(rows[size_t(t)], cfg, sel.indices.data() + t * cfg.out_width(),
+                  cfg.has_blocks() ? sel.blocks.data() + t * cfg.top_blocks : nullptr, rel_eps,
+                  exact, rounding);
   }
   for (int64_t t = 0; t < n; ++t)
     if (!errors[size_t(t)].empty()) return "row " + std::to_string(t) + ": " + errors[size_t(t)];
@@ -359,8 +361,10 @@ inline std::string judge_prefill(const PrefillInputs& in, const SelectConfig& cf
 
 // The cache is fp8, so the fp8 tolerance applies whatever q's dtype.
 inline std::string judge_decode(const DecodeInputs& in, const SelectConfig& cfg,
-                                const Selection& sel, bool exact) {
-  return judge_rows(reference::decode_rows(in), cfg, sel, judge_rel_eps(DType::F8E4M3), exact);
+                                const Selection& sel, bool exact,
+                                PooledRounding rounding = PooledRounding::Exact) {
+  return judge_rows(reference::decode_rows(in), cfg, sel, judge_rel_eps(DType::F8E4M3), exact,
+                    rounding);
 }
 
 // "flat k=64 | F32 H=8 D=128 exact seed=3": for SCOPED_TRACE, so that a failure names its inputs.

@@ -8,8 +8,8 @@
 //   hisa::cuda::Workspace ws;
 //   hisa::cuda::select_prefill(in_dev, cfg, out_dev, ws, stream);
 //
-// Methods: flat (DSA) for prefill and decode; hisa and block for prefill. Decode with hisa or
-// block throws hisa::Error (use the cpu backend).
+// Methods: flat (DSA), hisa and block, for prefill and for decode (decode's hisa and block read
+// a device pooled-key cache, PooledCache).
 #pragma once
 
 #include <cstddef>
@@ -82,10 +82,36 @@ struct Options {
 void select_prefill(const PrefillInputs& in, const SelectConfig& cfg, const SelectOutputs& out,
                     Workspace& ws, void* stream = nullptr, const Options& opt = {});
 
-// Paged decode (flat). in: device pointers (q, w, kv_cache, block_table, seq_lens). out.indices:
-// device [batch * next_n, cfg.topk] int32.
+// HISA decode's pooled keys on the device, kept beside the paged cache by update_pooled_cache:
+// for request b (the row b of block_table) and each complete block j (j < seq_len / B), the mean
+// of the block's B dequantised keys as fp8 e4m3 with one fp32 scale (PooledRounding::Fp8Block):
+// keys [batch, max_blocks, 128] uint8 at (b * max_blocks + j) * 128, scales [batch, max_blocks]
+// fp32. 132 bytes per block, 1/B of the cache's 132 bytes per token (at B = 128: 135 KB per
+// request per layer at 128K tokens, 1.1 MB at 1M). A request's rows move with its block-table
+// row. max_blocks must cover the block table: max_blocks * B >= max_pages * page_size.
+struct PooledCache {
+  uint8_t* keys = nullptr;
+  float* scales = nullptr;
+  int batch = 0;
+  int max_blocks = 0;
+  int block_size = 128;  // B of the cache: the SelectConfig's block_size must equal it
+};
+// Bytes of keys plus scales.
+size_t pooled_cache_bytes(int batch, int max_blocks);
+// After tokens [old_lens[b], new_lens[b]) of each request were written to the paged cache
+// (cache: kv_cache, block_table, max_pages, batch; device int32 lens), pools the blocks that just
+// became complete; old_lens nullptr pools every complete block. One launch, no synchronisation.
+void update_pooled_cache(const DecodeInputs& cache, const int32_t* old_lens,
+                         const int32_t* new_lens, const PooledCache& pooled,
+                         void* stream = nullptr);
+
+// Paged decode. in: device pointers (q, w, kv_cache, block_table, seq_lens). out.indices:
+// device [batch * next_n, cfg.out_width()] int32, positions; out.blocks (hisa, block; optional):
+// [batch * next_n, cfg.top_blocks]. Methods hisa and block need `pooled`, up to date with
+// seq_lens, and run on the fused path only (fp8 q, D = 128, H in {32, 64}, page_size 64).
 void select_decode(const DecodeInputs& in, const SelectConfig& cfg, const SelectOutputs& out,
-                   Workspace& ws, void* stream = nullptr, const Options& opt = {});
+                   Workspace& ws, void* stream = nullptr, const Options& opt = {},
+                   const PooledCache* pooled = nullptr);
 
 // How HISA prefill stores the pooled key of a block: fp8 inputs as PooledRounding::Fp8Block (e4m3
 // with one fp32 scale per block), bf16 inputs as Bf16, both from the float64 mean of the

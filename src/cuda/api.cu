@@ -48,6 +48,36 @@ void check_hisa_path(const PrefillInputs& in, const SelectConfig& cfg, Path want
              "only (pooling max is an experiment of the cpu backends)");
 }
 
+// HISA and block decode: the fused path's shapes and a pooled cache that covers the call.
+void check_hisa_decode(const DecodeInputs& in, const SelectConfig& cfg, Path want,
+                       const PooledCache* pc) {
+  const char* m = cfg.method == Method::Hisa ? "hisa" : "block";
+  HISA_CHECK(want == Path::Auto || want == Path::Fused, "decode: method ", m,
+             " runs on the fused path only (path ", path_name(want), " was asked for)");
+  HISA_CHECK(fused_applies(in), "decode: method ", m, " on the cuda backend needs fp8 q, ",
+             "D = 128, H in {32, 64}, page_size 64, 16-byte aligned pointers and an sm_90 device",
+             " (got ", dtype_name(in.q_dtype), ", D = ", in.head_dim, ", H = ", in.num_heads,
+             ", page_size ", in.page_size, "); use the cpu backend for other inputs");
+  HISA_CHECK(cfg.method == Method::Block || cfg.topk <= kFusedMaxK, "decode: method hisa on the ",
+             "cuda backend takes k <= ", kFusedMaxK, " (got ", cfg.topk, ")");
+  HISA_CHECK(cfg.top_blocks - cfg.sink_blocks - cfg.local_blocks <= kFusedMaxK, "decode: the ",
+             "cuda backend's block stage picks at most ", kFusedMaxK, " blocks");
+  HISA_CHECK(cfg.pooling == Pooling::Mean, "decode: the cuda backend pools blocks by their mean ",
+             "only");
+  HISA_CHECK(pc && pc->keys && pc->scales, "decode: method ", m, " on the cuda backend needs ",
+             "the device pooled cache (hisa::cuda::PooledCache, kept by update_pooled_cache)");
+  HISA_CHECK(pc->block_size == cfg.block_size, "decode: the pooled cache holds blocks of ",
+             pc->block_size, " tokens, the config asks for block_size ", cfg.block_size);
+  HISA_CHECK(pc->batch >= in.batch, "decode: the pooled cache has ", pc->batch,
+             " request rows, the batch is ", in.batch);
+  HISA_CHECK(int64_t(pc->max_blocks) * pc->block_size >= int64_t(in.max_pages) * in.page_size,
+             "decode: the pooled cache's max_blocks ", pc->max_blocks, " x ", pc->block_size,
+             " does not cover the block table's ", in.max_pages, " pages of ", in.page_size);
+  HISA_CHECK(int64_t(in.batch) * in.max_pages * 64 < (int64_t(1) << 31), "decode: method ", m,
+             " on the cuda backend takes batch x max_pages x 64 < 2^31 (got ", in.batch, " x ",
+             in.max_pages, ")");
+}
+
 }  // namespace
 
 std::string path_name(Path p) {
@@ -110,8 +140,7 @@ void select_prefill(const PrefillInputs& in, const SelectConfig& cfg, const Sele
   if (in.num_k == 0) {  // every row sees nothing
     HISA_CUDA_CHECK(cudaMemsetAsync(out.indices, 0xFF, size_t(in.num_q) * width * 4, st));
     if (out.blocks && cfg.has_blocks())
-      HISA_CUDA_CHECK(
-          cudaMemsetAsync(out.blocks, 0xFF, size_t(in.num_q) * cfg.top_blocks * 4, st));
+      HISA_CUDA_CHECK(cudaMemsetAsync(out.blocks, 0xFF, size_t(in.num_q) * cfg.top_blocks * 4, st));
     return;
   }
   int32_t* spans = static_cast<int32_t*>(ws.get(kSlotSpans, size_t(in.num_q) * 8));
@@ -132,19 +161,23 @@ void select_prefill(const PrefillInputs& in, const SelectConfig& cfg, const Sele
 
 void select_decode_with(const DecodeInputs& in, const SelectConfig& cfg, const SelectOutputs& out,
                         Workspace& ws, void* stream, const Options& opt,
-                        const DecodeOverrides& over) {
+                        const DecodeOverrides& over, const PooledCache* pooled) {
   host_checks(in, cfg, out);
-  HISA_CHECK(cfg.method == Method::Flat, "decode: method ", method_name(cfg.method),
-             " is not implemented on the cuda backend (flat only); use the cpu backend");
   cudaStream_t st = static_cast<cudaStream_t>(stream);
+  if (cfg.has_blocks()) {
+    check_hisa_decode(in, cfg, opt.path, pooled);
+    if (opt.validate || opt.check_values) device_checks(in, ws, st, opt.check_values);
+    hisa_decode(in, cfg, out, *pooled, ws, st);
+    return;
+  }
   if (opt.validate || opt.check_values) device_checks(in, ws, st, opt.check_values);
   const Path path = resolve(opt.path, fused_applies(in), cfg.topk, true, "decode");
   flat_decode(in, cfg.topk, out.indices, path, ws, st, opt, over);
 }
 
 void select_decode(const DecodeInputs& in, const SelectConfig& cfg, const SelectOutputs& out,
-                   Workspace& ws, void* stream, const Options& opt) {
-  select_decode_with(in, cfg, out, ws, stream, opt, DecodeOverrides{});
+                   Workspace& ws, void* stream, const Options& opt, const PooledCache* pooled) {
+  select_decode_with(in, cfg, out, ws, stream, opt, DecodeOverrides{}, pooled);
 }
 
 void topk_rows(const float* scores, int64_t rows, int64_t ld, const int32_t* row_len, int64_t len,

@@ -31,6 +31,8 @@ enum Slot : int {
   kSlotBlocks,         // hisa: the chosen blocks of a row chunk (when out.blocks is not given)
   kSlotChunks,         // hisa: the token stage's chunk lists of a row chunk
   kSlotChunkCount,
+  kSlotBlockChunks,    // hisa decode: the block stage's chunk lists over the pooled cache
+  kSlotBlockChunkCount,
 };
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -114,11 +116,17 @@ void flat_decode(const DecodeInputs& in, int k, int32_t* out, Path path, Workspa
 // select_decode with overrides (tests).
 void select_decode_with(const DecodeInputs& in, const SelectConfig& cfg, const SelectOutputs& out,
                         Workspace& ws, void* stream, const Options& opt,
-                        const DecodeOverrides& over);
+                        const DecodeOverrides& over, const PooledCache* pooled = nullptr);
 
 // ---- hisa_prefill.cu ----
 // HISA and block-sparse prefill (cfg.method hisa or block) on the fused kernels.
 void hisa_prefill(const PrefillInputs& in, const SelectConfig& cfg, const SelectOutputs& out,
                   const int32_t* row_ks, const int32_t* row_ke, Workspace& ws, cudaStream_t st);
+
+// ---- hisa_decode.cu ----
+// HISA and block-sparse decode (cfg.method hisa or block) on the fused kernels, from the pooled
+// cache `pooled` (checked by the caller).
+void hisa_decode(const DecodeInputs& in, const SelectConfig& cfg, const SelectOutputs& out,
+                 const PooledCache& pooled, Workspace& ws, cudaStream_t st);
 
 }  // namespace hisa::cuda

@@ -55,8 +55,8 @@ class CudaIndexer final : public Indexer {
     cuda::Options opt;
     opt.validate = false;  // validated on the host above
     cuda::select_prefill(d, cfg, dout, ws_, stream_, opt);
-    HISA_CUDA_CHECK(cudaMemcpyAsync(out.indices, dout.indices, out_count * 4,
-                                    cudaMemcpyDeviceToHost, stream_));
+    HISA_CUDA_CHECK(
+        cudaMemcpyAsync(out.indices, dout.indices, out_count * 4, cudaMemcpyDeviceToHost, stream_));
     if (blocks)
       HISA_CUDA_CHECK(cudaMemcpyAsync(out.blocks, dout.blocks, block_count * 4,
                                       cudaMemcpyDeviceToHost, stream_));
@@ -65,8 +65,6 @@ class CudaIndexer final : public Indexer {
 
   void select_decode(const DecodeInputs& in, const SelectConfig& cfg,
                      const SelectOutputs& out) override {
-    HISA_CHECK(cfg.method == Method::Flat, "decode: method ", method_name(cfg.method),
-               " is not implemented on the cuda backend (flat only); use --device cpu");
     validate_decode(in, cfg, true);
     HISA_CHECK(out.indices, "select_decode: out.indices must be given");
     const int64_t rows = int64_t(in.batch) * in.next_n;
@@ -79,15 +77,32 @@ class CudaIndexer final : public Indexer {
                            size_t(in.num_pages) * page_bytes(in.page_size, in.head_dim), stream_);
     d.block_table = index_[0].upload(in.block_table, size_t(in.batch) * in.max_pages, stream_);
     d.seq_lens = index_[1].upload(in.seq_lens, size_t(in.batch), stream_);
-    d.pooled = nullptr;
+    d.pooled = nullptr;  // (the device pools from the cache itself, below)
     SelectOutputs dout;
-    const size_t out_count = size_t(rows) * cfg.topk;
+    const size_t out_count = size_t(rows) * cfg.out_width();
     dout.indices = indices_.reserve(out_count);
+    const size_t block_count = size_t(rows) * cfg.top_blocks;
+    const bool blocks = out.blocks && cfg.has_blocks();
+    if (blocks) dout.blocks = blocks_.reserve(block_count);
     cuda::Options opt;
     opt.validate = false;
-    cuda::select_decode(d, cfg, dout, ws_, stream_, opt);
-    HISA_CUDA_CHECK(cudaMemcpyAsync(out.indices, dout.indices, out_count * 4,
-                                    cudaMemcpyDeviceToHost, stream_));
+    cuda::PooledCache pc;
+    if (cfg.has_blocks()) {
+      // Every complete block pooled from the staged cache, as an engine's update calls keep it.
+      pc.batch = in.batch;
+      pc.block_size = cfg.block_size;
+      pc.max_blocks =
+          int((int64_t(in.max_pages) * in.page_size + cfg.block_size - 1) / cfg.block_size);
+      pc.keys = pooled_keys_.reserve(size_t(pc.batch) * pc.max_blocks * 128);
+      pc.scales = pooled_scales_.reserve(size_t(pc.batch) * pc.max_blocks);
+      cuda::update_pooled_cache(d, nullptr, d.seq_lens, pc, stream_);
+    }
+    cuda::select_decode(d, cfg, dout, ws_, stream_, opt, cfg.has_blocks() ? &pc : nullptr);
+    HISA_CUDA_CHECK(
+        cudaMemcpyAsync(out.indices, dout.indices, out_count * 4, cudaMemcpyDeviceToHost, stream_));
+    if (blocks)
+      HISA_CUDA_CHECK(cudaMemcpyAsync(out.blocks, dout.blocks, block_count * 4,
+                                      cudaMemcpyDeviceToHost, stream_));
     HISA_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
 
@@ -98,6 +113,8 @@ class CudaIndexer final : public Indexer {
   DeviceBuffer<uint8_t> q_, k_;
   DeviceBuffer<float> k_scale_, w_;
   DeviceBuffer<int32_t> index_[4], indices_, blocks_;
+  DeviceBuffer<uint8_t> pooled_keys_;
+  DeviceBuffer<float> pooled_scales_;
 };
 
 }  // namespace

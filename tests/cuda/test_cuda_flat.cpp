@@ -534,23 +534,6 @@ TEST(CudaIndexer, HostInterfaceMatchesReference) {
   EXPECT_EQ(judge_rows(reference::decode_rows(dc.host()), flat(64), dout, DType::F8E4M3, false), 0);
 }
 
-TEST(CudaIndexer, HisaDecodeIsAClearError) {
-  SKIP_WITHOUT_GPU();
-  auto idx = make_indexer("cuda");
-  const DecodeCase dc = make_decode({500, 70}, 1, 64, 23, false);
-  std::vector<int32_t> out(2 * 2048), blocks(2 * 64);
-  SelectConfig cfg;  // hisa by default
-  SelectOutputs o{out.data(), blocks.data()};
-  try {
-    idx->select_decode(dc.host(), cfg, o);
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("is not implemented on the cuda backend (flat only)"),
-              std::string::npos)
-        << e.what();
-  }
-}
-
 // ------------------------------------------------------------------------ bad inputs
 
 TEST(CudaBadInputs, DeviceChecksNameTheEntry) {

@@ -763,7 +763,10 @@ __device__ __forceinline__ void producer_warp(const CUtensorMap& map_q, const CU
       const int pg = it.page0 + c * 32 + lane;
       if constexpr (Cfg::kGathered) {
         const int32_t e = pg < it.page1 ? p.chunks[int64_t(it.tile) * p.chunk_stride + pg] : 0;
-        return (e & 0x3FFFFFFF) + ((e >> 30) & 1 ? seq0 : seq1);
+        const int32_t row = (e & 0x3FFFFFFF) + ((e >> 30) & 1 ? seq0 : seq1);
+        // (paged chunks: the row is b * max_pages * 64 + position, so row / 64 is the entry of
+        // the flattened block table)
+        return p.block_table ? (pg < it.page1 ? p.block_table[row >> 6] : 0) : row;
       } else {
         return pg < it.page1 ? p.block_table[int64_t(it.tile) * p.max_pages + pg] : 0;
       }
@@ -788,7 +791,20 @@ __device__ __forceinline__ void producer_warp(const CUtensorMap& map_q, const CU
       const int s = kv_iter % kKS;
       mbar_wait(&sm.empty_kv[s], ((kv_iter / kKS) & 1) ^ 1);
       uint8_t* dst = sm.kv + s * Cfg::kKVBytes;
-      if constexpr (Cfg::kGathered) {
+      if (Cfg::kGathered && p.block_table) {
+        // Gathered chunks of the paged cache (HISA decode): a chunk is a page, copied as the
+        // paged source copies it; every lane arrives (the barrier counts kKVArrivals).
+        mbar_arrive(&sm.full_kv[s]);
+        if (lane != 0) continue;
+        const int valid = min(kPPS, it.page1 - blk * kPPS);
+        mbar_arrive_expect_tx(&sm.full_kv[s], valid * (64 * 128 + 64 * 4));
+        for (int i = 0; i < valid; ++i) {
+          const int page = page_id[i];
+          tma_load_3d(dst + i * 64 * 128, &map_k, &sm.full_kv[s], 0, 0, page);
+          bulk_load(sm.scale + s * kBlockKV + i * 64,
+                    p.kv_cache + int64_t(page) * (64 * 132) + 64 * 128, 64 * 4, &sm.full_kv[s]);
+        }
+      } else if constexpr (Cfg::kGathered) {
         const int valid = min(kPPS, it.page1 - blk * kPPS);
         // The scales: two of each chunk's 64 per lane (zero past the last key), then the lane's
         // arrival once its copies land.

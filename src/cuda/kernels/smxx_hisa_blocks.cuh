@@ -3,6 +3,7 @@
 // lists, and the block-sparse baseline's positions. Rows are [r0, r0 + rows) of the call; row_ks,
 // row_ke are the call's row spans (first key row of the row's sequence, end of what it sees).
 #pragma once
+// (The kernels are static: hisa_prefill.cu and hisa_decode.cu each launch their own copy.)
 
 #include <cstdint>
 
@@ -10,10 +11,10 @@ namespace hisa::cuda {
 
 // Row i (row r0 + i): the block stage scores its blocks [sink, J - local) as pooled rows
 // [ks / B + sink, ks / B + J - local) (empty where J <= m: every block is chosen).
-__global__ void smxx_block_spans_kernel(int64_t r0, int64_t rows, const int32_t* row_ks,
-                                        const int32_t* row_ke, int block_size, int top_blocks,
-                                        int sink_blocks, int local_blocks, int32_t* bks,
-                                        int32_t* bke) {
+static __global__ void smxx_block_spans_kernel(int64_t r0, int64_t rows, const int32_t* row_ks,
+                                               const int32_t* row_ke, int block_size,
+                                               int top_blocks, int sink_blocks, int local_blocks,
+                                               int32_t* bks, int32_t* bke) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= rows) return;
   const int32_t ks = row_ks[r0 + i], e = row_ke[r0 + i] - ks;
@@ -23,13 +24,63 @@ __global__ void smxx_block_spans_kernel(int64_t r0, int64_t rows, const int32_t*
   bke[i] = J > top_blocks ? ks / block_size + J - local_blocks : base;
 }
 
+// Decode rows (row r = b * next_n + j sees e = seq_lens[b] - next_n + j + 1 positions) in the
+// forms the prefill steps take. Token stage: positions of request b live at the virtual key rows
+// b * max_pages * 64 + position, so that the flattened block table's entry of a 64-key chunk is
+// its row / 64 (tks, tke = that base and base + e). Block stage: the pooled rows of request b are
+// b * max_blocks + j, and the row scores its blocks [sink, J - local) (empty where J <= m): bks,
+// bke, as smxx_block_spans_kernel gives them for prefill.
+static __global__ void smxx_decode_spans_kernel(int64_t rows, int next_n, const int32_t* seq_lens,
+                                                int max_pages, int max_blocks, int block_size,
+                                                int top_blocks, int sink_blocks, int local_blocks,
+                                                int32_t* tks, int32_t* tke, int32_t* bks,
+                                                int32_t* bke) {
+  const int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (r >= rows) return;
+  const int64_t b = r / next_n;
+  const int32_t e = seq_lens[b] - next_n + int32_t(r % next_n) + 1;
+  const int32_t J = (e + block_size - 1) / block_size;
+  tks[r] = int32_t(b * max_pages * 64);
+  tke[r] = int32_t(b * max_pages * 64 + e);
+  const int32_t base = int32_t(b * max_blocks) + sink_blocks;
+  bks[r] = base;
+  bke[r] = J > top_blocks ? int32_t(b * max_blocks) + J - local_blocks : base;
+}
+
+// One thread per tile of two rows: the block stage's chunk lists over pooled rows, for the
+// gathered source (FusedParams::chunks): each row's span [bks, bke) in 64-row chunks, positions
+// relative to bks. Rows with one base (one request) share every chunk of the longer span; else
+// row 0's chunks, then row 1's. Padded with 0 to a multiple of per_stage.
+static __global__ void smxx_span_chunk_lists_kernel(int64_t rows, const int32_t* bks,
+                                                    const int32_t* bke, int stride, int per_stage,
+                                                    int32_t* chunks, int32_t* counts) {
+  const int64_t tile = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (2 * tile >= rows) return;
+  const int64_t i0 = 2 * tile, i1 = i0 + 1;
+  const bool two = i1 < rows;
+  const int32_t n0 = bke[i0] - bks[i0], n1 = two ? bke[i1] - bks[i1] : 0;
+  constexpr int32_t kRow0 = 1 << 30, kRow1 = int32_t(1u << 31);
+  int32_t* out = chunks + tile * stride;
+  int n = 0;
+  if (two && bks[i0] == bks[i1]) {
+    for (int32_t p = 0; p < max(n0, n1); p += 64)
+      out[n++] = p | (p < n0 ? kRow0 : 0) | (p < n1 ? kRow1 : 0);
+  } else {
+    for (int32_t p = 0; p < n0; p += 64) out[n++] = p | kRow0;
+    for (int32_t p = 0; p < n1; p += 64) out[n++] = p | kRow1;
+  }
+  counts[tile] = n;
+  for (int pad = n; pad % per_stage != 0; ++pad) out[pad] = 0;
+}
+
 // A warp per row: the chosen blocks, ascending, -1 padded to m. J <= m: blocks 0 .. J - 1.
 // Otherwise the sink blocks, the block stage's top m - sink - local (its positions, relative to
 // the first scored block, ascending), the local blocks.
-__global__ void smxx_assemble_blocks_kernel(int64_t r0, int64_t rows, const int32_t* row_ks,
-                                            const int32_t* row_ke, int block_size, int top_blocks,
-                                            int sink_blocks, int local_blocks, const int32_t* top,
-                                            int32_t* blocks) {
+static __global__ void smxx_assemble_blocks_kernel(int64_t r0, int64_t rows, const int32_t* row_ks,
+                                                   const int32_t* row_ke, int block_size,
+                                                   int top_blocks, int sink_blocks,
+                                                   int local_blocks, const int32_t* top,
+                                                   int32_t* blocks) {
   const int64_t i = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (i >= rows) return;
@@ -55,10 +106,10 @@ __global__ void smxx_assemble_blocks_kernel(int64_t r0, int64_t rows, const int3
 // FusedParams::chunks entries (position | bit 30 + q per row q that chose it), in position order:
 // the union of both rows' chunks where the rows share a sequence, else row 0's then row 1's.
 // Padded with 0 to a multiple of `per_stage`; counts[tile] = the real entries.
-__global__ void smxx_chunk_lists_kernel(int64_t r0, int64_t rows, const int32_t* row_ks,
-                                        const int32_t* row_ke, int block_size, int top_blocks,
-                                        const int32_t* blocks, int stride, int per_stage,
-                                        int32_t* chunks, int32_t* counts) {
+static __global__ void smxx_chunk_lists_kernel(int64_t r0, int64_t rows, const int32_t* row_ks,
+                                               const int32_t* row_ke, int block_size,
+                                               int top_blocks, const int32_t* blocks, int stride,
+                                               int per_stage, int32_t* chunks, int32_t* counts) {
   const int64_t tile = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (2 * tile >= rows) return;
   const int64_t i0 = 2 * tile, i1 = i0 + 1;
@@ -100,9 +151,10 @@ __global__ void smxx_chunk_lists_kernel(int64_t r0, int64_t rows, const int32_t*
 
 // Block-sparse baseline: a CTA per row writes the visible positions of its chosen blocks,
 // ascending, then -1 up to the width m * B.
-__global__ void smxx_block_positions_kernel(int64_t r0, int64_t rows, const int32_t* row_ks,
-                                            const int32_t* row_ke, int block_size, int top_blocks,
-                                            const int32_t* blocks, int32_t* indices) {
+static __global__ void smxx_block_positions_kernel(int64_t r0, int64_t rows, const int32_t* row_ks,
+                                                   const int32_t* row_ke, int block_size,
+                                                   int top_blocks, const int32_t* blocks,
+                                                   int32_t* indices) {
   const int64_t i = blockIdx.x;
   if (i >= rows) return;
   const int32_t e = row_ke[r0 + i] - row_ks[r0 + i];

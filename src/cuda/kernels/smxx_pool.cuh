@@ -11,6 +11,7 @@
 //   2. owner: for every slot, the nearest slot at or below it where a sequence asks (a max-scan);
 //   3. pool: slot p pools block p - owner of that sequence when the block was asked for.
 #pragma once
+// (The kernels are static: hisa_prefill.cu and hisa_decode.cu each launch their own copy.)
 
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
@@ -23,9 +24,9 @@
 namespace hisa::cuda {
 
 // Step 1: need[slot] = blocks asked for, start[slot] = the sequence's first key row.
-__global__ void smxx_pool_need_kernel(int64_t rows, const int32_t* row_ks, const int32_t* row_ke,
-                                      int block_size, int top_blocks, int local_blocks,
-                                      int32_t* need, int32_t* start) {
+static __global__ void smxx_pool_need_kernel(int64_t rows, const int32_t* row_ks,
+                                             const int32_t* row_ke, int block_size, int top_blocks,
+                                             int local_blocks, int32_t* need, int32_t* start) {
   const int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (t >= rows) return;
   const int32_t ks = row_ks[t], e = row_ke[t] - ks;
@@ -38,7 +39,7 @@ __global__ void smxx_pool_need_kernel(int64_t rows, const int32_t* row_ks, const
 
 // Step 2, one CTA of 1024 threads: owner[i] = the largest j <= i with need[j] > 0, else -1.
 // Thread r scans a contiguous run of the slots; the runs' maxima are scanned in shared memory.
-__global__ void __launch_bounds__(1024)
+static __global__ void __launch_bounds__(1024)
     smxx_pool_owner_kernel(int64_t slots, const int32_t* need, int32_t* owner) {
   __shared__ int32_t run_max[1024];
   const int64_t per = (slots + 1023) / 1024;
@@ -66,7 +67,7 @@ __global__ void __launch_bounds__(1024)
 // so the sum is the same whichever order the compiler fuses), rounded to fp32, then stored:
 // fp8 (store_fp8): e4m3 of mean / scale with scale = amax / 448 (1 for a zero block), RNE with
 // saturation; else bf16 (RNE). hisa::reference::round_pooled rounds the same way.
-__global__ void __launch_bounds__(128)
+static __global__ void __launch_bounds__(128)
     smxx_pool_blocks_kernel(DType dtype, const void* k, const float* k_scale, int block_size,
                             int64_t slots, const int32_t* owner, const int32_t* need,
                             const int32_t* start, int store_fp8, uint8_t* pooled,
@@ -97,6 +98,48 @@ __global__ void __launch_bounds__(128)
     } else {
       reinterpret_cast<__nv_bfloat16*>(pooled)[p * 128 + d] = __float2bfloat16_rn(mean);
     }
+  }
+}
+
+// HISA decode's pooled-key cache (hisa::cuda::PooledCache): after tokens [old_lens[b],
+// new_lens[b]) of request b were written to the paged cache, pools every block that became
+// complete, blocks j in [old_lens[b] / B, new_lens[b] / B) (old_lens nullptr: from 0), into
+// keys[(b * max_blocks + j) * 128] and scales[b * max_blocks + j]: the float64 mean of the B
+// dequantised keys, rounded as smxx_pool_blocks_kernel rounds it (fp8 e4m3, scale amax / 448).
+// Grid (batch, gy): CTA (b, y) of 128 threads (thread d: dimension d) pools blocks j = first + y,
+// first + y + gy, ...; a decode step completes at most one block per request.
+static __global__ void __launch_bounds__(128)
+    smxx_pool_paged_kernel(const uint8_t* kv_cache, const int32_t* block_table, int max_pages,
+                           const int32_t* old_lens, const int32_t* new_lens, int block_size,
+                           int max_blocks, uint8_t* keys, float* scales) {
+  __shared__ float amax_w[4];
+  const int d = threadIdx.x;
+  const int b = blockIdx.x;
+  const int32_t first = old_lens ? old_lens[b] / block_size : 0;
+  const int32_t end = min(new_lens[b] / block_size, max_blocks);
+  const int32_t* table = block_table + int64_t(b) * max_pages;
+  for (int32_t j = first + int32_t(blockIdx.y); j < end; j += int32_t(gridDim.y)) {
+    double acc = 0.0;
+#pragma unroll 8
+    for (int i = 0; i < block_size; ++i) {
+      const int32_t pos = j * block_size + i;
+      const uint8_t* page = kv_cache + int64_t(table[pos / 64]) * (64 * 132);
+      const int o = pos % 64;
+      const float s = *reinterpret_cast<const float*>(page + 64 * 128 + 4 * o);
+      acc += double(fp8e4m3_value(page[o * 128 + d])) * double(s);
+    }
+    const float mean = float(acc * (1.0 / double(block_size)));  // B: a power of two
+    float a = fabsf(mean);
+    for (int o2 = 16; o2 > 0; o2 >>= 1) a = fmaxf(a, __shfl_xor_sync(0xFFFFFFFFu, a, o2));
+    if (d % 32 == 0) amax_w[d / 32] = a;
+    __syncthreads();
+    const float amax = fmaxf(fmaxf(amax_w[0], amax_w[1]), fmaxf(amax_w[2], amax_w[3]));
+    const float scale = amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
+    const int64_t slot = int64_t(b) * max_blocks + j;
+    keys[slot * 128 + d] =
+        uint8_t(__nv_cvt_float_to_fp8(__fdiv_rn(mean, scale), __NV_SATFINITE, __NV_E4M3));
+    if (d == 0) scales[slot] = scale;
+    __syncthreads();  // amax_w is rewritten by the next block
   }
 }
 
