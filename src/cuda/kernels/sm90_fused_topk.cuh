@@ -145,7 +145,6 @@ struct FusedConfig {
   // Keys that arrive as 64-key pages or chunks (one copy each) rather than one box per stage.
   static constexpr bool kChunked = kPaged || kGathered;
   static constexpr int kDim = 128;
-  using Elem = T;
   static constexpr int kElem = std::is_same<T, Fp8>::value ? 1 : 2;
   static constexpr int kRowBytes = kDim * kElem;  // 128 (fp8) or 256 (bf16) bytes per row
   static constexpr int kAtoms = kRowBytes / 128;  // 128-byte swizzle atoms along D
@@ -1164,30 +1163,6 @@ __device__ __forceinline__ void select_warps(const FusedParams& p, const Shared<
 // ------------------------------------------------------------------ math warpgroups
 // wgmma of each key stage against the item's q tile, the ReLU-weighted head sum, one score per
 // (query, key) into the epilogue ring.
-// Gathered keys, one bank (kRowChunks in math_warpgroups): the N = 64 wgmma of a chunk that only
-// query r of the tile chose, with that query's q rows, into its 64 columns of the N = 128
-// accumulators.
-template <class Cfg, int r>
-__device__ __forceinline__ void issue_row(uint64_t a_desc0, uint64_t b_desc0,
-                                          float (&acc)[Cfg::kAccRegs], int stage, int qs) {
-  constexpr int kR = Cfg::kAccRegs;
-#pragma unroll
-  for (int i = 0; i < kR; ++i) fence_operand(acc[i]);
-  wgmma_fence();
-  const uint64_t da0 = a_desc0 + uint32_t(stage * Cfg::kKVBytes) / 16;
-  const uint64_t db0 = b_desc0 + uint32_t(qs * Cfg::kQBytes + r * Cfg::kHeads * 128) / 16;
-#pragma unroll
-  for (int k = 0; k < Cfg::kKSteps; ++k) {
-    const int atom = k / 4, off = (k % 4) * 32;
-    const uint64_t da = da0 + uint32_t(atom * Cfg::kBlockKV * 128 + off) / 16;
-    const uint64_t db = db0 + uint32_t(atom * Cfg::kQRows * 128 + off) / 16;
-    Wgmma<typename Cfg::Elem, 64>::template mma_into<r * kR / 2>(da, db, acc, k > 0 ? 1u : 0u);
-  }
-  wgmma_commit();
-#pragma unroll
-  for (int i = 0; i < kR; ++i) fence_operand(acc[i]);
-}
-
 template <class Cfg>
 __device__ __forceinline__ void math_warpgroups(const FusedParams& p, const Shared<Cfg> sm,
                                                 const ItemRange& items) {
@@ -1229,18 +1204,13 @@ __device__ __forceinline__ void math_warpgroups(const FusedParams& p, const Shar
 #pragma unroll
     for (int i = 0; i < kR; ++i) fence_operand(acc[i]);
   };
-  // Gathered keys, one bank: a chunk one query chose takes issue_row (the other query's columns
-  // keep stale values, which the select warps never take: the chunk's entry does not name it).
-  constexpr bool kRowChunks = Cfg::kGathered && Cfg::kBanks == 1 && kNQ == 2;
   // Adds the bank's ReLU-weighted columns into sums[query][row half] (even columns of each
   // 8-column group) and alt[query][row half] (odd columns): one FFMA per column, two chains.
-  // rows: bit q set where query q takes this bank's columns (kRowChunks; else both).
   auto accumulate = [&](const float(&acc)[kR], const float* wq, int bank, float(&sums)[kNQ][2],
-                        float(&alt)[kNQ][2], int rows) {
+                        float(&alt)[kNQ][2]) {
     if constexpr (Cfg::kWPerm) {  // one bank of 128 columns; the same FFMA order as below
 #pragma unroll
       for (int m = 0; m < kBankN / 16; ++m) {
-        if (kRowChunks && !((rows >> (16 * m / Cfg::kHeads)) & 1)) continue;  // (uniform)
         const float4 wv =
             make_float4(wreg[4 * m], wreg[4 * m + 1], wreg[4 * m + 2], wreg[4 * m + 3]);
 #pragma unroll
@@ -1297,11 +1267,6 @@ __device__ __forceinline__ void math_warpgroups(const FusedParams& p, const Shar
       // different issue sites are pending at a control-flow merge (C7514); the other
       // warpgroups' wgmma cover this warpgroup's last epilogue instead.
       const int s = kv_iter % kKS;
-      // kRowChunks: the queries that chose this warpgroup's chunk (0: a padding entry).
-      int rows = 3;
-      if constexpr (kRowChunks)
-        rows = (__ldg(p.chunks + int64_t(it.tile) * p.chunk_stride + blk * Cfg::kPagesPerStage + g) >>
-                30) & 3;
       mbar_wait(&sm.full_kv[s], (kv_iter / kKS) & 1);
       float scale0 = 1.0f, scale1 = 1.0f;
       const auto load_scales = [&] {
@@ -1316,16 +1281,7 @@ __device__ __forceinline__ void math_warpgroups(const FusedParams& p, const Shar
       float sums[kNQ][2], alt[kNQ][2];
 #pragma unroll
       for (int q = 0; q < kNQ; ++q) sums[q][0] = sums[q][1] = alt[q][0] = alt[q][1] = 0.0f;
-      if constexpr (kRowChunks) {
-        if (rows == 3)
-          issue(acc0, s, qs, 0);
-        else if (rows == 1)
-          issue_row<Cfg, 0>(a_desc0, b_desc0, acc0, s, qs);
-        else if (rows == 2)
-          issue_row<Cfg, 1>(a_desc0, b_desc0, acc0, s, qs);
-      } else {
-        issue(acc0, s, qs, 0);
-      }
+      issue(acc0, s, qs, 0);
 #pragma unroll
       for (int b = 0; b < Cfg::kBanks; ++b) {
         const bool last = b + 1 == Cfg::kBanks;
@@ -1343,12 +1299,12 @@ __device__ __forceinline__ void math_warpgroups(const FusedParams& p, const Shar
           for (int i = 0; i < kR; ++i) fence_operand(acc0[i]);
           if constexpr (Cfg::kLateScales) load_scales();
           if (last) mbar_arrive(&sm.empty_kv[s]);
-          accumulate(acc0, wq, b, sums, alt, rows);
+          accumulate(acc0, wq, b, sums, alt);
         } else {
 #pragma unroll
           for (int i = 0; i < kR; ++i) fence_operand(acc1[i]);
           if (last) mbar_arrive(&sm.empty_kv[s]);
-          accumulate(acc1, wq, b, sums, alt, rows);
+          accumulate(acc1, wq, b, sums, alt);
         }
         // Pin this bank's epilogue before the next wgmma wait: without it ptxas sank the bank-0
         // FMNMX/FFMA below the final wait and nothing overlapped the last bank.
