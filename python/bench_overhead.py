@@ -92,7 +92,7 @@ def main():
     rows.append(measure(lambda: hisa.select_decode(q, cache, w, lens, table, topk=2048),
                         "hisa.select_decode (validate=True: one synchronisation)"))
     if hisa.ops.available:
-        rows.append(measure(lambda: torch.ops.hisa.decode(q, cache, w, lens, table, None, 0, "flat", 128, 64,
+        rows.append(measure(lambda: torch.ops.hisa.decode(q, cache, w, lens, table, None, None, 0, "flat", 128, 64,
                                                           2048, 1, 1, "mean", False), "torch.ops.hisa.decode"))
     print(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                       "shape": "decode B=1 next_n=1 ctx=8192 H=64 D=128 fp8 k=2048", "rows": rows}))

@@ -561,22 +561,27 @@ void prefill(py::handle q, py::handle k, py::handle w, py::handle k_scale, py::h
 // view as it is).
 
 struct Decode {
-  Arr q, w, cache, table, lens, pooled;
+  Arr q, w, cache, table, lens, pooled, pooled_scales;
+  // hisa / block on CUDA: the device pooled cache (pooled uint8 [B, max_blocks, 128] fp8 keys,
+  // pooled_scales float32 [B, max_blocks]), as allocate_pooled_keys makes it.
+  bool device_pooled = false;
   Index itable, ilens;
   hisa::DecodeInputs in;
 };
 
 void read_decode(Decode& d, py::handle q, py::handle w, py::handle kv_cache, py::handle block_table,
-                 py::handle seq_lens, int next_n, py::handle pooled, int64_t stream) {
+                 py::handle seq_lens, int next_n, py::handle pooled, int64_t stream,
+                 py::handle pooled_scales = py::none()) {
   d.q = view(q, "q", stream);
   d.w = view(w, "weights", stream);
   d.cache = view(kv_cache, "kv_cache", stream);
   d.table = view(block_table, "block_table", stream);
   d.lens = view(seq_lens, "context_lens", stream);
   d.pooled = view(pooled, "pooled", stream);
+  d.pooled_scales = view(pooled_scales, "pooled_scales", stream);
   HISA_CHECK(d.q.given && d.w.given && d.cache.given && d.table.given && d.lens.given,
              "q, weights, kv_cache, block_table and context_lens must be given");
-  same_place(d.q, {&d.w, &d.cache, &d.table, &d.lens, &d.pooled});
+  same_place(d.q, {&d.w, &d.cache, &d.table, &d.lens, &d.pooled, &d.pooled_scales});
   hisa::DecodeInputs& in = d.in;
   HISA_CHECK(d.table.ndim() == 2, "block_table must be [B, max_pages], got shape ",
              d.table.shape_str());
@@ -626,7 +631,20 @@ void read_decode(Decode& d, py::handle q, py::handle w, py::handle kv_cache, py:
   in.seq_lens = d.ilens.ptr;
   in.q = d.q.data;
   in.w = static_cast<const float*>(d.w.data);
-  if (d.pooled.given) {
+  d.device_pooled = d.pooled.given && d.q.cuda;
+  if (d.device_pooled) {
+    HISA_CHECK(is(d.pooled.dtype, dl::kUInt, 8) && d.pooled.ndim() == 3 &&
+                   d.pooled.dim(0) == in.batch && d.pooled.dim(2) == 128,
+               "pooled (the device pooled cache) must be uint8 [B, max_blocks, 128] = [",
+               in.batch, ", *, 128] (allocate_pooled_keys), got ", dtype_str(d.pooled.dtype),
+               " ", d.pooled.shape_str());
+    HISA_CHECK(d.pooled_scales.given && is(d.pooled_scales.dtype, dl::kFloat, 32) &&
+                   d.pooled_scales.ndim() == 2 && d.pooled_scales.dim(0) == in.batch &&
+                   d.pooled_scales.dim(1) == d.pooled.dim(1),
+               "pooled_scales must be float32 [B, max_blocks] = [", in.batch, ", ",
+               d.pooled.dim(1), "] beside the device pooled cache, got ",
+               d.pooled_scales.given ? d.pooled_scales.shape_str() : std::string("none"));
+  } else if (d.pooled.given) {
     need_f32(d.pooled);
     HISA_CHECK(
         d.pooled.ndim() == 3 && d.pooled.dim(0) == in.batch && d.pooled.dim(2) == in.head_dim,
@@ -641,11 +659,11 @@ void decode(py::handle q, py::handle w, py::handle kv_cache, py::handle block_ta
             py::handle seq_lens, int next_n, py::handle pooled, py::handle indices,
             py::handle blocks, const std::string& method, int block_size, int top_blocks, int topk,
             int sink, int local, const std::string& pooling, const std::string& backend,
-            int64_t stream, bool validate) {
+            int64_t stream, bool validate, py::handle pooled_scales) {
   const hisa::SelectConfig cfg =
       make_config(method, block_size, top_blocks, topk, sink, local, pooling);
   Decode d;
-  read_decode(d, q, w, kv_cache, block_table, seq_lens, next_n, pooled, stream);
+  read_decode(d, q, w, kv_cache, block_table, seq_lens, next_n, pooled, stream, pooled_scales);
   const int64_t rows = int64_t(d.in.batch) * d.in.next_n;
   Arr out = view(indices, "indices", stream);
   Arr out_blocks = view(blocks, "blocks", stream);
@@ -660,7 +678,16 @@ void decode(py::handle q, py::handle w, py::handle kv_cache, py::handle block_ta
     py::gil_scoped_release release;
     on_stream(d.q.device, stream, validate,
               [&](hisa::cuda::Workspace& ws, const hisa::cuda::Options& opt, void* st) {
-                hisa::cuda::select_decode(d.in, cfg, o, ws, st, opt);
+                hisa::cuda::PooledCache pc;
+                if (d.device_pooled) {
+                  pc.keys = static_cast<uint8_t*>(d.pooled.data);
+                  pc.scales = static_cast<float*>(d.pooled_scales.data);
+                  pc.batch = d.in.batch;
+                  pc.max_blocks = int(d.pooled.dim(1));
+                  pc.block_size = cfg.block_size;
+                }
+                hisa::cuda::select_decode(d.in, cfg, o, ws, st, opt,
+                                          d.device_pooled ? &pc : nullptr);
               });
 #else
     no_cuda_build(d.q);
@@ -721,6 +748,62 @@ void update_pooled(py::handle kv_cache, py::handle block_table, py::handle old_l
   py::gil_scoped_release release;
   hisa::update_pooled_keys(c, io.ptr, in_.ptr, block_size, pool, static_cast<float*>(out.data),
                            int(out.dim(1)));
+}
+
+// The device pooled cache's update (hisa::cuda::update_pooled_cache) on CUDA arrays.
+void update_pooled_device(py::handle kv_cache, py::handle block_table, py::handle old_lens,
+                          py::handle new_lens, py::handle pooled, py::handle pooled_scales,
+                          int block_size, int64_t stream) {
+  Arr cache = view(kv_cache, "kv_cache", stream), table = view(block_table, "block_table", stream);
+  Arr olds = view(old_lens, "old_lens", stream), news = view(new_lens, "new_lens", stream);
+  Arr keys = view(pooled, "pooled", stream), scales = view(pooled_scales, "pooled_scales", stream);
+  HISA_CHECK(cache.given && table.given && news.given && keys.given && scales.given,
+             "update_pooled_keys: kv_cache, block_table, new_lens, pooled and pooled_scales must "
+             "be given");
+  HISA_CHECK(keys.cuda, "update_pooled_keys: the device pooled cache must be in CUDA memory");
+  same_place(keys, {&cache, &table, &olds, &news, &scales});
+  HISA_CHECK(is(cache.dtype, dl::kUInt, 8) &&
+                 (cache.ndim() == 3 || (cache.ndim() == 4 && cache.dim(2) == 1)),
+             "kv_cache must be uint8 [pages, page_size, D + 4] or [pages, page_size, 1, D + 4], "
+             "got shape ", cache.shape_str());
+  HISA_CHECK(table.ndim() == 2, "block_table must be [B, max_pages], got shape ",
+             table.shape_str());
+  hisa::DecodeInputs c;
+  c.batch = int(table.dim(0));
+  c.max_pages = int(table.dim(1));
+  c.num_pages = int(cache.dim(0));
+  c.page_size = int(cache.dim(1));
+  c.head_dim = int(cache.dim(cache.ndim() - 1)) - 4;
+  c.kv_cache = static_cast<const uint8_t*>(cache.data);
+  const Index it = index_array(table), io = index_array(olds), in_ = index_array(news);
+  c.block_table = it.ptr;
+  HISA_CHECK(news.ndim() == 1 && news.dim(0) == c.batch, "new_lens must be [B] = [", c.batch,
+             "], got shape ", news.shape_str());
+  HISA_CHECK(!olds.given || (olds.ndim() == 1 && olds.dim(0) == c.batch),
+             "old_lens must be [B] = [", c.batch, "], got shape ", olds.shape_str());
+  HISA_CHECK(is(keys.dtype, dl::kUInt, 8) && keys.ndim() == 3 && keys.dim(0) == c.batch &&
+                 keys.dim(2) == 128 && keys.writable,
+             "pooled must be a writable uint8 [B, max_blocks, 128] = [", c.batch,
+             ", *, 128], got ", keys.shape_str());
+  HISA_CHECK(is(scales.dtype, dl::kFloat, 32) && scales.ndim() == 2 &&
+                 scales.dim(0) == c.batch && scales.dim(1) == keys.dim(1),
+             "pooled_scales must be float32 [B, max_blocks] = [", c.batch, ", ", keys.dim(1),
+             "], got ", scales.shape_str());
+#if HISA_WITH_CUDA
+  hisa::cuda::PooledCache pc;
+  pc.keys = static_cast<uint8_t*>(keys.data);
+  pc.scales = static_cast<float*>(scales.data);
+  pc.batch = c.batch;
+  pc.max_blocks = int(keys.dim(1));
+  pc.block_size = block_size;
+  py::gil_scoped_release release;
+  on_stream(keys.device, stream, false,
+            [&](hisa::cuda::Workspace&, const hisa::cuda::Options&, void* st) {
+              hisa::cuda::update_pooled_cache(c, io.ptr, in_.ptr, pc, st);
+            });
+#else
+  no_cuda_build(keys);
+#endif
 }
 
 void quantize_fp8(py::handle x, py::handle codes, py::handle scale, const std::string& rule) {
@@ -946,7 +1029,12 @@ PYBIND11_MODULE(_hisa, m) {
         py::arg("indices"), py::arg("blocks"), py::arg("method"), py::arg("block_size"),
         py::arg("top_blocks"), py::arg("topk"), py::arg("sink_blocks"), py::arg("local_blocks"),
         py::arg("pooling"), py::arg("backend"), py::arg("stream"), py::arg("validate"),
+        py::arg("pooled_scales") = py::none(),
         "Paged decode into the caller's indices [B * next_n, width].");
+  m.def("update_pooled_cache", &update_pooled_device, py::arg("kv_cache"), py::arg("block_table"),
+        py::arg("old_lens"), py::arg("new_lens"), py::arg("pooled"), py::arg("pooled_scales"),
+        py::arg("block_size"), py::arg("stream"),
+        "The device pooled cache's update after a cache write (CUDA arrays).");
   m.def("update_pooled_keys", &update_pooled, py::arg("kv_cache"), py::arg("block_table"),
         py::arg("old_lens"), py::arg("new_lens"), py::arg("pooled"), py::arg("block_size"),
         py::arg("pooling"));

@@ -187,9 +187,10 @@ def select_decode(q, kv_cache, weights, context_lens, block_table, *, next_n=Non
     q [B, next_n, H, D] (or [B * next_n, H, D] with next_n=); kv_cache uint8 [pages, page_size,
     1, D + 4] (DeepGEMM's view) or [pages, page_size, D + 4]: per page, page_size * D fp8 values
     then page_size fp32 scales; weights [B * next_n, H] float32; context_lens int32 [B] or
-    [B, next_n]; block_table int32 [B, max_pages]. pooled: [B, max_blocks, D] float32 pooled keys
-    (update_pooled_keys), which the cpu backend needs for hisa and block; the cuda backend decodes
-    flat only.
+    [B, next_n]; block_table int32 [B, max_pages]. pooled (hisa and block): the pooled-key cache
+    that update_pooled_keys keeps, as allocate_pooled_keys made it: host float32 [B, max_blocks, D]
+    for the cpu backends, or for CUDA tensors the device cache (keys uint8 [B, max_blocks, 128],
+    scales float32 [B, max_blocks]) as a pair.
 
     Returns (indices [B * next_n, width] int32, blocks [B * next_n, m] int32), rows request-major,
     positions relative to the request's first token, valid first then -1.
@@ -202,10 +203,11 @@ def select_decode(q, kv_cache, weights, context_lens, block_table, *, next_n=Non
     indices, blocks = _outputs(q, rows, width, top_blocks, has_blocks, out)
     st = _stream(q, stream)
     lens = _last_column(context_lens, n)
+    keys, scales = pooled if isinstance(pooled, (tuple, list)) else (pooled, None)
     _hisa.decode(_arg(q), _arg(weights), _arg(kv_cache), _arg(block_table), _arg(lens),
-                 0 if len(q.shape) == 4 else n, _arg(pooled), _arg(indices), _arg(blocks), method,
+                 0 if len(q.shape) == 4 else n, _arg(keys), _arg(indices), _arg(blocks), method,
                  block_size, top_blocks, topk, sink_blocks, local_blocks, pooling,
-                 _backend(q, backend, device), st, bool(validate))
+                 _backend(q, backend, device), st, bool(validate), _arg(scales))
     return indices, (blocks if blocks is not None else _no_blocks(q, rows))
 
 
@@ -283,31 +285,45 @@ def dequantize_fp8(codes, scale, group_size=None):
 
 # ---- the pooled-key cache of paged decode --------------------------------------------------------
 
-def _device_pooled_cache(what):
-    return NotImplementedError(
-        "%s: the device pooled-key cache is not implemented (the cuda backend decodes flat only); "
-        "hisa and block decode run on the cpu backend with a host cache (allocate_pooled_keys, "
-        "update_pooled_keys)" % what)
-
-
 def allocate_pooled_keys(batch, max_blocks, head_dim=128, like=None):
-    """A zeroed host pooled-key cache [batch, max_blocks, head_dim] float32 (NumPy, or a CPU tensor
-    when `like` is one). A CUDA `like` raises NotImplementedError."""
+    """A pooled-key cache for hisa and block decode. Host (NumPy, or a CPU tensor when `like` is
+    one): zeroed float32 [batch, max_blocks, head_dim]. CUDA (`like` a CUDA tensor): the device
+    cache as a pair (keys uint8 [batch, max_blocks, 128], scales float32 [batch, max_blocks]),
+    132 bytes per block of B tokens (fp8 e4m3 with one scale per block); max_blocks * B must cover
+    the block table (max_pages * page_size). Rows follow the block table's rows."""
     if like is not None and _place(like)[0] == "cuda":
-        raise _device_pooled_cache("allocate_pooled_keys")
+        if not _is_torch(like):
+            raise Error("allocate_pooled_keys: the device pooled cache is allocated as PyTorch "
+                        "CUDA tensors (like= a torch CUDA tensor)")
+        if int(head_dim) != 128:
+            raise Error("the device pooled cache takes head_dim 128, got %d" % head_dim)
+        dev = like.device
+        return (_torch.zeros((batch, max_blocks, 128), dtype=_torch.uint8, device=dev),
+                _torch.ones((batch, max_blocks), dtype=_torch.float32, device=dev))
     if _is_torch(like):
         return _torch.zeros((batch, max_blocks, head_dim), dtype=_torch.float32)
     return np.zeros((batch, max_blocks, head_dim), dtype=np.float32)
 
 
 def update_pooled_keys(kv_cache, block_table, new_lens, pooled, *, old_lens=None, block_size=128,
-                       pooling="mean"):
+                       pooling="mean", stream=None):
     """After tokens [old_lens[b], new_lens[b]) of each request were written to the paged cache,
-    pools every block that just became complete into pooled [B, max_blocks, D] (in place; blocks
-    old_lens // B <= j < new_lens // B). old_lens None pools every complete block. Host only."""
+    pools every block that just became complete into `pooled` (in place; blocks
+    old_lens // B <= j < new_lens // B); old_lens None pools every complete block. Host arrays:
+    the float32 cache (mean or max pooling). CUDA tensors: the device cache pair from
+    allocate_pooled_keys (mean pooling), one launch on the current stream (no synchronisation)."""
+    if isinstance(pooled, (tuple, list)):
+        if pooling != "mean":
+            raise Error("the device pooled cache pools by the mean only, got pooling '%s'" % pooling)
+        keys, scales = pooled
+        _hisa.update_pooled_cache(_arg(kv_cache), _arg(block_table), _arg(old_lens), _arg(new_lens),
+                                  _arg(keys), _arg(scales), int(block_size), _stream(keys, stream))
+        return pooled
     for a in (kv_cache, block_table, new_lens, pooled, old_lens):
         if a is not None and _place(a)[0] == "cuda":
-            raise _device_pooled_cache("update_pooled_keys")
+            raise Error("update_pooled_keys: CUDA arrays update the device pooled cache, the pair "
+                        "allocate_pooled_keys(..., like=<CUDA tensor>) returns; got a single %s "
+                        "array" % ("CUDA" if _place(pooled)[0] == "cuda" else "host"))
     _hisa.update_pooled_keys(_arg(kv_cache), _arg(block_table), _arg(old_lens), _arg(new_lens),
                              _arg(pooled), block_size, pooling)
     return pooled

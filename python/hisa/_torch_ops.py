@@ -6,8 +6,8 @@ the plain functions of the package still take tensors.
     torch.ops.hisa.prefill(q, k, w, k_scale, cu_seqlens_q, cu_seqlens_k, ks, ke, method, block_size,
                            top_blocks, topk, sink_blocks, local_blocks, pooling, validate)
         -> (indices [T, width] int32, blocks [T, m] int32; no columns for flat)
-    torch.ops.hisa.decode(q, kv_cache, weights, context_lens, block_table, pooled, next_n, method,
-                          block_size, top_blocks, topk, sink_blocks, local_blocks, pooling, validate)
+    torch.ops.hisa.decode(q, kv_cache, weights, context_lens, block_table, pooled, pooled_scales,
+                          next_n, method, block_size, top_blocks, topk, sink_blocks, local_blocks, pooling, validate)
         -> (indices [B * next_n, width] int32, blocks)
     hisa.ops.hisa_indexer(...), hisa.ops.dsa_indexer(...): the public kernels' signatures on top.
 
@@ -68,18 +68,20 @@ if available:
 
     @torch.library.custom_op("hisa::decode", mutates_args=())
     def decode(q: Tensor, kv_cache: Tensor, weights: Tensor, context_lens: Tensor, block_table: Tensor,
-               pooled: Optional[Tensor], next_n: int, method: str, block_size: int, top_blocks: int,
-               topk: int, sink_blocks: int, local_blocks: int, pooling: str,
-               validate: bool) -> Tuple[Tensor, Tensor]:
+               pooled: Optional[Tensor], pooled_scales: Optional[Tensor], next_n: int, method: str,
+               block_size: int, top_blocks: int, topk: int, sink_blocks: int, local_blocks: int,
+               pooling: str, validate: bool) -> Tuple[Tensor, Tensor]:
+        # pooled_scales given: pooled is the device pooled cache's keys (allocate_pooled_keys).
+        cache = (pooled, pooled_scales) if pooled_scales is not None else pooled
         idx, blocks = _core.select_decode(
             q, kv_cache, weights, context_lens, block_table, next_n=next_n if next_n > 0 else None,
-            pooled=pooled, method=method, block_size=block_size, top_blocks=top_blocks, topk=topk,
+            pooled=cache, method=method, block_size=block_size, top_blocks=top_blocks, topk=topk,
             sink_blocks=sink_blocks, local_blocks=local_blocks, pooling=pooling, validate=validate)
         return idx, blocks
 
     @decode.register_fake
-    def _decode_fake(q, kv_cache, weights, context_lens, block_table, pooled, next_n, method,
-                     block_size, top_blocks, topk, sink_blocks, local_blocks, pooling, validate):
+    def _decode_fake(q, kv_cache, weights, context_lens, block_table, pooled, pooled_scales, next_n,
+                     method, block_size, top_blocks, topk, sink_blocks, local_blocks, pooling, validate):
         width = _width(method, block_size, top_blocks, topk, sink_blocks, local_blocks, pooling)
         rows = q.shape[0] * q.shape[1] if q.dim() == 4 else q.shape[0]
         m = top_blocks if _has_blocks(method) else 0
@@ -102,7 +104,7 @@ if available:
 
     def paged_topk(q, kv_cache, weights, context_lens, block_table, *, topk_tokens=2048, validate=True):
         """Flat decode through the custom op, in DeepGEMM's argument order: int32 [B * next_n, topk]."""
-        idx, _ = torch.ops.hisa.decode(q, kv_cache, weights, context_lens, block_table, None, 0, "flat",
+        idx, _ = torch.ops.hisa.decode(q, kv_cache, weights, context_lens, block_table, None, None, 0, "flat",
                                        128, 64, topk_tokens, 1, 1, "mean", validate)
         return idx
 

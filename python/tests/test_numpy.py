@@ -262,8 +262,10 @@ def test_cuda_memory_is_never_read_on_the_host(rng):
         hisa.select_prefill(FakeCuda(q), k, w, method="flat", topk=50, out=out)
     with pytest.raises(hisa.Error, match="pass out="):
         hisa.select_prefill(FakeCuda(q), FakeCuda(k), FakeCuda(w), method="flat", topk=50)
-    with pytest.raises(NotImplementedError, match="device pooled-key cache is not implemented"):
+    with pytest.raises(hisa.Error, match="allocated as PyTorch CUDA tensors"):
         hisa.allocate_pooled_keys(2, 4, like=FakeCuda(q))
+    with pytest.raises(hisa.Error, match="the pair allocate_pooled_keys"):
+        hisa.update_pooled_keys(FakeCuda(q), FakeCuda(q), FakeCuda(q), np.zeros((2, 4, 128), np.float32))
     # The stream handed to the producer: DLPack's 1 (legacy default) when none is given.
     x = FakeCuda(q)
     with pytest.raises(hisa.Error):

@@ -225,8 +225,34 @@ def test_cuda_errors(rng):
         with pytest.raises(hisa.Error) as e:
             fn()
         assert part in str(e.value), (part, str(e.value))
-    with pytest.raises(NotImplementedError):
-        hisa.allocate_pooled_keys(2, 8, like=d["w"])
+    with pytest.raises(hisa.Error, match="needs the device pooled cache"):
+        B = 2
+        q, w, cache, table, lens = decode_case(np.random.default_rng(3), B, 1, H, D, np.array([900, 2000]))
+        hisa.select_decode(to_dev(q, FP8), to_dev(cache), to_dev(w), to_dev(lens), to_dev(table),
+                           method="hisa", **SMALL)
+
+
+@needs_cuda
+@needs_fp8
+@pytest.mark.parametrize("method", ["hisa", "block"])
+def test_cuda_decode_with_the_device_pooled_cache(rng, method):
+    # Keys appended in two writes: the cache pooled after the first, updated after the second
+    # (only the blocks it completed), then hisa / block decode judged against the reference.
+    B, next_n = 4, 2
+    lens = np.array([700, 3000, 130, 5000], np.int32)
+    q, w, cache, table, lens = decode_case(rng, B, next_n, H, D, lens, shuffle_seed=2)
+    dq, dcache, dw, dtable = to_dev(q, FP8), to_dev(cache), to_dev(w), to_dev(table)
+    max_blocks = table.shape[1] * cache.shape[1] // SMALL["block_size"]
+    pooled = hisa.allocate_pooled_keys(B, max_blocks, like=dq)
+    first = (lens - 300).clip(0).astype(np.int32)
+    hisa.update_pooled_keys(dcache, dtable, to_dev(first), pooled, block_size=SMALL["block_size"])
+    hisa.update_pooled_keys(dcache, dtable, to_dev(lens), pooled, old_lens=to_dev(first),
+                            block_size=SMALL["block_size"])
+    idx, blocks = hisa.select_decode(dq, dcache, dw, to_dev(lens), dtable, pooled=pooled, method=method,
+                                     **SMALL)
+    assert idx.is_cuda and blocks.shape == (B * next_n, SMALL["top_blocks"])
+    assert hisa.judge_decode(q, cache, w, lens, table, host(idx), host(blocks), method=method,
+                             rounding="fp8_block", **SMALL) == []
 
 
 # ---- torch custom ops: eager, torch.compile(fullgraph=True), CUDA graphs ------------------------
@@ -256,7 +282,7 @@ def test_ops_fake_shapes():
         qd = torch.empty(3, 2, H, D, dtype=torch.bfloat16)
         i2, b2 = torch.ops.hisa.decode(qd, torch.empty(9, 64, 1, D + 4, dtype=torch.uint8), torch.empty(6, H),
                                        torch.empty(3, dtype=torch.int32), torch.empty(3, 4, dtype=torch.int32),
-                                       None, 0, "flat", 128, 64, 100, 1, 1, "mean", True)
+                                       None, None, 0, "flat", 128, 64, 100, 1, 1, "mean", True)
         assert i2.shape == (6, 100) and b2.shape == (6, 0)
 
 
@@ -289,7 +315,7 @@ def test_ops_inside_cuda_graph(rng):
     sq, sw, scache, stable, slens = to_dev(q, FP8), to_dev(w), to_dev(cache), to_dev(table), to_dev(lens)
 
     def step():
-        di, _ = torch.ops.hisa.decode(sq, scache, sw, slens, stable, None, 0, "flat", 128, 64, 512, 1, 1, "mean",
+        di, _ = torch.ops.hisa.decode(sq, scache, sw, slens, stable, None, None, 0, "flat", 128, 64, 512, 1, 1, "mean",
                                       True)
         pi, pb = torch.ops.hisa.prefill(dp["q"], dp["k"], dp["w"], dp["k_scale"], None, None, dp["ks"], dp["ke"],
                                         "hisa", 64, 8, 256, 1, 1, "mean", True)
