@@ -106,16 +106,12 @@ static __global__ void __launch_bounds__(128)
 // complete, blocks j in [old_lens[b] / B, new_lens[b] / B) (old_lens nullptr: from 0), into
 // keys[(b * max_blocks + j) * 128] and scales[b * max_blocks + j]: the float64 mean of the B
 // dequantised keys, rounded as smxx_pool_blocks_kernel rounds it (fp8 e4m3, scale amax / 448).
-// Grid (batch, gy): CTA (b, y) of 128 threads pools blocks j = first + y, first + y + gy, ...; a
-// decode step completes at most one block per request. The block's B x 128 values and B scales
-// come into shared memory with independent 16-byte loads (8 per thread at B = 128: one round
-// trip instead of B dependent ones), then thread d sums dimension d in position order.
+// Grid (batch, gy): CTA (b, y) of 128 threads (thread d: dimension d) pools blocks j = first + y,
+// first + y + gy, ...; a decode step completes at most one block per request.
 static __global__ void __launch_bounds__(128)
     smxx_pool_paged_kernel(const uint8_t* kv_cache, const int32_t* block_table, int max_pages,
                            const int32_t* old_lens, const int32_t* new_lens, int block_size,
                            int max_blocks, uint8_t* keys, float* scales) {
-  __shared__ __align__(16) uint8_t vals[256 * 128];
-  __shared__ float row_scale[256];
   __shared__ float amax_w[4];
   const int d = threadIdx.x;
   const int b = blockIdx.x;
@@ -123,22 +119,15 @@ static __global__ void __launch_bounds__(128)
   const int32_t end = min(new_lens[b] / block_size, max_blocks);
   const int32_t* table = block_table + int64_t(b) * max_pages;
   for (int32_t j = first + int32_t(blockIdx.y); j < end; j += int32_t(gridDim.y)) {
-    const int32_t pos0 = j * block_size;
-    for (int c = d; c < block_size * 8; c += 128) {  // 16-byte piece c % 8 of row c / 8
-      const int32_t pos = pos0 + c / 8;
-      const uint8_t* page = kv_cache + int64_t(table[pos / 64]) * (64 * 132);
-      reinterpret_cast<int4*>(vals)[c] =
-          __ldg(reinterpret_cast<const int4*>(page + (pos % 64) * 128) + c % 8);
-    }
-    for (int i = d; i < block_size; i += 128) {
-      const int32_t pos = pos0 + i;
-      const uint8_t* page = kv_cache + int64_t(table[pos / 64]) * (64 * 132);
-      row_scale[i] = __ldg(reinterpret_cast<const float*>(page + 64 * 128) + pos % 64);
-    }
-    __syncthreads();
     double acc = 0.0;
-    for (int i = 0; i < block_size; ++i)
-      acc += double(fp8e4m3_value(vals[i * 128 + d])) * double(row_scale[i]);
+#pragma unroll 8
+    for (int i = 0; i < block_size; ++i) {
+      const int32_t pos = j * block_size + i;
+      const uint8_t* page = kv_cache + int64_t(table[pos / 64]) * (64 * 132);
+      const int o = pos % 64;
+      const float s = *reinterpret_cast<const float*>(page + 64 * 128 + 4 * o);
+      acc += double(fp8e4m3_value(page[o * 128 + d])) * double(s);
+    }
     const float mean = float(acc * (1.0 / double(block_size)));  // B: a power of two
     float a = fabsf(mean);
     for (int o2 = 16; o2 > 0; o2 >>= 1) a = fmaxf(a, __shfl_xor_sync(0xFFFFFFFFu, a, o2));
@@ -150,7 +139,7 @@ static __global__ void __launch_bounds__(128)
     keys[slot * 128 + d] =
         uint8_t(__nv_cvt_float_to_fp8(__fdiv_rn(mean, scale), __NV_SATFINITE, __NV_E4M3));
     if (d == 0) scales[slot] = scale;
-    __syncthreads();  // vals, row_scale and amax_w are rewritten by the next block
+    __syncthreads();  // amax_w is rewritten by the next block
   }
 }
 
