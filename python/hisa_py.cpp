@@ -635,14 +635,14 @@ void read_decode(Decode& d, py::handle q, py::handle w, py::handle kv_cache, py:
   if (d.device_pooled) {
     HISA_CHECK(is(d.pooled.dtype, dl::kUInt, 8) && d.pooled.ndim() == 3 &&
                    d.pooled.dim(0) == in.batch && d.pooled.dim(2) == 128,
-               "pooled (the device pooled cache) must be uint8 [B, max_blocks, 128] = [",
-               in.batch, ", *, 128] (allocate_pooled_keys), got ", dtype_str(d.pooled.dtype),
-               " ", d.pooled.shape_str());
+               "pooled (the device pooled cache) must be uint8 [B, max_blocks, 128] = [", in.batch,
+               ", *, 128] (allocate_pooled_keys), got ", dtype_str(d.pooled.dtype), " ",
+               d.pooled.shape_str());
     HISA_CHECK(d.pooled_scales.given && is(d.pooled_scales.dtype, dl::kFloat, 32) &&
                    d.pooled_scales.ndim() == 2 && d.pooled_scales.dim(0) == in.batch &&
                    d.pooled_scales.dim(1) == d.pooled.dim(1),
-               "pooled_scales must be float32 [B, max_blocks] = [", in.batch, ", ",
-               d.pooled.dim(1), "] beside the device pooled cache, got ",
+               "pooled_scales must be float32 [B, max_blocks] = [", in.batch, ", ", d.pooled.dim(1),
+               "] beside the device pooled cache, got ",
                d.pooled_scales.given ? d.pooled_scales.shape_str() : std::string("none"));
   } else if (d.pooled.given) {
     need_f32(d.pooled);
@@ -709,15 +709,10 @@ void host_only(const Arr& a, const char* what) {
              "); this function runs on the host only (pass host arrays)");
 }
 
-void update_pooled(py::handle kv_cache, py::handle block_table, py::handle old_lens,
-                   py::handle new_lens, py::handle pooled, int block_size,
-                   const std::string& pooling) {
-  Arr cache = view(kv_cache, "kv_cache", 0), table = view(block_table, "block_table", 0);
-  Arr olds = view(old_lens, "old_lens", 0), news = view(new_lens, "new_lens", 0);
-  Arr out = view(pooled, "pooled", 0);
-  for (const Arr* a : {&cache, &table, &olds, &news, &out}) host_only(*a, "update_pooled_keys");
-  HISA_CHECK(cache.given && table.given && news.given && out.given,
-             "update_pooled_keys: kv_cache, block_table, new_lens and pooled must be given");
+// The paged cache, block table and lengths of a pooled-key update (update_pooled_keys on the host,
+// update_pooled_cache on the device), checked; the index arrays' int32 views in it, io, in_.
+hisa::DecodeInputs pooled_update_inputs(const Arr& cache, const Arr& table, const Arr& olds,
+                                        const Arr& news, Index& it, Index& io, Index& in_) {
   HISA_CHECK(is(cache.dtype, dl::kUInt, 8), "kv_cache: expected uint8, got ",
              dtype_str(cache.dtype));
   HISA_CHECK(
@@ -733,12 +728,26 @@ void update_pooled(py::handle kv_cache, py::handle block_table, py::handle old_l
   c.page_size = int(cache.dim(1));
   c.head_dim = int(cache.dim(cache.ndim() - 1)) - 4;
   c.kv_cache = static_cast<const uint8_t*>(cache.data);
-  const Index it = index_array(table), io = index_array(olds), in_ = index_array(news);
+  it = index_array(table), io = index_array(olds), in_ = index_array(news);
   c.block_table = it.ptr;
   HISA_CHECK(news.ndim() == 1 && news.dim(0) == c.batch, "new_lens must be [B] = [", c.batch,
              "], got shape ", news.shape_str());
   HISA_CHECK(!olds.given || (olds.ndim() == 1 && olds.dim(0) == c.batch),
              "old_lens must be [B] = [", c.batch, "], got shape ", olds.shape_str());
+  return c;
+}
+
+void update_pooled(py::handle kv_cache, py::handle block_table, py::handle old_lens,
+                   py::handle new_lens, py::handle pooled, int block_size,
+                   const std::string& pooling) {
+  Arr cache = view(kv_cache, "kv_cache", 0), table = view(block_table, "block_table", 0);
+  Arr olds = view(old_lens, "old_lens", 0), news = view(new_lens, "new_lens", 0);
+  Arr out = view(pooled, "pooled", 0);
+  for (const Arr* a : {&cache, &table, &olds, &news, &out}) host_only(*a, "update_pooled_keys");
+  HISA_CHECK(cache.given && table.given && news.given && out.given,
+             "update_pooled_keys: kv_cache, block_table, new_lens and pooled must be given");
+  Index it, io, in_;
+  const hisa::DecodeInputs c = pooled_update_inputs(cache, table, olds, news, it, io, in_);
   need_f32(out);
   HISA_CHECK(out.writable, "pooled is read-only");
   HISA_CHECK(out.ndim() == 3 && out.dim(0) == c.batch && out.dim(2) == c.head_dim,
@@ -762,31 +771,14 @@ void update_pooled_device(py::handle kv_cache, py::handle block_table, py::handl
              "be given");
   HISA_CHECK(keys.cuda, "update_pooled_keys: the device pooled cache must be in CUDA memory");
   same_place(keys, {&cache, &table, &olds, &news, &scales});
-  HISA_CHECK(is(cache.dtype, dl::kUInt, 8) &&
-                 (cache.ndim() == 3 || (cache.ndim() == 4 && cache.dim(2) == 1)),
-             "kv_cache must be uint8 [pages, page_size, D + 4] or [pages, page_size, 1, D + 4], "
-             "got shape ", cache.shape_str());
-  HISA_CHECK(table.ndim() == 2, "block_table must be [B, max_pages], got shape ",
-             table.shape_str());
-  hisa::DecodeInputs c;
-  c.batch = int(table.dim(0));
-  c.max_pages = int(table.dim(1));
-  c.num_pages = int(cache.dim(0));
-  c.page_size = int(cache.dim(1));
-  c.head_dim = int(cache.dim(cache.ndim() - 1)) - 4;
-  c.kv_cache = static_cast<const uint8_t*>(cache.data);
-  const Index it = index_array(table), io = index_array(olds), in_ = index_array(news);
-  c.block_table = it.ptr;
-  HISA_CHECK(news.ndim() == 1 && news.dim(0) == c.batch, "new_lens must be [B] = [", c.batch,
-             "], got shape ", news.shape_str());
-  HISA_CHECK(!olds.given || (olds.ndim() == 1 && olds.dim(0) == c.batch),
-             "old_lens must be [B] = [", c.batch, "], got shape ", olds.shape_str());
+  Index it, io, in_;
+  const hisa::DecodeInputs c = pooled_update_inputs(cache, table, olds, news, it, io, in_);
   HISA_CHECK(is(keys.dtype, dl::kUInt, 8) && keys.ndim() == 3 && keys.dim(0) == c.batch &&
                  keys.dim(2) == 128 && keys.writable,
-             "pooled must be a writable uint8 [B, max_blocks, 128] = [", c.batch,
-             ", *, 128], got ", keys.shape_str());
-  HISA_CHECK(is(scales.dtype, dl::kFloat, 32) && scales.ndim() == 2 &&
-                 scales.dim(0) == c.batch && scales.dim(1) == keys.dim(1),
+             "pooled must be a writable uint8 [B, max_blocks, 128] = [", c.batch, ", *, 128], got ",
+             keys.shape_str());
+  HISA_CHECK(is(scales.dtype, dl::kFloat, 32) && scales.ndim() == 2 && scales.dim(0) == c.batch &&
+                 scales.dim(1) == keys.dim(1),
              "pooled_scales must be float32 [B, max_blocks] = [", c.batch, ", ", keys.dim(1),
              "], got ", scales.shape_str());
 #if HISA_WITH_CUDA

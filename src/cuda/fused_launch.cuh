@@ -34,6 +34,11 @@ struct FusedLaunch {
 template <int kElem, int kHeads, int kNQ, int kSource, bool kScores>
 cudaError_t launch_fused(const FusedLaunch& l);
 
+// The gathered-keys instance (tiles of two rows) for dtype t and H heads, and its chunks per key
+// stage (3 in the slim fp8 H = 64 kernel, else 4); in hisa_prefill.cu, shared with HISA decode.
+cudaError_t launch_gathered(DType t, int heads, const FusedLaunch& l);
+int gathered_per_stage(DType t, int heads);
+
 // The split-K partial lists of `rows` rows ([rows, p.splits, p.part_stride]) from the workspace.
 inline void use_partial_lists(sm90::FusedParams& p, int64_t rows, Workspace& ws) {
   const size_t n = size_t(rows) * p.splits * p.part_stride;

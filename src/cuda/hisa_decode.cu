@@ -21,14 +21,6 @@
 namespace hisa::cuda {
 namespace {
 
-cudaError_t launch_gathered_fp8(int heads, const FusedLaunch& l) {
-  if (heads == 64) return launch_fused<kFp8, 64, 2, sm90::kGatheredKeys, false>(l);
-  return launch_fused<kFp8, 32, 2, sm90::kGatheredKeys, false>(l);
-}
-int gathered_fp8_per_stage(int heads) {
-  return heads == 64 ? FusedConfigOf<kFp8, 64, 2, sm90::kGatheredKeys, false>::kPagesPerStage
-                     : FusedConfigOf<kFp8, 32, 2, sm90::kGatheredKeys, false>::kPagesPerStage;
-}
 int stride_for(int64_t entries, int per_stage) {
   return int(ceil_div(std::max<int64_t>(entries, 1), per_stage) * per_stage);
 }
@@ -71,7 +63,7 @@ void hisa_decode(const DecodeInputs& in, const SelectConfig& cfg, const SelectOu
   const int B = cfg.block_size, m = cfg.top_blocks;
   const int kp = m - cfg.sink_blocks - cfg.local_blocks;  // blocks the block stage picks
   const int64_t rows = int64_t(in.batch) * in.next_n;
-  const int per_stage = gathered_fp8_per_stage(in.num_heads);
+  const int per_stage = gathered_per_stage(DType::F8E4M3, in.num_heads);
   const int sms = current_device().sm_count;
 
   // ---- 1. spans
@@ -118,7 +110,7 @@ void hisa_decode(const DecodeInputs& in, const SelectConfig& cfg, const SelectOu
     p.chunk_stride = stride;
     p.block_table = nullptr;
     p.out = top;
-    HISA_CUDA_CHECK(launch_gathered_fp8(in.num_heads, l));
+    HISA_CUDA_CHECK(launch_gathered(DType::F8E4M3, in.num_heads, l));
   }
   int32_t* blocks =
       out.blocks ? out.blocks : static_cast<int32_t*>(ws.get(kSlotBlocks, size_t(rows) * m * 4));
@@ -154,7 +146,7 @@ void hisa_decode(const DecodeInputs& in, const SelectConfig& cfg, const SelectOu
   p.max_pages = in.max_pages;
   p.kv_cache = in.kv_cache;
   p.out = out.indices;
-  HISA_CUDA_CHECK(launch_gathered_fp8(in.num_heads, l));
+  HISA_CUDA_CHECK(launch_gathered(DType::F8E4M3, in.num_heads, l));
 }
 
 }  // namespace hisa::cuda

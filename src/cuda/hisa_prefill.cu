@@ -26,6 +26,16 @@ cudaError_t launch_gathered_heads(int heads, const FusedLaunch& l) {
   if (heads == 64) return launch_fused<E, 64, 2, sm90::kGatheredKeys, false>(l);
   return launch_fused<E, 32, 2, sm90::kGatheredKeys, false>(l);
 }
+
+// Rows per chunk: the chunk's blocks ([R, m] int32), its block stage's top blocks and its chunk
+// lists (R / 2 tiles of up to 2 m B / 64 entries) stay near 24 MB at m = 64, B = 128.
+int64_t rows_per_chunk(const SelectConfig& cfg) {
+  const int64_t per_row = int64_t(cfg.top_blocks) * (2 + cfg.block_size / 64) * 4;
+  return std::max<int64_t>(4096, std::min<int64_t>(65536, (int64_t(24) << 20) / per_row)) & ~1;
+}
+
+}  // namespace
+
 cudaError_t launch_gathered(DType t, int heads, const FusedLaunch& l) {
   return t == DType::F8E4M3 ? launch_gathered_heads<kFp8>(heads, l)
                             : launch_gathered_heads<kBf16>(heads, l);
@@ -38,15 +48,6 @@ int gathered_per_stage(DType t, int heads) {
   return heads == 64 ? FusedConfigOf<kBf16, 64, 2, sm90::kGatheredKeys, false>::kPagesPerStage
                      : FusedConfigOf<kBf16, 32, 2, sm90::kGatheredKeys, false>::kPagesPerStage;
 }
-
-// Rows per chunk: the chunk's blocks ([R, m] int32), its block stage's top blocks and its chunk
-// lists (R / 2 tiles of up to 2 m B / 64 entries) stay near 24 MB at m = 64, B = 128.
-int64_t rows_per_chunk(const SelectConfig& cfg) {
-  const int64_t per_row = int64_t(cfg.top_blocks) * (2 + cfg.block_size / 64) * 4;
-  return std::max<int64_t>(4096, std::min<int64_t>(65536, (int64_t(24) << 20) / per_row)) & ~1;
-}
-
-}  // namespace
 
 void hisa_prefill(const PrefillInputs& in, const SelectConfig& cfg, const SelectOutputs& out,
                   const int32_t* row_ks, const int32_t* row_ke, Workspace& ws, cudaStream_t st) {

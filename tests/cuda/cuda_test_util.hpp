@@ -274,4 +274,14 @@ inline SelectConfig flat(int k) {
   return c;
 }
 
+// hisa (or block) with B, m, k and the default sink and local blocks.
+inline SelectConfig hisa_cfg(int B, int m, int k, Method method = Method::Hisa) {
+  SelectConfig c;
+  c.method = method;
+  c.block_size = B;
+  c.top_blocks = m;
+  c.topk = k;
+  return c;
+}
+
 }  // namespace hisa::testing

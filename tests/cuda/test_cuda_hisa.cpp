@@ -15,15 +15,6 @@
 namespace hisa::testing {
 namespace {
 
-SelectConfig hisa_cfg(int B, int m, int k, Method method = Method::Hisa) {
-  SelectConfig c;
-  c.method = method;
-  c.block_size = B;
-  c.top_blocks = m;
-  c.topk = k;
-  return c;
-}
-
 struct HisaOut {
   std::vector<int32_t> indices, blocks;
 };

@@ -15,15 +15,6 @@
 namespace hisa::testing {
 namespace {
 
-SelectConfig dcfg(int B, int m, int k, Method method = Method::Hisa) {
-  SelectConfig c;
-  c.method = method;
-  c.block_size = B;
-  c.top_blocks = m;
-  c.topk = k;
-  return c;
-}
-
 // The device pooled cache of a decode case.
 struct PooledDev {
   Dev<uint8_t> keys;
@@ -110,20 +101,20 @@ const std::vector<int> kLens = {40, 3000, 130, 9000, 1200, 257, 5000};
 TEST(CudaHisaDecode, RandomNextN1To4) {
   SKIP_WITHOUT_GPU();
   for (int nn = 1; nn <= 4; ++nn)
-    check_random(kLens, nn, 64, dcfg(128, 8, 512), "hisa_dec_n" + std::to_string(nn));
-  check_random(kLens, 2, 32, dcfg(128, 8, 512), "hisa_dec_h32");
+    check_random(kLens, nn, 64, hisa_cfg(128, 8, 512), "hisa_dec_n" + std::to_string(nn));
+  check_random(kLens, 2, 32, hisa_cfg(128, 8, 512), "hisa_dec_h32");
 }
 
 TEST(CudaHisaDecode, BlockSizes64And256) {
   SKIP_WITHOUT_GPU();
-  check_random(kLens, 1, 64, dcfg(64, 12, 400), "hisa_dec_B64");
-  check_random(kLens, 3, 64, dcfg(256, 6, 700), "hisa_dec_B256");
+  check_random(kLens, 1, 64, hisa_cfg(64, 12, 400), "hisa_dec_B64");
+  check_random(kLens, 3, 64, hisa_cfg(256, 6, 700), "hisa_dec_B256");
 }
 
 TEST(CudaHisaDecode, DefaultsOnLongRequests) {
   SKIP_WITHOUT_GPU();
-  check_random({20000, 9000, 33000}, 1, 64, dcfg(128, 64, 2048), "hisa_dec_defaults");
-  check_random({44800, 700}, 2, 64, dcfg(64, 512, 2048), "hisa_dec_mB_32768");
+  check_random({20000, 9000, 33000}, 1, 64, hisa_cfg(128, 64, 2048), "hisa_dec_defaults");
+  check_random({44800, 700}, 2, 64, hisa_cfg(64, 512, 2048), "hisa_dec_mB_32768");
 }
 
 TEST(CudaHisaDecode, ExactIntegerSetsWithTies) {
@@ -135,14 +126,14 @@ TEST(CudaHisaDecode, ExactIntegerSetsWithTies) {
     std::cout << "[ seed ] " << name << " " << seed << "\n";
     DecodeCase c = make_decode({2000, 33, 3500, 700}, 2, 32, seed, true);
     make_blocky(c, B, seed);
-    check_case(c, dcfg(B, 6, 256), true);
+    check_case(c, hisa_cfg(B, 6, 256), true);
   }
 }
 
 TEST(CudaHisaDecode, BlockSparse) {
   SKIP_WITHOUT_GPU();
-  check_random(kLens, 1, 64, dcfg(128, 8, 1024, Method::Block), "block_dec");
-  check_random(kLens, 4, 64, dcfg(64, 10, 640, Method::Block), "block_dec_n4");
+  check_random(kLens, 1, 64, hisa_cfg(128, 8, 1024, Method::Block), "block_dec");
+  check_random(kLens, 4, 64, hisa_cfg(64, 10, 640, Method::Block), "block_dec_n4");
 }
 
 TEST(CudaHisaDecode, RowsWithinMBlocksEqualFlat) {
@@ -150,7 +141,7 @@ TEST(CudaHisaDecode, RowsWithinMBlocksEqualFlat) {
   const uint64_t seed = seed_for("hisa_dec_equals_flat");
   std::cout << "[ seed ] hisa_dec_equals_flat " << seed << "\n";
   const DecodeCase c = make_decode({2000, 41, 1500, 64, 65}, 2, 64, seed, false);
-  const DecodeOut got = run_case(c, dcfg(128, 16, 512));
+  const DecodeOut got = run_case(c, hisa_cfg(128, 16, 512));
   DecodeDev d(c);
   Dev<int32_t> out(c.seq_lens.size() * 2 * 512);
   cuda::Workspace ws;
@@ -170,11 +161,11 @@ TEST(CudaHisaDecode, BitwiseIdenticalReruns) {
   PooledDev pd(c, 128);
   cuda::update_pooled_cache(d.in, nullptr, d.in.seq_lens, pd.pc);
   cuda::Workspace ws;
-  const DecodeOut first = run(d, pd, dcfg(128, 8, 1024), ws);
+  const DecodeOut first = run(d, pd, hisa_cfg(128, 8, 1024), ws);
   for (int r = 1; r < 10; ++r) {
-    const DecodeOut again = run(d, pd, dcfg(128, 8, 1024), ws);
+    const DecodeOut again = run(d, pd, hisa_cfg(128, 8, 1024), ws);
     ASSERT_TRUE(again.indices == first.indices && again.blocks == first.blocks)
-        << "run " << r << " differs from run 0";
+        << "call " << r << " differs from the first call";
   }
 }
 
@@ -195,7 +186,7 @@ TEST(CudaHisaDecode, MultiStepAppendUpdateSelect) {
   Dev<int32_t> old_lens(lens), new_lens(lens);
   cuda::update_pooled_cache(d.in, nullptr, new_lens.data(), pd.pc);
   cuda::Workspace ws;
-  const SelectConfig cfg = dcfg(B, 8, 300);
+  const SelectConfig cfg = hisa_cfg(B, 8, 300);
   for (int s = 0; s <= steps; ++s) {
     SCOPED_TRACE("step " + std::to_string(s));
     if (s > 0) {
@@ -234,7 +225,7 @@ TEST(CudaHisaDecode, HostInterfaceMatchesReference) {
   auto idx = make_indexer("cuda");
   const DecodeCase c = make_decode({500, 70, 3000}, 2, 64, 23, false);
   for (Method m : {Method::Hisa, Method::Block}) {
-    const SelectConfig cfg = dcfg(128, 6, 256, m);
+    const SelectConfig cfg = hisa_cfg(128, 6, 256, m);
     const size_t rows = c.seq_lens.size() * 2;
     std::vector<int32_t> out(rows * cfg.out_width()), blocks(rows * cfg.top_blocks);
     idx->select_decode(c.host(), cfg, {out.data(), blocks.data()});
@@ -254,7 +245,7 @@ TEST(CudaHisaDecode, ClearErrors) {
   Dev<int32_t> out(2 * 2048);
   SelectOutputs o;
   o.indices = out.data();
-  const SelectConfig cfg = dcfg(128, 8, 256);
+  const SelectConfig cfg = hisa_cfg(128, 8, 256);
   EXPECT_NE(error_of([&] { cuda::select_decode(d.in, cfg, o, ws); }).find("pooled cache"),
             std::string::npos);
   cuda::PooledCache wrong_b = pd.pc;

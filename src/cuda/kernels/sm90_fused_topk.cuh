@@ -790,12 +790,9 @@ __device__ __forceinline__ void producer_warp(const CUtensorMap& map_q, const CU
       const int s = kv_iter % kKS;
       mbar_wait(&sm.empty_kv[s], ((kv_iter / kKS) & 1) ^ 1);
       uint8_t* dst = sm.kv + s * Cfg::kKVBytes;
-      if (Cfg::kGathered && p.block_table) {
-        // Gathered chunks of the paged cache (HISA decode): a chunk is a page, copied as the
-        // paged source copies it; every lane arrives (the barrier counts kKVArrivals).
-        mbar_arrive(&sm.full_kv[s]);
-        if (lane != 0) continue;
-        const int valid = min(kPPS, it.page1 - blk * kPPS);
+      // `valid` pages of the paged cache into the stage: the values by a 3D TMA box, the 64
+      // scales after them by a bulk copy (lane 0).
+      const auto copy_pages = [&](int valid) {
         mbar_arrive_expect_tx(&sm.full_kv[s], valid * (64 * 128 + 64 * 4));
         for (int i = 0; i < valid; ++i) {
           const int page = page_id[i];
@@ -803,6 +800,13 @@ __device__ __forceinline__ void producer_warp(const CUtensorMap& map_q, const CU
           bulk_load(sm.scale + s * kBlockKV + i * 64,
                     p.kv_cache + int64_t(page) * (64 * 132) + 64 * 128, 64 * 4, &sm.full_kv[s]);
         }
+      };
+      if (Cfg::kGathered && p.block_table) {
+        // Gathered chunks of the paged cache (HISA decode): a chunk is a page; every lane
+        // arrives (the barrier counts kKVArrivals).
+        mbar_arrive(&sm.full_kv[s]);
+        if (lane != 0) continue;
+        copy_pages(min(kPPS, it.page1 - blk * kPPS));
       } else if constexpr (Cfg::kGathered) {
         const int valid = min(kPPS, it.page1 - blk * kPPS);
         // The scales: two of each chunk's 64 per lane (zero past the last key), then the lane's
@@ -837,15 +841,7 @@ __device__ __forceinline__ void producer_warp(const CUtensorMap& map_q, const CU
           tma_load_2d(dst + a * kBlockKV * 128, &map_k, &sm.full_kv[s], a * 64, y);
         if (p.has_scale) tma_load_1d(sm.scale + s * kBlockKV, &map_scale, &sm.full_kv[s], y);
       } else {
-        const int pg = it.page0 + blk * kPPS;
-        const int valid = min(kPPS, it.page1 - pg);
-        mbar_arrive_expect_tx(&sm.full_kv[s], valid * (64 * 128 + 64 * 4));
-        for (int i = 0; i < valid; ++i) {
-          const int page = page_id[i];
-          tma_load_3d(dst + i * 64 * 128, &map_k, &sm.full_kv[s], 0, 0, page);
-          bulk_load(sm.scale + s * kBlockKV + i * 64,
-                    p.kv_cache + int64_t(page) * (64 * 132) + 64 * 128, 64 * 4, &sm.full_kv[s]);
-        }
+        copy_pages(min(kPPS, it.page1 - (it.page0 + blk * kPPS)));
       }
     }
   }

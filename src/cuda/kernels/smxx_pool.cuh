@@ -23,6 +23,22 @@
 
 namespace hisa::cuda {
 
+// Stores one block's fp32 mean (thread d: dimension d of 128) as fp8 e4m3 with scale amax / 448
+// (1 for a zero block), RNE with saturation: key[d], and *scale from thread 0. amax_w: 4 floats of
+// shared memory; every thread of the CTA calls it (two barriers).
+static __device__ __forceinline__ void store_pooled_fp8(float mean, int d, float* amax_w, uint8_t* key,
+                                                 float* scale_out) {
+  float a = fabsf(mean);
+  for (int o = 16; o > 0; o >>= 1) a = fmaxf(a, __shfl_xor_sync(0xFFFFFFFFu, a, o));
+  if (d % 32 == 0) amax_w[d / 32] = a;
+  __syncthreads();
+  const float amax = fmaxf(fmaxf(amax_w[0], amax_w[1]), fmaxf(amax_w[2], amax_w[3]));
+  const float scale = amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
+  key[d] = uint8_t(__nv_cvt_float_to_fp8(__fdiv_rn(mean, scale), __NV_SATFINITE, __NV_E4M3));
+  if (d == 0) *scale_out = scale;
+  __syncthreads();  // amax_w is rewritten by the next block
+}
+
 // Step 1: need[slot] = blocks asked for, start[slot] = the sequence's first key row.
 static __global__ void smxx_pool_need_kernel(int64_t rows, const int32_t* row_ks,
                                              const int32_t* row_ke, int block_size, int top_blocks,
@@ -85,16 +101,7 @@ static __global__ void __launch_bounds__(128)
     }
     const float mean = float(acc * (1.0 / double(block_size)));  // B: a power of two
     if (store_fp8) {
-      float a = fabsf(mean);
-      for (int o2 = 16; o2 > 0; o2 >>= 1) a = fmaxf(a, __shfl_xor_sync(0xFFFFFFFFu, a, o2));
-      if (d % 32 == 0) amax_w[d / 32] = a;
-      __syncthreads();
-      const float amax = fmaxf(fmaxf(amax_w[0], amax_w[1]), fmaxf(amax_w[2], amax_w[3]));
-      const float scale = amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
-      pooled[p * 128 + d] =
-          uint8_t(__nv_cvt_float_to_fp8(__fdiv_rn(mean, scale), __NV_SATFINITE, __NV_E4M3));
-      if (d == 0) pooled_scale[p] = scale;
-      __syncthreads();  // amax_w is rewritten by the next slot
+      store_pooled_fp8(mean, d, amax_w, pooled + p * 128, pooled_scale + p);
     } else {
       reinterpret_cast<__nv_bfloat16*>(pooled)[p * 128 + d] = __float2bfloat16_rn(mean);
     }
@@ -105,7 +112,7 @@ static __global__ void __launch_bounds__(128)
 // new_lens[b]) of request b were written to the paged cache, pools every block that became
 // complete, blocks j in [old_lens[b] / B, new_lens[b] / B) (old_lens nullptr: from 0), into
 // keys[(b * max_blocks + j) * 128] and scales[b * max_blocks + j]: the float64 mean of the B
-// dequantised keys, rounded as smxx_pool_blocks_kernel rounds it (fp8 e4m3, scale amax / 448).
+// dequantised keys, rounded as the prefill's pooled keys (store_pooled_fp8).
 // Grid (batch, gy): CTA (b, y) of 128 threads (thread d: dimension d) pools blocks j = first + y,
 // first + y + gy, ...; a decode step completes at most one block per request.
 static __global__ void __launch_bounds__(128)
@@ -129,17 +136,8 @@ static __global__ void __launch_bounds__(128)
       acc += double(fp8e4m3_value(page[o * 128 + d])) * double(s);
     }
     const float mean = float(acc * (1.0 / double(block_size)));  // B: a power of two
-    float a = fabsf(mean);
-    for (int o2 = 16; o2 > 0; o2 >>= 1) a = fmaxf(a, __shfl_xor_sync(0xFFFFFFFFu, a, o2));
-    if (d % 32 == 0) amax_w[d / 32] = a;
-    __syncthreads();
-    const float amax = fmaxf(fmaxf(amax_w[0], amax_w[1]), fmaxf(amax_w[2], amax_w[3]));
-    const float scale = amax > 0.0f ? __fdiv_rn(amax, 448.0f) : 1.0f;
     const int64_t slot = int64_t(b) * max_blocks + j;
-    keys[slot * 128 + d] =
-        uint8_t(__nv_cvt_float_to_fp8(__fdiv_rn(mean, scale), __NV_SATFINITE, __NV_E4M3));
-    if (d == 0) scales[slot] = scale;
-    __syncthreads();  // amax_w is rewritten by the next block
+    store_pooled_fp8(mean, d, amax_w, keys + slot * 128, scales + slot);
   }
 }
 
