@@ -855,6 +855,8 @@ json time_decode(const DecodeData& d, int batch, int ctx, int next_n, const Sele
     in.seq_lens = lens.data() + r0;
     return in;
   };
+  json update;
+#ifndef HISA_BENCH_OLD_LIBRARY  // (a library before HISA decode on CUDA: flat decode only)
   // hisa, block: the device pooled cache of every request (rows follow the block table's), and
   // the update's cost for a decode step that completes a block in every request of the batch.
   const int max_blocks = int((int64_t(max_pages) * kPage + cfg.block_size - 1) / cfg.block_size);
@@ -868,7 +870,6 @@ json time_decode(const DecodeData& d, int batch, int ctx, int next_n, const Sele
     pc.batch = batch, pc.max_blocks = max_blocks, pc.block_size = cfg.block_size;
     return pc;
   };
-  json update;
   if (cfg.has_blocks()) {
     for (int g = 0; g < groups; ++g)
       hisa::cuda::update_pooled_cache(inputs(g), nullptr, lens.data() + size_t(g) * batch,
@@ -892,6 +893,7 @@ json time_decode(const DecodeData& d, int batch, int ctx, int next_n, const Sele
               {"prefill_chunk_rested_us", tc.median_ms * 1e3},
               {"pooled_cache_bytes_per_request", double(max_blocks) * 132}};
   }
+#endif
   hisa::cuda::Workspace ws;
   const hisa::cuda::Options opt = timing_options(a);
   int last_rep = 0;
@@ -900,9 +902,13 @@ json time_decode(const DecodeData& d, int batch, int ctx, int next_n, const Sele
     hisa::SelectOutputs o;
     o.indices = idx.data() + row0 * width;
     o.blocks = cfg.has_blocks() ? blocks.data() + row0 * m : nullptr;
+#ifdef HISA_BENCH_OLD_LIBRARY
+    hisa::cuda::select_decode(inputs(rep), cfg, o, ws, nullptr, opt);
+#else
     const hisa::cuda::PooledCache pc = pooled_view(rep);
     hisa::cuda::select_decode(inputs(rep), cfg, o, ws, nullptr, opt,
                               cfg.has_blocks() ? &pc : nullptr);
+#endif
     last_rep = rep;
   };
   const Timing rested = time_it(call, 0, 25, 25, /*queued=*/true, kRestMs);
