@@ -36,6 +36,8 @@ def line_rows(elf):
         length, version = struct.unpack_from("<IH", data, off)
         structs = DWARFStructs(little_endian=True, dwarf_format=32, address_size=8,
                                dwarf_version=version)
+        # (no .debug_info to hang the line programs on: parse each at its offset, through
+        # pyelftools' internal parser)
         prog = dwarf._parse_line_program_at_offset(off, structs)
         files = prog.header["file_entry"]
         for entry in prog.get_entries():
