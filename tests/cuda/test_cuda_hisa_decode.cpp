@@ -2,7 +2,8 @@
 // (SEMANTICS.md 4-7): the device pooled cache (update_pooled_cache) against the reference's
 // rounding, random batches with next_n 1 to 4 and shuffled pages (seed printed), exact
 // small-integer sets with ties, rows with J <= m equal to flat, bitwise reruns, a multi-step loop
-// (keys appended, pooled cache updated, selection judged every step) and clear errors.
+// (keys appended, pooled cache updated, selection judged every step), a captured CUDA graph
+// replayed as the cache changes, and clear errors.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -218,6 +219,92 @@ TEST(CudaHisaDecode, MultiStepAppendUpdateSelect) {
       }
     }
   }
+}
+
+// CUDA-graph capture (SEMANTICS.md: a decode step that an engine captures once): one graph of
+// the pooled update, HISA decode and flat decode on a stream, captured after one eager call has
+// sized the workspaces (validate off: the device checks synchronise), then replayed while the
+// cache grows, new keys land in it, seq_lens change and q / w are new every step. Every replay
+// is judged against the reference, and the workspaces do not grow during capture or replay.
+TEST(CudaHisaDecode, CapturedGraphReplaysAsTheCacheChanges) {
+  SKIP_WITHOUT_GPU();
+  const uint64_t seed = seed_for("hisa_dec_graph");
+  std::cout << "[ seed ] hisa_dec_graph " << seed << "\n";
+  std::mt19937_64 rng(seed);
+  const int B = 64, steps = 5, grow = 37, next_n = 2;
+  std::vector<int32_t> lens = {900, 200, 3000, 64};
+  std::vector<int> last;
+  for (int n : lens) last.push_back(n + steps * grow);
+  DecodeCase c = make_decode(last, next_n, 64, seed, false);
+  c.seq_lens = lens;
+  DecodeDev d(c);
+  PooledDev pd(c, B);
+  Dev<int32_t> old_lens(lens), new_lens(lens);
+  cuda::update_pooled_cache(d.in, nullptr, new_lens.data(), pd.pc);
+  const SelectConfig hcfg = hisa_cfg(B, 8, 300), fcfg = flat(300);
+  const size_t rows = lens.size() * size_t(next_n);
+  Dev<int32_t> out_h(rows * size_t(hcfg.out_width())), blocks(rows * size_t(hcfg.top_blocks)),
+      out_f(rows * size_t(fcfg.out_width()));
+  cuda::Workspace ws_h, ws_f;
+  ws_h.set_keep_grown(true);
+  ws_f.set_keep_grown(true);
+  cuda::Options opt;
+  opt.validate = false;
+  cudaStream_t st = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), cudaSuccess);
+  const auto step = [&] {
+    cuda::update_pooled_cache(d.in, old_lens.data(), new_lens.data(), pd.pc, st);
+    cuda::select_decode(d.in, hcfg, {out_h.data(), blocks.data()}, ws_h, st, opt, &pd.pc);
+    cuda::select_decode(d.in, fcfg, {out_f.data(), nullptr}, ws_f, st, opt);
+  };
+  step();  // eager: sizes the workspaces (old == new lengths: nothing new to pool)
+  ASSERT_EQ(cudaStreamSynchronize(st), cudaSuccess);
+  const size_t bytes_h = ws_h.bytes(), bytes_f = ws_f.bytes();
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal), cudaSuccess);
+  step();
+  ASSERT_EQ(cudaStreamEndCapture(st, &graph), cudaSuccess);
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  std::vector<float> row(128);
+  for (int s = 0; s <= steps; ++s) {
+    SCOPED_TRACE("replay " + std::to_string(s));
+    old_lens.assign(lens);
+    if (s > 0) {
+      // New keys at the positions the step appends, new queries and weights.
+      for (size_t b = 0; b < lens.size(); ++b) {
+        for (int p = lens[b]; p < lens[b] + grow; ++p) {
+          const int page = c.block_table[b * size_t(c.max_pages) + size_t(p / 64)];
+          uint8_t* base = c.cache.data() + size_t(page) * page_bytes(64, 128);
+          for (auto& x : row) x = draw(rng, false) * 3.0f;
+          float scale = 1.0f;
+          quantize_fp8_rows(row.data(), 1, 128, ScaleRule::UE8M0, base + size_t(p % 64) * 128,
+                            &scale);
+          std::memcpy(base + 64 * 128 + size_t(p % 64) * 4, &scale, 4);
+        }
+        lens[b] += grow;
+      }
+      const DecodeCase fresh = make_decode(last, next_n, 64, seed + uint64_t(s), false);
+      c.q = fresh.q, c.w = fresh.w, c.seq_lens = lens;
+      d.cache.assign(c.cache), d.q.assign(c.q), d.w.assign(c.w), d.seq_lens.assign(lens);
+    }
+    new_lens.assign(lens);
+    poison(out_h), poison(blocks), poison(out_f);
+    ASSERT_EQ(cudaGraphLaunch(exec, st), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(st), cudaSuccess);
+    const auto ref = reference::decode_rows(c.host());
+    const std::vector<int32_t> chosen = blocks.to_host();
+    EXPECT_EQ(judge_rows(ref, hcfg, out_h.to_host(), c.q_dtype, false, 1 << 30, &chosen,
+                         PooledRounding::Fp8Block),
+              0)
+        << "hisa";
+    EXPECT_EQ(judge_rows(ref, fcfg, out_f.to_host(), c.q_dtype, false), 0) << "flat";
+  }
+  EXPECT_EQ(ws_h.bytes(), bytes_h);
+  EXPECT_EQ(ws_f.bytes(), bytes_f);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(st);
 }
 
 TEST(CudaHisaDecode, HostInterfaceMatchesReference) {
