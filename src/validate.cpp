@@ -95,6 +95,34 @@ void check_common(int heads, int dim, DType dtype, const char* what) {
              dtype_name(dtype));
 }
 
+// Each row's given blocks: ascending and distinct in [0, ceil(e / B)), then only -1.
+template <class Visible>
+void check_given_blocks(const char* what, const int32_t* g, int64_t rows, const SelectConfig& cfg,
+                        Visible visible) {
+  const int m = cfg.top_blocks;
+  for (int64_t t = 0; t < rows; ++t) {
+    const int64_t nb = (visible(t) + cfg.block_size - 1) / cfg.block_size;
+    int32_t prev = -1;
+    bool ended = false;
+    for (int c = 0; c < m; ++c) {
+      const int32_t b = g[t * m + c];
+      if (b < 0) {
+        HISA_CHECK(b == -1, what, ": given_blocks[", t, ", ", c, "] = ", b,
+                   " is negative (only -1 pads a row)");
+        ended = true;
+        continue;
+      }
+      HISA_CHECK(!ended, what, ": given_blocks[", t, ", ", c, "] = ", b, " follows the -1 ",
+                 "padding (a row lists its blocks first, then -1 only)");
+      HISA_CHECK(b < nb, what, ": given_blocks[", t, ", ", c, "] = ", b, " is past the row's ", nb,
+                 " eligible blocks (it sees ", visible(t), " positions, B = ", cfg.block_size, ")");
+      HISA_CHECK(b > prev, what, ": given_blocks[", t, ", ", c, "] = ", b, " does not ascend (",
+                 "the entry before it is ", prev, "; blocks are ascending and distinct)");
+      prev = b;
+    }
+  }
+}
+
 }  // namespace
 
 void validate_prefill_shapes(const PrefillInputs& in, const SelectConfig& cfg) {
@@ -117,6 +145,8 @@ void validate_prefill_shapes(const PrefillInputs& in, const SelectConfig& cfg) {
   } else {
     HISA_CHECK(in.ks && in.ke, "prefill: ks and ke go together");
   }
+  HISA_CHECK(!in.given_blocks || cfg.has_blocks(), "prefill: given_blocks is for methods hisa and ",
+             "block (method ", method_name(cfg.method), " chooses no blocks)");
 }
 
 void validate_prefill(const PrefillInputs& in, const SelectConfig& cfg, bool check_values) {
@@ -150,6 +180,11 @@ void validate_prefill(const PrefillInputs& in, const SelectConfig& cfg, bool che
       HISA_CHECK(in.ks[t] >= 0 && in.ks[t] <= in.ke[t] && in.ke[t] <= in.num_k, "prefill: row ", t,
                  " has ks = ", in.ks[t], ", ke = ", in.ke[t], " (need 0 <= ks <= ke <= S = ", in.num_k, ")");
     }
+  }
+  if (in.given_blocks) {
+    const auto spans = prefill_row_spans(in);
+    check_given_blocks("prefill", in.given_blocks, in.num_q, cfg,
+                       [&](int64_t t) { return spans[size_t(t)].visible; });
   }
   if (!check_values) return;
   const ValueScan q = scan_values(in.dtype, in.q, in.num_q * in.num_heads * in.head_dim);
@@ -213,6 +248,8 @@ void validate_decode_shapes(const DecodeInputs& in, const SelectConfig& cfg) {
   }
   HISA_CHECK(int64_t(in.max_pages) * in.page_size < (int64_t(1) << 31),
              "decode: max_pages * page_size exceeds int32 positions");
+  HISA_CHECK(!in.given_blocks || cfg.has_blocks(), "decode: given_blocks is for methods hisa and ",
+             "block (method ", method_name(cfg.method), " chooses no blocks)");
 }
 
 void validate_decode(const DecodeInputs& in, const SelectConfig& cfg, bool check_values) {
@@ -231,6 +268,12 @@ void validate_decode(const DecodeInputs& in, const SelectConfig& cfg, bool check
       HISA_CHECK(page >= 0 && page < in.num_pages, "decode: block_table[", b, ", ", j, "] = ", page,
                  " is out of range [0, ", in.num_pages, ")");
     }
+  }
+  if (in.given_blocks) {
+    check_given_blocks("decode", in.given_blocks, int64_t(in.batch) * in.next_n, cfg,
+                       [&](int64_t r) {
+                         return int64_t(in.seq_lens[r / in.next_n]) - in.next_n + r % in.next_n + 1;
+                       });
   }
   if (!check_values) return;
   const int64_t rows = int64_t(in.batch) * in.next_n;

@@ -275,6 +275,83 @@ TEST(CpuBackend, DecodeShortRequestsHisaEqualsFlat) {
   EXPECT_EQ(hisa.indices, flat.indices);
 }
 
+// ---- Given blocks (cross-layer reuse) ----
+
+// One layer's chosen blocks reused by the next layer's call (other q and w, same rows): the
+// tokens are chosen inside the given blocks, the blocks output repeats them, and no pooled keys
+// are read. Exact inputs: the sets equal the reference's; random inputs: judged.
+TEST(CpuBackend, GivenBlocksReuseAnotherLayersChoice) {
+  for (bool exact : {true, false}) {
+    for (Method method : {Method::Hisa, Method::Block}) {
+      PrefillSpec spec;
+      spec.exact = exact;
+      spec.density = exact ? 0.1 : 1.0;
+      spec.tie_rate = exact ? 0.3 : 0.05;
+      spec.seq_keys = {1100, 1500};
+      spec.seq_queries = {24, 16};
+      spec.seed = 650 + uint64_t(exact);
+      const SelectConfig cfg = small_config(method);
+      SCOPED_TRACE(
+          test::describe(cfg, spec.dtype, spec.num_heads, spec.head_dim, exact, spec.seed));
+      const auto layer0 = test::make_prefill(spec);
+      const auto first = test::run_prefill(*cpu_indexer(), layer0.inputs(), cfg);
+      spec.seed += 100;  // the next layer: new queries, weights and keys on the same rows
+      const auto layer1 = test::make_prefill(spec);
+      PrefillInputs in = layer1.inputs();
+      in.given_blocks = first.blocks.data();
+      const auto reused = test::run_prefill(*cpu_indexer(), in, cfg);
+      EXPECT_EQ(reused.blocks, first.blocks);
+      EXPECT_EQ(test::judge_prefill(in, cfg, reused, exact), "");  // exact: the same sets
+    }
+  }
+  // Decode: blocks of any valid form (here the first and every third eligible block), with no
+  // pooled keys at all.
+  DecodeSpec spec;
+  spec.seq_lens = {1000, 333, 1601};
+  spec.next_n = 2;
+  spec.seed = 660;
+  const auto data = test::make_decode(spec);
+  const SelectConfig cfg = small_config(Method::Hisa);
+  std::vector<int32_t> given(6 * size_t(cfg.top_blocks), -1);
+  for (int r = 0; r < 6; ++r) {
+    const int64_t e = spec.seq_lens[size_t(r / 2)] - 2 + r % 2 + 1;
+    const int nb = int((e + cfg.block_size - 1) / cfg.block_size);
+    int c = 0;
+    for (int b = 0; b < nb && c < cfg.top_blocks; b += (b == 0 ? 1 : 3))
+      given[size_t(r * cfg.top_blocks + c++)] = b;
+  }
+  DecodeInputs in = data.inputs();
+  in.given_blocks = given.data();
+  const auto sel = test::run_decode(*cpu_indexer(), in, cfg);
+  EXPECT_EQ(sel.blocks, given);
+  EXPECT_EQ(test::judge_decode(in, cfg, sel, false), "");
+}
+
+TEST(CpuBackend, GivenBlocksErrorsNameTheEntry) {
+  PrefillSpec spec;
+  spec.seq_keys = {1100};
+  spec.seq_queries = {4};
+  const auto data = test::make_prefill(spec);
+  const SelectConfig cfg = small_config(Method::Hisa);  // B = 64, m = 6: 18 blocks visible
+  const auto run = [&](std::vector<int32_t> rows0, const SelectConfig& c) {
+    std::vector<int32_t> g(4 * size_t(c.top_blocks), -1);
+    std::copy(rows0.begin(), rows0.end(), g.begin() + c.top_blocks);  // row 1
+    PrefillInputs in = data.inputs();
+    in.given_blocks = g.data();
+    return error_message([&] { test::run_prefill(*cpu_indexer(), in, c); });
+  };
+  EXPECT_EQ(run({0, 3, 17}, cfg), "(no error)");
+  EXPECT_NE(run({0, 5, 3}, cfg).find("given_blocks[1, 2] = 3 does not ascend"), std::string::npos);
+  EXPECT_NE(run({0, 2, 2}, cfg).find("given_blocks[1, 2] = 2 does not ascend"), std::string::npos);
+  EXPECT_NE(run({0, 18}, cfg).find("given_blocks[1, 1] = 18 is past the row's 18 eligible"),
+            std::string::npos);
+  EXPECT_NE(run({0, -1, 4}, cfg).find("given_blocks[1, 2] = 4 follows the -1 padding"),
+            std::string::npos);
+  EXPECT_NE(run({0, -2}, cfg).find("given_blocks[1, 1] = -2 is negative"), std::string::npos);
+  EXPECT_NE(run({0}, small_config(Method::Flat)).find("given_blocks is for methods hisa and block"),
+            std::string::npos);
+}
+
 // ---- Pooled keys of the paged cache ----
 
 TEST(PooledKeys, IncrementalUpdatesEqualFromScratchAndTouchNothingElse) {

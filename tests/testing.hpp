@@ -356,14 +356,16 @@ inline std::string judge_rows(const std::vector<reference::Row>& rows, const Sel
 
 inline std::string judge_prefill(const PrefillInputs& in, const SelectConfig& cfg,
                                  const Selection& sel, bool exact) {
-  return judge_rows(reference::prefill_rows(in), cfg, sel, judge_rel_eps(in.dtype), exact);
+  return judge_rows(reference::prefill_rows(in, cfg.top_blocks), cfg, sel, judge_rel_eps(in.dtype),
+                    exact);
 }
 
 // The cache is fp8, so the fp8 tolerance applies whatever q's dtype.
 inline std::string judge_decode(const DecodeInputs& in, const SelectConfig& cfg,
                                 const Selection& sel, bool exact,
                                 PooledRounding rounding = PooledRounding::Exact) {
-  return judge_rows(reference::decode_rows(in), cfg, sel, judge_rel_eps(DType::F8E4M3), exact,
+  return judge_rows(reference::decode_rows(in, cfg.top_blocks), cfg, sel, judge_rel_eps(DType::F8E4M3),
+                    exact,
                     rounding);
 }
 

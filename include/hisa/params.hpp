@@ -28,6 +28,13 @@ struct PrefillInputs {
   const int32_t* cu_seqlens_k = nullptr;  // [N + 1] int32, starts at 0, ends at S
   const int32_t* ks = nullptr;            // [T] int32: first key row of the query's sequence
   const int32_t* ke = nullptr;            // [T] int32: the query sees key rows [ks, ke)
+
+  // Cross-layer block reuse (hisa, block): the chosen blocks of every row given by the caller,
+  // typically another layer's out.blocks for the same rows. [T, top_blocks] int32, each row's
+  // blocks ascending and distinct in [0, ceil(e / B)), then -1. The block stage is skipped (no
+  // pooled keys are read) and the tokens are chosen inside these blocks; out.blocks, when given,
+  // receives them. nullptr: the call chooses its blocks.
+  const int32_t* given_blocks = nullptr;
 };
 
 // Decode from the paged fp8 indexer cache (DeepGEMM / vLLM layout).
@@ -53,6 +60,10 @@ struct DecodeInputs {
   // hisa and block. The reference ignores them and pools from the cache itself.
   const float* pooled = nullptr;  // [N, pooled_max_blocks, D] fp32, block j of request b at [b, j]
   int pooled_max_blocks = 0;
+
+  // Cross-layer block reuse (hisa, block), as PrefillInputs::given_blocks: [N * next_n,
+  // top_blocks] int32 chosen blocks per query row. The pooled keys are not needed then.
+  const int32_t* given_blocks = nullptr;
 };
 
 // Outputs of one call. Valid entries first (any order), then -1 padding.

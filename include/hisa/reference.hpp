@@ -20,10 +20,15 @@ struct Row {
   std::shared_ptr<const std::vector<double>> keys;
   int64_t seq_keys = 0;  // rows in *keys
   int64_t visible = 0;   // e
+  // The row's given blocks (PrefillInputs::given_blocks, valid entries only): choose_blocks
+  // returns them instead of choosing.
+  bool has_given = false;
+  std::vector<int32_t> given;
 };
 
-std::vector<Row> prefill_rows(const PrefillInputs& in);  // validates first
-std::vector<Row> decode_rows(const DecodeInputs& in);    // validates first
+// Validate first. Inputs with given_blocks need the width of its rows, the config's top_blocks.
+std::vector<Row> prefill_rows(const PrefillInputs& in, int given_width = 0);
+std::vector<Row> decode_rows(const DecodeInputs& in, int given_width = 0);
 
 // I(t, p) for p in [0, e).
 std::vector<double> token_scores(const Row& row);

@@ -41,7 +41,8 @@ struct Call {
   int num_heads, head_dim;
   DType q_dtype;
   const SelectOutputs& out;
-  int threads;  // threads_for_work of the whole call
+  int threads;                   // threads_for_work of the whole call
+  const int32_t* given_blocks;   // [rows, m] the caller's chosen blocks (reuse), or nullptr
 };
 
 // Throws when a score overflowed fp32 (the microkernel lets inf and NaN through its ReLU). The
@@ -127,6 +128,14 @@ void score_range_tasks(const Keys& keys, int64_t p0, int64_t p1, const PackedQue
 void choose_blocks(const QueryRow* rows, int nrows, const PackedQuery* packed,
                    const DenseKeys& pooled, const Call& call, Workspace& ws) {
   const SelectConfig& cfg = call.cfg;
+  if (call.given_blocks) {  // the caller's blocks (validated): no block stage
+    for (int r = 0; r < nrows; ++r) {
+      const int32_t* g = call.given_blocks + rows[r].out_row * cfg.top_blocks;
+      ws.chosen[r].clear();
+      for (int c = 0; c < cfg.top_blocks && g[c] >= 0; ++c) ws.chosen[r].push_back(g[c]);
+    }
+    return;
+  }
   PackedQuery need[kMaxGroup];  // rows with J > m, which need block scores
   float* out[kMaxGroup];
   int need_row[kMaxGroup], nneed = 0;
@@ -319,12 +328,13 @@ class CpuIndexer final : public Indexer {
       groups.push_back({t, 1});
     }
 
-    // Pooled keys, once per sequence that has a row with more than m eligible blocks.
+    // Pooled keys, once per sequence that has a row with more than m eligible blocks (none with
+    // given blocks).
     std::map<int64_t, int> seq_of;  // key_start -> index in seqs
     std::vector<RowSpan> seqs;
     std::vector<int64_t> seq_offset;  // first pooled block of each sequence
     int64_t total_blocks = 0;
-    for (int64_t t = 0; cfg.has_blocks() && t < in.num_q; ++t) {
+    for (int64_t t = 0; cfg.has_blocks() && !in.given_blocks && t < in.num_q; ++t) {
       const RowSpan& s = spans[size_t(t)];
       if (ceil_div(s.visible, cfg.block_size) <= cfg.top_blocks) continue;
       if (!seq_of.emplace(s.key_start, int(seqs.size())).second) continue;
@@ -347,7 +357,7 @@ class CpuIndexer final : public Indexer {
                       cfg.pooling, pooled.data() + i * D, ws.tile);
     });
 
-    const Call call{cfg, in.num_heads, D, in.dtype, out, threads};
+    const Call call{cfg, in.num_heads, D, in.dtype, out, threads, in.given_blocks};
     const size_t q_row = size_t(in.num_heads) * D * esz;
     parallel_for(int64_t(groups.size()), D, threads, [&](int64_t g, Workspace& ws) {
       const auto [first, count] = groups[size_t(g)];
@@ -372,10 +382,10 @@ class CpuIndexer final : public Indexer {
     validate_decode(in, cfg);
     HISA_CHECK(out.indices, "select_decode: out.indices must be given");
     const int D = in.head_dim, H = in.num_heads;
-    if (cfg.has_blocks()) {
+    if (cfg.has_blocks() && !in.given_blocks) {
       HISA_CHECK(in.pooled, "decode: method ", method_name(cfg.method),
                  " on the cpu backend needs pooled keys (DecodeInputs::pooled, kept by "
-                 "hisa::update_pooled_keys)");
+                 "hisa::update_pooled_keys) or given_blocks");
       for (int b = 0; b < in.batch; ++b) {
         const int64_t complete = in.seq_lens[b] / cfg.block_size;
         HISA_CHECK(complete <= in.pooled_max_blocks,
@@ -383,7 +393,8 @@ class CpuIndexer final : public Indexer {
                    " has ", complete, " complete blocks of ", cfg.block_size, " tokens");
       }
     }
-    const Call call{cfg, H, D, in.q_dtype, out, cpu::threads_for_work(cpu::decode_work(in, cfg))};
+    const Call call{cfg, H, D, in.q_dtype, out, cpu::threads_for_work(cpu::decode_work(in, cfg)),
+                    in.given_blocks};
     const size_t q_row = size_t(H) * D * dtype_size(in.q_dtype);
     parallel_for(in.batch, D, call.threads, [&](int64_t b, Workspace& ws) {
       const int64_t len = in.seq_lens[b];

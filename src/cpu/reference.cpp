@@ -21,13 +21,27 @@ std::vector<double> dequantize(DType t, const void* src, int64_t n) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Row t's given blocks (its entries before the first -1), when the call has given_blocks.
+void attach_given(std::vector<Row>& rows, const int32_t* given, int width, const char* who) {
+  if (!given) return;
+  HISA_CHECK(width > 0, who, ": inputs with given_blocks need the config's top_blocks as the ",
+             "width of its rows");
+  for (size_t t = 0; t < rows.size(); ++t) {
+    rows[t].has_given = true;
+    const int32_t* g = given + t * size_t(width);
+    for (int c = 0; c < width && g[c] >= 0; ++c) rows[t].given.push_back(g[c]);
+  }
+}
+
 }  // namespace
 
-std::vector<Row> prefill_rows(const PrefillInputs& in) {
+std::vector<Row> prefill_rows(const PrefillInputs& in, int given_width) {
   SelectConfig flat;
   flat.method = Method::Flat;
   flat.topk = 1;
-  validate_prefill(in, flat);
+  PrefillInputs plain = in;  // (the given blocks are checked against the call's config)
+  plain.given_blocks = nullptr;
+  validate_prefill(plain, flat);
   const auto spans = prefill_row_spans(in);
   const int H = in.num_heads, D = in.head_dim;
   const size_t esz = dtype_size(in.dtype);
@@ -55,14 +69,17 @@ std::vector<Row> prefill_rows(const PrefillInputs& in) {
     r.seq_keys = spans[size_t(t)].seq_keys;
     r.visible = spans[size_t(t)].visible;
   }
+  attach_given(rows, in.given_blocks, given_width, "prefill_rows");
   return rows;
 }
 
-std::vector<Row> decode_rows(const DecodeInputs& in) {
+std::vector<Row> decode_rows(const DecodeInputs& in, int given_width) {
   SelectConfig flat;
   flat.method = Method::Flat;
   flat.topk = 1;
-  validate_decode(in, flat);
+  DecodeInputs plain = in;  // (the given blocks are checked against the call's config)
+  plain.given_blocks = nullptr;
+  validate_decode(plain, flat);
   const int H = in.num_heads, D = in.head_dim, ps = in.page_size;
   const size_t qsz = dtype_size(in.q_dtype);
   const int64_t pbytes = page_bytes(ps, D);
@@ -97,6 +114,7 @@ std::vector<Row> decode_rows(const DecodeInputs& in) {
       rows.push_back(std::move(r));
     }
   }
+  attach_given(rows, in.given_blocks, given_width, "decode_rows");
   return rows;
 }
 
@@ -160,6 +178,7 @@ std::vector<double> block_scores(const Row& row, int B, Pooling pooling, PooledR
 std::vector<int32_t> choose_blocks(const Row& row, const SelectConfig& cfg, PooledRounding rounding) {
   const int B = cfg.block_size, m = cfg.top_blocks;
   const int64_t J = ceil_div(row.visible, B);
+  if (row.has_given) return row.given;
   std::vector<int32_t> chosen;
   if (J <= m) {
     for (int64_t j = 0; j < J; ++j) chosen.push_back(int32_t(j));

@@ -13,12 +13,12 @@ class ReferenceIndexer final : public Indexer {
 
   void select_prefill(const PrefillInputs& in, const SelectConfig& cfg, const SelectOutputs& out) override {
     validate_prefill(in, cfg);
-    run(reference::prefill_rows(in), cfg, out);
+    run(reference::prefill_rows(in, cfg.top_blocks), cfg, out);
   }
 
   void select_decode(const DecodeInputs& in, const SelectConfig& cfg, const SelectOutputs& out) override {
     validate_decode(in, cfg);
-    run(reference::decode_rows(in), cfg, out);
+    run(reference::decode_rows(in, cfg.top_blocks), cfg, out);
   }
 
  private:

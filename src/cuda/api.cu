@@ -132,6 +132,8 @@ void score_prefill(const PrefillInputs& in, int64_t row_begin, int64_t rows, flo
 void select_prefill(const PrefillInputs& in, const SelectConfig& cfg, const SelectOutputs& out,
                     Workspace& ws, void* stream, const Options& opt) {
   host_checks(in, cfg, out);
+  HISA_CHECK(!in.given_blocks, "prefill: given_blocks is not implemented on the cuda backend ",
+             "(the cpu backends take it)");
   if (in.num_q == 0) return;
   if (cfg.has_blocks()) check_hisa_path(in, cfg, opt.path);
   cudaStream_t st = static_cast<cudaStream_t>(stream);
@@ -163,6 +165,8 @@ void select_decode_with(const DecodeInputs& in, const SelectConfig& cfg, const S
                         Workspace& ws, void* stream, const Options& opt,
                         const DecodeOverrides& over, const PooledCache* pooled) {
   host_checks(in, cfg, out);
+  HISA_CHECK(!in.given_blocks, "decode: given_blocks is not implemented on the cuda backend ",
+             "(the cpu backends take it)");
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   if (cfg.has_blocks()) {
     check_hisa_decode(in, cfg, opt.path, pooled);

@@ -99,7 +99,10 @@ std::string judge_row(const reference::Row& row, const SelectConfig& cfg, const 
     for (int64_t j = 0; j < J; ++j) eligible.insert(int32_t(j));
     std::string e = read_row(blocks, cfg.top_blocks, ref_blocks.size(), eligible, "blocks", &chosen_blocks);
     if (!e.empty()) return e;
-    if (J > cfg.top_blocks) {
+    if (row.has_given) {
+      // Given blocks (cross-layer reuse): repeated exactly, in order.
+      if (chosen_blocks != row.given) return "blocks: the output differs from the given blocks";
+    } else if (J > cfg.top_blocks) {
       // Forced blocks must be there; the others are judged on the block scores.
       std::set<int32_t> have(chosen_blocks.begin(), chosen_blocks.end());
       for (int j = 0; j < cfg.sink_blocks; ++j)
