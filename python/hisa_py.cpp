@@ -256,6 +256,19 @@ void check_output(const Arr& a, const Arr& ref, std::vector<int64_t> want) {
   same_place(ref, {&a});
 }
 
+// given_blocks (cross-layer reuse): int32 [rows, m] where the lead array lives; nullptr when absent.
+const int32_t* given_blocks_of(const Arr& g, const Arr& lead, int64_t rows,
+                               const hisa::SelectConfig& cfg) {
+  if (!g.given) return nullptr;
+  HISA_CHECK(cfg.has_blocks(), "given_blocks is for methods hisa and block (method ",
+             hisa::method_name(cfg.method), " chooses no blocks)");
+  HISA_CHECK(is(g.dtype, dl::kInt, 32), g.name, ": expected int32, got ", dtype_str(g.dtype));
+  check_shape(g, {rows, cfg.top_blocks}, "[" + std::to_string(rows) + ", " +
+                                             std::to_string(cfg.top_blocks) + "]");
+  same_place(lead, {&g});
+  return static_cast<const int32_t*>(g.data);
+}
+
 // An int32 index array. Device arrays must be int32 already (nothing is converted on the
 // device); host arrays of another integer type are converted when every value fits.
 struct Index {
@@ -525,11 +538,13 @@ void prefill(py::handle q, py::handle k, py::handle w, py::handle k_scale, py::h
              py::handle cu_k, py::handle ks, py::handle ke, py::handle indices, py::handle blocks,
              const std::string& method, int block_size, int top_blocks, int topk, int sink,
              int local, const std::string& pooling, const std::string& backend, int64_t stream,
-             bool validate) {
+             bool validate, py::handle given_blocks) {
   const hisa::SelectConfig cfg =
       make_config(method, block_size, top_blocks, topk, sink, local, pooling);
   Prefill p;
   read_prefill(p, q, k, w, k_scale, cu_q, cu_k, ks, ke, stream);
+  const Arr given = view(given_blocks, "given_blocks", stream);
+  p.in.given_blocks = given_blocks_of(given, p.q, p.in.num_q, cfg);
   Arr out = view(indices, "indices", stream);
   Arr out_blocks = view(blocks, "blocks", stream);
   check_output(out, p.q, {p.in.num_q, cfg.out_width()});
@@ -659,12 +674,14 @@ void decode(py::handle q, py::handle w, py::handle kv_cache, py::handle block_ta
             py::handle seq_lens, int next_n, py::handle pooled, py::handle indices,
             py::handle blocks, const std::string& method, int block_size, int top_blocks, int topk,
             int sink, int local, const std::string& pooling, const std::string& backend,
-            int64_t stream, bool validate, py::handle pooled_scales) {
+            int64_t stream, bool validate, py::handle pooled_scales, py::handle given_blocks) {
   const hisa::SelectConfig cfg =
       make_config(method, block_size, top_blocks, topk, sink, local, pooling);
   Decode d;
   read_decode(d, q, w, kv_cache, block_table, seq_lens, next_n, pooled, stream, pooled_scales);
   const int64_t rows = int64_t(d.in.batch) * d.in.next_n;
+  const Arr given = view(given_blocks, "given_blocks", stream);
+  d.in.given_blocks = given_blocks_of(given, d.q, rows, cfg);
   Arr out = view(indices, "indices", stream);
   Arr out_blocks = view(blocks, "blocks", stream);
   check_output(out, d.q, {rows, cfg.out_width()});
@@ -868,14 +885,26 @@ hisa::PooledRounding rounding_from_name(const std::string& n) {
                     "' (expected exact, fp32, fp8_block or bf16)");
 }
 
-// Judges every row (SEMANTICS.md section 7); returns (row, message) for each wrong row.
+// Judges every row (SEMANTICS.md section 7); returns (row, message) for each wrong row. given:
+// the call's given_blocks [T, m] (host int32), or none.
 std::vector<std::pair<int64_t, std::string>> judge_rows(
-    const std::vector<hisa::reference::Row>& rows, hisa::DType dtype, py::handle indices,
-    py::handle blocks, const hisa::SelectConfig& cfg, bool exact, const std::string& rounding) {
+    std::vector<hisa::reference::Row> rows, hisa::DType dtype, py::handle indices,
+    py::handle blocks, const hisa::SelectConfig& cfg, bool exact, const std::string& rounding,
+    py::handle given_blocks) {
   Arr idx = view(indices, "indices", 0), blk = view(blocks, "blocks", 0);
+  const Arr given = view(given_blocks, "given_blocks", 0);
   host_only(idx, "judge");
   host_only(blk, "judge");
+  host_only(given, "judge");
   const int64_t T = int64_t(rows.size());
+  if (const int32_t* g = given_blocks_of(given, idx, T, cfg)) {
+    for (int64_t t = 0; t < T; ++t) {
+      hisa::reference::Row& r = rows[size_t(t)];
+      r.has_given = true;
+      for (int c = 0; c < cfg.top_blocks && g[t * cfg.top_blocks + c] >= 0; ++c)
+        r.given.push_back(g[t * cfg.top_blocks + c]);
+    }
+  }
   HISA_CHECK(is(idx.dtype, dl::kInt, 32), "indices: expected int32, got ", dtype_str(idx.dtype));
   check_shape(idx, {T, cfg.out_width()}, "[T, " + std::to_string(cfg.out_width()) + "]");
   if (cfg.has_blocks()) {
@@ -1015,14 +1044,17 @@ PYBIND11_MODULE(_hisa, m) {
         py::arg("indices"), py::arg("blocks"), py::arg("method"), py::arg("block_size"),
         py::arg("top_blocks"), py::arg("topk"), py::arg("sink_blocks"), py::arg("local_blocks"),
         py::arg("pooling"), py::arg("backend"), py::arg("stream"), py::arg("validate"),
-        "Ragged prefill into the caller's indices [T, width] (and blocks [T, m] or None).");
+        py::arg("given_blocks") = py::none(),
+        "Ragged prefill into the caller's indices [T, width] (and blocks [T, m] or None); "
+        "given_blocks [T, m]: another layer's chosen blocks, the block stage skipped.");
   m.def("decode", &decode, py::arg("q"), py::arg("weights"), py::arg("kv_cache"),
         py::arg("block_table"), py::arg("context_lens"), py::arg("next_n"), py::arg("pooled"),
         py::arg("indices"), py::arg("blocks"), py::arg("method"), py::arg("block_size"),
         py::arg("top_blocks"), py::arg("topk"), py::arg("sink_blocks"), py::arg("local_blocks"),
         py::arg("pooling"), py::arg("backend"), py::arg("stream"), py::arg("validate"),
-        py::arg("pooled_scales") = py::none(),
-        "Paged decode into the caller's indices [B * next_n, width].");
+        py::arg("pooled_scales") = py::none(), py::arg("given_blocks") = py::none(),
+        "Paged decode into the caller's indices [B * next_n, width]; given_blocks [B * next_n, "
+        "m]: another layer's chosen blocks, the block stage skipped (no pooled keys needed).");
   m.def("update_pooled_cache", &update_pooled_device, py::arg("kv_cache"), py::arg("block_table"),
         py::arg("old_lens"), py::arg("new_lens"), py::arg("pooled"), py::arg("pooled_scales"),
         py::arg("block_size"), py::arg("stream"),
@@ -1054,35 +1086,37 @@ PYBIND11_MODULE(_hisa, m) {
       [](py::handle q, py::handle k, py::handle w, py::handle k_scale, py::handle cu_q,
          py::handle cu_k, py::handle ks, py::handle ke, py::handle indices, py::handle blocks,
          const std::string& method, int block_size, int top_blocks, int topk, int sink, int local,
-         const std::string& pooling, bool exact, const std::string& rounding) {
+         const std::string& pooling, bool exact, const std::string& rounding,
+         py::handle given) {
         const hisa::SelectConfig cfg =
             make_config(method, block_size, top_blocks, topk, sink, local, pooling);
         hisa::DType dt;
-        const auto rows = reference_rows(q, k, w, k_scale, cu_q, cu_k, ks, ke, &dt);
-        return judge_rows(rows, dt, indices, blocks, cfg, exact, rounding);
+        auto rows = reference_rows(q, k, w, k_scale, cu_q, cu_k, ks, ke, &dt);
+        return judge_rows(std::move(rows), dt, indices, blocks, cfg, exact, rounding, given);
       },
       py::arg("q"), py::arg("k"), py::arg("w"), py::arg("k_scale"), py::arg("cu_seqlens_q"),
       py::arg("cu_seqlens_k"), py::arg("ks"), py::arg("ke"), py::arg("indices"), py::arg("blocks"),
       py::arg("method"), py::arg("block_size"), py::arg("top_blocks"), py::arg("topk"),
       py::arg("sink_blocks"), py::arg("local_blocks"), py::arg("pooling"), py::arg("exact"),
-      py::arg("rounding"));
+      py::arg("rounding"), py::arg("given_blocks") = py::none());
   m.def(
       "judge_decode",
       [](py::handle q, py::handle w, py::handle kv_cache, py::handle block_table,
          py::handle seq_lens, int next_n, py::handle indices, py::handle blocks,
          const std::string& method, int block_size, int top_blocks, int topk, int sink, int local,
-         const std::string& pooling, bool exact, const std::string& rounding) {
+         const std::string& pooling, bool exact, const std::string& rounding,
+         py::handle given) {
         const hisa::SelectConfig cfg =
             make_config(method, block_size, top_blocks, topk, sink, local, pooling);
         hisa::DType dt;
-        const auto rows = reference_decode_rows(q, w, kv_cache, block_table, seq_lens, next_n, &dt);
-        return judge_rows(rows, dt, indices, blocks, cfg, exact, rounding);
+        auto rows = reference_decode_rows(q, w, kv_cache, block_table, seq_lens, next_n, &dt);
+        return judge_rows(std::move(rows), dt, indices, blocks, cfg, exact, rounding, given);
       },
       py::arg("q"), py::arg("weights"), py::arg("kv_cache"), py::arg("block_table"),
       py::arg("context_lens"), py::arg("next_n"), py::arg("indices"), py::arg("blocks"),
       py::arg("method"), py::arg("block_size"), py::arg("top_blocks"), py::arg("topk"),
       py::arg("sink_blocks"), py::arg("local_blocks"), py::arg("pooling"), py::arg("exact"),
-      py::arg("rounding"));
+      py::arg("rounding"), py::arg("given_blocks") = py::none());
   m.def("fidelity", &fidelity, py::arg("a"), py::arg("b"), py::arg("scores"), py::arg("visible"),
         py::arg("budget_tokens"));
   m.def(

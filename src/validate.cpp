@@ -95,35 +95,39 @@ void check_common(int heads, int dim, DType dtype, const char* what) {
              dtype_name(dtype));
 }
 
-// Each row's given blocks: ascending and distinct in [0, ceil(e / B)), then only -1.
+// Each row's given blocks (check_given_blocks_row).
 template <class Visible>
 void check_given_blocks(const char* what, const int32_t* g, int64_t rows, const SelectConfig& cfg,
                         Visible visible) {
-  const int m = cfg.top_blocks;
-  for (int64_t t = 0; t < rows; ++t) {
-    const int64_t nb = (visible(t) + cfg.block_size - 1) / cfg.block_size;
-    int32_t prev = -1;
-    bool ended = false;
-    for (int c = 0; c < m; ++c) {
-      const int32_t b = g[t * m + c];
-      if (b < 0) {
-        HISA_CHECK(b == -1, what, ": given_blocks[", t, ", ", c, "] = ", b,
-                   " is negative (only -1 pads a row)");
-        ended = true;
-        continue;
-      }
-      HISA_CHECK(!ended, what, ": given_blocks[", t, ", ", c, "] = ", b, " follows the -1 ",
-                 "padding (a row lists its blocks first, then -1 only)");
-      HISA_CHECK(b < nb, what, ": given_blocks[", t, ", ", c, "] = ", b, " is past the row's ", nb,
-                 " eligible blocks (it sees ", visible(t), " positions, B = ", cfg.block_size, ")");
-      HISA_CHECK(b > prev, what, ": given_blocks[", t, ", ", c, "] = ", b, " does not ascend (",
-                 "the entry before it is ", prev, "; blocks are ascending and distinct)");
-      prev = b;
-    }
-  }
+  for (int64_t t = 0; t < rows; ++t)
+    check_given_blocks_row(what, t, g + t * cfg.top_blocks, cfg.top_blocks, visible(t),
+                           cfg.block_size);
 }
 
 }  // namespace
+
+void check_given_blocks_row(const char* what, int64_t t, const int32_t* row, int m,
+                            int64_t visible, int block_size) {
+  const int64_t nb = (visible + block_size - 1) / block_size;
+  int32_t prev = -1;
+  bool ended = false;
+  for (int c = 0; c < m; ++c) {
+    const int32_t b = row[c];
+    if (b < 0) {
+      HISA_CHECK(b == -1, what, ": given_blocks[", t, ", ", c, "] = ", b,
+                 " is negative (only -1 pads a row)");
+      ended = true;
+      continue;
+    }
+    HISA_CHECK(!ended, what, ": given_blocks[", t, ", ", c, "] = ", b, " follows the -1 ",
+               "padding (a row lists its blocks first, then -1 only)");
+    HISA_CHECK(b < nb, what, ": given_blocks[", t, ", ", c, "] = ", b, " is past the row's ", nb,
+               " eligible blocks (it sees ", visible, " positions, B = ", block_size, ")");
+    HISA_CHECK(b > prev, what, ": given_blocks[", t, ", ", c, "] = ", b, " does not ascend (",
+               "the entry before it is ", prev, "; blocks are ascending and distinct)");
+    prev = b;
+  }
+}
 
 void validate_prefill_shapes(const PrefillInputs& in, const SelectConfig& cfg) {
   cfg.validate();

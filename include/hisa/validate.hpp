@@ -40,4 +40,11 @@ std::vector<RowSpan> prefill_row_spans(const PrefillInputs& in);
 // such calls in float64.
 void validate_decode(const DecodeInputs& in, const SelectConfig& cfg, bool check_values = true);
 
+// One row of given_blocks (PrefillInputs / DecodeInputs::given_blocks): its top_blocks entries
+// ascending and distinct in [0, ceil(visible / block_size)), then -1 only. The error names
+// `what`, the row and the entry. (validate_prefill / validate_decode check every row with it; the
+// CUDA backend's device check finds the first bad row and reads that row back for it.)
+void check_given_blocks_row(const char* what, int64_t row, const int32_t* blocks, int top_blocks,
+                            int64_t visible, int block_size);
+
 }  // namespace hisa

@@ -119,7 +119,7 @@ def _no_blocks(lead, rows):
 def select_prefill(q, k, w, *, k_scale=None, cu_seqlens_q=None, cu_seqlens_k=None, ks=None, ke=None,
                    method="hisa", block_size=128, top_blocks=64, topk=2048, sink_blocks=1,
                    local_blocks=1, pooling="mean", backend=None, device=None, stream=None,
-                   validate=True, out=None):
+                   validate=True, out=None, given_blocks=None):
     """Top-k key positions of every query row of a ragged prefill (SEMANTICS.md sections 3-5).
 
     q [T, H, D] and k [S, D]: float32, bfloat16 or fp8 e4m3 (float8_e4m3fn; NumPy: uint16 / uint8
@@ -134,7 +134,10 @@ def select_prefill(q, k, w, *, k_scale=None, cu_seqlens_q=None, cu_seqlens_k=Non
     'cpu', 'cuda' or 'auto'; host data with 'cuda' is staged through the GPU explicitly, device
     data never goes to the host. validate: the CUDA backend checks the index arrays on the device
     (one stream synchronisation; skipped inside CUDA-graph capture). out: (indices, blocks) to
-    write into instead of allocating (blocks may be None).
+    write into instead of allocating (blocks may be None). given_blocks (hisa, block): int32
+    [T, m] chosen blocks from another layer's call on the same rows (its returned blocks), where q
+    lives: the block stage is skipped and the tokens are chosen inside them (cross-layer reuse);
+    each row ascending and distinct, then -1, or an error naming the entry.
     """
     width = _hisa.check_config(method, block_size, top_blocks, topk, sink_blocks, local_blocks, pooling)
     has_blocks = method not in ("flat", "dsa")
@@ -145,7 +148,7 @@ def select_prefill(q, k, w, *, k_scale=None, cu_seqlens_q=None, cu_seqlens_k=Non
     _hisa.prefill(_arg(q), _arg(k), _arg(w), _arg(k_scale), _arg(cu_seqlens_q), _arg(cu_seqlens_k),
                   _arg(ks), _arg(ke), _arg(indices), _arg(blocks), method, block_size, top_blocks,
                   topk, sink_blocks, local_blocks, pooling, _backend(q, backend, device), st,
-                  bool(validate))
+                  bool(validate), _arg(given_blocks))
     return indices, (blocks if blocks is not None else _no_blocks(q, rows))
 
 
@@ -180,7 +183,7 @@ def _next_n(q, next_n):
 def select_decode(q, kv_cache, weights, context_lens, block_table, *, next_n=None, pooled=None,
                   method="flat", topk=2048, block_size=128, top_blocks=64, sink_blocks=1,
                   local_blocks=1, pooling="mean", backend=None, device=None, stream=None,
-                  validate=True, out=None):
+                  validate=True, out=None, given_blocks=None):
     """Top-k positions of every decode query from the paged fp8 indexer cache, in DeepGEMM's
     argument order (fp8_paged_mqa_logits(q, kv_cache, weights, context_lens, block_table, ...)).
 
@@ -193,7 +196,9 @@ def select_decode(q, kv_cache, weights, context_lens, block_table, *, next_n=Non
     scales float32 [B, max_blocks]) as a pair.
 
     Returns (indices [B * next_n, width] int32, blocks [B * next_n, m] int32), rows request-major,
-    positions relative to the request's first token, valid first then -1.
+    positions relative to the request's first token, valid first then -1. given_blocks (hisa,
+    block): int32 [B * next_n, m] chosen blocks from another layer's call (cross-layer reuse):
+    the block stage is skipped and pooled is not needed.
     """
     width = _hisa.check_config(method, block_size, top_blocks, topk, sink_blocks, local_blocks, pooling)
     has_blocks = method not in ("flat", "dsa")
@@ -207,7 +212,8 @@ def select_decode(q, kv_cache, weights, context_lens, block_table, *, next_n=Non
     _hisa.decode(_arg(q), _arg(weights), _arg(kv_cache), _arg(block_table), _arg(lens),
                  0 if len(q.shape) == 4 else n, _arg(keys), _arg(indices), _arg(blocks), method,
                  block_size, top_blocks, topk, sink_blocks, local_blocks, pooling,
-                 _backend(q, backend, device), st, bool(validate), _arg(scales))
+                 _backend(q, backend, device), st, bool(validate), _arg(scales),
+                 _arg(given_blocks))
     return indices, (blocks if blocks is not None else _no_blocks(q, rows))
 
 
@@ -365,23 +371,28 @@ def judge_prefill(q, k, w, indices, blocks=None, *, exact=False, rounding="exact
     (row, message) for every wrong row (empty: all right). Host arrays. kw: the layout (k_scale,
     cu_seqlens_q, cu_seqlens_k, ks, ke) and the configuration (method, block_size, ...). rounding:
     how the backend stored pooled keys: 'exact', 'fp32' (cpu), 'fp8_block' / 'bf16' (cuda, fp8 /
-    bf16 inputs); exact: small-integer inputs, the sets must equal the reference's."""
+    bf16 inputs); exact: small-integer inputs, the sets must equal the reference's. given_blocks:
+    the call's given blocks (the blocks must repeat them, the tokens come from them)."""
     layout = {"k_scale", "cu_seqlens_q", "cu_seqlens_k", "ks", "ke"}
+    given = kw.pop("given_blocks", None)
     _split(kw, layout)
     return _hisa.judge_prefill(_arg(q), _arg(k), _arg(w), *(_arg(kw.get(n)) for n in
                                ("k_scale", "cu_seqlens_q", "cu_seqlens_k", "ks", "ke")),
-                               _arg(indices), _arg(blocks), *_cfg(kw), bool(exact), rounding)
+                               _arg(indices), _arg(blocks), *_cfg(kw), bool(exact), rounding,
+                               _arg(given))
 
 
 def judge_decode(q, kv_cache, weights, context_lens, block_table, indices, blocks=None, *, next_n=None,
                  exact=False, rounding="exact", **kw):
     """judge_prefill for a decode selection (host arrays)."""
+    given = kw.pop("given_blocks", None)
     _split(kw, set())
     kw.setdefault("method", "flat")
     n = _next_n(q, next_n)
     return _hisa.judge_decode(_arg(q), _arg(weights), _arg(kv_cache), _arg(block_table),
                               _arg(_last_column(context_lens, n)), 0 if len(q.shape) == 4 else n,
-                              _arg(indices), _arg(blocks), *_cfg(kw), bool(exact), rounding)
+                              _arg(indices), _arg(blocks), *_cfg(kw), bool(exact), rounding,
+                              _arg(given))
 
 
 def fidelity(a, b, visible, *, scores=None, budget_tokens=0):

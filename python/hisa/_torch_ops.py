@@ -4,11 +4,14 @@ graphs. Without PyTorch, or with an older one, nothing is registered and `availa
 the plain functions of the package still take tensors.
 
     torch.ops.hisa.prefill(q, k, w, k_scale, cu_seqlens_q, cu_seqlens_k, ks, ke, method, block_size,
-                           top_blocks, topk, sink_blocks, local_blocks, pooling, validate)
+                           top_blocks, topk, sink_blocks, local_blocks, pooling, validate,
+                           given_blocks=None)
         -> (indices [T, width] int32, blocks [T, m] int32; no columns for flat)
     torch.ops.hisa.decode(q, kv_cache, weights, context_lens, block_table, pooled, pooled_scales,
-                          next_n, method, block_size, top_blocks, topk, sink_blocks, local_blocks, pooling, validate)
+                          next_n, method, block_size, top_blocks, topk, sink_blocks, local_blocks, pooling, validate,
+                          given_blocks=None)
         -> (indices [B * next_n, width] int32, blocks)
+    given_blocks: another layer's chosen blocks (cross-layer reuse; the block stage is skipped).
     hisa.ops.hisa_indexer(...), hisa.ops.dsa_indexer(...): the public kernels' signatures on top.
 
 Inside CUDA-graph capture the device-side index checks are skipped (they read a flag back), and
@@ -51,16 +54,18 @@ if available:
     def prefill(q: Tensor, k: Tensor, w: Tensor, k_scale: Optional[Tensor],
                 cu_seqlens_q: Optional[Tensor], cu_seqlens_k: Optional[Tensor], ks: Optional[Tensor],
                 ke: Optional[Tensor], method: str, block_size: int, top_blocks: int, topk: int,
-                sink_blocks: int, local_blocks: int, pooling: str, validate: bool) -> Tuple[Tensor, Tensor]:
+                sink_blocks: int, local_blocks: int, pooling: str, validate: bool,
+                given_blocks: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         idx, blocks = _core.select_prefill(
             q, k, w, k_scale=k_scale, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, ks=ks, ke=ke,
             method=method, block_size=block_size, top_blocks=top_blocks, topk=topk,
-            sink_blocks=sink_blocks, local_blocks=local_blocks, pooling=pooling, validate=validate)
+            sink_blocks=sink_blocks, local_blocks=local_blocks, pooling=pooling, validate=validate,
+            given_blocks=given_blocks)
         return idx, blocks
 
     @prefill.register_fake
     def _prefill_fake(q, k, w, k_scale, cu_seqlens_q, cu_seqlens_k, ks, ke, method, block_size,
-                      top_blocks, topk, sink_blocks, local_blocks, pooling, validate):
+                      top_blocks, topk, sink_blocks, local_blocks, pooling, validate, given_blocks=None):
         width = _width(method, block_size, top_blocks, topk, sink_blocks, local_blocks, pooling)
         rows = q.shape[0]
         m = top_blocks if _has_blocks(method) else 0
@@ -70,18 +75,20 @@ if available:
     def decode(q: Tensor, kv_cache: Tensor, weights: Tensor, context_lens: Tensor, block_table: Tensor,
                pooled: Optional[Tensor], pooled_scales: Optional[Tensor], next_n: int, method: str,
                block_size: int, top_blocks: int, topk: int, sink_blocks: int, local_blocks: int,
-               pooling: str, validate: bool) -> Tuple[Tensor, Tensor]:
+               pooling: str, validate: bool, given_blocks: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         # pooled_scales given: pooled is the device pooled cache's keys (allocate_pooled_keys).
         cache = (pooled, pooled_scales) if pooled_scales is not None else pooled
         idx, blocks = _core.select_decode(
             q, kv_cache, weights, context_lens, block_table, next_n=next_n if next_n > 0 else None,
             pooled=cache, method=method, block_size=block_size, top_blocks=top_blocks, topk=topk,
-            sink_blocks=sink_blocks, local_blocks=local_blocks, pooling=pooling, validate=validate)
+            sink_blocks=sink_blocks, local_blocks=local_blocks, pooling=pooling, validate=validate,
+            given_blocks=given_blocks)
         return idx, blocks
 
     @decode.register_fake
     def _decode_fake(q, kv_cache, weights, context_lens, block_table, pooled, pooled_scales, next_n,
-                     method, block_size, top_blocks, topk, sink_blocks, local_blocks, pooling, validate):
+                     method, block_size, top_blocks, topk, sink_blocks, local_blocks, pooling, validate,
+                     given_blocks=None):
         width = _width(method, block_size, top_blocks, topk, sink_blocks, local_blocks, pooling)
         rows = q.shape[0] * q.shape[1] if q.dim() == 4 else q.shape[0]
         m = top_blocks if _has_blocks(method) else 0

@@ -324,6 +324,47 @@ def test_decode_errors(rng):
         hisa.select_decode(q, cache, w[:, :4].copy(), lens, table, topk=50)
 
 
+# ---- cross-layer block reuse: another layer's chosen blocks given, the block stage skipped ----
+
+@pytest.mark.parametrize("method", ("hisa", "block"))
+def test_given_blocks_reuse_another_layers_choice(rng, method):
+    q1, k1, w1 = small_ints(rng, 32, 900, 4, 64)
+    q2, k2, w2 = small_ints(rng, 32, 900, 4, 64)
+    _, b1 = hisa.select_prefill(q1, k1, w1, method=method, **SMALL)
+    for backend in ("reference", "cpu"):
+        idx, b2 = hisa.select_prefill(q2, k2, w2, method=method, given_blocks=b1, backend=backend,
+                                      **SMALL)
+        assert (b2 == b1).all()
+        assert hisa.judge_prefill(q2, k2, w2, idx, b2, method=method, exact=True, given_blocks=b1,
+                                  **SMALL) == []
+    # A layer given its own blocks selects what it selects alone.
+    own, ob = hisa.select_prefill(q2, k2, w2, method=method, **SMALL)
+    again, _ = hisa.select_prefill(q2, k2, w2, method=method, given_blocks=ob, **SMALL)
+    assert row_sets(again) == row_sets(own)
+    bad = b1.copy()
+    bad[3, 1] = bad[3, 0]
+    with pytest.raises(hisa.Error, match=r"given_blocks\[3, 1\] = 0 does not ascend"):
+        hisa.select_prefill(q2, k2, w2, method=method, given_blocks=bad, **SMALL)
+    with pytest.raises(hisa.Error, match="given_blocks is for methods hisa and block"):
+        hisa.select_prefill(q2, k2, w2, method="flat", given_blocks=b1, topk=100)
+    with pytest.raises(hisa.Error, match="given_blocks"):
+        hisa.select_prefill(q2, k2, w2, method=method, given_blocks=b1[:, :2].copy(), **SMALL)
+
+
+def test_given_blocks_in_decode_need_no_pooled_keys(rng):
+    B, n, H, D = 2, 2, 8, 128
+    lens = [900, 300]
+    q1, w1, cache1, table, lens = decode_case(rng, B, n, H, D, lens)
+    q2, w2, cache2, _, _ = decode_case(rng, B, n, H, D, lens)
+    cfg = dict(method="hisa", block_size=64, top_blocks=4, topk=100)
+    pooled = hisa.allocate_pooled_keys(B, 16, D)
+    hisa.update_pooled_keys(cache1, table, lens, pooled, block_size=64)
+    _, b1 = hisa.select_decode(q1, cache1, w1, lens, table, pooled=pooled, **cfg)
+    idx, b2 = hisa.select_decode(q2, cache2, w2, lens, table, given_blocks=b1, **cfg)
+    assert (b2 == b1).all()
+    assert hisa.judge_decode(q2, cache2, w2, lens, table, idx, b2, given_blocks=b1, **cfg) == []
+
+
 def test_empty_batch():
     q = np.zeros((0, 4, 64), np.float32)
     idx, blocks = hisa.select_prefill(q, np.zeros((10, 64), np.float32), np.zeros((0, 4), np.float32),

@@ -255,6 +255,28 @@ def test_cuda_decode_with_the_device_pooled_cache(rng, method):
                              rounding="fp8_block", **SMALL) == []
 
 
+@needs_cuda
+@needs_fp8
+@needs_ops
+@pytest.mark.parametrize("method", ["hisa", "block"])
+def test_cuda_given_blocks_reuse_through_the_op(rng, method):
+    # Layer 1's chosen blocks given to layer 2 (its own q, k, w) through the custom op: the blocks
+    # come back as given and the tokens are judged against the reference given the same blocks.
+    c1 = fp8_case(rng, 64, 4000, [24, 40], [1500, 2500])
+    c2 = fp8_case(rng, 64, 4000, [24, 40], [1500, 2500])
+    d1, d2 = on_device(c1), on_device(c2)
+    args = (method, SMALL["block_size"], SMALL["top_blocks"], SMALL["topk"], 1, 1, "mean", True)
+    _, b1 = torch.ops.hisa.prefill(d1["q"], d1["k"], d1["w"], d1["k_scale"], d1["cu_q"], d1["cu_k"],
+                                   None, None, *args)
+    idx, b2 = torch.ops.hisa.prefill(d2["q"], d2["k"], d2["w"], d2["k_scale"], d2["cu_q"], d2["cu_k"],
+                                     None, None, *args, given_blocks=b1)
+    assert torch.equal(b1, b2)
+    bad = hisa.judge_prefill(c2["q"], c2["k"], c2["w"], host(idx), host(b2), k_scale=c2["k_scale"],
+                             cu_seqlens_q=c2["cu_q"], cu_seqlens_k=c2["cu_k"], method=method,
+                             given_blocks=host(b1), **SMALL)
+    assert bad == [], bad[:3]
+
+
 # ---- torch custom ops: eager, torch.compile(fullgraph=True), CUDA graphs ------------------------
 
 @needs_ops

@@ -48,7 +48,8 @@ void check_hisa_path(const PrefillInputs& in, const SelectConfig& cfg, Path want
              "only (pooling max is an experiment of the cpu backends)");
 }
 
-// HISA and block decode: the fused path's shapes and a pooled cache that covers the call.
+// HISA and block decode: the fused path's shapes and a pooled cache that covers the call (none
+// needed with given blocks).
 void check_hisa_decode(const DecodeInputs& in, const SelectConfig& cfg, Path want,
                        const PooledCache* pc) {
   const char* m = cfg.method == Method::Hisa ? "hisa" : "block";
@@ -64,6 +65,10 @@ void check_hisa_decode(const DecodeInputs& in, const SelectConfig& cfg, Path wan
              "cuda backend's block stage picks at most ", kFusedMaxK, " blocks");
   HISA_CHECK(cfg.pooling == Pooling::Mean, "decode: the cuda backend pools blocks by their mean ",
              "only");
+  HISA_CHECK(int64_t(in.batch) * in.max_pages * 64 < (int64_t(1) << 31), "decode: method ", m,
+             " on the cuda backend takes batch x max_pages x 64 < 2^31 (got ", in.batch, " x ",
+             in.max_pages, ")");
+  if (in.given_blocks) return;
   HISA_CHECK(pc && pc->keys && pc->scales, "decode: method ", m, " on the cuda backend needs ",
              "the device pooled cache (hisa::cuda::PooledCache, kept by update_pooled_cache)");
   HISA_CHECK(pc->block_size == cfg.block_size, "decode: the pooled cache holds blocks of ",
@@ -73,9 +78,6 @@ void check_hisa_decode(const DecodeInputs& in, const SelectConfig& cfg, Path wan
   HISA_CHECK(int64_t(pc->max_blocks) * pc->block_size >= int64_t(in.max_pages) * in.page_size,
              "decode: the pooled cache's max_blocks ", pc->max_blocks, " x ", pc->block_size,
              " does not cover the block table's ", in.max_pages, " pages of ", in.page_size);
-  HISA_CHECK(int64_t(in.batch) * in.max_pages * 64 < (int64_t(1) << 31), "decode: method ", m,
-             " on the cuda backend takes batch x max_pages x 64 < 2^31 (got ", in.batch, " x ",
-             in.max_pages, ")");
 }
 
 }  // namespace
@@ -132,8 +134,6 @@ void score_prefill(const PrefillInputs& in, int64_t row_begin, int64_t rows, flo
 void select_prefill(const PrefillInputs& in, const SelectConfig& cfg, const SelectOutputs& out,
                     Workspace& ws, void* stream, const Options& opt) {
   host_checks(in, cfg, out);
-  HISA_CHECK(!in.given_blocks, "prefill: given_blocks is not implemented on the cuda backend ",
-             "(the cpu backends take it)");
   if (in.num_q == 0) return;
   if (cfg.has_blocks()) check_hisa_path(in, cfg, opt.path);
   cudaStream_t st = static_cast<cudaStream_t>(stream);
@@ -150,6 +150,9 @@ void select_prefill(const PrefillInputs& in, const SelectConfig& cfg, const Sele
   int32_t* row_ke = spans + in.num_q;
   launch_row_spans(in, row_ks, row_ke, st);
   if (cfg.has_blocks()) {
+    if (in.given_blocks && opt.validate)
+      check_given_blocks("prefill", in.given_blocks, in.num_q, cfg, row_ks, row_ke, nullptr, 0, ws,
+                         st);
     hisa_prefill(in, cfg, out, row_ks, row_ke, ws, st);
     return;
   }
@@ -165,13 +168,14 @@ void select_decode_with(const DecodeInputs& in, const SelectConfig& cfg, const S
                         Workspace& ws, void* stream, const Options& opt,
                         const DecodeOverrides& over, const PooledCache* pooled) {
   host_checks(in, cfg, out);
-  HISA_CHECK(!in.given_blocks, "decode: given_blocks is not implemented on the cuda backend ",
-             "(the cpu backends take it)");
   cudaStream_t st = static_cast<cudaStream_t>(stream);
   if (cfg.has_blocks()) {
     check_hisa_decode(in, cfg, opt.path, pooled);
     if (opt.validate || opt.check_values) device_checks(in, ws, st, opt.check_values);
-    hisa_decode(in, cfg, out, *pooled, ws, st);
+    if (in.given_blocks && opt.validate)
+      check_given_blocks("decode", in.given_blocks, int64_t(in.batch) * in.next_n, cfg, nullptr,
+                         nullptr, in.seq_lens, in.next_n, ws, st);
+    hisa_decode(in, cfg, out, pooled, ws, st);
     return;
   }
   if (opt.validate || opt.check_values) device_checks(in, ws, st, opt.check_values);

@@ -49,6 +49,13 @@ void host_checks(const DecodeInputs& in, const SelectConfig& cfg, const SelectOu
 // bad entry. Synchronises the stream.
 void device_checks(const PrefillInputs& in, Workspace& ws, cudaStream_t st, bool values);
 void device_checks(const DecodeInputs& in, Workspace& ws, cudaStream_t st, bool values);
+// given_blocks [rows, cfg.top_blocks] on the device (check_given_blocks_row's rules), each row
+// seeing row_ke - row_ks positions (prefill) or its decode length (row_ks nullptr: seq_lens and
+// next_n); throws naming the first bad entry, with check_given_blocks_row's message. Synchronises
+// the stream.
+void check_given_blocks(const char* what, const int32_t* given, int64_t rows,
+                        const SelectConfig& cfg, const int32_t* row_ks, const int32_t* row_ke,
+                        const int32_t* seq_lens, int next_n, Workspace& ws, cudaStream_t st);
 
 // ---- topk.cu ----
 // Stand-alone top-k of score rows [row_offset, row_offset + rows) into out (k per row).
@@ -119,14 +126,15 @@ void select_decode_with(const DecodeInputs& in, const SelectConfig& cfg, const S
                         const DecodeOverrides& over, const PooledCache* pooled = nullptr);
 
 // ---- hisa_prefill.cu ----
-// HISA and block-sparse prefill (cfg.method hisa or block) on the fused kernels.
+// HISA and block-sparse prefill (cfg.method hisa or block) on the fused kernels; with
+// in.given_blocks the tokens are chosen inside the given blocks (no pooling, no block stage).
 void hisa_prefill(const PrefillInputs& in, const SelectConfig& cfg, const SelectOutputs& out,
                   const int32_t* row_ks, const int32_t* row_ke, Workspace& ws, cudaStream_t st);
 
 // ---- hisa_decode.cu ----
 // HISA and block-sparse decode (cfg.method hisa or block) on the fused kernels, from the pooled
-// cache `pooled` (checked by the caller).
+// cache `pooled` (checked by the caller; unused, and may be null, with in.given_blocks).
 void hisa_decode(const DecodeInputs& in, const SelectConfig& cfg, const SelectOutputs& out,
-                 const PooledCache& pooled, Workspace& ws, cudaStream_t st);
+                 const PooledCache* pooled, Workspace& ws, cudaStream_t st);
 
 }  // namespace hisa::cuda

@@ -2,6 +2,7 @@
 // the host, the index arrays (and optionally the values) on the device.
 #include <algorithm>
 #include <climits>
+#include <vector>
 
 #include "cuda/backend.hpp"
 #include "cuda/kernels/smxx_checks.cuh"
@@ -106,6 +107,37 @@ void device_checks(const DecodeInputs& in, Workspace& ws, cudaStream_t st, bool 
                                                     in.kv_cache, err);
   HISA_CUDA_CHECK(cudaGetLastError());
   raise_checks(err, st, "decode", 0, in.next_n, in.max_pages, in.page_size, in.num_pages);
+}
+
+void check_given_blocks(const char* what, const int32_t* given, int64_t rows,
+                        const SelectConfig& cfg, const int32_t* row_ks, const int32_t* row_ke,
+                        const int32_t* seq_lens, int next_n, Workspace& ws, cudaStream_t st) {
+  if (rows == 0) return;
+  auto* err = static_cast<unsigned long long*>(ws.get(kSlotErr, kNumChecks * 8));
+  HISA_CUDA_CHECK(cudaMemsetAsync(err + kCheckGiven, 0xFF, 8, st));
+  smxx_check_given_kernel<<<unsigned(ceil_div(rows, 256)), 256, 0, st>>>(
+      rows, cfg.top_blocks, cfg.block_size, given, row_ks, row_ke, seq_lens, next_n, err);
+  HISA_CUDA_CHECK(cudaGetLastError());
+  unsigned long long at = 0;
+  HISA_CUDA_CHECK(cudaMemcpyAsync(&at, err + kCheckGiven, 8, cudaMemcpyDeviceToHost, st));
+  HISA_CUDA_CHECK(cudaStreamSynchronize(st));
+  if (at == ULLONG_MAX) return;
+  // The bad row back on the host, for the message every backend gives.
+  const int64_t r = int64_t(at) / cfg.top_blocks;
+  std::vector<int32_t> row(size_t(cfg.top_blocks));
+  int32_t span[2] = {0, 0};
+  HISA_CUDA_CHECK(cudaMemcpy(row.data(), given + r * cfg.top_blocks, row.size() * 4,
+                             cudaMemcpyDeviceToHost));
+  if (row_ks) {
+    HISA_CUDA_CHECK(cudaMemcpy(span, row_ks + r, 4, cudaMemcpyDeviceToHost));
+    HISA_CUDA_CHECK(cudaMemcpy(span + 1, row_ke + r, 4, cudaMemcpyDeviceToHost));
+  } else {
+    HISA_CUDA_CHECK(cudaMemcpy(span + 1, seq_lens + r / next_n, 4, cudaMemcpyDeviceToHost));
+    span[1] += -next_n + int(r % next_n) + 1;
+  }
+  check_given_blocks_row(what, r, row.data(), cfg.top_blocks, int64_t(span[1]) - span[0],
+                         cfg.block_size);
+  throw Error(detail::concat(what, ": given_blocks row ", r, " breaks its rules"));
 }
 
 }  // namespace hisa::cuda

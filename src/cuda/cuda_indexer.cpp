@@ -46,6 +46,8 @@ class CudaIndexer final : public Indexer {
     d.cu_seqlens_k = index_[1].upload(in.cu_seqlens_k, nseq, stream_);
     d.ks = index_[2].upload(in.ks, in.ks ? size_t(T) : 0, stream_);
     d.ke = index_[3].upload(in.ke, in.ke ? size_t(T) : 0, stream_);
+    d.given_blocks = given_.upload(in.given_blocks,
+                                   in.given_blocks ? size_t(T) * cfg.top_blocks : 0, stream_);
     SelectOutputs dout;
     const size_t out_count = size_t(T) * cfg.out_width();
     dout.indices = indices_.reserve(out_count);
@@ -78,6 +80,8 @@ class CudaIndexer final : public Indexer {
     d.block_table = index_[0].upload(in.block_table, size_t(in.batch) * in.max_pages, stream_);
     d.seq_lens = index_[1].upload(in.seq_lens, size_t(in.batch), stream_);
     d.pooled = nullptr;  // (the device pools from the cache itself, below)
+    d.given_blocks = given_.upload(in.given_blocks,
+                                   in.given_blocks ? size_t(rows) * cfg.top_blocks : 0, stream_);
     SelectOutputs dout;
     const size_t out_count = size_t(rows) * cfg.out_width();
     dout.indices = indices_.reserve(out_count);
@@ -87,7 +91,7 @@ class CudaIndexer final : public Indexer {
     cuda::Options opt;
     opt.validate = false;
     cuda::PooledCache pc;
-    if (cfg.has_blocks()) {
+    if (cfg.has_blocks() && !in.given_blocks) {
       // Every complete block pooled from the staged cache, as an engine's update calls keep it.
       pc.batch = in.batch;
       pc.block_size = cfg.block_size;
@@ -97,7 +101,8 @@ class CudaIndexer final : public Indexer {
       pc.scales = pooled_scales_.reserve(size_t(pc.batch) * pc.max_blocks);
       cuda::update_pooled_cache(d, nullptr, d.seq_lens, pc, stream_);
     }
-    cuda::select_decode(d, cfg, dout, ws_, stream_, opt, cfg.has_blocks() ? &pc : nullptr);
+    cuda::select_decode(d, cfg, dout, ws_, stream_, opt,
+                        cfg.has_blocks() && !in.given_blocks ? &pc : nullptr);
     HISA_CUDA_CHECK(
         cudaMemcpyAsync(out.indices, dout.indices, out_count * 4, cudaMemcpyDeviceToHost, stream_));
     if (blocks)
@@ -112,7 +117,7 @@ class CudaIndexer final : public Indexer {
   // Staging buffers, kept between calls.
   DeviceBuffer<uint8_t> q_, k_;
   DeviceBuffer<float> k_scale_, w_;
-  DeviceBuffer<int32_t> index_[4], indices_, blocks_;
+  DeviceBuffer<int32_t> index_[4], given_, indices_, blocks_;
   DeviceBuffer<uint8_t> pooled_keys_;
   DeviceBuffer<float> pooled_scales_;
 };

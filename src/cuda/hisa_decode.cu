@@ -8,7 +8,9 @@
 //      m - sink - local, ties toward the lower block; then the chosen blocks with the forced ones;
 //   3. hisa: the token stage, the fused kernel over the pages of the chosen blocks (gathered
 //      chunks of the paged cache), exact top-k fused; block: the chosen blocks' positions.
-// Rows of one request (next_n > 1) share a tile and stream the union of their chunks once.
+// Rows of one request (next_n > 1) share a tile and stream the union of their chunks once. With
+// given blocks (DecodeInputs::given_blocks, cross-layer reuse) step 2 is skipped and no pooled
+// cache is read.
 #include <algorithm>
 
 #include "cuda/backend.hpp"
@@ -59,18 +61,22 @@ void update_pooled_cache(const DecodeInputs& cache, const int32_t* old_lens,
 }
 
 void hisa_decode(const DecodeInputs& in, const SelectConfig& cfg, const SelectOutputs& out,
-                 const PooledCache& pc, Workspace& ws, cudaStream_t st) {
+                 const PooledCache* pc, Workspace& ws, cudaStream_t st) {
   const int B = cfg.block_size, m = cfg.top_blocks;
   const int kp = m - cfg.sink_blocks - cfg.local_blocks;  // blocks the block stage picks
   const int64_t rows = int64_t(in.batch) * in.next_n;
   const int per_stage = gathered_per_stage(DType::F8E4M3, in.num_heads);
   const int sms = current_device().sm_count;
 
+  // Given blocks (cross-layer reuse): no block stage; out.blocks repeats them.
+  const bool given = in.given_blocks != nullptr;
+  const int max_blocks = given ? 0 : pc->max_blocks;  // (the block spans go unused when given)
+
   // ---- 1. spans
   auto* spans = static_cast<int32_t*>(ws.get(kSlotSpans, size_t(rows) * 16));
   int32_t *tks = spans, *tke = spans + rows, *bks = spans + 2 * rows, *bke = spans + 3 * rows;
   smxx_decode_spans_kernel<<<unsigned(ceil_div(rows, 256)), 256, 0, st>>>(
-      rows, in.next_n, in.seq_lens, in.max_pages, pc.max_blocks, B, m, cfg.sink_blocks,
+      rows, in.next_n, in.seq_lens, in.max_pages, max_blocks, B, m, cfg.sink_blocks,
       cfg.local_blocks, tks, tke, bks, bke);
   HISA_CUDA_CHECK(cudaGetLastError());
 
@@ -87,36 +93,44 @@ void hisa_decode(const DecodeInputs& in, const SelectConfig& cfg, const SelectOu
   p.has_scale = 1;
   p.w = in.w;
 
-  // ---- 2. block stage over the pooled cache
-  auto* top = static_cast<int32_t*>(ws.get(kSlotBlockTop, size_t(rows) * std::max(kp, 1) * 4));
-  if (kp > 0) {
-    const int stride = stride_for(2 * ceil_div(pc.max_blocks, 64), per_stage);
-    auto* chunks = static_cast<int32_t*>(ws.get(kSlotBlockChunks, size_t(tiles) * stride * 4));
-    auto* counts = static_cast<int32_t*>(ws.get(kSlotBlockChunkCount, size_t(tiles) * 4));
-    smxx_span_chunk_lists_kernel<<<unsigned(ceil_div(tiles, 128)), 128, 0, st>>>(
-        rows, bks, bke, stride, per_stage, chunks, counts);
+  // ---- 2. block stage over the pooled cache (given blocks: none)
+  const int32_t* blocks = in.given_blocks;
+  if (given) {
+    if (out.blocks && out.blocks != in.given_blocks)
+      HISA_CUDA_CHECK(cudaMemcpyAsync(out.blocks, in.given_blocks, size_t(rows) * m * 4,
+                                      cudaMemcpyDeviceToDevice, st));
+  } else {
+    auto* top = static_cast<int32_t*>(ws.get(kSlotBlockTop, size_t(rows) * std::max(kp, 1) * 4));
+    if (kp > 0) {
+      const int stride = stride_for(2 * ceil_div(pc->max_blocks, 64), per_stage);
+      auto* chunks = static_cast<int32_t*>(ws.get(kSlotBlockChunks, size_t(tiles) * stride * 4));
+      auto* counts = static_cast<int32_t*>(ws.get(kSlotBlockChunkCount, size_t(tiles) * 4));
+      smxx_span_chunk_lists_kernel<<<unsigned(ceil_div(tiles, 128)), 128, 0, st>>>(
+          rows, bks, bke, stride, per_stage, chunks, counts);
+      HISA_CUDA_CHECK(cudaGetLastError());
+      const uint64_t pooled_rows = uint64_t(pc->batch) * pc->max_blocks;
+      l.k = map_rows(pc->keys, DType::F8E4M3, pooled_rows, 64, "pooled keys");
+      l.scale = l.k;
+      p.topk = kp;
+      p.part_stride = kp;
+      p.k_scale = pc->scales;
+      p.num_keys = int64_t(pooled_rows);
+      p.row_ks = bks;
+      p.row_ke = bke;
+      p.chunks = chunks;
+      p.chunk_count = counts;
+      p.chunk_stride = stride;
+      p.block_table = nullptr;
+      p.out = top;
+      HISA_CUDA_CHECK(launch_gathered(DType::F8E4M3, in.num_heads, l));
+    }
+    int32_t* chosen =
+        out.blocks ? out.blocks : static_cast<int32_t*>(ws.get(kSlotBlocks, size_t(rows) * m * 4));
+    smxx_assemble_blocks_kernel<<<unsigned(ceil_div(rows * 32, 256)), 256, 0, st>>>(
+        0, rows, tks, tke, B, m, cfg.sink_blocks, cfg.local_blocks, top, chosen);
     HISA_CUDA_CHECK(cudaGetLastError());
-    const uint64_t pooled_rows = uint64_t(pc.batch) * pc.max_blocks;
-    l.k = map_rows(pc.keys, DType::F8E4M3, pooled_rows, 64, "pooled keys");
-    l.scale = l.k;
-    p.topk = kp;
-    p.part_stride = kp;
-    p.k_scale = pc.scales;
-    p.num_keys = int64_t(pooled_rows);
-    p.row_ks = bks;
-    p.row_ke = bke;
-    p.chunks = chunks;
-    p.chunk_count = counts;
-    p.chunk_stride = stride;
-    p.block_table = nullptr;
-    p.out = top;
-    HISA_CUDA_CHECK(launch_gathered(DType::F8E4M3, in.num_heads, l));
+    blocks = chosen;
   }
-  int32_t* blocks =
-      out.blocks ? out.blocks : static_cast<int32_t*>(ws.get(kSlotBlocks, size_t(rows) * m * 4));
-  smxx_assemble_blocks_kernel<<<unsigned(ceil_div(rows * 32, 256)), 256, 0, st>>>(
-      0, rows, tks, tke, B, m, cfg.sink_blocks, cfg.local_blocks, top, blocks);
-  HISA_CUDA_CHECK(cudaGetLastError());
   if (cfg.method == Method::Block) {
     smxx_block_positions_kernel<<<unsigned(rows), 256, 0, st>>>(0, rows, tks, tke, B, m, blocks,
                                                                 out.indices);

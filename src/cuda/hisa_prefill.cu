@@ -8,6 +8,7 @@
 //      the 64-key chunks of the union of its rows' blocks once, each row keeping only the chunks
 //      it chose, with the exact top-k fused (no candidate matrix, no index translation);
 //      block: the chosen blocks' positions;
+// with given blocks (PrefillInputs::given_blocks, cross-layer reuse) steps 1 and 2 are skipped;
 // rows in chunks of a bounded size, so that the workspace does not grow with T.
 #include <algorithm>
 
@@ -56,33 +57,46 @@ void hisa_prefill(const PrefillInputs& in, const SelectConfig& cfg, const Select
   const bool fp8 = in.dtype == DType::F8E4M3;
   const int64_t T = in.num_q;
 
+  // Given blocks (cross-layer reuse): no pooled keys and no block stage; out.blocks repeats them.
+  const bool given = in.given_blocks != nullptr;
+  if (given && out.blocks && out.blocks != in.given_blocks)
+    HISA_CUDA_CHECK(cudaMemcpyAsync(out.blocks, in.given_blocks, size_t(T) * m * 4,
+                                    cudaMemcpyDeviceToDevice, st));
+
   // ---- 1. pooled keys
   const int64_t slots = in.num_k / B + 1;
-  auto* need = static_cast<int32_t*>(ws.get(kSlotPoolSeqs, size_t(slots) * 12));
-  int32_t* start = need + slots;
-  int32_t* owner = start + slots;
-  HISA_CUDA_CHECK(cudaMemsetAsync(need, 0, size_t(slots) * 4, st));
-  smxx_pool_need_kernel<<<unsigned(ceil_div(T, 256)), 256, 0, st>>>(
-      T, row_ks, row_ke, B, m, cfg.local_blocks, need, start);
-  HISA_CUDA_CHECK(cudaGetLastError());
-  smxx_pool_owner_kernel<<<1, 1024, 0, st>>>(slots, need, owner);
-  HISA_CUDA_CHECK(cudaGetLastError());
-  auto* pooled = static_cast<uint8_t*>(ws.get(kSlotPooled, size_t(slots) * 128 * (fp8 ? 1 : 2)));
-  auto* pooled_scale = fp8 ? static_cast<float*>(ws.get(kSlotPooledScale, size_t(slots) * 4))
-                           : nullptr;
-  smxx_pool_blocks_kernel<<<unsigned(std::min<int64_t>(slots, 65535)), 128, 0, st>>>(
-      in.dtype, in.k, in.k_scale, B, slots, owner, need, start, fp8 ? 1 : 0, pooled,
-      pooled_scale);
-  HISA_CUDA_CHECK(cudaGetLastError());
+  uint8_t* pooled = nullptr;
+  float* pooled_scale = nullptr;
+  if (!given) {
+    auto* need = static_cast<int32_t*>(ws.get(kSlotPoolSeqs, size_t(slots) * 12));
+    int32_t* start = need + slots;
+    int32_t* owner = start + slots;
+    HISA_CUDA_CHECK(cudaMemsetAsync(need, 0, size_t(slots) * 4, st));
+    smxx_pool_need_kernel<<<unsigned(ceil_div(T, 256)), 256, 0, st>>>(
+        T, row_ks, row_ke, B, m, cfg.local_blocks, need, start);
+    HISA_CUDA_CHECK(cudaGetLastError());
+    smxx_pool_owner_kernel<<<1, 1024, 0, st>>>(slots, need, owner);
+    HISA_CUDA_CHECK(cudaGetLastError());
+    pooled = static_cast<uint8_t*>(ws.get(kSlotPooled, size_t(slots) * 128 * (fp8 ? 1 : 2)));
+    pooled_scale = fp8 ? static_cast<float*>(ws.get(kSlotPooledScale, size_t(slots) * 4)) : nullptr;
+    smxx_pool_blocks_kernel<<<unsigned(std::min<int64_t>(slots, 65535)), 128, 0, st>>>(
+        in.dtype, in.k, in.k_scale, B, slots, owner, need, start, fp8 ? 1 : 0, pooled,
+        pooled_scale);
+    HISA_CUDA_CHECK(cudaGetLastError());
+  }
 
   // ---- per row chunk: 2. block stage, 3. token stage or positions
   const int64_t R = std::min<int64_t>(rows_per_chunk(cfg), T + (T & 1));
   const int per_stage = gathered_per_stage(in.dtype, in.num_heads);
   const int stride = int(ceil_div(2 * int64_t(m) * (B / 64), per_stage) * per_stage);
-  auto* spans = static_cast<int32_t*>(ws.get(kSlotBlockSpans, size_t(R) * 8));
-  auto* top = static_cast<int32_t*>(ws.get(kSlotBlockTop, size_t(R) * std::max(kp, 1) * 4));
-  int32_t* chunk_blocks =
-      out.blocks ? nullptr : static_cast<int32_t*>(ws.get(kSlotBlocks, size_t(R) * m * 4));
+  int32_t* spans = nullptr;
+  int32_t* top = nullptr;
+  int32_t* chunk_blocks = nullptr;
+  if (!given) {
+    spans = static_cast<int32_t*>(ws.get(kSlotBlockSpans, size_t(R) * 8));
+    top = static_cast<int32_t*>(ws.get(kSlotBlockTop, size_t(R) * std::max(kp, 1) * 4));
+    if (!out.blocks) chunk_blocks = static_cast<int32_t*>(ws.get(kSlotBlocks, size_t(R) * m * 4));
+  }
   int32_t* chunks = nullptr;
   int32_t* counts = nullptr;
   if (cfg.method == Method::Hisa) {
@@ -93,25 +107,30 @@ void hisa_prefill(const PrefillInputs& in, const SelectConfig& cfg, const Select
   const size_t q_row = size_t(in.num_heads) * in.head_dim * dtype_size(in.dtype);
   for (int64_t r0 = 0; r0 < T; r0 += R) {
     const int64_t rows = std::min(R, T - r0);
-    int32_t* blocks = out.blocks ? out.blocks + r0 * m : chunk_blocks;
-    smxx_block_spans_kernel<<<unsigned(ceil_div(rows, 256)), 256, 0, st>>>(
-        r0, rows, row_ks, row_ke, B, m, cfg.sink_blocks, cfg.local_blocks, spans, spans + R);
-    HISA_CUDA_CHECK(cudaGetLastError());
-    if (kp > 0) {
-      // The block stage: these rows' queries against the pooled keys, each row's span of
-      // non-forced blocks (empty where J <= m).
-      PrefillInputs bin = in;
-      bin.num_q = rows;
-      bin.num_k = slots;
-      bin.q = static_cast<const uint8_t*>(in.q) + size_t(r0) * q_row;
-      bin.w = in.w + r0 * in.num_heads;
-      bin.k = pooled;
-      bin.k_scale = pooled_scale;
-      fused_dense_topk(bin, kp, top, spans, spans + R, 1, ws, st);
+    const int32_t* blocks = given ? in.given_blocks + r0 * m : nullptr;
+    if (!given) {
+      int32_t* chosen = out.blocks ? out.blocks + r0 * m : chunk_blocks;
+      blocks = chosen;
+      smxx_block_spans_kernel<<<unsigned(ceil_div(rows, 256)), 256, 0, st>>>(
+          r0, rows, row_ks, row_ke, B, m, cfg.sink_blocks, cfg.local_blocks, spans, spans + R);
+      HISA_CUDA_CHECK(cudaGetLastError());
+      if (kp > 0) {
+        // The block stage: these rows' queries against the pooled keys, each row's span of
+        // non-forced blocks (empty where J <= m).
+        PrefillInputs bin = in;
+        bin.num_q = rows;
+        bin.num_k = slots;
+        bin.q = static_cast<const uint8_t*>(in.q) + size_t(r0) * q_row;
+        bin.w = in.w + r0 * in.num_heads;
+        bin.k = pooled;
+        bin.k_scale = pooled_scale;
+        bin.given_blocks = nullptr;
+        fused_dense_topk(bin, kp, top, spans, spans + R, 1, ws, st);
+      }
+      smxx_assemble_blocks_kernel<<<unsigned(ceil_div(rows * 32, 256)), 256, 0, st>>>(
+          r0, rows, row_ks, row_ke, B, m, cfg.sink_blocks, cfg.local_blocks, top, chosen);
+      HISA_CUDA_CHECK(cudaGetLastError());
     }
-    smxx_assemble_blocks_kernel<<<unsigned(ceil_div(rows * 32, 256)), 256, 0, st>>>(
-        r0, rows, row_ks, row_ke, B, m, cfg.sink_blocks, cfg.local_blocks, top, blocks);
-    HISA_CUDA_CHECK(cudaGetLastError());
     if (cfg.method == Method::Block) {
       smxx_block_positions_kernel<<<unsigned(rows), 256, 0, st>>>(r0, rows, row_ks, row_ke, B, m,
                                                                   blocks, out.indices);

@@ -222,6 +222,78 @@ TEST(CudaHisa, HostInterfaceAndBlocksOutput) {
   EXPECT_TRUE(out2 == out);
 }
 
+TEST(CudaHisa, GivenBlocksReuseAnotherLayersChoice) {
+  SKIP_WITHOUT_GPU();
+  // Layer 1 chooses blocks; layer 2 (same rows, its own q, k, w) takes them (cross-layer reuse):
+  // its tokens are judged against the reference given the same blocks, out.blocks repeats them,
+  // and a layer given its own choice returns its own selection bitwise.
+  for (Method method : {Method::Hisa, Method::Block}) {
+    const std::string name = std::string("given_") + method_name(method);
+    const uint64_t seed = seed_for(name);
+    SCOPED_TRACE(name + " seed " + std::to_string(seed));
+    std::cout << "[ seed ] " << name << " " << seed << "\n";
+    const SelectConfig cfg = hisa_cfg(128, 8, 512, method);
+    const PrefillCase l1 = make_prefill(kRagged, 64, DType::F8E4M3, seed, false);
+    const PrefillCase l2 = make_prefill(kRagged, 64, DType::F8E4M3, seed + 1, false);
+    const HisaOut first = run_hisa(l1, cfg), own = run_hisa(l2, cfg);
+    Dev<int32_t> given(first.blocks);
+    PrefillDev d(l2);
+    d.in.given_blocks = given.data();
+    Dev<int32_t> out(size_t(l2.T) * cfg.out_width()), blocks(size_t(l2.T) * cfg.top_blocks);
+    poison(out);
+    poison(blocks);
+    cuda::Workspace ws;
+    cuda::select_prefill(d.in, cfg, {out.data(), blocks.data()}, ws);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    const auto got = out.to_host(), got_blocks = blocks.to_host();
+    EXPECT_TRUE(got_blocks == first.blocks) << "out.blocks does not repeat the given blocks";
+    PrefillInputs h = l2.host();
+    h.given_blocks = first.blocks.data();
+    EXPECT_EQ(judge_rows(reference::prefill_rows(h, cfg.top_blocks), cfg, got, l2.dtype, false,
+                         1 << 30, &got_blocks),
+              0);
+    // Given its own blocks, layer 2 selects what it selects on its own (no blocks output).
+    Dev<int32_t> self(own.blocks), out2(size_t(l2.T) * cfg.out_width());
+    d.in.given_blocks = self.data();
+    SelectOutputs o2;
+    o2.indices = out2.data();
+    cuda::select_prefill(d.in, cfg, o2, ws);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_TRUE(out2.to_host() == own.indices) << "given its own blocks, the layer differs";
+  }
+}
+
+TEST(CudaHisa, GivenBlocksErrorsNameTheEntry) {
+  SKIP_WITHOUT_GPU();
+  const PrefillCase c = make_prefill({{4, 1000}}, 64, DType::F8E4M3, 5, false);
+  const SelectConfig cfg = hisa_cfg(128, 4, 256);
+  // Row 2 sees 999 positions (8 blocks): its list 0, 5, 3 does not ascend.
+  std::vector<int32_t> bad = {0, 7, -1, -1, 0, 7, -1, -1, 0, 5, 3, -1, 0, 1, 2, 7};
+  Dev<int32_t> given(bad), out(size_t(c.T) * cfg.topk);
+  PrefillDev d(c);
+  d.in.given_blocks = given.data();
+  cuda::Workspace ws;
+  SelectOutputs o;
+  o.indices = out.data();
+  const std::string e = error_of([&] { cuda::select_prefill(d.in, cfg, o, ws); });
+  EXPECT_NE(e.find("given_blocks[2, 2] = 3 does not ascend"), std::string::npos) << e;
+  // The host interface checks on the host, with the same message.
+  auto idx = make_indexer("cuda");
+  PrefillInputs h = c.host();
+  h.given_blocks = bad.data();
+  std::vector<int32_t> out_h(size_t(c.T) * cfg.topk);
+  EXPECT_EQ(error_of([&] { idx->select_prefill(h, cfg, {out_h.data(), nullptr}); }), e);
+  // Past the row's blocks: row 0 sees 997 positions, 8 blocks.
+  bad[1] = 8;
+  given.assign(bad);
+  EXPECT_NE(error_of([&] { cuda::select_prefill(d.in, cfg, o, ws); })
+                .find("given_blocks[0, 1] = 8 is past the row's 8 eligible blocks"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { cuda::select_prefill(d.in, flat(256), o, ws); })
+                .find("given_blocks is for methods hisa and block"),
+            std::string::npos);
+}
+
 TEST(CudaHisa, ShapesOffTheFusedPathAreClearErrors) {
   SKIP_WITHOUT_GPU();
   cuda::Workspace ws;

@@ -323,6 +323,54 @@ TEST(CudaHisaDecode, HostInterfaceMatchesReference) {
   }
 }
 
+TEST(CudaHisaDecode, GivenBlocksReuseAnotherLayersChoice) {
+  SKIP_WITHOUT_GPU();
+  // Layer 1 chooses blocks from its pooled cache; layer 2 (its own cache and queries) takes them
+  // without a pooled cache: its tokens are judged against the reference given the same blocks,
+  // and out.blocks repeats them.
+  for (int next_n : {1, 2}) {
+    for (Method method : {Method::Hisa, Method::Block}) {
+      const std::string name =
+          std::string("given_decode_") + method_name(method) + "_n" + std::to_string(next_n);
+      const uint64_t seed = seed_for(name);
+      SCOPED_TRACE(name + " seed " + std::to_string(seed));
+      std::cout << "[ seed ] " << name << " " << seed << "\n";
+      const SelectConfig cfg = hisa_cfg(128, 8, 512, method);
+      const DecodeCase l1 = make_decode(kLens, next_n, 64, seed, false);
+      const DecodeCase l2 = make_decode(kLens, next_n, 64, seed + 1, false);
+      const DecodeOut first = run_case(l1, cfg);
+      Dev<int32_t> given(first.blocks);
+      DecodeDev d(l2);
+      d.in.given_blocks = given.data();
+      const size_t rows = kLens.size() * size_t(next_n);
+      Dev<int32_t> out(rows * cfg.out_width()), blocks(rows * cfg.top_blocks);
+      poison(out);
+      poison(blocks);
+      cuda::Workspace ws;
+      cuda::select_decode(d.in, cfg, {out.data(), blocks.data()}, ws, nullptr, {}, nullptr);
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      const auto got = out.to_host(), got_blocks = blocks.to_host();
+      EXPECT_TRUE(got_blocks == first.blocks) << "out.blocks does not repeat the given blocks";
+      DecodeInputs h = l2.host();
+      h.given_blocks = first.blocks.data();
+      EXPECT_EQ(judge_rows(reference::decode_rows(h, cfg.top_blocks), cfg, got, l2.q_dtype, false,
+                           1 << 30, &got_blocks),
+                0);
+      // A bad list is named, with the message of the host checks (row next_n: the first row of
+      // request 1, 3000 positions, all 8 entries blocks).
+      std::vector<int32_t> bad = first.blocks;
+      bad[size_t(next_n) * cfg.top_blocks + 1] = 1 << 20;
+      given.assign(bad);
+      const std::string e = error_of([&] {
+        cuda::select_decode(d.in, cfg, {out.data(), nullptr}, ws, nullptr, {}, nullptr);
+      });
+      EXPECT_NE(e.find("given_blocks[" + std::to_string(next_n) + ", 1] = 1048576 is past the row's"),
+                std::string::npos)
+          << e;
+    }
+  }
+}
+
 TEST(CudaHisaDecode, ClearErrors) {
   SKIP_WITHOUT_GPU();
   const DecodeCase c = make_decode({500, 3000}, 1, 64, 5, false);

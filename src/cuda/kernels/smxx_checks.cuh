@@ -21,6 +21,7 @@ enum CheckCode : int {
   kCheckK,            // non-finite k (or cache value)
   kCheckW,            // non-finite w
   kCheckScale,        // k_scale (or cache scale) not finite and > 0
+  kCheckGiven,        // a row of given_blocks breaks its rules (index: row * top_blocks + entry)
   kNumChecks
 };
 
@@ -115,6 +116,32 @@ __global__ void smxx_check_cache_kernel(int batch, int max_pages, int page_size,
     if (!(isfinite(s) && s > 0.0f)) report(err, kCheckScale, where);
     for (int d = 0; d < dim; ++d)
       if ((base[int64_t(off) * dim + d] & 0x7F) == 0x7F) report(err, kCheckK, where);
+  }
+}
+
+// One thread per row: its given blocks ascending and distinct in [0, ceil(e / B)), then -1
+// only, where the row sees e positions: row_ke[r] - row_ks[r] (prefill), else
+// seq_lens[r / next_n] - next_n + r % next_n + 1 (decode).
+__global__ void smxx_check_given_kernel(int64_t rows, int top_blocks, int block_size,
+                                        const int32_t* given, const int32_t* row_ks,
+                                        const int32_t* row_ke, const int32_t* seq_lens, int next_n,
+                                        unsigned long long* err) {
+  const int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (r >= rows) return;
+  const int64_t e = row_ks ? int64_t(row_ke[r]) - row_ks[r]
+                           : int64_t(seq_lens[r / next_n]) - next_n + r % next_n + 1;
+  const int64_t nb = (e + block_size - 1) / block_size;
+  int32_t prev = -1;
+  bool ended = false;
+  for (int c = 0; c < top_blocks; ++c) {
+    const int32_t b = given[r * top_blocks + c];
+    const bool bad = b < 0 ? b != -1 : ended || b >= nb || b <= prev;
+    if (bad) {
+      report(err, kCheckGiven, r * top_blocks + c);
+      return;
+    }
+    if (b < 0) ended = true;
+    else prev = b;
   }
 }
 
