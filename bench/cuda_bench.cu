@@ -594,6 +594,28 @@ json time_prefill(const PrefillData& d, const SelectConfig& cfg, const Args& a,
   int bad = 0;
   for (int64_t row : rows)
     bad += judge(d.reference_row(row), cfg, idx, blocks, size_t(row), "row " + std::to_string(row));
+#ifndef HISA_BENCH_OLD_LIBRARY
+  if (cfg.has_blocks()) {
+    // Cross-layer reuse: the same call given these blocks (the next layer's call with r > 0):
+    // no pooling and no block stage.
+    DeviceBuffer<int32_t> given(size_t(T) * cfg.top_blocks), idx2(size_t(T) * cfg.out_width());
+    HISA_CUDA_CHECK(cudaMemcpy(given.data(), blocks.data(), size_t(T) * cfg.top_blocks * 4,
+                               cudaMemcpyDeviceToDevice));
+    hisa::PrefillInputs gin = in;
+    gin.given_blocks = given.data();
+    hisa::SelectOutputs out2;
+    out2.indices = idx2.data();
+    const Timing tg =
+        time_it([&](int) { hisa::cuda::select_prefill(gin, cfg, out2, ws, nullptr, opt); },
+                T >= 65536 ? 1.0 : 0.5, T > 131072 ? 1 : 3, 20);
+    r["given_blocks_ms"] = tg.median_ms;
+    // Given its own blocks the call selects what it selected.
+    if (idx2.to_host() != idx.to_host()) {
+      std::printf("  CHECK FAILED given blocks: the selection differs from the call's own\n");
+      ++bad;
+    }
+  }
+#endif
   r["rows_checked"] = rows.size(), r["rows_failed"] = bad;
   return r;
 }
@@ -631,6 +653,9 @@ void print_prefill(json& r, const Baselines& base) {
         r["gathered_keys_per_query"].get<double>(),
         r["gathered_bytes_per_query"].get<double>() / 1e6,
         r["keys_per_query_without_reuse"].get<double>(), 100 * r["reuse_fraction"].get<double>());
+  if (r.contains("given_blocks_ms"))
+    std::printf("        given blocks (cross-layer reuse, no block stage): %.3f ms (%.2fx)\n",
+                r["given_blocks_ms"].get<double>(), ms / r["given_blocks_ms"].get<double>());
   std::fflush(stdout);
 }
 
@@ -935,6 +960,23 @@ json time_decode(const DecodeData& d, int batch, int ctx, int next_n, const Sele
             {"tbps_sync", bytes / (sync.median_ms * 1e-3) / 1e12},
             {"workspace_bytes", ws.bytes()}};
   if (!update.is_null()) r["pooled_update"] = update;
+#ifndef HISA_BENCH_OLD_LIBRARY
+  if (cfg.has_blocks()) {
+    // Cross-layer reuse: each group's call given the blocks its own call chose (the next layer's
+    // call with r > 0): no block stage, no pooled cache read.
+    for (int g = 0; g < groups; ++g) call(g);  // every group's blocks
+    HISA_CUDA_CHECK(cudaDeviceSynchronize());
+    DeviceBuffer<int32_t> idx2(size_t(batch) * next_n * width);
+    const auto given_call = [&](int rep) {
+      hisa::DecodeInputs in = inputs(rep);
+      in.given_blocks = blocks.data() + size_t(rep % groups) * batch * next_n * m;
+      hisa::SelectOutputs o;
+      o.indices = idx2.data();
+      hisa::cuda::select_decode(in, cfg, o, ws, nullptr, opt, nullptr);
+    };
+    r["given_blocks_rested_us"] = time_it(given_call, 0, 25, 25, true, kRestMs).median_ms * 1e3;
+  }
+#endif
   // The last call's request 0 query 0 and last request's last query, from one-request host
   // inputs holding that request's pages in table order.
   HISA_CUDA_CHECK(cudaDeviceSynchronize());
@@ -1051,6 +1093,9 @@ void run_decode(const Args& a, const Baselines& base, const json& ceilings, json
               r["pooled_update"]["prefill_chunk_tokens"].get<int>(),
               r["pooled_update"]["prefill_chunk_rested_us"].get<double>(),
               r["pooled_update"]["pooled_cache_bytes_per_request"].get<double>() / 1e3);
+        if (r.contains("given_blocks_rested_us"))
+          std::printf("        given blocks (cross-layer reuse, no block stage): %.1f us rested\n",
+                      r["given_blocks_rested_us"].get<double>());
         std::fflush(stdout);
         results.push_back(r);
       }
