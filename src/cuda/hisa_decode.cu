@@ -26,6 +26,13 @@ namespace {
 int stride_for(int64_t entries, int per_stage) {
   return int(ceil_div(std::max<int64_t>(entries, 1), per_stage) * per_stage);
 }
+// Splits of each tile's chunk list: enough CTAs for the SMs where the batch has few tiles (one
+// tile per two rows), each split at least 3 key stages, at most 16 (the merge kernel's lists).
+int splits_for(int64_t tiles, int stride, int per_stage, int sms) {
+  const int64_t stages = stride / per_stage;
+  return int(
+      std::clamp<int64_t>(std::min<int64_t>(sms / std::max<int64_t>(tiles, 1), stages / 3), 1, 16));
+}
 
 }  // namespace
 
@@ -51,8 +58,9 @@ void update_pooled_cache(const DecodeInputs& cache, const int32_t* old_lens,
              "update_pooled_cache: kv_cache, block_table, new_lens and the pooled cache must be "
              "given");
   const int sms = current_device().sm_count;
-  // CTAs per request: enough for the SMs at small batches (a prefill chunk completes many blocks).
-  const int gy = int(std::clamp<int64_t>(ceil_div(2 * int64_t(sms), cache.batch), 1, 64));
+  // CTAs per request: a prefill chunk completes many blocks, and the lengths stay on the device,
+  // so 8 CTAs per SM in all (at least 4 per request, at most 64); those without a block exit.
+  const int gy = int(std::clamp<int64_t>(ceil_div(8 * int64_t(sms), cache.batch), 4, 64));
   smxx_pool_paged_kernel<<<dim3(unsigned(cache.batch), unsigned(gy)), 128, 0,
                            static_cast<cudaStream_t>(stream)>>>(
       cache.kv_cache, cache.block_table, cache.max_pages, old_lens, new_lens, B, pooled.max_blocks,
@@ -83,15 +91,37 @@ void hisa_decode(const DecodeInputs& in, const SelectConfig& cfg, const SelectOu
   const int64_t tiles = ceil_div(rows, 2);
   FusedLaunch l;
   l.q = map_rows(in.q, DType::F8E4M3, uint64_t(rows) * in.num_heads, 2 * in.num_heads, "q");
-  l.grid = int(std::min<int64_t>(tiles, sms));
   l.stream = st;
   sm90::FusedParams& p = l.p;
   p.row_begin = 0;
   p.row_end = rows;
   p.num_tiles = int(tiles);
-  p.splits = 1;
   p.has_scale = 1;
   p.w = in.w;
+
+  // Split-K partial lists of both stages from one reservation (sized for the larger), so that
+  // the second stage does not grow (free and reallocate) what the first still reads.
+  const int bstride = given ? per_stage : stride_for(2 * ceil_div(pc->max_blocks, 64), per_stage);
+  const int tstride = stride_for(2 * int64_t(m) * (B / 64), per_stage);
+  const int bsplits = given ? 1 : splits_for(tiles, bstride, per_stage, sms);
+  const int tsplits = cfg.method == Method::Hisa ? splits_for(tiles, tstride, per_stage, sms) : 1;
+  const auto partials = [&](int splits, int k) {
+    p.splits = splits;
+    p.part_stride = k;
+    if (splits == 1) return;
+    const size_t n =
+        size_t(rows) * std::max(int64_t(bsplits) * std::max(kp, 1), int64_t(tsplits) * cfg.topk);
+    p.part_u = static_cast<uint32_t*>(ws.get(kSlotPartU, n * 4));
+    p.part_pos = static_cast<int32_t*>(ws.get(kSlotPartPos, n * 4));
+    p.part_cnt =
+        static_cast<int32_t*>(ws.get(kSlotPartCnt, size_t(rows) * std::max(bsplits, tsplits) * 4));
+  };
+  const auto launch = [&](int32_t* out, int k) {
+    l.grid = int(std::min<int64_t>(tiles * p.splits, sms));
+    HISA_CUDA_CHECK(launch_gathered(DType::F8E4M3, in.num_heads, l));
+    if (p.splits > 1)
+      launch_merge(p.part_u, p.part_pos, p.part_cnt, p.splits, rows, k, out, st, false);
+  };
 
   // ---- 2. block stage over the pooled cache (given blocks: none)
   const int32_t* blocks = in.given_blocks;
@@ -102,7 +132,7 @@ void hisa_decode(const DecodeInputs& in, const SelectConfig& cfg, const SelectOu
   } else {
     auto* top = static_cast<int32_t*>(ws.get(kSlotBlockTop, size_t(rows) * std::max(kp, 1) * 4));
     if (kp > 0) {
-      const int stride = stride_for(2 * ceil_div(pc->max_blocks, 64), per_stage);
+      const int stride = bstride;
       auto* chunks = static_cast<int32_t*>(ws.get(kSlotBlockChunks, size_t(tiles) * stride * 4));
       auto* counts = static_cast<int32_t*>(ws.get(kSlotBlockChunkCount, size_t(tiles) * 4));
       smxx_span_chunk_lists_kernel<<<unsigned(ceil_div(tiles, 128)), 128, 0, st>>>(
@@ -112,7 +142,7 @@ void hisa_decode(const DecodeInputs& in, const SelectConfig& cfg, const SelectOu
       l.k = map_rows(pc->keys, DType::F8E4M3, pooled_rows, 64, "pooled keys");
       l.scale = l.k;
       p.topk = kp;
-      p.part_stride = kp;
+      partials(bsplits, kp);
       p.k_scale = pc->scales;
       p.num_keys = int64_t(pooled_rows);
       p.row_ks = bks;
@@ -122,7 +152,7 @@ void hisa_decode(const DecodeInputs& in, const SelectConfig& cfg, const SelectOu
       p.chunk_stride = stride;
       p.block_table = nullptr;
       p.out = top;
-      HISA_CUDA_CHECK(launch_gathered(DType::F8E4M3, in.num_heads, l));
+      launch(top, kp);
     }
     int32_t* chosen =
         out.blocks ? out.blocks : static_cast<int32_t*>(ws.get(kSlotBlocks, size_t(rows) * m * 4));
@@ -139,7 +169,7 @@ void hisa_decode(const DecodeInputs& in, const SelectConfig& cfg, const SelectOu
   }
 
   // ---- 3. token stage over the chosen blocks' pages
-  const int stride = stride_for(2 * int64_t(m) * (B / 64), per_stage);
+  const int stride = tstride;
   auto* chunks = static_cast<int32_t*>(ws.get(kSlotChunks, size_t(tiles) * stride * 4));
   auto* counts = static_cast<int32_t*>(ws.get(kSlotChunkCount, size_t(tiles) * 4));
   smxx_chunk_lists_kernel<<<unsigned(ceil_div(tiles, 128)), 128, 0, st>>>(
@@ -148,7 +178,7 @@ void hisa_decode(const DecodeInputs& in, const SelectConfig& cfg, const SelectOu
   l.k = map_cache(in.kv_cache, uint64_t(in.num_pages));
   l.scale = l.k;
   p.topk = cfg.topk;
-  p.part_stride = cfg.topk;
+  partials(tsplits, cfg.topk);
   p.k_scale = nullptr;
   p.num_keys = 0;
   p.row_ks = tks;
@@ -160,7 +190,7 @@ void hisa_decode(const DecodeInputs& in, const SelectConfig& cfg, const SelectOu
   p.max_pages = in.max_pages;
   p.kv_cache = in.kv_cache;
   p.out = out.indices;
-  HISA_CUDA_CHECK(launch_gathered(DType::F8E4M3, in.num_heads, l));
+  launch(out.indices, cfg.topk);
 }
 
 }  // namespace hisa::cuda

@@ -223,11 +223,11 @@ struct FusedConfig {
   // longer list means longer cuts and a threshold that lags longer (more appends). fp8 prefill
   // 6656 (7168 / 30 epilogue stages and 6144 / 40 were 0.5-2% slower); decode next_n 1: 7168 in
   // the slim decode, 6144 otherwise (11264 with three key stages was 13% slower).
-  static constexpr int kCap = kWriteScores                          ? 0
-                              : kFp8Prefill                         ? 6656
-                              : kSlimDecode                         ? 7168
-                              : (kElem == 1 && kPaged && kNQ == 1)  ? 6144
-                                                                    : 3072;
+  static constexpr int kCap = kWriteScores                         ? 0
+                              : kFp8Prefill                        ? 6656
+                              : kSlimDecode                        ? 7168
+                              : (kElem == 1 && kPaged && kNQ == 1) ? 6144
+                                                                   : 3072;
   // Key stages per select step (an append costs per step: dependent shared-memory round trips
   // and a barrier): seven 192-key stages (six slices of 224 keys) in the slim kernels.
   static constexpr int kSub = kSlim ? 7 : kFp8Prefill ? 4 : (kCap >= 4096 && kNQ <= 2 ? 2 : 1);
@@ -256,8 +256,10 @@ struct FusedConfig {
   // Epilogue ring: deep enough that the math warps (and behind them the key stream) keep going
   // while the select warps cut a list (a cut lasts 10-24 stages' worth of the key stream; with 4
   // stages the select warps sat idle 13-38% of their time after cuts).
-  static constexpr int kEpiStages = kWriteScores ? 4
-                                    : kDecode1   ? (kSlimDecode ? 32 : kHeads == 64 ? 27 : 32)
+  static constexpr int kEpiStages = kWriteScores  ? 4
+                                    : kDecode1    ? (kSlimDecode    ? 32
+                                                     : kHeads == 64 ? 27
+                                                                    : 32)
                                     : kFp8Prefill ? (kSlim ? 32 : 16)
                                                   : 4;
   static constexpr int kQStages =
@@ -318,10 +320,10 @@ struct FusedConfig {
 // The rows and keys of one work item, computed identically by every role.
 template <class Cfg>
 struct Item {
-  int64_t row0;    // first row of the item
-  int64_t key0;    // first key of the item's range (dense: key row; decode: position)
-  int64_t key_hi;  // end of the item's key range
-  int nblocks;     // key stages
+  int64_t row0;      // first row of the item
+  int64_t key0;      // first key of the item's range (dense: key row; decode: position)
+  int64_t key_hi;    // end of the item's key range
+  int nblocks;       // key stages
   int tile, split;   // split 2 with p.helpers: a helper's item (the request's last pages)
   int page0, page1;  // chunked keys: the item's pages (decode) or chunks (gathered) [page0, page1)
   int seg0, seg1;    // decode with helpers: the request's helper segment, pages [seg0, seg1)
@@ -348,8 +350,14 @@ struct Item {
     if constexpr (Cfg::kGathered) {
       tile = p.num_tiles - 1 - tile;  // causal prefill: later rows have more candidates
       row0 = p.row_begin + int64_t(tile) * Cfg::kNQ;
-      page1 = p.chunk_count[tile];
-      nblocks = (page1 + Cfg::kPagesPerStage - 1) / Cfg::kPagesPerStage;
+      // Split `split` of the tile's chunk list: a run of whole stages (decode's small batches).
+      const int count = p.chunk_count[tile];
+      const int stages = (count + Cfg::kPagesPerStage - 1) / Cfg::kPagesPerStage;
+      const int per = (stages + p.splits - 1) / p.splits;
+      const int s0 = min(stages, split * per), s1 = min(stages, s0 + per);
+      page0 = s0 * Cfg::kPagesPerStage;
+      page1 = min(count, s1 * Cfg::kPagesPerStage);
+      nblocks = s1 - s0;
       key0 = key_hi = 0;
     } else if constexpr (!Cfg::kPaged) {
       tile = p.num_tiles - 1 - tile;  // causal prefill: later rows see more keys; start with them
@@ -395,19 +403,19 @@ struct Item {
 // The CTA's shared memory, carved as Cfg lays it out, and its barriers.
 template <class Cfg>
 struct Shared {
-  uint8_t* q;          // [kQStages][atoms][kQRows][128 B]
-  uint8_t* kv;         // [kKVStages][atoms][kBlockKV][128 B]
-  float* scale;        // [kKVStages][kBlockKV]
-  float* w;            // [kQStages][kWStride]
-  float* epi;          // [kEpiStages][kNQ][kBlockKV]
-  uint32_t* cand_u;    // [kNQ][kCap] order keys of the candidate lists
-  int32_t* cand_pos;   // [kNQ][kCap] their positions
-  int* hist;           // [256] radix counts
-  int* scan;           // [kScanInts]
-  int* bcast;          // [4]
-  int* append;         // [2][kNQ][count words][warp slots]
-  int* tail;           // kWideTail: the last item's state
-  uint64_t* full_q;    // [kQStages] then empty_q, full_kv, empty_kv, full_epi, empty_epi
+  uint8_t* q;         // [kQStages][atoms][kQRows][128 B]
+  uint8_t* kv;        // [kKVStages][atoms][kBlockKV][128 B]
+  float* scale;       // [kKVStages][kBlockKV]
+  float* w;           // [kQStages][kWStride]
+  float* epi;         // [kEpiStages][kNQ][kBlockKV]
+  uint32_t* cand_u;   // [kNQ][kCap] order keys of the candidate lists
+  int32_t* cand_pos;  // [kNQ][kCap] their positions
+  int* hist;          // [256] radix counts
+  int* scan;          // [kScanInts]
+  int* bcast;         // [4]
+  int* append;        // [2][kNQ][count words][warp slots]
+  int* tail;          // kWideTail: the last item's state
+  uint64_t* full_q;   // [kQStages] then empty_q, full_kv, empty_kv, full_epi, empty_epi
   uint64_t* empty_q;
   uint64_t* full_kv;
   uint64_t* empty_kv;
@@ -806,9 +814,9 @@ __device__ __forceinline__ void producer_warp(const CUtensorMap& map_q, const CU
         // arrives (the barrier counts kKVArrivals).
         mbar_arrive(&sm.full_kv[s]);
         if (lane != 0) continue;
-        copy_pages(min(kPPS, it.page1 - blk * kPPS));
+        copy_pages(min(kPPS, it.page1 - it.page0 - blk * kPPS));
       } else if constexpr (Cfg::kGathered) {
-        const int valid = min(kPPS, it.page1 - blk * kPPS);
+        const int valid = min(kPPS, it.page1 - it.page0 - blk * kPPS);
         // The scales: two of each chunk's 64 per lane (zero past the last key), then the lane's
         // arrival once its copies land.
         if (p.has_scale) {
@@ -866,8 +874,7 @@ __device__ __forceinline__ void select_warps(const FusedParams& p, const Shared<
   const auto cut_list = [&](int n, const uint32_t* cu, uint32_t mx, uint32_t lo, int max_passes,
                             int stop_kept) {
     mx = block_max<kST>(mx, ew, sm.scan + 8, sync);
-    return select_list<kST>(n, p.topk, cu, lo, mx, sm.hist, sm.bcast, sync, max_passes,
-                            stop_kept);
+    return select_list<kST>(n, p.topk, cu, lo, mx, sm.hist, sm.bcast, sync, max_passes, stop_kept);
   };
   const auto compact = [&](int n, const RadixCut& cut, uint32_t* cu, int32_t* cp) {
     return compact_list<kST>(n, cut, cu, cp, sm.scan, sync);
@@ -967,7 +974,8 @@ __device__ __forceinline__ void select_warps(const FusedParams& p, const Shared<
 #pragma unroll
         for (int hh = 0; hh < kH; ++hh) {
           const int kk = hh * kST + t;
-          const int c = (blk + kk / kBlockKV) * Cfg::kPagesPerStage + (kk % kBlockKV) / 64;
+          const int c =
+              it.page0 + (blk + kk / kBlockKV) * Cfg::kPagesPerStage + (kk % kBlockKV) / 64;
           chunk[hh] = (have >> hh) & 1 ? __ldg(list + c) : 0;
         }
       }
@@ -1039,8 +1047,8 @@ __device__ __forceinline__ void select_warps(const FusedParams& p, const Shared<
           for (int w = 0; w < kW; ++w) {
             const int4 c = *reinterpret_cast<const int4*>(ap + (q * kW + w) * kWS);
             total[w] = c.x + c.y + c.z + c.w;  // bytewise: no carries (<= 32 per warp, 8 warps)
-            mine[w] = (ew > 0 ? c.x : 0) + (ew > 1 ? c.y : 0) + (ew > 2 ? c.z : 0) +
-                      (ew > 3 ? c.w : 0);
+            mine[w] =
+                (ew > 0 ? c.x : 0) + (ew > 1 ? c.y : 0) + (ew > 2 ? c.z : 0) + (ew > 3 ? c.w : 0);
             if constexpr (kWS == 8) {  // slots of warps that do not exist stay 0
               const int4 d = *reinterpret_cast<const int4*>(ap + (q * kW + w) * kWS + 4);
               total[w] += d.x + d.y + d.z + d.w;
@@ -1371,9 +1379,9 @@ __device__ __forceinline__ void wide_tail(const FusedParams& p, const Shared<Cfg
                      sm.bcast, sm.tail + Cfg::kPeerOff, reinterpret_cast<int*>(sm.epi),
                      sm.empty_epi + Cfg::kEpiStages);
   } else {
-    finish_item<Cfg, Cfg::kThreads>(p, it, cnt, umax, thr, sm.cand_u, sm.cand_pos, sm.hist,
-                                    sm.scan, sm.bcast, [] { __syncthreads(); },
-                                    int(threadIdx.x));
+    finish_item<Cfg, Cfg::kThreads>(
+        p, it, cnt, umax, thr, sm.cand_u, sm.cand_pos, sm.hist, sm.scan, sm.bcast,
+        [] { __syncthreads(); }, int(threadIdx.x));
   }
 }
 

@@ -112,13 +112,18 @@ static __global__ void __launch_bounds__(128)
 // new_lens[b]) of request b were written to the paged cache, pools every block that became
 // complete, blocks j in [old_lens[b] / B, new_lens[b] / B) (old_lens nullptr: from 0), into
 // keys[(b * max_blocks + j) * 128] and scales[b * max_blocks + j]: the float64 mean of the B
-// dequantised keys, rounded as the prefill's pooled keys (store_pooled_fp8).
-// Grid (batch, gy): CTA (b, y) of 128 threads (thread d: dimension d) pools blocks j = first + y,
-// first + y + gy, ...; a decode step completes at most one block per request.
+// dequantised keys, rounded as the prefill's pooled keys (store_pooled_fp8; its closing barrier
+// also guards vals and row_scale, which the next block rewrites).
+// Grid (batch, gy): CTA (b, y) of 128 threads pools blocks j = first + y, first + y + gy, ...; a
+// decode step completes at most one block per request. The block's B x 128 values and B scales
+// come into shared memory with independent 16-byte loads (8 per thread at B = 128: one round
+// trip instead of B dependent ones), then thread d sums dimension d in position order.
 static __global__ void __launch_bounds__(128)
     smxx_pool_paged_kernel(const uint8_t* kv_cache, const int32_t* block_table, int max_pages,
                            const int32_t* old_lens, const int32_t* new_lens, int block_size,
                            int max_blocks, uint8_t* keys, float* scales) {
+  __shared__ __align__(16) uint8_t vals[256 * 128];
+  __shared__ float row_scale[256];
   __shared__ float amax_w[4];
   const int d = threadIdx.x;
   const int b = blockIdx.x;
@@ -126,15 +131,22 @@ static __global__ void __launch_bounds__(128)
   const int32_t end = min(new_lens[b] / block_size, max_blocks);
   const int32_t* table = block_table + int64_t(b) * max_pages;
   for (int32_t j = first + int32_t(blockIdx.y); j < end; j += int32_t(gridDim.y)) {
-    double acc = 0.0;
-#pragma unroll 8
-    for (int i = 0; i < block_size; ++i) {
-      const int32_t pos = j * block_size + i;
+    const int32_t pos0 = j * block_size;
+    for (int c = d; c < block_size * 8; c += 128) {  // 16-byte piece c % 8 of row c / 8
+      const int32_t pos = pos0 + c / 8;
       const uint8_t* page = kv_cache + int64_t(table[pos / 64]) * (64 * 132);
-      const int o = pos % 64;
-      const float s = *reinterpret_cast<const float*>(page + 64 * 128 + 4 * o);
-      acc += double(fp8e4m3_value(page[o * 128 + d])) * double(s);
+      reinterpret_cast<int4*>(vals)[c] =
+          __ldg(reinterpret_cast<const int4*>(page + (pos % 64) * 128) + c % 8);
     }
+    for (int i = d; i < block_size; i += 128) {
+      const int32_t pos = pos0 + i;
+      const uint8_t* page = kv_cache + int64_t(table[pos / 64]) * (64 * 132);
+      row_scale[i] = __ldg(reinterpret_cast<const float*>(page + 64 * 128) + pos % 64);
+    }
+    __syncthreads();
+    double acc = 0.0;
+    for (int i = 0; i < block_size; ++i)
+      acc += double(fp8e4m3_value(vals[i * 128 + d])) * double(row_scale[i]);
     const float mean = float(acc * (1.0 / double(block_size)));  // B: a power of two
     const int64_t slot = int64_t(b) * max_blocks + j;
     store_pooled_fp8(mean, d, amax_w, keys + slot * 128, scales + slot);
