@@ -46,9 +46,15 @@ if ! "$PY" -c "import pytest" 2>/dev/null; then
   [ -d "$deps/pylib" ] || { echo "pytest is missing and .carry/deps/pylib was not carried"; exit 1; }
   export PYTHONPATH="$deps/pylib${PYTHONPATH:+:$PYTHONPATH}"
 fi
-step "pytest python/tests"
-"$PY" -m pytest -v -rs -p no:cacheprovider python/tests
-status=$?
+# One pytest per file, so that a crash in one (the interpreter's faulthandler prints where) does
+# not hide the others' results.
+status=0
+for t in python/tests/test_*.py; do
+  step "pytest $t"
+  "$PY" -X faulthandler -m pytest -v -rs -p no:cacheprovider "$t"
+  rc=$?
+  [ $rc -eq 0 ] || [ $rc -eq 5 ] || status=$rc
+done
 step "per-call overhead (python/bench_overhead.py)"
 PYTHONPATH="$HISA_PYTHONPATH${PYTHONPATH:+:$PYTHONPATH}" "$PY" python/bench_overhead.py || echo "bench_overhead failed"
 step "indexer replacement example (python/examples/replace_indexer.py)"

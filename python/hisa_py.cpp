@@ -256,7 +256,7 @@ void check_output(const Arr& a, const Arr& ref, std::vector<int64_t> want) {
   same_place(ref, {&a});
 }
 
-// given_blocks (cross-layer reuse): int32 [rows, m] where the lead array lives; nullptr when absent.
+// given_blocks (cross-layer reuse): int32 [rows, m] where the lead array lives; nullptr if absent.
 const int32_t* given_blocks_of(const Arr& g, const Arr& lead, int64_t rows,
                                const hisa::SelectConfig& cfg) {
   if (!g.given) return nullptr;
