@@ -30,6 +30,9 @@
 # AB_TIMEOUT 150 (each run), TEST_TIMEOUT 240, SAN_TIMEOUT 150, NCU_TIMEOUT 200.
 # SHARED: the shared/ folder beside the repository (./shared, else ../shared); HISA_BIN, OLD_BIN:
 # the binary folders; COMMIT: recorded in bench.json (default: $BIN/COMMIT from the build).
+# Transfer limits of the device machine (64 MiB of carried files, a few files back): the build
+# steps store the binaries xz-compressed (the device steps unpack them), and the device steps
+# write into $OUT/work and pack it into $OUT/results.tgz after every step (PACK=0: write $OUT).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -61,8 +64,24 @@ carry() {
     { [ ! -x "$build/hisa_cuda_tests" ] || cp "$build/hisa_cuda_tests" "$dest/"; } &&
     echo "$commit" >"$dest/COMMIT" && ignore_dir "$dest" || return 1
   local gomp
-  gomp=$(LD_LIBRARY_PATH='' ldd "$build/hisa_cuda_bench" | awk '/libgomp/ {print $3}')
+  gomp=$(LD_LIBRARY_PATH='' ldd "$build/hisa_cuda_tests" "$build/hisa_cuda_bench" 2>/dev/null |
+    awk '/libgomp/ {print $3; exit}')
   [ -z "$gomp" ] || cp "$gomp" "$dest/"
+  # (stripped and xz-compressed: about 1.4 MB a binary instead of 10-13 MB)
+  for f in "$dest"/hisa_cuda_bench "$dest"/hisa_cuda_tests "$dest"/libgomp*; do
+    [ -f "$f" ] || continue
+    strip --strip-unneeded "$f" 2>/dev/null
+    xz -T0 -6 -f "$f" || return 1
+  done
+}
+# Unpacks the xz-compressed binaries of folder $1 (python's lzma: xz may be missing).
+unpack() {
+  local f
+  for f in "$1"/*.xz; do
+    [ -f "$f" ] || continue
+    python3 -c "import lzma, os, sys; open(sys.argv[1][:-3], 'wb').write(lzma.open(sys.argv[1]).read()); os.chmod(sys.argv[1][:-3], 0o755)" "$f" &&
+      rm -f "$f"
+  done
 }
 # nvidia-smi samples (clocks, power, clock-event reasons) every 100 ms into $OUT/$1 until stop_smi.
 SMI_PID=
@@ -84,7 +103,8 @@ stop_smi() {
 # binaries that are not there tries to build them itself.
 needs_bin=0
 for s in bench ab tests sanitizer sass ncu; do has $s && needs_bin=1; done
-if has build || { [ $needs_bin = 1 ] && [ ! -x "$BIN/hisa_cuda_bench" ]; }; then
+if has build || { [ $needs_bin = 1 ] && [ ! -x "$BIN/hisa_cuda_bench" ] &&
+  [ ! -f "$BIN/hisa_cuda_bench.xz" ]; }; then
   step "build: hisa_cuda_bench, hisa_cuda_tests -> $BIN"
   commit=$(git rev-parse HEAD 2>/dev/null)$(git diff --quiet HEAD 2>/dev/null || echo "-dirty")
   {
@@ -119,7 +139,25 @@ fi
 rest=${STEPS//build_old/}
 rest=${rest//build/}
 [ -n "${rest// /}" ] || exit 0
+unpack "$BIN"
+unpack "$OLD_BIN"
 COMMIT=${COMMIT:-$(cat "$BIN/COMMIT" 2>/dev/null)}
+PACKED=$OUT
+if [ "${PACK:-1}" = 1 ]; then
+  OUT=$PACKED/work
+  mkdir -p "$OUT"
+  mv "$LOG" "$OUT/" 2>/dev/null
+  LOG=$OUT/run.log
+fi
+# $OUT into $PACKED/results.tgz (and run.log beside it), after every step.
+pack() {
+  [ "${PACK:-1}" = 1 ] || return 0
+  tar -czf "$PACKED/results.tgz" -C "$OUT" . && cp "$LOG" "$PACKED/run.log"
+}
+step() {
+  pack
+  echo "=== $* ($(date -u +%T), +$(($(date +%s) - T0)) s)" | tee -a "$LOG"
+}
 
 # ------------------------------------------------------------------ device steps
 if has env; then
@@ -409,3 +447,5 @@ if ab:
 EOF
 fi
 step "done"
+pack
+[ "${PACK:-1}" = 1 ] && rm -rf "$OUT"

@@ -46,6 +46,21 @@ if ! "$PY" -c "import pytest" 2>/dev/null; then
   [ -d "$deps/pylib" ] || { echo "pytest is missing and .carry/deps/pylib was not carried"; exit 1; }
   export PYTHONPATH="$deps/pylib${PYTHONPATH:+:$PYTHONPATH}"
 fi
+# Where a crash starts: each probe in its own interpreter (the module alone on NumPy, then with
+# PyTorch imported, then torch CPU and CUDA tensors), with what the module links against.
+step "probes"
+ldd "$HISA_PYTHONPATH"/hisa/_hisa*.so 2>/dev/null | grep -E "stdc|gomp|omp|cuda|gcc_s" || true
+probe() {
+  PYTHONPATH="$HISA_PYTHONPATH${PYTHONPATH:+:$PYTHONPATH}" "$PY" -X faulthandler -c "$2" >/dev/null 2>&1
+  echo "probe $1: exit $?"
+}
+P0="import numpy as np, hisa; q = np.ones((4, 2, 64), np.float32); k = np.ones((300, 64), np.float32); w = np.ones((4, 2), np.float32)"
+probe "numpy cpu" "$P0; hisa.select_prefill(q, k, w, method='hisa', block_size=64, top_blocks=4, topk=10)"
+probe "torch imported first" "import torch; $P0; hisa.select_prefill(q, k, w, method='hisa', block_size=64, top_blocks=4, topk=10)"
+probe "torch cpu tensors" "$P0; import torch; hisa.select_prefill(torch.from_numpy(q), torch.from_numpy(k), torch.from_numpy(w), method='hisa', block_size=64, top_blocks=4, topk=10)"
+probe "torch threads then hisa" "import torch; torch.ones(512, 512) @ torch.ones(512, 512); $P0; hisa.select_prefill(q, k, w, method='flat', topk=10)"
+probe "torch cuda tensors" "$P0; import torch; t = lambda a: torch.from_numpy(a).cuda(); hisa.select_prefill(t(q), t(k), t(w), cu_seqlens_q=t(np.array([0, 4], np.int32)), cu_seqlens_k=t(np.array([0, 300], np.int32)), method='flat', topk=10); torch.cuda.synchronize()"
+
 # One pytest per file, so that a crash in one (the interpreter's faulthandler prints where) does
 # not hide the others' results.
 status=0
