@@ -255,14 +255,12 @@ struct FusedConfig {
   static constexpr int kKVBytes = kBlockKV * kRowBytes;
   // Epilogue ring: deep enough that the math warps (and behind them the key stream) keep going
   // while the select warps cut a list (a cut lasts 10-24 stages' worth of the key stream; with 4
-  // stages the select warps sat idle 13-38% of their time after cuts). EXPERIMENT: the slim
-  // gathered kernel (HISA's token stage) with 16, so that a third key stage fits (its math warps
-  // waited for gathered key stages in ~13% of their stall samples at 32K with two).
+  // stages the select warps sat idle 13-38% of their time after cuts).
   static constexpr int kEpiStages = kWriteScores  ? 4
                                     : kDecode1    ? (kSlimDecode    ? 32
                                                      : kHeads == 64 ? 27
                                                                     : 32)
-                                    : kFp8Prefill ? (kSlim ? (kGathered ? 16 : 32) : 16)
+                                    : kFp8Prefill ? (kSlim ? 32 : 16)
                                                   : 4;
   static constexpr int kQStages =
       kWriteScores || kQBytes < 16384 || (kQBytes == 16384 && kEpiStages <= 4) ? 2 : 1;
