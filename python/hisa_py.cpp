@@ -5,7 +5,6 @@
 // the caller's stream; nothing is copied between host and device. Outputs are given by the caller
 // (the Python package allocates them next to the inputs). Checks and messages are the library's;
 // hisa::Error becomes hisa.Error (a ValueError).
-#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -112,20 +111,25 @@ void check_compact(const std::string& name, const std::vector<int64_t>& shape,
   }
 }
 
-Arr from_numpy(py::array a, const std::string& name) {
+// Host arrays through NumPy's array interface (`__array_interface__`: data pointer, shape,
+// strides, typestr), not NumPy's C API: the module then works with NumPy 1 and 2 whatever the
+// pybind11 it was built with (pybind11 before 2.12, Debian's 2.10 among them, predates NumPy 2).
+Arr from_array_interface(py::object obj, const std::string& name) {
+  const py::dict ai = obj.attr("__array_interface__");
   Arr r;
   r.name = name;
   r.given = true;
-  r.writable = a.writeable();
-  r.data = const_cast<void*>(a.data());
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) r.shape.push_back(a.shape(i));
-  std::vector<int64_t> strides;
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) strides.push_back(a.strides(i));
-  check_compact(name, r.shape, strides.data(), a.itemsize());
-  const py::dtype dt = a.dtype();
-  HISA_CHECK(dt.byteorder() != '>', name, ": big-endian arrays are not supported");
-  const char kind = dt.kind();
-  const int bits = int(a.itemsize()) * 8;
+  HISA_CHECK(!ai.contains("mask") || ai["mask"].is_none(), name, ": masked arrays are not supported");
+  const py::tuple data = ai["data"];
+  r.data = reinterpret_cast<void*>(data[0].cast<uintptr_t>());
+  r.writable = !data[1].cast<bool>();
+  for (auto d : py::tuple(ai["shape"])) r.shape.push_back(d.cast<int64_t>());
+  const std::string ts = ai["typestr"].cast<std::string>();  // e.g. "<f4", "|u1", "|b1"
+  HISA_CHECK(ts.size() >= 3 && ts[0] != '>', name, ": big-endian arrays are not supported (",
+             ts, ")");
+  const int bytes = std::stoi(ts.substr(2));
+  const char kind = ts[1];
+  const int bits = bytes * 8;
   if (kind == 'f')
     r.dtype = {dl::kFloat, uint8_t(bits), 1};
   else if (kind == 'i')
@@ -136,8 +140,22 @@ Arr from_numpy(py::array a, const std::string& name) {
     r.dtype = {dl::kBool, 8, 1};
   else
     r.dtype = {255, uint8_t(bits), 1};
-  r.keep = std::make_shared<py::array>(std::move(a));
+  if (ai.contains("strides") && !ai["strides"].is_none()) {
+    std::vector<int64_t> strides;
+    for (auto d : py::tuple(ai["strides"])) strides.push_back(d.cast<int64_t>());
+    check_compact(name, r.shape, strides.data(), bytes);
+  }
+  r.keep = std::make_shared<py::object>(std::move(obj));
   return r;
+}
+
+// A new C-contiguous NumPy array of `shape` and dtype `dtype` ("float64", ...) and its data.
+std::pair<py::object, void*> new_array(const std::vector<int64_t>& shape, const char* dtype) {
+  py::tuple t(shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) t[i] = py::int_(shape[i]);
+  py::object a = py::module_::import("numpy").attr("empty")(t, py::arg("dtype") = dtype);
+  const py::tuple data = a.attr("__array_interface__")["data"];
+  return {a, reinterpret_cast<void*>(data[0].cast<uintptr_t>())};
 }
 
 // Consumes a DLPack capsule: renames it "used_..." (so that its own destructor leaves the tensor
@@ -195,10 +213,11 @@ Arr view(py::handle obj, const std::string& name, int64_t stream) {
     r.name = name;
     return r;
   }
-  if (py::isinstance<py::array>(obj))
-    return from_numpy(py::reinterpret_borrow<py::array>(obj), name);
   if (PyCapsule_CheckExact(obj.ptr()))
     return from_capsule(py::reinterpret_borrow<py::capsule>(obj), name);
+  // NumPy arrays (and anything else with the array interface) first: host memory, no capsule.
+  if (py::hasattr(obj, "__array_interface__"))
+    return from_array_interface(py::reinterpret_borrow<py::object>(obj), name);
   if (py::hasattr(obj, "__dlpack__")) {
     const py::tuple dev = obj.attr("__dlpack_device__")();
     const int type = dev[0].cast<int>();
@@ -209,11 +228,10 @@ Arr view(py::handle obj, const std::string& name, int64_t stream) {
       cap = obj.attr("__dlpack__")();
     return from_capsule(py::reinterpret_borrow<py::capsule>(cap), name);
   }
-  if (py::hasattr(obj, "__array_interface__") || py::hasattr(obj, "__array__") ||
-      py::isinstance<py::sequence>(obj)) {
-    const py::array a = py::array::ensure(obj);
-    HISA_CHECK(a, name, ": cannot be read as an array");
-    return from_numpy(a, name);
+  if (py::hasattr(obj, "__array__") || py::isinstance<py::sequence>(obj)) {
+    // (lists, tuples, objects NumPy converts: as a contiguous NumPy array)
+    py::object a = py::module_::import("numpy").attr("ascontiguousarray")(obj);
+    return from_array_interface(std::move(a), name);
   }
   throw hisa::Error(name + ": expected a NumPy array, an object with __dlpack__ or the array " +
                     "interface, got " +
@@ -863,12 +881,12 @@ std::vector<hisa::reference::Row> reference_decode_rows(py::handle q, py::handle
 }
 
 // I(t, p) in float64 for p < e_t; [T, max_t e_t], NaN past each row's end.
-py::array_t<double> scores_of(const std::vector<hisa::reference::Row>& rows) {
+py::object scores_of(const std::vector<hisa::reference::Row>& rows) {
   int64_t width = 0;
   for (const auto& r : rows) width = std::max(width, r.visible);
-  py::array_t<double> out({int64_t(rows.size()), width});
-  double* o = out.mutable_data();
-  std::fill(o, o + out.size(), std::numeric_limits<double>::quiet_NaN());
+  auto [out, data] = new_array({int64_t(rows.size()), width}, "float64");
+  double* o = static_cast<double*>(data);
+  std::fill(o, o + int64_t(rows.size()) * width, std::numeric_limits<double>::quiet_NaN());
   for (size_t t = 0; t < rows.size(); ++t) {
     const std::vector<double> s = hisa::reference::token_scores(rows[t]);
     std::copy(s.begin(), s.end(), o + int64_t(t) * width);
@@ -960,8 +978,10 @@ py::dict fidelity(py::handle a, py::handle b, py::handle scores, py::handle visi
     zeros.assign(size_t(e), 0.0);
   }
   std::vector<int32_t> ra(static_cast<size_t>(width)), rb(static_cast<size_t>(width));
-  py::array_t<double> iou(T), recall(T), mass(T);
-  py::array_t<bool> differ(T);
+  auto [iou, iou_p] = new_array({T}, "float64");
+  auto [recall, recall_p] = new_array({T}, "float64");
+  auto [mass, mass_p] = new_array({T}, "float64");
+  auto [differ, differ_p] = new_array({T}, "bool");
   std::vector<hisa::RowFidelity> all, diff;
   for (int64_t t = 0; t < T; ++t) {
     std::fill(ra.begin(), ra.end(), -1);
@@ -972,10 +992,10 @@ py::dict fidelity(py::handle a, py::handle b, py::handle scores, py::handle visi
                " exceeds the scores' width ", ld);
     const hisa::RowFidelity f = hisa::row_fidelity(
         ra.data(), rb.data(), width, sp ? sp + t * ld : zeros.data(), vis.ptr[t], budget_tokens);
-    iou.mutable_at(t) = f.iou;
-    recall.mutable_at(t) = f.recall;
-    mass.mutable_at(t) = sp ? f.mass_recall : std::numeric_limits<double>::quiet_NaN();
-    differ.mutable_at(t) = f.can_differ;
+    static_cast<double*>(iou_p)[t] = f.iou;
+    static_cast<double*>(recall_p)[t] = f.recall;
+    static_cast<double*>(mass_p)[t] = sp ? f.mass_recall : std::numeric_limits<double>::quiet_NaN();
+    static_cast<bool*>(differ_p)[t] = f.can_differ;
     all.push_back(f);
     if (f.can_differ) diff.push_back(f);
   }
@@ -996,7 +1016,7 @@ py::dict fidelity(py::handle a, py::handle b, py::handle scores, py::handle visi
 }
 
 // fp8 e4m3 or bf16 bits (uint8 / uint16, host) to float32, by the library's exact decoders.
-py::array_t<float> bits_to_float(py::handle bits) {
+py::object bits_to_float(py::handle bits) {
   Arr a = view(bits, "bits", 0);
   host_only(a, "to_float");
   DType t;
@@ -1007,19 +1027,19 @@ py::array_t<float> bits_to_float(py::handle bits) {
   else
     throw hisa::Error("to_float: expected uint8 (fp8 e4m3 bits) or uint16 (bf16 bits), got " +
                       dtype_str(a.dtype));
-  py::array_t<float> out(std::vector<py::ssize_t>(a.shape.begin(), a.shape.end()));
-  hisa::to_float(t, a.data, out.mutable_data(), size_t(a.numel()));
+  auto [out, data] = new_array(a.shape, "float32");
+  hisa::to_float(t, a.data, static_cast<float*>(data), size_t(a.numel()));
   return out;
 }
 
 // float32 to bf16 bits (round to nearest even), host.
-py::array_t<uint16_t> float_to_bf16_bits(py::handle x) {
+py::object float_to_bf16_bits(py::handle x) {
   Arr a = view(x, "x", 0);
   host_only(a, "to_bf16");
   need_f32(a);
-  py::array_t<uint16_t> out(std::vector<py::ssize_t>(a.shape.begin(), a.shape.end()));
+  auto [out, data] = new_array(a.shape, "uint16");
   const float* in = static_cast<const float*>(a.data);
-  uint16_t* o = out.mutable_data();
+  uint16_t* o = static_cast<uint16_t*>(data);
   for (int64_t i = 0; i < a.numel(); ++i) o[i] = hisa::float_to_bf16(in[i]);
   return out;
 }
