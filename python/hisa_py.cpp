@@ -119,7 +119,8 @@ Arr from_array_interface(py::object obj, const std::string& name) {
   Arr r;
   r.name = name;
   r.given = true;
-  HISA_CHECK(!ai.contains("mask") || ai["mask"].is_none(), name, ": masked arrays are not supported");
+  HISA_CHECK(!ai.contains("mask") || ai["mask"].is_none(), name,
+             ": masked arrays are not supported");
   const py::tuple data = ai["data"];
   r.data = reinterpret_cast<void*>(data[0].cast<uintptr_t>());
   r.writable = !data[1].cast<bool>();
