@@ -32,14 +32,17 @@ def _is_torch(x):
     return type(x).__module__.split(".")[0] == "torch"
 
 
-def select_mask(method, q8, w8, k8, kscale, e, S, B=128, m=64, k=2048, backend=None):
+def select_mask(method, q8, w8, k8, kscale, e, S, B=128, m=64, k=2048, backend=None, given_blocks=None,
+                return_blocks=False):
     """Selection masks [R, S] of rows whose causal ends are e [R] over keys [0, S) of one sequence.
 
     q8 [R, H, D], k8 [>= S, D]: e4m3 values (float32 on the fp8 grid, or float8_e4m3fn tensors);
     w8 [R, H] float32 with every scale folded in; kscale [>= S] float32. NumPy arrays or torch
     tensors: on a CUDA device the CUDA backend runs (fp8 inputs, so that hisa and block take its
     fused path), on the host the cpu backend (float32 values: the same scores). Returns a boolean
-    array of the inputs' kind and device."""
+    array of the inputs' kind and device. given_blocks [R, m] int32 (hisa, block): another layer's
+    chosen blocks for these rows (cross-layer reuse: no block stage); return_blocks: also return
+    the rows' chosen blocks [R, m] int32."""
     if _is_torch(q8):
         import torch  # noqa: PLC0415
 
@@ -54,9 +57,11 @@ def select_mask(method, q8, w8, k8, kscale, e, S, B=128, m=64, k=2048, backend=N
         w8, kscale = np.ascontiguousarray(w8, np.float32), np.ascontiguousarray(kscale[:S], np.float32)
         ke = np.ascontiguousarray(e, np.int32)
         ks = np.zeros_like(ke)
-    idx, _ = hisa.select_prefill(q8, k8, w8, k_scale=kscale, ks=ks, ke=ke, method=method, block_size=B,
-                                 top_blocks=m, topk=k, backend=backend)
-    return indices_to_mask(idx, S)
+    idx, blocks = hisa.select_prefill(q8, k8, w8, k_scale=kscale, ks=ks, ke=ke, method=method,
+                                      block_size=B, top_blocks=m, topk=k, backend=backend,
+                                      given_blocks=given_blocks)
+    mask = indices_to_mask(idx, S)
+    return (mask, blocks) if return_blocks else mask
 
 
 def indices_to_mask(idx, S):

@@ -3,6 +3,7 @@
     python3 model/study.py smoke                 # tiny end-to-end check (CPU or GPU, ~1 min)
     python3 model/study.py run1 --out $OUT       # device run 1: smoke, pre-train, indexer warm-up
     python3 model/study.py run2 --out $OUT       # device run 2: more warm-up, the study, the fixture
+    python3 model/study.py needle --out $OUT     # passkey-mixed training, then the needle grid
 
 Inputs are read from .carry/ (copied there by model/stage.sh): .carry/data/*.txt.xz and, for run2,
 .carry/ckpt/{base,indexer}-NN.pt.
@@ -27,6 +28,7 @@ from common import (TINY, Cfg, Indexer, LM, e4m3_codes, has_fp8, load_corpus_byt
 from evaluate import EvalSettings, run_eval, sparse_nll  # noqa: E402
 from fixture_eval import eval_case  # noqa: E402
 from train import autocast, pretrain, train_indexers  # noqa: E402
+from needle import heatmaps, passkey_batches, run_needle  # noqa: E402
 
 T_START = time.time()
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -181,7 +183,7 @@ def smoke(device, data, books, tmp):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("stage", choices=["smoke", "run1", "run2"])
+    ap.add_argument("stage", choices=["smoke", "run1", "run2", "needle"])
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp/hisa_out"))
     ap.add_argument("--budget", type=float, default=560.0, help="seconds from process start")
     ap.add_argument("--idx-seconds", type=float, default=100.0)
@@ -190,6 +192,13 @@ def main():
     ap.add_argument("--data", default=os.path.join(CARRY, "data"))
     ap.add_argument("--skip-smoke", action="store_true")
     ap.add_argument("--tiny", action="store_true", help="plumbing test of run1/run2 at tiny sizes (CPU)")
+    ap.add_argument("--needle-frac", type=float, default=0.25,
+                    help="needle: fraction of the pre-training windows that are passkey documents")
+    ap.add_argument("--needle-ckpt", default="", help="needle: evaluate this checkpoint, no training")
+    ap.add_argument("--needle-lengths", default="8192,16384,32768")
+    ap.add_argument("--needle-depths", type=int, default=6, help="depths 0 .. 1 in this many steps")
+    ap.add_argument("--needle-per-cell", type=int, default=3)
+    ap.add_argument("--needle-methods", default="dense,flat,hisa,hisa_L4,block,hisa_r1,hisa_r2,hisa_r4")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -209,6 +218,40 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             smoke(device, data, books, tmp)
         return
+
+    if a.stage == "needle":
+        # Train (or load) a model whose pre-training mixes in passkey documents, warm up its
+        # indexers, then the needle grid; the seeds are fixed (torch 0, the passkeys 0).
+        if a.needle_ckpt:
+            cfg, model, idxs = load_ckpt(a.needle_ckpt, device)
+            log("loaded checkpoint from %s (t=%.0fs)" % (a.needle_ckpt, elapsed()))
+        else:
+            cfg = Cfg(**TINY) if a.tiny else Cfg()
+            torch.manual_seed(0)
+            model, idxs = build(cfg, device)
+            grid_s = 40.0 if a.tiny else 0.45 * a.budget  # the time left for the grid
+            pre_s = a.budget - elapsed() - a.idx_seconds - grid_s
+            report["pretrain"] = pretrain(model, data, pre_s, device, batch_fn=passkey_batches(a.needle_frac),
+                                          **(TINY_PRE if a.tiny else {}))
+            save_ckpt(a.out, model, idxs, cfg, which=("base",))
+            idx_s = a.budget - elapsed() - grid_s
+            report["indexer"] = train_indexers(model, idxs, data, idx_s, device, **(TINY_IDX if a.tiny else {}))
+            save_ckpt(a.out, model, idxs, cfg, which=("indexer",))
+        del data
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        model.eval()
+        for ix in idxs:
+            ix.eval()
+        lengths = [512, 1024] if a.tiny else [int(x) for x in a.needle_lengths.split(",")]
+        depths = np.linspace(0.0, 1.0, a.needle_depths)
+        methods = a.needle_methods.split(",")
+        res = run_needle(model, idxs, books, device, lengths, depths, 1 if a.tiny else a.needle_per_cell,
+                         methods, k=128 if a.tiny else 2048, deadline=T_START + a.budget - 10.0)
+        res["heatmaps"] = heatmaps(res, os.path.join(a.out, "needle"))
+        report["needle"] = res
+        with open(os.path.join(a.out, "needle_grid.json"), "w") as f:
+            json.dump(res, f, indent=1)
 
     if a.stage == "run1":
         if not a.skip_smoke:
@@ -238,7 +281,7 @@ def main():
         report["indexer"] = train_indexers(model, idxs, data, idx_s, device, **(TINY_IDX if a.tiny else {}))
         save_ckpt(a.out, model, idxs, cfg, which=("indexer",))
         report["params"] = {"base": nparam, "indexer": nidx}
-    else:
+    elif a.stage == "run2":
         cfg, model, idxs = load_ckpt(a.ckpt, device)
         log("loaded checkpoint from %s (t=%.0fs)" % (a.ckpt, elapsed()))
         if a.idx_seconds > 0:

@@ -35,9 +35,11 @@ def make_adamw(params, lr, wd):
 
 
 def pretrain(model, data, seconds, device, lr=1.5e-3, tokens_per_step=131072, L_short=8192, L_long=32768,
-             long_frac=0.2, warmup=100, seed=0, log_every=50, valid_fn=None):
+             long_frac=0.2, warmup=100, seed=0, log_every=50, valid_fn=None, batch_fn=None):
     """Train for a wall-clock budget. LR: linear warm-up over `warmup` steps, then cosine by elapsed time
-    fraction down to 10%. The last `long_frac` of the time trains at L_long context."""
+    fraction down to 10%. The last `long_frac` of the time trains at L_long context. batch_fn: the
+    batch sampler (default sample_batch; needle.passkey_batches mixes in passkey documents)."""
+    batch_fn = batch_fn or sample_batch
     gen = torch.Generator().manual_seed(seed)
     opt = make_adamw(list(model.parameters()), lr, 0.1)
     model.train()
@@ -54,7 +56,7 @@ def pretrain(model, data, seconds, device, lr=1.5e-3, tokens_per_step=131072, L_
         cur_lr = lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(f, 1.0))))
         for g in opt.param_groups:
             g["lr"] = cur_lr
-        tok = sample_batch(data, nseq, L, gen, device)
+        tok = batch_fn(data, nseq, L, gen, device)
         with autocast(device):
             logits = model(tok[:, :-1])
             loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tok[:, 1:].reshape(-1))
