@@ -195,6 +195,9 @@ def main():
     ap.add_argument("--needle-frac", type=float, default=0.25,
                     help="needle: fraction of the pre-training windows that are passkey documents")
     ap.add_argument("--needle-ckpt", default="", help="needle: evaluate this checkpoint, no training")
+    ap.add_argument("--needle-grid-seconds", type=float, default=-1.0,
+                    help="needle: seconds kept for the grid after training (0: train only; default "
+                         "0.45 of the budget)")
     ap.add_argument("--needle-lengths", default="8192,16384,32768")
     ap.add_argument("--needle-depths", type=int, default=6, help="depths 0 .. 1 in this many steps")
     ap.add_argument("--needle-per-cell", type=int, default=3)
@@ -229,7 +232,9 @@ def main():
             cfg = Cfg(**TINY) if a.tiny else Cfg()
             torch.manual_seed(0)
             model, idxs = build(cfg, device)
-            grid_s = 40.0 if a.tiny else 0.45 * a.budget  # the time left for the grid
+            grid_s = a.needle_grid_seconds
+            if grid_s < 0:
+                grid_s = 40.0 if a.tiny else 0.45 * a.budget
             pre_s = a.budget - elapsed() - a.idx_seconds - grid_s
             report["pretrain"] = pretrain(model, data, pre_s, device, batch_fn=passkey_batches(a.needle_frac),
                                           **(TINY_PRE if a.tiny else {}))
@@ -244,6 +249,8 @@ def main():
         for ix in idxs:
             ix.eval()
         lengths = [512, 1024] if a.tiny else [int(x) for x in a.needle_lengths.split(",")]
+        if a.needle_grid_seconds == 0 and not a.needle_ckpt:
+            lengths = []  # train only
         depths = np.linspace(0.0, 1.0, a.needle_depths)
         methods = a.needle_methods.split(",")
         res = run_needle(model, idxs, books, device, lengths, depths, 1 if a.tiny else a.needle_per_cell,
