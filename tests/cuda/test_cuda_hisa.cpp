@@ -3,7 +3,7 @@
 // (cuda::pooled_rounding), the tokens against the candidates of those blocks; random inputs (seed
 // printed), exact small-integer inputs (identical sets, ties included), bitwise reruns, rows with
 // J <= m equal to flat, both input forms, B in {64, 128, 256}, m * B up to 32768, H in {32, 64},
-// fp8 and bf16. Skips itself where no GPU is visible.
+// fp8 and bf16, a 1M-token context on sampled rows. Skips itself where no GPU is visible.
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -141,6 +141,13 @@ TEST(CudaHisa, DefaultsK2048AndLargeBudgets) {
                4);
   check_random({{16, 20000}}, 64, DType::F8E4M3, hisa_cfg(256, 32, 2048), "hisa_B256_m32", false,
                8);
+}
+
+TEST(CudaHisa, MillionTokenContextSampledRows) {
+  SKIP_WITHOUT_GPU();
+  // The last 64 queries of a 1M-token sequence (a cached prefix of 1M - 64 keys), the defaults:
+  // 8192 blocks, 62 picked; 8 rows judged.
+  check_random({{64, 1 << 20}}, 64, DType::F8E4M3, hisa_cfg(128, 64, 2048), "hisa_1M", false, 8);
 }
 
 TEST(CudaHisa, ExactIntegerSetsWithTies) {
