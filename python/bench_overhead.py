@@ -8,7 +8,10 @@ measured three ways in one run on one device:
   host    the host time of one call alone (no synchronisation): what the front end costs the CPU
 
 for the plain function (hisa.select_decode) and the torch custom op (torch.ops.hisa.decode). A
-host time under the GPU time means the front end hides behind the kernels. Prints one JSON line.
+host time under the GPU time means the front end hides behind the kernels. With --cpp-json (the
+JSON of `hisa_cuda_bench --methods flat --prefill none --decode 1x8192`, run just before on the
+same device), each row also gets the overhead over the C++ call: eager against the C++ calls back
+to back, graph against the C++ call's rested GPU time. Prints one JSON line.
 """
 import json
 import sys
@@ -84,7 +87,23 @@ def measure(call, label):
             "host_us": round(host_us, 2), "eager_over_graph_us": round(eager_us - graph_us, 2)}
 
 
+def cpp_times(path):
+    """(back-to-back us, rested us) of the C++ bench's flat decode at batch 1 x 8192, or None."""
+    try:
+        rep = json.load(open(path))
+    except (OSError, ValueError):
+        return None
+    for r in rep.get("results", []):
+        if (r.get("kind") == "decode" and r.get("method") == "flat" and r.get("batch") == 1
+                and r.get("context") == 8192 and r.get("next_n", 1) == 1):
+            return r["back_to_back_us"], r["rested_us"]
+    return None
+
+
 def main():
+    cpp = None
+    if "--cpp-json" in sys.argv:
+        cpp = cpp_times(sys.argv[sys.argv.index("--cpp-json") + 1])
     q, cache, w, lens, table = case()
     rows = []
     rows.append(measure(lambda: hisa.select_decode(q, cache, w, lens, table, topk=2048, validate=False),
@@ -94,8 +113,14 @@ def main():
     if hisa.ops.available:
         rows.append(measure(lambda: torch.ops.hisa.decode(q, cache, w, lens, table, None, None, 0, "flat", 128, 64,
                                                           2048, 1, 1, "mean", False), "torch.ops.hisa.decode"))
-    print(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                      "shape": "decode B=1 next_n=1 ctx=8192 H=64 D=128 fp8 k=2048", "rows": rows}))
+    out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+           "shape": "decode B=1 next_n=1 ctx=8192 H=64 D=128 fp8 k=2048", "rows": rows}
+    if cpp:
+        out["cpp"] = {"back_to_back_us": round(cpp[0], 2), "rested_us": round(cpp[1], 2)}
+        for r in rows:
+            r["eager_over_cpp_us"] = round(r["eager_us"] - cpp[0], 2)
+            r["graph_over_cpp_rested_us"] = round(r["graph_us"] - cpp[1], 2)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

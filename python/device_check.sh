@@ -38,8 +38,9 @@ step "configuring $BUILD (python $PY, nvcc $nvcc, prefix ${prefix[*]:-none})"
 cmake -S . -B "$BUILD" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DHISA_PYTHON=ON -DHISA_TESTS=OFF \
   -DHISA_CLI=OFF -DHISA_CUDA=ON "-DCMAKE_CUDA_COMPILER=$nvcc" "-DPython3_EXECUTABLE=$PY" \
   "-DCMAKE_PREFIX_PATH=$(IFS=';'; echo "${prefix[*]:-}")" || exit 1
-step "building _hisa"
+step "building _hisa (and hisa_cuda_bench, the C++ side of the overhead measurement)"
 cmake --build "$BUILD" --target _hisa -j "$(nproc)" || exit 1
+cmake --build "$BUILD" --target hisa_cuda_bench -j "$(nproc)" || echo "hisa_cuda_bench: not built"
 
 export HISA_PYTHONPATH="$PWD/$BUILD/python"
 if ! "$PY" -c "import pytest" 2>/dev/null; then
@@ -70,8 +71,14 @@ for t in python/tests/test_*.py; do
   rc=$?
   [ $rc -eq 0 ] || [ $rc -eq 5 ] || status=$rc
 done
-step "per-call overhead (python/bench_overhead.py)"
-PYTHONPATH="$HISA_PYTHONPATH${PYTHONPATH:+:$PYTHONPATH}" "$PY" python/bench_overhead.py || echo "bench_overhead failed"
+step "per-call overhead (python/bench_overhead.py against the C++ call, hisa_cuda_bench)"
+cpp=()
+if [ -x "$BUILD/hisa_cuda_bench" ]; then
+  "$BUILD/hisa_cuda_bench" --methods flat --prefill none --decode 1x8192 --no-ceilings \
+    --json "${OUT:-.}/overhead_cpp.json" >/dev/null 2>&1 && cpp=(--cpp-json "${OUT:-.}/overhead_cpp.json")
+fi
+PYTHONPATH="$HISA_PYTHONPATH${PYTHONPATH:+:$PYTHONPATH}" "$PY" python/bench_overhead.py "${cpp[@]}" ||
+  echo "bench_overhead failed"
 step "indexer replacement example (python/examples/replace_indexer.py)"
 PYTHONPATH="$HISA_PYTHONPATH${PYTHONPATH:+:$PYTHONPATH}" "$PY" python/examples/replace_indexer.py || echo "replace_indexer failed"
 step "pytest exit status $status"
