@@ -609,10 +609,14 @@ json time_prefill(const PrefillData& d, const SelectConfig& cfg, const Args& a,
         time_it([&](int) { hisa::cuda::select_prefill(gin, cfg, out2, ws, nullptr, opt); },
                 T >= 65536 ? 1.0 : 0.5, T > 131072 ? 1 : 3, 20);
     r["given_blocks_ms"] = tg.median_ms;
-    // Given its own blocks the call selects what it selected.
-    if (idx2.to_host() != idx.to_host()) {
-      std::printf("  CHECK FAILED given blocks: the selection differs from the call's own\n");
-      ++bad;
+    // Given its own blocks the call selects what it selected (the checked rows).
+    const size_t w = size_t(cfg.out_width());
+    for (int64_t row : rows) {
+      if (idx2.to_host(size_t(row) * w, w) != idx.to_host(size_t(row) * w, w)) {
+        std::printf("  CHECK FAILED given blocks, row %lld: the selection differs from the call's "
+                    "own\n", (long long)row);
+        ++bad;
+      }
     }
   }
 #endif
