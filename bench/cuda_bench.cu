@@ -597,12 +597,10 @@ json time_prefill(const PrefillData& d, const SelectConfig& cfg, const Args& a,
 #ifndef HISA_BENCH_OLD_LIBRARY
   if (cfg.has_blocks()) {
     // Cross-layer reuse: the same call given these blocks (the next layer's call with r > 0):
-    // no pooling and no block stage.
-    DeviceBuffer<int32_t> given(size_t(T) * cfg.top_blocks), idx2(size_t(T) * cfg.out_width());
-    HISA_CUDA_CHECK(cudaMemcpy(given.data(), blocks.data(), size_t(T) * cfg.top_blocks * 4,
-                               cudaMemcpyDeviceToDevice));
+    // no pooling and no block stage (no blocks output: the given ones stay as they are).
+    DeviceBuffer<int32_t> idx2(size_t(T) * cfg.out_width());
     hisa::PrefillInputs gin = in;
-    gin.given_blocks = given.data();
+    gin.given_blocks = blocks.data();
     hisa::SelectOutputs out2;
     out2.indices = idx2.data();
     const Timing tg =

@@ -54,6 +54,15 @@ def device_info(device):
     return info
 
 
+def eval_mode(model, idxs, device):
+    """The model and its indexers in eval mode, the training's cached GPU memory given back."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    model.eval()
+    for ix in idxs:
+        ix.eval()
+
+
 def build(cfg, device):
     model = LM(cfg).to(device)
     idxs = [Indexer(cfg).to(device) for _ in range(cfg.n_layers)]
@@ -243,11 +252,7 @@ def main():
             report["indexer"] = train_indexers(model, idxs, data, idx_s, device, **(TINY_IDX if a.tiny else {}))
             save_ckpt(a.out, model, idxs, cfg, which=("indexer",))
         del data
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        model.eval()
-        for ix in idxs:
-            ix.eval()
+        eval_mode(model, idxs, device)
         lengths = [512, 1024] if a.tiny else [int(x) for x in a.needle_lengths.split(",")]
         if a.needle_grid_seconds == 0 and not a.needle_ckpt:
             lengths = []  # train only
@@ -296,11 +301,7 @@ def main():
                                                     lr=a.idx_lr, warmup=10, **(TINY_IDX if a.tiny else {}))
             save_ckpt(a.out, model, idxs, cfg, which=("indexer",))
         del data
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        model.eval()
-        for ix in idxs:
-            ix.eval()
+        eval_mode(model, idxs, device)
         st = EvalSettings(**TINY_EVAL) if a.tiny else EvalSettings()
         fx = os.path.join(a.out, "fidelity_fixture.safetensors")
         ev_s = a.budget - elapsed() - 25.0

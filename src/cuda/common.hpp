@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <string>
 
 #include "hisa/error.hpp"
@@ -22,6 +23,21 @@
 #define HISA_CUDA_CHECK_LAUNCH(what) HISA_CUDA_CHECK((static_cast<void>(what), cudaGetLastError()))
 
 namespace hisa::cuda {
+
+// Raises `kernel`'s dynamic shared-memory limit to `bytes` once per device: a driver call per
+// launch is host time in every decode step. `done` is the call site's record for this kernel
+// (devices 0-63 tracked; others are set every time).
+template <class Kernel>
+cudaError_t opt_in_dynamic_smem(Kernel kernel, int bytes, std::atomic<unsigned long long>& done) {
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  const unsigned long long bit = dev < 64 ? 1ull << dev : 0ull;
+  if (bit && (done.load(std::memory_order_acquire) & bit)) return cudaSuccess;
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (e == cudaSuccess) done.fetch_or(bit, std::memory_order_acq_rel);
+  return e;
+}
 
 struct DeviceInfo {
   int device = 0;

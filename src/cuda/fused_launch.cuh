@@ -52,19 +52,9 @@ template <int kElem, int kHeads, int kNQ, int kSource, bool kScores>
 cudaError_t launch_fused(const FusedLaunch& l) {
   using Cfg = FusedConfigOf<kElem, kHeads, kNQ, kSource, kScores>;
   auto kernel = sm90::sm90_fused_topk_kernel<Cfg>;
-  // The shared-memory opt-in once per device (a driver call per launch is host time in every
-  // decode step); devices 0-63 tracked, others set every time.
   static std::atomic<unsigned long long> opted_in{0};
-  int dev = 0;
-  cudaError_t e = cudaGetDevice(&dev);
+  cudaError_t e = opt_in_dynamic_smem(kernel, Cfg::kSmemBytes, opted_in);
   if (e != cudaSuccess) return e;
-  const unsigned long long bit = dev < 64 ? 1ull << dev : 0ull;
-  if (!(opted_in.load(std::memory_order_acquire) & bit) || !bit) {
-    e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             Cfg::kSmemBytes);
-    if (e != cudaSuccess) return e;
-    opted_in.fetch_or(bit, std::memory_order_acq_rel);
-  }
   if (l.cluster != 1 && !(Cfg::kPairTail && l.cluster == 2 && l.p.pair_tail))
     return cudaErrorInvalidConfiguration;  // no other cluster shape is implemented
   if (l.cluster == 2) {
@@ -85,11 +75,15 @@ cudaError_t launch_fused(const FusedLaunch& l) {
       // fewer clusters fit the device together (cudaOccupancyMaxActiveClusters, once per device)
       // than the grid needs, the launch goes without helpers (plain pairs).
       static std::atomic<int> fit[64] = {};
-      int clusters = bit ? fit[dev].load(std::memory_order_acquire) : 0;
+      int dev = 0;
+      e = cudaGetDevice(&dev);
+      if (e != cudaSuccess) return e;
+      const bool tracked = dev < 64;  // (devices 0-63 remembered)
+      int clusters = tracked ? fit[dev].load(std::memory_order_acquire) : 0;
       if (clusters <= 0) {
         e = cudaOccupancyMaxActiveClusters(&clusters, kernel, &c);
         if (e != cudaSuccess) return e;
-        if (bit) fit[dev].store(clusters, std::memory_order_release);
+        if (tracked) fit[dev].store(clusters, std::memory_order_release);
       }
       if (2 * clusters < 2 * p.num_tiles + p.helpers) {
         p.helpers = 0;

@@ -99,22 +99,23 @@ void hisa_decode(const DecodeInputs& in, const SelectConfig& cfg, const SelectOu
   p.has_scale = 1;
   p.w = in.w;
 
-  // Split-K partial lists of both stages from one reservation (sized for the larger), so that
-  // the second stage does not grow (free and reallocate) what the first still reads.
-  const int bstride = given ? per_stage : stride_for(2 * ceil_div(pc->max_blocks, 64), per_stage);
+  // Split-K partial lists of both stages: reserved first for the larger, so that the second
+  // stage does not grow (free and reallocate) what the first still reads.
+  const int bstride = given ? 0 : stride_for(2 * ceil_div(pc->max_blocks, 64), per_stage);
   const int tstride = stride_for(2 * int64_t(m) * (B / 64), per_stage);
   const int bsplits = given ? 1 : splits_for(tiles, bstride, per_stage, sms);
   const int tsplits = cfg.method == Method::Hisa ? splits_for(tiles, tstride, per_stage, sms) : 1;
+  if (std::max(bsplits, tsplits) > 1) {
+    const size_t n =
+        size_t(rows) * std::max(int64_t(bsplits) * std::max(kp, 1), int64_t(tsplits) * cfg.topk);
+    ws.get(kSlotPartU, n * 4);
+    ws.get(kSlotPartPos, n * 4);
+    ws.get(kSlotPartCnt, size_t(rows) * std::max(bsplits, tsplits) * 4);
+  }
   const auto partials = [&](int splits, int k) {
     p.splits = splits;
     p.part_stride = k;
-    if (splits == 1) return;
-    const size_t n =
-        size_t(rows) * std::max(int64_t(bsplits) * std::max(kp, 1), int64_t(tsplits) * cfg.topk);
-    p.part_u = static_cast<uint32_t*>(ws.get(kSlotPartU, n * 4));
-    p.part_pos = static_cast<int32_t*>(ws.get(kSlotPartPos, n * 4));
-    p.part_cnt =
-        static_cast<int32_t*>(ws.get(kSlotPartCnt, size_t(rows) * std::max(bsplits, tsplits) * 4));
+    if (splits > 1) use_partial_lists(p, rows, ws);
   };
   const auto launch = [&](int32_t* out, int k) {
     l.grid = int(std::min<int64_t>(tiles * p.splits, sms));

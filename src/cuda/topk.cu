@@ -1,6 +1,4 @@
 // Launches of the stand-alone top-k (score rows) and of the split-K merge (smxx_topk.cuh).
-#include <atomic>
-
 #include "cuda/backend.hpp"
 #include "cuda/kernels/smxx_topk.cuh"
 
@@ -11,21 +9,6 @@ constexpr int kTopkThreads = 1024;  // stand-alone top-k and the staged merge: o
 constexpr int kMergeThreads = 512;  // the merge from global memory (lists too long to stage)
 constexpr int kMaxMergeSplits = 64;  // the staged merge's count array
 constexpr size_t kMaxStagedBytes = size_t(160) << 10;  // the staged merge's lists in shared memory
-
-// The staged merge's shared-memory opt-in, once per device (a driver call per launch is host time
-// in every decode step); devices 0-63 tracked, others set every time.
-cudaError_t opt_in_staged_merge() {
-  static std::atomic<unsigned long long> opted_in{0};
-  int dev = 0;
-  cudaError_t e = cudaGetDevice(&dev);
-  if (e != cudaSuccess) return e;
-  const unsigned long long bit = dev < 64 ? 1ull << dev : 0ull;
-  if (bit && (opted_in.load(std::memory_order_acquire) & bit)) return cudaSuccess;
-  e = cudaFuncSetAttribute(smxx_merge_smem_kernel<kTopkThreads>,
-                           cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxStagedBytes));
-  if (e == cudaSuccess) opted_in.fetch_or(bit, std::memory_order_acq_rel);
-  return e;
-}
 
 }  // namespace
 
@@ -48,7 +31,9 @@ void launch_merge(const uint32_t* part_u, const int32_t* part_pos, const int32_t
   const PartialLists src{part_u, part_pos, part_cnt, splits, k};
   const size_t staged = size_t(splits) * size_t(k) * 4;
   if (staged <= kMaxStagedBytes && splits <= kMaxMergeSplits) {
-    HISA_CUDA_CHECK(opt_in_staged_merge());
+    static std::atomic<unsigned long long> opted_in{0};
+    HISA_CUDA_CHECK(opt_in_dynamic_smem(smxx_merge_smem_kernel<kTopkThreads>,
+                                        int(kMaxStagedBytes), opted_in));
     // As a programmatic dependent: the fused kernel lets it start at once, its CTAs take the SMs
     // the fused kernel leaves free and wait in griddepcontrol.wait for the fused kernel to
     // finish, instead of a launch after it.
