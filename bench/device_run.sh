@@ -60,7 +60,7 @@ ignore_dir() {
 # Copies the bench (and tests) of build folder $1 into $2 with libgomp; $3: the commit built.
 carry() {
   local build=$1 dest=$2 commit=$3
-  mkdir -p "$dest" && cp "$build"/hisa_cuda_bench "$dest/" &&
+  rm -rf "$dest" && mkdir -p "$dest" && cp "$build"/hisa_cuda_bench "$dest/" &&
     { [ ! -x "$build/hisa_cuda_tests" ] || cp "$build/hisa_cuda_tests" "$dest/"; } &&
     echo "$commit" >"$dest/COMMIT" && ignore_dir "$dest" || return 1
   local gomp
