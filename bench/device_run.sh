@@ -5,6 +5,7 @@
 #
 #   STEPS=build bash bench/device_run.sh                        # dev machine: .carry-cuda/
 #   OLD_REV=<commit> STEPS=build_old bash bench/device_run.sh   # dev machine: .carry-old/
+#   EXP_REVERT="<commit> ..." STEPS=build_exp bash bench/device_run.sh  # dev machine: .carry-x/
 #   OUT=/tmp/out bash bench/device_run.sh                       # device, from the repository root
 #   STEPS="deepgemm torch bench summary" BENCH_ARGS="--ragged --sweep" bash bench/device_run.sh
 #
@@ -12,6 +13,8 @@
 #   build      build-cuda/ -> $BIN: hisa_cuda_bench, hisa_cuda_tests, libgomp, COMMIT
 #   build_old  OLD_REV's tree with this bench/cuda_bench.cu and src/cuda/device_buffer.hpp
 #              copied in -> $OLD_BIN/hisa_cuda_bench (and COMMIT)
+#   build_exp  this tree with EXP_REVERT's commits reverted (an experiment kept in history as a
+#              commit and its revert comes back by reverting the revert) -> $EXP_BIN/hisa_cuda_bench
 #   env        date, kernel, GPU, clocks, driver, torch
 #   deepgemm   DeepGEMM 2.6.1 built from SHARED/baselines (README there), then dg_anchor.py ->
 #              deepgemm.json (DG_PREFILL, DG_DECODE: its --prefill / --decode lists)
@@ -19,15 +22,22 @@
 #   bench      hisa_cuda_bench -> bench.json, ratios against deepgemm.json and torch.json
 #              (BENCH_ARGS); smi.csv samples clocks and power meanwhile
 #   ab         $OLD_BIN and $BIN benches in turn, old/new AB_ROUNDS times with AB_ARGS ->
-#              ab_{old,new}_N.json, ab.json (per-case medians, new/old)
+#              ${AB_NAME}_{old,new}_N.json, $AB_NAME.json (per-case medians, new/old; AB_NAME: ab)
 #   tests      hisa_cuda_tests -> tests.json (gtest), tests.log (TEST_FILTER)
 #   sanitizer  compute-sanitizer memcheck on SAN_FILTER's tests -> sanitizer.log
 #   sass       per kernel of $BIN/hisa_cuda_bench: registers, stack, spill loads and stores
 #              (LDL/STL), GMMA instructions -> sass.txt
 #   ncu        Nsight Compute of one launch (NCU_ARGS, of the bench run with NCU_BENCH) -> ncu_*
+#   times      Nsight Compute's duration of every kernel, one bench run per TIMES_CASES entry
+#              (bench arguments, ';'-separated) -> times.txt (bench/kernel_times.py)
+#   python     python/device_check.sh (the package built here, pytest with PyTorch CUDA tensors,
+#              the per-call overhead against the C++ call, the indexer-replacement example)
+#   needle     model/study.py needle NEEDLE_ARGS (default --tiny: the plumbing) through the
+#              package the python step built; inputs from .carry/data (model/stage.sh run1)
 #   summary    the key numbers of every JSON under $OUT
 # Time limits (s): DG_BUILD_TIMEOUT 240, DG_TIMEOUT 240, TORCH_TIMEOUT 150, BENCH_TIMEOUT 300,
-# AB_TIMEOUT 150 (each run), TEST_TIMEOUT 240, SAN_TIMEOUT 150, NCU_TIMEOUT 200.
+# AB_TIMEOUT 150 (each run), TEST_TIMEOUT 240, SAN_TIMEOUT 150, NCU_TIMEOUT 200, TIMES_TIMEOUT 60
+# (each case), PY_TIMEOUT 240, NEEDLE_TIMEOUT 120.
 # SHARED: the shared/ folder beside the repository (./shared, else ../shared); HISA_BIN, OLD_BIN:
 # the binary folders; COMMIT: recorded in bench.json (default: $BIN/COMMIT from the build).
 # Transfer limits of the device machine (64 MiB of carried files, a few files back): the build
@@ -39,6 +49,8 @@ ROOT=$PWD
 OUT=${OUT:-/tmp/hisa_device_out}
 BIN=${HISA_BIN:-.carry-cuda}
 OLD_BIN=${OLD_BIN:-.carry-old}
+EXP_BIN=${EXP_BIN:-.carry-x}
+AB_NAME=${AB_NAME:-ab}
 STEPS=${STEPS:-"env deepgemm torch bench tests sanitizer sass summary"}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -102,7 +114,7 @@ stop_smi() {
 # The device image lacks nlohmann-json and CLI11: build here, carry $BIN. A run whose steps need
 # binaries that are not there tries to build them itself.
 needs_bin=0
-for s in bench ab tests sanitizer sass ncu; do has $s && needs_bin=1; done
+for s in bench ab tests sanitizer sass ncu times; do has $s && needs_bin=1; done
 if has build || { [ $needs_bin = 1 ] && [ ! -x "$BIN/hisa_cuda_bench" ] &&
   [ ! -f "$BIN/hisa_cuda_bench.xz" ]; }; then
   step "build: hisa_cuda_bench, hisa_cuda_tests -> $BIN"
@@ -136,16 +148,36 @@ if has build_old; then
   tail -n 3 "$OUT/build_old.log" | tee -a "$LOG"
   [ $rc -eq 0 ] || { echo "build_old failed (exit $rc): see $OUT/build_old.log" | tee -a "$LOG"; exit 1; }
 fi
+if has build_exp; then
+  step "build_exp: this tree with ${EXP_REVERT:-} reverted -> $EXP_BIN"
+  [ -n "${EXP_REVERT:-}" ] || { echo "build_exp needs EXP_REVERT=<commits>" | tee -a "$LOG"; exit 1; }
+  src=/tmp/hisa-exp-src
+  {
+    rm -rf "$src" && mkdir -p "$src" && git archive HEAD | tar -x -C "$src" &&
+      for c in $EXP_REVERT; do git diff "$c" "$c^" | git -C "$src" apply || exit 1; done &&
+      cmake -S "$src" -B "$src/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHISA_CUDA=ON \
+        -DHISA_PYTHON=OFF -DHISA_TESTS=OFF &&
+      cmake --build "$src/build" --target hisa_cuda_bench &&
+      carry "$src/build" "$EXP_BIN" "$(git rev-parse HEAD) with $EXP_REVERT reverted"
+  } >"$OUT/build_exp.log" 2>&1
+  rc=$?
+  tail -n 3 "$OUT/build_exp.log" | tee -a "$LOG"
+  [ $rc -eq 0 ] || { echo "build_exp failed (exit $rc): see $OUT/build_exp.log" | tee -a "$LOG"; exit 1; }
+fi
 rest=${STEPS//build_old/}
+rest=${rest//build_exp/}
 rest=${rest//build/}
 [ -n "${rest// /}" ] || exit 0
 unpack "$BIN"
 unpack "$OLD_BIN"
+unpack "$EXP_BIN"
 COMMIT=${COMMIT:-$(cat "$BIN/COMMIT" 2>/dev/null)}
 PACKED=$OUT
 if [ "${PACK:-1}" = 1 ]; then
   OUT=$PACKED/work
   mkdir -p "$OUT"
+  # A second invocation in the same device call adds to the first's results.
+  [ ! -f "$PACKED/results.tgz" ] || tar -xzf "$PACKED/results.tgz" -C "$OUT"
   mv "$LOG" "$OUT/" 2>/dev/null
   LOG=$OUT/run.log
 fi
@@ -229,26 +261,26 @@ if has ab; then
   if [ ! -x "$OLD_BIN/hisa_cuda_bench" ]; then
     echo "no $OLD_BIN/hisa_cuda_bench (OLD_REV=<commit> STEPS=build_old): skipped" | tee -a "$LOG"
   else
-    start_smi smi_ab.csv
+    start_smi "smi_$AB_NAME.csv"
     for n in $(seq 1 "${AB_ROUNDS:-2}"); do
       for side in old new; do
         dir=$BIN
         [ $side = old ] && dir=$OLD_BIN
         run_in "$dir" timeout "${AB_TIMEOUT:-150}" "$dir/hisa_cuda_bench" \
-          --json "$OUT/ab_${side}_$n.json" $AB_ARGS >"$OUT/ab_${side}_$n.log" 2>&1
-        echo "ab $side $n: exit $? ($(date -u +%T))" | tee -a "$LOG"
+          --json "$OUT/${AB_NAME}_${side}_$n.json" $AB_ARGS >"$OUT/${AB_NAME}_${side}_$n.log" 2>&1
+        echo "$AB_NAME $side $n: exit $? ($(date -u +%T))" | tee -a "$LOG"
       done
     done
     stop_smi
-    python3 - "$OUT" <<'EOF' 2>&1 | tee -a "$LOG"
+    python3 - "$OUT" "$AB_NAME" <<'EOF' 2>&1 | tee -a "$LOG"
 # Per case (prefill: method, L; decode: method, batch, context, next_n) the median over the runs
 # of each side, and new / old.
 import glob, json, os, statistics, sys
-out = sys.argv[1]
+out, tag = sys.argv[1], sys.argv[2]
 metrics = {"prefill": ["median_ms"], "decode": ["rested_us", "sync_us", "back_to_back_us"]}
 runs = {"old": {}, "new": {}}
 for side in runs:
-    for f in sorted(glob.glob(os.path.join(out, f"ab_{side}_*.json"))):
+    for f in sorted(glob.glob(os.path.join(out, f"{tag}_{side}_*.json"))):
         try:
             rep = json.load(open(f))
         except Exception as e:
@@ -273,7 +305,7 @@ for (key, m), old in sorted(runs["old"].items(), key=str):
     print(f"{name:<37} {m:<16} {o:9.4g} ({fmt(old)})  {n:9.4g} ({fmt(new)})  {n / o:.4f}")
     summary.append({"case": name, "metric": m, "old": old, "new": new, "old_median": o,
                     "new_median": n, "new_over_old": n / o})
-json.dump({"cases": summary}, open(os.path.join(out, "ab.json"), "w"), indent=1)
+json.dump({"cases": summary}, open(os.path.join(out, f"{tag}.json"), "w"), indent=1)
 EOF
   fi
 fi
@@ -368,6 +400,42 @@ if has ncu; then
   fi
 fi
 
+if has times; then
+  TIMES_CASES=${TIMES_CASES:-"--methods flat,hisa --prefill none --decode 1x131072;--methods flat,hisa --prefill none --decode 64x131072;--methods hisa --prefill 131072 --decode none"}
+  step "times: Nsight Compute's kernel durations, one bench run per case: $TIMES_CASES"
+  if command -v ncu >/dev/null; then
+    IFS=';' read -ra cases <<<"$TIMES_CASES"
+    n=0
+    for c in "${cases[@]}"; do
+      n=$((n + 1))
+      # shellcheck disable=SC2086
+      run_in "$BIN" timeout "${TIMES_TIMEOUT:-60}" ncu --metrics gpu__time_duration.sum --csv \
+        "$BIN/hisa_cuda_bench" $c --once --no-ceilings >"$OUT/times_$n.csv" 2>&1
+      echo "times case $n ($c): exit $?" | tee -a "$LOG"
+    done
+    python3 bench/kernel_times.py "$OUT" "$TIMES_CASES" 2>&1 | tee "$OUT/times.txt" | tee -a "$LOG"
+  else
+    echo "no ncu" | tee -a "$LOG"
+  fi
+fi
+
+if has python; then
+  step "python: python/device_check.sh"
+  OUT=$OUT timeout "${PY_TIMEOUT:-240}" bash python/device_check.sh >/dev/null 2>&1
+  echo "python device check exit $?" | tee -a "$LOG"
+  grep -E "passed|failed|error|Error|Fatal|probe|overhead|graph|eager|==>" \
+    "$OUT/python_device_check.log" 2>/dev/null | tail -n 40 | tee -a "$LOG"
+fi
+
+if has needle; then
+  step "needle: model/study.py needle ${NEEDLE_ARGS:---tiny}"
+  # shellcheck disable=SC2086
+  HISA_PYTHONPATH=$ROOT/${HISA_BUILD_DIR:-build-device}/python timeout "${NEEDLE_TIMEOUT:-120}" \
+    python3 model/study.py needle ${NEEDLE_ARGS:---tiny} --out "$OUT/needle" >"$OUT/needle.log" 2>&1
+  echo "needle exit $?" | tee -a "$LOG"
+  tail -n 12 "$OUT/needle.log" | tee -a "$LOG"
+fi
+
 if has summary; then
   step summary
   python3 - "$OUT" <<'EOF' 2>&1 | tee -a "$LOG"
@@ -439,10 +507,12 @@ tb = load("torch.json")
 if tb:
     print(f"torch {tb.get('torch')} on {tb.get('device')}: fp8 GEMM {f(tb.get('fp8_gemm_tflops'), '{:.0f}')} "
           f"TFLOP/s, copy {f(tb.get('copy_tbps'))} TB/s")
-ab = load("ab.json")
-if ab:
+for fn in sorted(os.listdir(out)):
+    ab = load(fn) if fn.endswith(".json") else None
+    if not isinstance(ab, dict) or "cases" not in ab:
+        continue
     for c in ab["cases"]:
-        print(f"ab {c['case']} {c['metric']}: old {c['old_median']:.4g}, new {c['new_median']:.4g}, "
+        print(f"{fn[:-5]} {c['case']} {c['metric']}: old {c['old_median']:.4g}, new {c['new_median']:.4g}, "
               f"new/old {c['new_over_old']:.4f}")
 EOF
 fi
