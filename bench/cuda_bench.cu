@@ -8,10 +8,10 @@
 //   hisa_cuda_bench [--json F] [--deepgemm F] [--torch F] [--commit HASH] [--quick] [--once]
 //                   [--methods flat,hisa,block] [--prefill 8192,32768|none] [--ragged] [--sweep]
 //                   [--decode 1x32768,64x131072|none] [--next-n 1,2,4] [--block-size 128]
-//                   [--top-blocks 64] [--path auto|fused|scores|simt] [--splits 0] [--no-ceilings]
-//                   [--workload topical|gaussian]
+//                   [--top-blocks 64] [--topk 2048] [--path auto|fused|scores|simt] [--splits 0]
+//                   [--no-ceilings] [--workload topical|gaussian]
 //
-// Shapes: H = 64, D = 128, k = 2048, fp8 e4m3 q and k with per-key fp32 scales. Prefill is full
+// Shapes: H = 64, D = 128, k = 2048 (--topk: another k, e.g. to see what the selection costs), fp8 e4m3 q and k with per-key fp32 scales. Prefill is full
 // causal (T_b = S_b) in one call; decode reads a paged cache (page 64) whose requests the batches
 // rotate through, so that batches 1 and 8 do not run from L2.
 #include <cuda_fp8.h>
@@ -257,7 +257,7 @@ struct Args {
   std::vector<std::pair<int, int>> decode = {{1, 32768},  {8, 32768},  {64, 32768},
                                              {1, 131072}, {8, 131072}, {64, 131072}};
   std::vector<int> next_n = {1};
-  int block_size = 128, top_blocks = 64, splits = 0;
+  int block_size = 128, top_blocks = 64, splits = 0, topk = kTopk;
   hisa::cuda::Path path = hisa::cuda::Path::Auto;
   std::string workload = "topical";  // prefill inputs: topical or gaussian
 };
@@ -301,6 +301,7 @@ Args parse_args(int argc, char** argv) {
       {"--no-ceilings", [&] { a.ceilings = false; }},
       {"--block-size", [&] { a.block_size = int(positive(value())); }},
       {"--top-blocks", [&] { a.top_blocks = int(positive(value())); }},
+      {"--topk", [&] { a.topk = int(positive(value())); }},
       {"--splits", [&] { a.splits = std::stoi(value()); }},
       {"--workload",
        [&] {
@@ -365,7 +366,7 @@ hisa::cuda::Options timing_options(const Args& a) {
 
 SelectConfig make_config(Method m, const Args& a) {
   SelectConfig c;
-  c.method = m, c.topk = kTopk, c.block_size = a.block_size, c.top_blocks = a.top_blocks;
+  c.method = m, c.topk = a.topk, c.block_size = a.block_size, c.top_blocks = a.top_blocks;
   return c;
 }
 
@@ -736,7 +737,7 @@ void run_prefill(const Args& a, const Baselines& base, json& results) {
   if (a.prefill.empty() || a.methods.empty()) return;
   std::printf(
       "\nprefill: one sequence, full causal, fp8, H=%d D=%d k=%d (hisa, block: B=%d m=%d)\n",
-      kHeads, kDim, kTopk, a.block_size, a.top_blocks);
+      kHeads, kDim, a.topk, a.block_size, a.top_blocks);
   std::fputs(kPrefillHeader, stdout);
   for (int64_t L : a.prefill) {
     const PrefillData d = make_prefill({int32_t(L)}, a.workload);
@@ -1032,7 +1033,7 @@ void run_decode(const Args& a, const Baselines& base, const json& ceilings, json
   std::printf(
       "\ndecode: paged fp8 cache (page %d), H=%d D=%d k=%d, batches rotating through %d "
       "requests; rested: GPU time of 25 calls queued after %d ms idle\n",
-      kPage, kHeads, kDim, kTopk, d.requests, kRestMs);
+      kPage, kHeads, kDim, a.topk, d.requests, kRestMs);
   std::printf(
       "method  b    ctx      n  sync us  rested us  b2b us  MB/step  TB/s  %%read  checked  "
       "vs DG rested (DG us, kineto)  vs DG+topk  vs torch\n");
@@ -1124,7 +1125,7 @@ int main(int argc, char** argv) {
         "[--commit H] [--quick] [--once] [--methods flat,hisa,block] [--prefill 8192,...|none] "
         "[--ragged] [--sweep] [--decode 1x32768,...|none] [--next-n 1,2,4] "
         "[--block-size 128] [--top-blocks 64] [--path auto|fused|scores|simt] "
-        "[--splits N] [--no-ceilings] [--workload topical|gaussian]\n",
+        "[--topk 2048] [--splits N] [--no-ceilings] [--workload topical|gaussian]\n",
         e.what());
     return 2;
   }
