@@ -32,8 +32,9 @@
 #              (bench arguments, ';'-separated) -> times.txt (bench/kernel_times.py)
 #   python     python/device_check.sh (the package built here, pytest with PyTorch CUDA tensors,
 #              the per-call overhead against the C++ call, the indexer-replacement example)
-#   needle     model/study.py needle NEEDLE_ARGS (default --tiny: the plumbing) through the
-#              package the python step built; inputs from .carry/data (model/stage.sh run1)
+#   needle     model/study.py needle NEEDLE_ARGS (default --tiny --budget 100 --idx-seconds 20: the
+#              plumbing) through the package the python step built; inputs from .carry/data
+#              (model/stage.sh run1)
 #   summary    the key numbers of every JSON under $OUT
 # Time limits (s): DG_BUILD_TIMEOUT 240, DG_TIMEOUT 240, TORCH_TIMEOUT 150, BENCH_TIMEOUT 300,
 # AB_TIMEOUT 150 (each run), TEST_TIMEOUT 240, SAN_TIMEOUT 150, NCU_TIMEOUT 200, TIMES_TIMEOUT 60
@@ -428,10 +429,10 @@ if has python; then
 fi
 
 if has needle; then
-  step "needle: model/study.py needle ${NEEDLE_ARGS:---tiny}"
+  step "needle: model/study.py needle ${NEEDLE_ARGS:---tiny --budget 100 --idx-seconds 20}"
   # shellcheck disable=SC2086
   HISA_PYTHONPATH=$ROOT/${HISA_BUILD_DIR:-build-device}/python timeout "${NEEDLE_TIMEOUT:-120}" \
-    python3 model/study.py needle ${NEEDLE_ARGS:---tiny} --out "$OUT/needle" >"$OUT/needle.log" 2>&1
+    python3 model/study.py needle ${NEEDLE_ARGS:---tiny --budget 100 --idx-seconds 20} --out "$OUT/needle" >"$OUT/needle.log" 2>&1
   echo "needle exit $?" | tee -a "$LOG"
   tail -n 12 "$OUT/needle.log" | tee -a "$LOG"
 fi

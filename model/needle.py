@@ -215,7 +215,7 @@ def heatmaps(res, out_prefix):
         a = np.array([[by_L.get(L, {}).get(d, np.nan) for L in Ls] for d in ds])
         fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(Ls), 1.0 + 0.35 * len(ds)))
         im = ax.imshow(a, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
-        ax.set_xticks(range(len(Ls)), ["%dK" % (int(L) // 1024) for L in Ls])
+        ax.set_xticks(range(len(Ls)), ["%gK" % (int(L) / 1024) for L in Ls])
         ax.set_yticks(range(len(ds)), ["%.0f%%" % (100 * float(d)) for d in ds])
         ax.set_xlabel("context length")
         ax.set_ylabel("needle depth")
