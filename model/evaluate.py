@@ -192,13 +192,13 @@ def summarize_rows(r, mB=None, emin=None, emax=None):
 
 
 @torch.no_grad()
-def sparse_nll(model, idxs, tok, method, st, B=128, m=64):
-    """fp32 forward where each layer attends only to the selected positions of each query.
-    method: dense | oracle (top-k of the head-mean dense attention) | flat | hisa | block.
-    tok [T + 1]: inputs tok[:-1], targets tok[1:]. Returns nll [T]."""
+def restricted_forward(model, idxs, tok, mask_fn, chunk=1024, indexer=True, layer_end=None):
+    """fp32 forward of tok [T] in which each layer's attention of each query row is restricted to
+    a mask: mask_fn(li, ind, rc, e, Sc, s, vis) -> bool [R, Sc] for rows rc (visible ends e, the
+    first Sc keys, scores s [H, R, Sc], causal mask vis), with ind the layer's quantised indexer
+    inputs (q8, k8, ks, w8; None when not indexer). layer_end(li, ind), if given, runs after each
+    layer's rows. Returns the logits [1, T, V]."""
     dev = tok.device
-    tgt = tok[1:]
-    tok = tok[:-1]
     T = tok.numel()
     cos, sin = model.rope(T, dev)
     x = model.emb(tok[None]).float()
@@ -207,30 +207,46 @@ def sparse_nll(model, idxs, tok, method, st, B=128, m=64):
         q, kk, v = blk.qkv_heads(h, cos, sin)
         q, kk, v = q[0].float(), kk[0].float(), v[0].float()
         H, _, dh = q.shape
-        if method in ("flat", "hisa", "block"):
+        ind = None
+        if indexer:
             qi, ki, wi = idxs[li](h[0].float())
-            q8, k8, ks, w8 = quantize_indexer(qi, ki, wi)
+            ind = quantize_indexer(qi, ki, wi)
             del qi, ki
         y = torch.empty(T, H, dh, device=dev)
-        chunk = min(1024, st.chunk_rows(T))
         for r0 in range(0, T, chunk):
             rc = torch.arange(r0, min(T, r0 + chunk), device=dev)
             e = rc + 1
             Sc = min(T, int(math.ceil((r0 + rc.numel()) / 256.0)) * 256)
             s = torch.matmul(q[:, rc], kk[:, :Sc].transpose(1, 2)) / math.sqrt(dh)
             vis = torch.arange(Sc, device=dev)[None, :] < e[:, None]
-            if method == "dense":
-                X = vis
-            elif method == "oracle":
-                p = s.masked_fill(~vis[None], float("-inf")).softmax(-1).mean(0)
-                X = topk_mask(p, vis, st.k)
-            else:  # flat, hisa, block: the library's selection
-                X = select_mask(method, q8[rc], w8[rc], k8, ks, e, Sc, B=B, m=m, k=st.k)
+            X = mask_fn(li, ind, rc, e, Sc, s, vis)
             s = s.masked_fill(~X[None], float("-inf")).softmax(-1)
             y[rc] = torch.matmul(s, v[:, :Sc]).transpose(0, 1)
+        if layer_end is not None:
+            layer_end(li, ind)
         x = x + blk.o(y.reshape(1, T, -1))
         x = x + blk.mlp(x)
-    logits = model.head(model.nf(x))
+    return model.head(model.nf(x))
+
+
+def sparse_nll(model, idxs, tok, method, st, B=128, m=64):
+    """fp32 forward where each layer attends only to the selected positions of each query.
+    method: dense | oracle (top-k of the head-mean dense attention) | flat | hisa | block.
+    tok [T + 1]: inputs tok[:-1], targets tok[1:]. Returns nll [T]."""
+    tgt = tok[1:]
+    tok = tok[:-1]
+
+    def mask(li, ind, rc, e, Sc, s, vis):
+        if method == "dense":
+            return vis
+        if method == "oracle":
+            p = s.masked_fill(~vis[None], float("-inf")).softmax(-1).mean(0)
+            return topk_mask(p, vis, st.k)
+        q8, k8, ks, w8 = ind  # flat, hisa, block: the library's selection
+        return select_mask(method, q8[rc], w8[rc], k8, ks, e, Sc, B=B, m=m, k=st.k)
+
+    logits = restricted_forward(model, idxs, tok, mask, chunk=min(1024, st.chunk_rows(tok.numel())),
+                                indexer=method in ("flat", "hisa", "block"))
     return F.cross_entropy(logits[0], tgt, reduction="none")
 
 

@@ -12,12 +12,12 @@ prediction of digit j sees the true digits before it).
 The selections run through the hisa package (hisa_select.select_mask), on the GPU its CUDA ops in
 fp8 as served. No GPU is needed for the plumbing (`study.py needle --tiny`).
 """
-import math
 
 import numpy as np
 import torch
 
-from common import log, quantize_indexer
+from common import log
+from evaluate import restricted_forward
 from hisa_select import select_mask
 from train import sample_batch
 
@@ -90,55 +90,44 @@ def restricted_logits(model, idxs, tok, method, k, rows, chunk=1024, needle_pos=
     sel, B, m, reuse = method_params(method, tok.numel(), k)
     dev = tok.device
     T = tok.numel()
-    cos, sin = model.rope(T, dev)
-    x = model.emb(tok[None]).float()
     rows = torch.as_tensor(rows, device=dev)
     misses = []
-    blocks = None  # the last choosing layer's blocks [T, m] (reuse)
-    for li, blk in enumerate(model.blocks):
-        h = blk.n1(x)
-        q, kk, v = blk.qkv_heads(h, cos, sin)
-        q, kk, v = q[0].float(), kk[0].float(), v[0].float()
-        H, _, dh = q.shape
-        if sel != "dense":
-            qi, ki, wi = idxs[li](h[0].float())
-            q8, k8, ks, w8 = quantize_indexer(qi, ki, wi)
-            del qi, ki
-        choose = reuse == 0 or li % (reuse + 1) == 0
-        layer_blocks = []
-        y = torch.empty(T, H, dh, device=dev)
-        for r0 in range(0, T, chunk):
-            rc = torch.arange(r0, min(T, r0 + chunk), device=dev)
-            e = rc + 1
-            Sc = min(T, int(math.ceil((r0 + rc.numel()) / 256.0)) * 256)
-            s = torch.matmul(q[:, rc], kk[:, :Sc].transpose(1, 2)) / math.sqrt(dh)
-            vis = torch.arange(Sc, device=dev)[None, :] < e[:, None]
-            if sel == "dense":
-                X = vis
-            elif sel == "flat":
-                X = select_mask("flat", q8[rc], w8[rc], k8, ks, e, Sc, k=k)
-            else:
-                given = None if choose else blocks[r0:r0 + rc.numel()].contiguous()
-                X, b = select_mask(sel, q8[rc], w8[rc], k8, ks, e, Sc, B=B, m=m, k=k, given_blocks=given,
-                                   return_blocks=True)
-                layer_blocks.append(b)
-            s = s.masked_fill(~X[None], float("-inf")).softmax(-1)
-            y[rc] = torch.matmul(s, v[:, :Sc]).transpose(0, 1)
-        if sel in ("hisa", "block") and choose:
-            blocks = torch.cat(layer_blocks, 0)
+    # The last choosing layer's blocks [T, m] (reuse), this layer's per row chunk.
+    state = {"blocks": None, "layer": []}
+    choose = lambda li: reuse == 0 or li % (reuse + 1) == 0  # noqa: E731
+
+    def mask(li, ind, rc, e, Sc, s, vis):
+        if sel == "dense":
+            return vis
+        q8, k8, ks, w8 = ind
+        if sel == "flat":
+            return select_mask("flat", q8[rc], w8[rc], k8, ks, e, Sc, k=k)
+        r0 = int(rc[0])
+        given = None if choose(li) else state["blocks"][r0:r0 + rc.numel()].contiguous()
+        X, b = select_mask(sel, q8[rc], w8[rc], k8, ks, e, Sc, B=B, m=m, k=k, given_blocks=given,
+                           return_blocks=True)
+        state["layer"].append(b)
+        return X
+
+    def layer_end(li, ind):
+        if sel in ("hisa", "block") and choose(li):
+            state["blocks"] = torch.cat(state["layer"], 0)
+        state["layer"] = []
         if sel == "hisa" and needle_pos is not None:
+            q8, k8, ks, w8 = ind
             e = rows + 1
             npos = torch.as_tensor(needle_pos, device=dev)
             dsa = select_mask("flat", q8[rows], w8[rows], k8, ks, e, T, k=k)[:, npos]
+            given = None if choose(li) else state["blocks"][rows].contiguous()
             hs = select_mask("hisa", q8[rows], w8[rows], k8, ks, e, T, B=B, m=m, k=k,
-                             given_blocks=None if choose else blocks[rows].contiguous())[:, npos]
+                             given_blocks=given)[:, npos]
             held = dsa.any(1)
             missed = (dsa & ~hs).any(1) & held
             misses.append(float(missed.sum()) / float(held.sum()) if bool(held.any()) else None)
-        x = x + blk.o(y.reshape(1, T, -1))
-        x = x + blk.mlp(x)
-    logits = model.head(model.nf(x))[0, rows]
-    return logits, misses
+
+    logits = restricted_forward(model, idxs, tok, mask, chunk=chunk, indexer=sel != "dense",
+                                layer_end=layer_end)
+    return logits[0, rows], misses
 
 
 def needle_docs(books, L, depths, per_cell, seed=0):
