@@ -11,8 +11,8 @@
 //                   [--top-blocks 64] [--topk 2048] [--path auto|fused|scores|simt] [--splits 0]
 //                   [--no-ceilings] [--workload topical|gaussian]
 //
-// Shapes: H = 64, D = 128, k = 2048 (--topk: another k, e.g. to see what the selection costs), fp8 e4m3 q and k with per-key fp32 scales. Prefill is full
-// causal (T_b = S_b) in one call; decode reads a paged cache (page 64) whose requests the batches
+// Shapes: H = 64, D = 128, k = 2048 (--topk: another k, to see what the selection costs), fp8
+// e4m3 q and k with per-key fp32 scales. Prefill is full causal (T_b = S_b) in one call; decode reads a paged cache (page 64) whose requests the batches
 // rotate through, so that batches 1 and 8 do not run from L2.
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
@@ -531,14 +531,16 @@ PrefillData make_prefill(const std::vector<int32_t>& lens, const std::string& wo
 //   hisa:  min(e, m*B) * H * D * 2         token stage: the candidates of m blocks
 //        + floor(e / B) * H * D * 2        block stage: one pooled key per complete block
 //   block: floor(e / B) * H * D * 2        the block stage alone
-double prefill_flops(const SelectConfig& c, const std::vector<int32_t>& lens) {
+// token_stage: the token stage's part alone (flat: all of it; block: none).
+double prefill_flops(const SelectConfig& c, const std::vector<int32_t>& lens,
+                     bool token_stage = false) {
   double keys = 0;
   const int64_t budget = int64_t(c.top_blocks) * c.block_size;
   for (int32_t n : lens)
     for (int64_t e = 1; e <= n; ++e) {
       if (c.method == Method::Flat) keys += double(e);
       if (c.method == Method::Hisa) keys += double(std::min(e, budget));
-      if (c.method != Method::Flat) keys += double(e / c.block_size);
+      if (c.method != Method::Flat && !token_stage) keys += double(e / c.block_size);
     }
   return keys * kHeads * kDim * 2;
 }
@@ -591,6 +593,7 @@ json time_prefill(const PrefillData& d, const SelectConfig& cfg, const Args& a,
     r["gathered_bytes_per_query"] = per_query * (kDim + 4);
     r["keys_per_query_without_reuse"] = without;
     r["reuse_fraction"] = without > 0 ? 1.0 - per_query / without : 0.0;
+    r["token_stage_flops"] = prefill_flops(cfg, d.lens, /*token_stage=*/true);
   }
   int bad = 0;
   for (int64_t row : rows)

@@ -429,10 +429,11 @@ if has python; then
 fi
 
 if has needle; then
-  step "needle: model/study.py needle ${NEEDLE_ARGS:---tiny --budget 100 --idx-seconds 20}"
+  NEEDLE_ARGS=${NEEDLE_ARGS:-"--tiny --budget 100 --idx-seconds 20"}
+  step "needle: model/study.py needle $NEEDLE_ARGS"
   # shellcheck disable=SC2086
   HISA_PYTHONPATH=$ROOT/${HISA_BUILD_DIR:-build-device}/python timeout "${NEEDLE_TIMEOUT:-120}" \
-    python3 model/study.py needle ${NEEDLE_ARGS:---tiny --budget 100 --idx-seconds 20} --out "$OUT/needle" >"$OUT/needle.log" 2>&1
+    python3 model/study.py needle $NEEDLE_ARGS --out "$OUT/needle" >"$OUT/needle.log" 2>&1
   echo "needle exit $?" | tee -a "$LOG"
   tail -n 12 "$OUT/needle.log" | tee -a "$LOG"
 fi
@@ -440,7 +441,7 @@ fi
 if has summary; then
   step summary
   python3 - "$OUT" <<'EOF' 2>&1 | tee -a "$LOG"
-import json, os, sys
+import glob, json, os, sys
 out = sys.argv[1]
 def load(n):
     try:
@@ -508,12 +509,14 @@ tb = load("torch.json")
 if tb:
     print(f"torch {tb.get('torch')} on {tb.get('device')}: fp8 GEMM {f(tb.get('fp8_gemm_tflops'), '{:.0f}')} "
           f"TFLOP/s, copy {f(tb.get('copy_tbps'))} TB/s")
-for fn in sorted(os.listdir(out)):
-    ab = load(fn) if fn.endswith(".json") else None
-    if not isinstance(ab, dict) or "cases" not in ab:
+# Each A/B's summary, AB_NAME.json, beside its first old run AB_NAME_old_1.json.
+for first in sorted(glob.glob(os.path.join(out, "*_old_1.json"))):
+    tag = os.path.basename(first)[: -len("_old_1.json")]
+    ab = load(tag + ".json")
+    if not ab:
         continue
     for c in ab["cases"]:
-        print(f"{fn[:-5]} {c['case']} {c['metric']}: old {c['old_median']:.4g}, new {c['new_median']:.4g}, "
+        print(f"{tag} {c['case']} {c['metric']}: old {c['old_median']:.4g}, new {c['new_median']:.4g}, "
               f"new/old {c['new_over_old']:.4f}")
 EOF
 fi

@@ -6,22 +6,14 @@
 For every sweep entry (one sequence of L tokens, block size B, m blocks, budget m * B): the call's
 median time, its split into the token stage (the same call given its own blocks: chunk lists and
 the token stage) and the rest (pooling and the block stage), and the token stage's useful FLOP
-rate (each query's min(e, m * B) keys, H = 64, D = 128) against the fp8 GEMM rate measured in
-the same run (the JSON's ceilings, or --fp8-tflops). The table is markdown on stdout; the PNG
-(matplotlib) has one panel per L: time against the budget, one line per B, the token stage dashed.
+rate (the bench's token_stage_flops: each query's min(e, m * B) keys) against the fp8 GEMM rate
+measured in the same run (the JSON's ceilings, or --fp8-tflops). The table is markdown on stdout;
+the PNG (matplotlib) has one panel per L: time against the budget, one line per B, the token
+stage dashed.
 """
 import argparse
 import json
 import sys
-
-HEADS, DIM = 64, 128
-
-
-def token_stage_flops(L, budget):
-    """FLOPs of the token stage's useful work: query e (1-based) scores min(e, budget) keys."""
-    b = min(L, budget)
-    keys = b * (b + 1) / 2 + (L - b) * b
-    return keys * HEADS * DIM * 2
 
 
 def rows_of(report):
@@ -31,7 +23,7 @@ def rows_of(report):
             continue
         L, B, m, ms = r["L"], r["B"], r["m"], r["median_ms"]
         token_ms = r.get("given_blocks_ms")
-        flops = token_stage_flops(L, B * m)
+        flops = r["token_stage_flops"]
         rows.append({
             "L": L, "B": B, "m": m, "budget": B * m, "ms": ms, "token_ms": token_ms,
             "rest_ms": ms - token_ms if token_ms is not None else None,

@@ -92,8 +92,8 @@ def restricted_logits(model, idxs, tok, method, k, rows, chunk=1024, needle_pos=
     T = tok.numel()
     rows = torch.as_tensor(rows, device=dev)
     misses = []
-    # The last choosing layer's blocks [T, m] (reuse), this layer's per row chunk.
-    state = {"blocks": None, "layer": []}
+    blocks = None  # the last choosing layer's blocks [T, m] (reuse)
+    layer_blocks = []  # this layer's, per row chunk
     choose = lambda li: reuse == 0 or li % (reuse + 1) == 0  # noqa: E731
 
     def mask(li, ind, rc, e, Sc, s, vis):
@@ -103,22 +103,23 @@ def restricted_logits(model, idxs, tok, method, k, rows, chunk=1024, needle_pos=
         if sel == "flat":
             return select_mask("flat", q8[rc], w8[rc], k8, ks, e, Sc, k=k)
         r0 = int(rc[0])
-        given = None if choose(li) else state["blocks"][r0:r0 + rc.numel()].contiguous()
+        given = None if choose(li) else blocks[r0:r0 + rc.numel()].contiguous()
         X, b = select_mask(sel, q8[rc], w8[rc], k8, ks, e, Sc, B=B, m=m, k=k, given_blocks=given,
                            return_blocks=True)
-        state["layer"].append(b)
+        layer_blocks.append(b)
         return X
 
     def layer_end(li, ind):
+        nonlocal blocks, layer_blocks
         if sel in ("hisa", "block") and choose(li):
-            state["blocks"] = torch.cat(state["layer"], 0)
-        state["layer"] = []
+            blocks = torch.cat(layer_blocks, 0)
+        layer_blocks = []
         if sel == "hisa" and needle_pos is not None:
             q8, k8, ks, w8 = ind
             e = rows + 1
             npos = torch.as_tensor(needle_pos, device=dev)
             dsa = select_mask("flat", q8[rows], w8[rows], k8, ks, e, T, k=k)[:, npos]
-            given = None if choose(li) else state["blocks"][rows].contiguous()
+            given = None if choose(li) else blocks[rows].contiguous()
             hs = select_mask("hisa", q8[rows], w8[rows], k8, ks, e, T, B=B, m=m, k=k,
                              given_blocks=given)[:, npos]
             held = dsa.any(1)
